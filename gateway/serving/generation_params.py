@@ -1,0 +1,105 @@
+"""Request fields to ``GenerationParams``, with every check that must precede the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import LimitSettings
+from gateway.engine.interface import GenerationParams, StructuredOutput
+from gateway.errors import ContextLengthError, InvalidRequestError, UnsupportedParameterError
+from gateway.protocol.common import ResponseFormat
+
+
+@dataclass(frozen=True)
+class SamplingFields:
+    """The sampling fields chat and completions share, as the client sent them."""
+
+    n: int | None
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    stop: str | list[str] | None
+    seed: int | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+    logprobs: int | None
+    response_format: ResponseFormat | None = None
+    max_tokens_param: str = "max_tokens"
+
+
+def stop_sequences(stop: str | list[str] | None, limits: LimitSettings) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if len(stops) > limits.max_stop_sequences:
+        raise InvalidRequestError(
+            f"At most {limits.max_stop_sequences} stop sequences are allowed.", param="stop"
+        )
+    if any(s == "" for s in stops):
+        raise InvalidRequestError("Stop sequences must not be empty.", param="stop")
+    return tuple(stops)
+
+
+def structured_output(fmt: ResponseFormat | None) -> StructuredOutput | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return StructuredOutput(kind="json_object")
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise InvalidRequestError(
+            "response_format of type 'json_schema' needs json_schema.schema.",
+            param="response_format.json_schema",
+        )
+    return StructuredOutput(kind="json_schema", json_schema=fmt.json_schema.schema_)
+
+
+def build_generation_params(
+    fields: SamplingFields,
+    *,
+    prompt_tokens: int,
+    max_model_len: int,
+    limits: LimitSettings,
+    default_max_tokens: int | None = None,
+    prompt_param: str = "messages",
+) -> GenerationParams:
+    n = fields.n or 1
+    if n > limits.max_n:
+        raise InvalidRequestError(f"n must be at most {limits.max_n}.", param="n")
+    if prompt_tokens >= max_model_len:
+        raise ContextLengthError(
+            f"This model's maximum context length is {max_model_len} tokens. However, your "
+            f"{prompt_param} resulted in {prompt_tokens} tokens.",
+            param=prompt_param,
+        )
+    room = max_model_len - prompt_tokens
+    max_tokens = fields.max_tokens or default_max_tokens or room
+    if fields.max_tokens is None:
+        max_tokens = min(max_tokens, room)
+    if prompt_tokens + max_tokens > max_model_len:
+        raise ContextLengthError(
+            f"This model's maximum context length is {max_model_len} tokens. However, you "
+            f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the "
+            f"{prompt_param}, {max_tokens} in the completion). Please reduce the length of "
+            f"the {prompt_param} or completion.",
+            param=fields.max_tokens_param,
+        )
+    return GenerationParams(
+        max_tokens=max_tokens,
+        n=n,
+        temperature=1.0 if fields.temperature is None else fields.temperature,
+        top_p=1.0 if fields.top_p is None else fields.top_p,
+        stop=stop_sequences(fields.stop, limits),
+        seed=fields.seed,
+        presence_penalty=fields.presence_penalty or 0.0,
+        frequency_penalty=fields.frequency_penalty or 0.0,
+        logprobs=fields.logprobs,
+        structured_output=structured_output(fields.response_format),
+    )
+
+
+def refuse_unsupported(request: object, names: tuple[str, ...]) -> None:
+    """400 for any parameter of OpenAI's API that this server does not implement."""
+    for name in names:
+        value = getattr(request, name, None)
+        if value is not None:
+            raise UnsupportedParameterError(name)

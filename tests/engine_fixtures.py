@@ -1,0 +1,1 @@
+"""Fixtures that start the real vLLM engine: once per test session, shared."""

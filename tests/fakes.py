@@ -1,0 +1,118 @@
+"""``FakeEngine``: the ``Engine`` protocol without a model, for fast unit tests.
+
+Each choice "generates" the words of ``reply`` (default: ``"w0 w1 w2 ..."``), one token
+per word, stopping at ``max_tokens`` or at a stop string, so tests can predict text,
+token counts and finish reasons exactly. It records every request it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from gateway.engine.interface import (
+    AdapterRef,
+    ChoiceOutput,
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprob,
+)
+from gateway.errors import EngineFailureError
+
+
+class FakeEngine:
+    def __init__(self, *, max_model_len: int = 256, reply_words: int = 8) -> None:
+        self.max_model_len = max_model_len
+        self.reply_words = reply_words
+        self.requests: list[GenerationRequest] = []
+        self.running: set[str] = set()
+        self.aborted: list[str] = []
+        self.fail_after_tokens: int | None = None
+        self.token_delay = 0.0
+        self.shut_down = False
+        self.healthy = True
+
+    def words(self, request: GenerationRequest, index: int) -> list[str]:
+        tag = request.adapter.name if request.adapter else "base"
+        return [f"{tag}{index}w{i}" for i in range(self.reply_words)]
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        self.requests.append(request)
+        self.running.add(request.request_id)
+        p = request.params
+        try:
+            produced = [0] * p.n
+            texts = [""] * p.n
+            done = [False] * p.n
+            pending: list[ChoiceOutput] = []
+            step = 0
+            while not all(done):
+                if self.fail_after_tokens is not None and step >= self.fail_after_tokens:
+                    raise EngineFailureError("fake engine failure")
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+                else:
+                    await asyncio.sleep(0)
+                outs = []
+                for i in range(p.n):
+                    if done[i]:
+                        continue
+                    words = self.words(request, i)
+                    word = words[produced[i]] + " "
+                    produced[i] += 1
+                    stop_hit = next((s for s in p.stop if s in texts[i] + word), None)
+                    if stop_hit is not None:
+                        word = (texts[i] + word).split(stop_hit)[0][len(texts[i]) :]
+                    texts[i] += word
+                    reason = None
+                    if stop_hit is not None or produced[i] >= len(words):
+                        reason = "stop"
+                    elif produced[i] >= p.max_tokens:
+                        reason = "length"
+                    done[i] = reason is not None
+                    logprobs = None
+                    if p.logprobs is not None:
+                        top = tuple((f"alt{k}", -1.0 - k) for k in range(p.logprobs))
+                        logprobs = (TokenLogprob(word, -0.5, top),)
+                    outs.append(ChoiceOutput(i, word, (1000 + produced[i],), logprobs, reason))
+                step += 1
+                if request.stream:
+                    yield GenerationOutput(
+                        request.request_id, outs, len(request.prompt_token_ids), all(done)
+                    )
+                else:
+                    pending.extend(outs)
+            if not request.stream:
+                yield GenerationOutput(
+                    request.request_id, pending, len(request.prompt_token_ids), True
+                )
+        except (asyncio.CancelledError, GeneratorExit):
+            self.aborted.append(request.request_id)
+            raise
+        finally:
+            self.running.discard(request.request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def add_adapter(self, adapter: AdapterRef) -> bool:
+        return True
+
+    async def remove_adapter(self, lora_id: int) -> bool:
+        return True
+
+    async def pin_adapter(self, lora_id: int) -> bool:
+        return True
+
+    async def stats(self) -> EngineStats:
+        return EngineStats(unfinished_requests=len(self.running))
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            from gateway.errors import EngineUnavailableError
+
+            raise EngineUnavailableError("fake engine is down")
+
+    async def shutdown(self) -> None:
+        self.shut_down = True
