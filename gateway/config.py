@@ -57,6 +57,11 @@ class EngineSettings(Section):
     max_num_seqs: int | None = Field(default=None, ge=1)
     enforce_eager: bool = False
     seed: int = 0
+    compact_json: bool = Field(
+        default=True,
+        description="JSON response formats without free whitespace, so weak models cannot "
+        "fill the completion budget with blanks.",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod

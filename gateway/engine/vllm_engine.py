@@ -29,6 +29,7 @@ GIB = 1024**3
 
 
 def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kv_bytes = int(engine.kv_cache_gib * GIB) if engine.kv_cache_gib else None
@@ -47,6 +48,10 @@ def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
         enforce_eager=engine.enforce_eager,
         seed=engine.seed,
         disable_log_stats=False,
+        # The JSON grammar backends read this engine-wide, not per request.
+        structured_outputs_config=StructuredOutputsConfig(
+            backend="xgrammar", disable_any_whitespace=engine.compact_json
+        ),
     )
 
 

