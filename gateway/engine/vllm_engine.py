@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from gateway.config import EngineSettings, ModelSettings
@@ -89,7 +90,7 @@ class VLLMEngine:
             else:
                 structured = StructuredOutputsParams(json=p.structured_output.json_schema)
         return SamplingParams(
-            n=p.n,
+            n=1 if _greedy_copies(request) > 1 else p.n,
             temperature=p.temperature,
             top_p=p.top_p,
             max_tokens=p.max_tokens,
@@ -113,13 +114,19 @@ class VLLMEngine:
         if request.adapter is not None:
             a = request.adapter
             lora = LoRARequest(lora_name=a.name, lora_int_id=a.lora_id, lora_path=a.path)
+        from vllm.exceptions import VLLMClientError
+
+        copies = _greedy_copies(request)
         try:
             stream = self._llm.generate(
                 prompt, self._sampling_params(request), request.request_id, lora_request=lora
             )
             async for out in stream:
-                yield _convert(out, request.params.logprobs or 0)
-        except (ValueError, TypeError) as exc:
+                converted = _convert(out, request.params.logprobs or 0)
+                if copies > 1:
+                    converted = _fan_out(converted, copies)
+                yield converted
+        except (ValueError, TypeError, VLLMClientError) as exc:
             # vLLM's own request validation (e.g. a JSON schema it cannot compile).
             raise InvalidRequestError(str(exc)) from exc
         except Exception as exc:
@@ -163,6 +170,21 @@ class VLLMEngine:
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _greedy_copies(request: GenerationRequest) -> int:
+    """vLLM refuses n > 1 with temperature 0; OpenAI answers n identical choices.
+
+    Greedy decoding is deterministic, so one generation copied n times is the same
+    answer, computed once. Usage still counts n completions, as OpenAI does.
+    """
+    p = request.params
+    return p.n if p.n > 1 and p.temperature == 0 else 1
+
+
+def _fan_out(output: GenerationOutput, copies: int) -> GenerationOutput:
+    choices = [replace(c, index=i) for i in range(copies) for c in output.choices]
+    return replace(output, choices=choices)
 
 
 def _convert(out: Any, top_n: int) -> GenerationOutput:
