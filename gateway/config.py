@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,6 +89,60 @@ class AdapterSettings(Section):
         return value
 
 
+MIB = 1024 * 1024
+DEFAULT_URI_PROTOCOLS = ("s3", "gs", "gcs", "az", "abfs", "hf", "https", "memory")
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+class RegistrySettings(Section):
+    """The adapter registry: where adapters live and where they may be registered from."""
+
+    data_dir: Path = Field(
+        default=Path(".loragate"),
+        description="Folder of the registry (registry.json and validated adapter copies).",
+    )
+    allowed_roots: list[Path] = Field(
+        default=[],
+        description="Local folders the admin API may register adapters from (by path or "
+        "file:// URI). Empty: registration by local path is refused.",
+    )
+    allowed_protocols: list[str] = Field(
+        default=list(DEFAULT_URI_PROTOCOLS),
+        description="fsspec protocols the admin API may register adapters from.",
+    )
+    base_match: Literal["name", "shapes"] = Field(
+        default="name",
+        description="name: an adapter's base_model_name_or_path must name the served base "
+        "(its path, served name or an alias); shapes: only its tensor shapes must fit.",
+    )
+    base_aliases: list[str] = Field(
+        default=[], description="Further names of the base model, e.g. its Hugging Face id."
+    )
+    max_weights_mib: int = Field(default=1024, ge=1, description="Largest adapter weights file.")
+    max_upload_mib: int = Field(default=1024, ge=1, description="Largest uploaded archive.")
+    pin_reserve: int = Field(
+        default=1,
+        ge=1,
+        description="Engine slots (max_loras) never given to pinned adapters, so unpinned "
+        "ones can always be served.",
+    )
+
+
+class AdminSettings(Section):
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key of the admin API (/admin/...). None: the admin API refuses "
+        "every call. Set it with LORAGATE_ADMIN__API_KEY rather than in a file.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_ADMIN_KEY_LENGTH} characters")
+        return value
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -116,6 +170,8 @@ class Settings(BaseSettings):
     adapters: list[AdapterSettings] = []
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
+    registry: RegistrySettings = RegistrySettings()
+    admin: AdminSettings = AdminSettings()
 
     @model_validator(mode="after")
     def _unique_model_ids(self) -> Settings:

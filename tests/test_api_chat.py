@@ -297,3 +297,25 @@ async def test_failure_before_output_non_streaming_is_500(fake_gateway: FakeGate
     fake_gateway.engine.fail_after_tokens = 0
     r = await fake_gateway.client.post("/v1/chat/completions", json=chat())
     assert_openai_error(r, 500, None, "engine_error")
+
+
+async def test_vllm_sampling_extensions_reach_the_engine(fake_gateway: FakeGateway) -> None:
+    r = await fake_gateway.client.post(
+        "/v1/chat/completions",
+        json=chat(
+            top_k=5, min_p=0.1, repetition_penalty=1.2, ignore_eos=True, min_tokens=2, max_tokens=4
+        ),
+    )
+    assert r.status_code == 200, r.text
+    p = fake_gateway.engine.requests[0].params
+    assert (p.top_k, p.min_p, p.repetition_penalty, p.ignore_eos, p.min_tokens) == (
+        5,
+        0.1,
+        1.2,
+        True,
+        2,
+    )
+    r = await fake_gateway.client.post(
+        "/v1/chat/completions", json=chat(min_tokens=9, max_tokens=4)
+    )
+    assert_openai_error(r, 400, "min_tokens")

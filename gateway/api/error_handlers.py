@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.errors import AdapterError
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.serving.disconnect import ClientDisconnected
 from gateway.serving.sse import error_body
@@ -63,6 +64,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
         return render(exc)
+
+    @app.exception_handler(AdapterError)
+    async def _adapter_error(_: Request, exc: AdapterError) -> JSONResponse:
+        # The registry's errors carry their own status and OpenAI fields.
+        if exc.status_code >= 500:
+            logger.error("adapter registry failure: %s", exc.message)
+        return JSONResponse({"error": exc.to_openai()}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

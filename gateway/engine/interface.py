@@ -13,11 +13,20 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A LoRA adapter as the engine sees it. ``lora_id`` is never reused for other weights."""
+    """A LoRA adapter as the engine sees it. ``lora_id`` is never reused for other weights.
+
+    ``version`` is the registry version; ``engine_name`` (``name@version``) is what the
+    engine keys its caches on, so two versions of one adapter never share an entry.
+    """
 
     name: str
     lora_id: int
     path: str
+    version: str | None = None
+
+    @property
+    def engine_name(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,11 @@ class GenerationParams:
     logprobs: int | None = None
     """Number of top alternatives per token; None: no logprobs at all."""
     structured_output: StructuredOutput | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,8 +97,16 @@ class GenerationOutput:
 
 @dataclass(frozen=True)
 class EngineStats:
+    """A snapshot of the engine.
+
+    ``loaded_adapters``: LoRA ids whose weights the engine holds in memory (vLLM's CPU
+    cache, ``max_cpu_loras``). ``adapter_slots``: the ids in the batch slots
+    (``max_loras``, on the GPU), a subset of them; ``None`` when the engine cannot say.
+    """
+
     unfinished_requests: int
     loaded_adapters: frozenset[int] = field(default_factory=frozenset)
+    adapter_slots: frozenset[int] | None = None
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ from gateway.engine.interface import (
     GenerationRequest,
     TokenLogprob,
 )
+from gateway.engine.lora_slots import SLOTS_METHOD, WORKER_EXTENSION
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
         enforce_eager=engine.enforce_eager,
         seed=engine.seed,
         disable_log_stats=False,
+        worker_extension_cls=WORKER_EXTENSION,
         # The JSON grammar backends read this engine-wide, not per request.
         structured_outputs_config=StructuredOutputsConfig(
             backend="xgrammar", disable_any_whitespace=engine.compact_json
@@ -100,6 +102,11 @@ class VLLMEngine:
             frequency_penalty=p.frequency_penalty,
             logprobs=p.logprobs,
             structured_outputs=structured,
+            top_k=p.top_k,
+            min_p=p.min_p,
+            repetition_penalty=p.repetition_penalty,
+            min_tokens=p.min_tokens,
+            ignore_eos=p.ignore_eos,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
         )
 
@@ -113,7 +120,7 @@ class VLLMEngine:
         lora = None
         if request.adapter is not None:
             a = request.adapter
-            lora = LoRARequest(lora_name=a.name, lora_int_id=a.lora_id, lora_path=a.path)
+            lora = LoRARequest(lora_name=a.engine_name, lora_int_id=a.lora_id, lora_path=a.path)
         from vllm.exceptions import VLLMClientError
 
         copies = _greedy_copies(request)
@@ -145,7 +152,7 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         request = LoRARequest(
-            lora_name=adapter.name, lora_int_id=adapter.lora_id, lora_path=adapter.path
+            lora_name=adapter.engine_name, lora_int_id=adapter.lora_id, lora_path=adapter.path
         )
         return bool(await self._llm.add_lora(request))
 
@@ -160,7 +167,19 @@ class VLLMEngine:
         return EngineStats(
             unfinished_requests=self._llm.get_num_unfinished_requests(),
             loaded_adapters=frozenset(loaded),
+            adapter_slots=await self._adapter_slots(),
         )
+
+    async def _adapter_slots(self) -> frozenset[int] | None:
+        """Union over workers of the ids in their LoRA slots; ``None`` if unknown."""
+        try:
+            answers = await self._llm.collective_rpc(SLOTS_METHOD, timeout=5)
+        except Exception:  # an engine without the extension, or changed internals
+            logger.debug("LoRA slot query failed", exc_info=True)
+            return None
+        if not answers or any(a is None for a in answers):
+            return None
+        return frozenset(i for a in answers for i in a)
 
     async def check_health(self) -> None:
         try:

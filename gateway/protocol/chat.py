@@ -6,7 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.protocol.common import OpenAIModel, ResponseFormat, StreamOptions, Usage
+from gateway.protocol.common import (
+    OpenAIModel,
+    ResponseFormat,
+    StreamOptions,
+    Usage,
+    VLLMSamplingExtensions,
+)
 from gateway.protocol.logprobs import ChatLogprobs
 
 
@@ -53,7 +59,7 @@ UNSUPPORTED_CHAT_PARAMS = (
 )
 
 
-class ChatCompletionRequest(OpenAIModel):
+class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)

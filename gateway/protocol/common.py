@@ -14,6 +14,20 @@ class OpenAIModel(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class VLLMSamplingExtensions(BaseModel):
+    """vLLM's sampling extensions, accepted so vLLM clients (and its benchmark) work as is."""
+
+    top_k: int | None = Field(default=None, ge=-1, description="vLLM extension: top-k sampling.")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="vLLM extension.")
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, le=2.0, description="vLLM extension."
+    )
+    min_tokens: int | None = Field(default=None, ge=0, description="vLLM extension.")
+    ignore_eos: bool | None = Field(
+        default=None, description="vLLM extension: keep generating past end-of-sequence."
+    )
+
+
 class ErrorInfo(BaseModel):
     message: str
     type: str

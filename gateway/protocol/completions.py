@@ -6,13 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.protocol.common import OpenAIModel, StreamOptions, Usage
+from gateway.protocol.common import OpenAIModel, StreamOptions, Usage, VLLMSamplingExtensions
 from gateway.protocol.logprobs import CompletionLogprobs
 
 UNSUPPORTED_COMPLETION_PARAMS = ("suffix", "logit_bias")
 
 
-class CompletionRequest(OpenAIModel):
+class CompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     model: str
     prompt: str | list[str] | list[int] | list[list[int]]
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)

@@ -91,6 +91,7 @@ class ChatCompletionService:
                 logprobs=(request.top_logprobs or 0) if request.logprobs else None,
                 response_format=request.response_format,
                 max_tokens_param=max_tokens_param,
+                extensions=request,
             ),
             prompt_tokens=len(prompt_ids),
             max_model_len=self._engine.max_model_len,

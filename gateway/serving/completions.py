@@ -96,6 +96,7 @@ class CompletionService:
                     presence_penalty=request.presence_penalty,
                     frequency_penalty=request.frequency_penalty,
                     logprobs=request.logprobs,
+                    extensions=request,
                 ),
                 prompt_tokens=len(ids),
                 max_model_len=self._engine.max_model_len,

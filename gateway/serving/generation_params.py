@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationParams, StructuredOutput
 from gateway.errors import ContextLengthError, InvalidRequestError, UnsupportedParameterError
-from gateway.protocol.common import ResponseFormat
+from gateway.protocol.common import ResponseFormat, VLLMSamplingExtensions
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SamplingFields:
     logprobs: int | None
     response_format: ResponseFormat | None = None
     max_tokens_param: str = "max_tokens"
+    extensions: VLLMSamplingExtensions | None = None
 
 
 def stop_sequences(stop: str | list[str] | None, limits: LimitSettings) -> tuple[str, ...]:
@@ -94,7 +96,22 @@ def build_generation_params(
         frequency_penalty=fields.frequency_penalty or 0.0,
         logprobs=fields.logprobs,
         structured_output=structured_output(fields.response_format),
+        **_extensions(fields.extensions, max_tokens),
     )
+
+
+def _extensions(ext: VLLMSamplingExtensions | None, max_tokens: int) -> dict[str, Any]:
+    if ext is None:
+        return {}
+    if ext.min_tokens is not None and ext.min_tokens > max_tokens:
+        raise InvalidRequestError("min_tokens must not exceed max_tokens.", param="min_tokens")
+    return {
+        "top_k": 0 if ext.top_k in (None, -1) else ext.top_k,
+        "min_p": ext.min_p or 0.0,
+        "repetition_penalty": ext.repetition_penalty or 1.0,
+        "min_tokens": ext.min_tokens or 0,
+        "ignore_eos": bool(ext.ignore_eos),
+    }
 
 
 def refuse_unsupported(request: object, names: tuple[str, ...]) -> None:
