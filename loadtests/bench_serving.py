@@ -1,0 +1,190 @@
+"""Gateway vs vLLM's own OpenAI server: same model, same engine settings, same load.
+
+Runs vLLM's benchmark client (``vllm.benchmarks.serve``) against
+``python -m vllm.entrypoints.openai.api_server`` and against ``loragate serve``, both
+started here on loopback and both kept up for the whole run, alternating the two for
+several rounds so machine noise hits both alike. Prints a table of output throughput
+and median TTFT per round and the gateway/vLLM ratios (targets: throughput >= 0.95x,
+median TTFT <= 1.10x).
+
+    python -m loadtests.bench_serving [--rounds 3] [--num-prompts 64] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+MODEL_ID = "smollm2-135m-instruct"
+ENGINE = {"max_model_len": 2048, "max_loras": 2, "max_lora_rank": 8, "kv_cache_gib": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"server not ready: {url}")
+
+
+def start_vllm(
+    base: Path, adapters: dict[str, Path], port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(base), "--served-model-name", MODEL_ID,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
+        "--max-model-len", str(ENGINE["max_model_len"]),
+        "--enable-lora", "--max-loras", str(ENGINE["max_loras"]),
+        "--max-lora-rank", str(ENGINE["max_lora_rank"]),
+        "--kv-cache-memory-bytes", str(int(ENGINE["kv_cache_gib"] * 1024**3)),
+        "--disable-uvicorn-access-log", "--seed", "0",
+        "--lora-modules", *[f"{name}={path}" for name, path in adapters.items()],
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def start_gateway(
+    base: Path, adapters: dict[str, Path], port: int, workdir: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    config = {
+        "model": {"path": str(base), "name": MODEL_ID},
+        "adapters": [{"name": n, "path": str(p)} for n, p in adapters.items()],
+        "engine": ENGINE,
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
+    }
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)]
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def run_client(
+    base_url: str, model: str, tokenizer: Path, args: argparse.Namespace, out_dir: Path, tag: str
+) -> dict[str, Any]:
+    """vLLM's own benchmark client, in a subprocess (it owns its event loop and stdout)."""
+    result_file = f"{tag}.json"
+    cmd = [
+        sys.executable, "-c",
+        "import sys; from vllm.benchmarks.serve import add_cli_args, main;"
+        "from vllm.utils.argparse_utils import FlexibleArgumentParser as P;"
+        "p = P(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))",
+        "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
+        "--base-url", base_url, "--model", model, "--tokenizer", str(tokenizer),
+        "--dataset-name", "random", "--random-input-len", str(args.input_len),
+        "--random-output-len", str(args.output_len), "--num-prompts", str(args.num_prompts),
+        "--max-concurrency", str(args.concurrency), "--ignore-eos", "--seed", "0",
+        "--num-warmups", "2", "--save-result", "--result-dir", str(out_dir),
+        "--result-filename", result_file, "--percentile-metrics", "ttft,tpot,e2el",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    result: dict[str, Any] = json.loads((out_dir / result_file).read_text())
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--num-prompts", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--input-len", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--models", default=f"{MODEL_ID},pirate", help="models to load")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/serving"))
+    args = parser.parse_args()
+
+    from adapters.demo_kit import ensure_demo_kit
+
+    kit = ensure_demo_kit()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    rows: list[dict[str, Any]] = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        vllm_port, gw_port = free_port(), free_port()
+        servers = {
+            "vllm": start_vllm(kit.base_dir, kit.adapters, vllm_port, args.out / "vllm.log"),
+            "gateway": start_gateway(
+                kit.base_dir, kit.adapters, gw_port, Path(tmp), args.out / "gateway.log"
+            ),
+        }
+        for proc in servers.values():
+            stack.callback(proc.wait, 60)
+            stack.callback(proc.terminate)
+        wait_ready(f"http://127.0.0.1:{vllm_port}/health", servers["vllm"])
+        wait_ready(f"http://127.0.0.1:{gw_port}/ready", servers["gateway"])
+        urls = {"vllm": f"http://127.0.0.1:{vllm_port}", "gateway": f"http://127.0.0.1:{gw_port}"}
+        for model in args.models.split(","):
+            for r in range(args.rounds):
+                for name in ("vllm", "gateway") if r % 2 == 0 else ("gateway", "vllm"):
+                    res = run_client(
+                        urls[name], model, kit.base_dir, args, args.out, f"{model}-{name}-{r}"
+                    )
+                    rows.append(
+                        {
+                            "model": model,
+                            "round": r,
+                            "server": name,
+                            "failed": res["failed"],
+                            "output_tps": res["output_throughput"],
+                            "median_ttft_ms": res["median_ttft_ms"],
+                            "median_tpot_ms": res["median_tpot_ms"],
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+    print_table(rows, args)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        f"\nvllm.benchmarks.serve, random {args.input_len} in / {args.output_len} out, "
+        f"{args.num_prompts} prompts, concurrency {args.concurrency}, {args.rounds} rounds\n"
+    )
+    print("| model | server | output tok/s (median) | median TTFT ms | median TPOT ms | failed |")
+    print("|---|---|---|---|---|---|")
+    for model in dict.fromkeys(r["model"] for r in rows):
+        medians = {}
+        for server in ("vllm", "gateway"):
+            mine = [r for r in rows if r["model"] == model and r["server"] == server]
+            tps = statistics.median(r["output_tps"] for r in mine)
+            ttft = statistics.median(r["median_ttft_ms"] for r in mine)
+            tpot = statistics.median(r["median_tpot_ms"] for r in mine)
+            failed = sum(r["failed"] for r in mine)
+            medians[server] = (tps, ttft)
+            print(f"| {model} | {server} | {tps:.1f} | {ttft:.0f} | {tpot:.1f} | {failed} |")
+        ratio_tps = medians["gateway"][0] / medians["vllm"][0]
+        ratio_ttft = medians["gateway"][1] / medians["vllm"][1]
+        print(
+            f"| {model} | **gateway / vLLM** | **{ratio_tps:.3f}x** (target >= 0.95) "
+            f"| **{ratio_ttft:.3f}x** (target <= 1.10) | | |"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
