@@ -1,0 +1,1 @@
+"""Tenants: keys, model routing, system-prompt policies, rate limits, usage."""

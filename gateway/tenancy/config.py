@@ -1,0 +1,179 @@
+"""The tenancy part of the config file: tenants, keys, aliases, policies, prompt library.
+
+Validated as a whole; ``loragate config check`` prints each error with the path to the
+bad field. Key material is never here in clear: only ``sha256$salt$digest`` hashes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.tenancy.keys import valid_hash
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TEMPLATE_VARIABLE = re.compile(r"\{([a-z_]+)\}")
+TEMPLATE_VARIABLES = frozenset({"tenant", "date", "model", "sources"})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimitConfig(Section):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class KeyConfig(Section):
+    id: str = Field(pattern=r"^[a-z0-9]{8,32}$", description="Public key id (safe to log).")
+    hash: str = Field(description="From `loragate keys create`: sha256$<salt>$<digest>.")
+    rate_limit: RateLimitConfig | None = None
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_format(cls, value: str) -> str:
+        if not valid_hash(value):
+            raise ValueError("must be a key hash from `loragate keys create` (sha256$salt$digest)")
+        return value
+
+
+class Range(Section):
+    min: float | None = None
+    max: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+class PolicyConfig(Section):
+    """A system-prompt policy. Every field is optional; an alias's policy overrides its tenant's."""
+
+    system_prompt: str | None = Field(
+        default=None, description="Template; variables {tenant} {date} {model} {sources}."
+    )
+    prompts: list[str] | None = Field(
+        default=None, description="Prompt library blocks ('name' or 'name@version'), in order."
+    )
+    client_system: Literal["keep", "merge", "drop"] | None = Field(
+        default=None,
+        description="Client system messages: keep (after the policy), merge (appended to "
+        "the policy's system message) or drop.",
+    )
+    max_tokens: int | None = Field(default=None, ge=1, description="Completion budget cap.")
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    temperature: Range | None = None
+    top_p: Range | None = None
+    stop: list[str] | None = None
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _known_variables(cls, value: str | None) -> str | None:
+        if value is not None:
+            unknown = set(TEMPLATE_VARIABLE.findall(value)) - TEMPLATE_VARIABLES
+            if unknown:
+                raise ValueError(f"unknown template variables {sorted(unknown)}")
+        return value
+
+    def over(self, base: PolicyConfig) -> PolicyConfig:
+        """This policy's fields where set, ``base``'s elsewhere."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class AliasConfig(Section):
+    model: str = Field(description="Base id, adapter name or adapter name@version.")
+    policy: PolicyConfig | None = None
+
+
+class TenantConfig(Section):
+    keys: list[KeyConfig] = []
+    models: list[str] = Field(
+        default=[], description="Base and adapter ids this tenant may use; '*' for all."
+    )
+    aliases: dict[str, AliasConfig] = {}
+    default_model: str | None = Field(
+        default=None, description="Used when a request names no model."
+    )
+    policy: PolicyConfig = PolicyConfig()
+    rate_limit: RateLimitConfig | None = None
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Concurrent requests (fair share of the engine)."
+    )
+    collections: list[str] = Field(default=[], description="Retrieval collections it may search.")
+
+    @model_validator(mode="after")
+    def _default_is_reachable(self) -> TenantConfig:
+        if self.default_model is not None and not (
+            self.default_model in self.aliases
+            or self.default_model in self.models
+            or "*" in self.models
+        ):
+            raise ValueError(f"default_model '{self.default_model}' is not in models or aliases")
+        for name in self.aliases:
+            if not NAME.match(name):
+                raise ValueError(f"alias '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
+        return self
+
+
+class AdminConfig(Section):
+    keys: list[KeyConfig] = []
+
+
+class TenancyConfig(Section):
+    """Everything that a reload (SIGHUP or admin endpoint) may change."""
+
+    admin: AdminConfig = AdminConfig()
+    prompts: dict[str, dict[str, str]] = Field(
+        default={}, description="Prompt library: name -> version -> template."
+    )
+    tenants: dict[str, TenantConfig] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TenancyConfig:
+        seen: dict[str, str] = {}
+        for owner, keys in [("admin", self.admin.keys)] + [
+            (f"tenant '{t}'", c.keys) for t, c in self.tenants.items()
+        ]:
+            for key in keys:
+                if key.id in seen:
+                    raise ValueError(f"key id {key.id} is used by {seen[key.id]} and {owner}")
+                seen[key.id] = owner
+        for name, tenant in self.tenants.items():
+            if not NAME.match(name):
+                raise ValueError(f"tenant '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
+            policies = [tenant.policy] + [a.policy for a in tenant.aliases.values() if a.policy]
+            for policy in policies:
+                for ref in policy.prompts or ():
+                    self.prompt(ref)
+        for name, versions in self.prompts.items():
+            for version, text in versions.items():
+                unknown = set(TEMPLATE_VARIABLE.findall(text)) - TEMPLATE_VARIABLES
+                if unknown:
+                    raise ValueError(
+                        f"prompt {name}@{version}: unknown variables {sorted(unknown)}"
+                    )
+        return self
+
+    def prompt(self, ref: str) -> str:
+        """Template text of ``name`` (latest version) or ``name@version``."""
+        name, _, version = ref.partition("@")
+        versions = self.prompts.get(name)
+        if not versions:
+            raise ValueError(f"prompt '{name}' is not in the prompt library")
+        if not version:
+            version = max(versions, key=_version_key)
+        if version not in versions:
+            raise ValueError(f"prompt '{name}' has no version '{version}'")
+        return versions[version]
+
+    @property
+    def enabled(self) -> bool:
+        """Keys are required once any tenant or admin key is configured."""
+        return bool(self.tenants or self.admin.keys)
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    digits = re.sub(r"\D", "", version)
+    return (int(digits) if digits else -1, version)

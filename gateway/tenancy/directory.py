@@ -1,0 +1,153 @@
+"""``TenantDirectory``: key -> tenant, and what that tenant may call and under which policy.
+
+Built once per config version and never mutated; a reload builds a new one and swaps
+the reference, so a request keeps the directory it was admitted under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
+from gateway.model_catalog import ServedModel
+from gateway.tenancy.config import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
+from gateway.tenancy.keys import parse_key, verify_secret
+from gateway.tenancy.policy import Policy
+from gateway.tenancy.rate_limit import Limit
+
+OPEN_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request. ``tenant`` is None for an admin key."""
+
+    tenant: str | None
+    key_id: str | None
+    is_admin: bool = False
+    open_mode: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.tenant or ("admin" if self.is_admin else OPEN_TENANT)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A ``model`` as resolved for one caller."""
+
+    served: ServedModel
+    reported_id: str
+    """What the response's ``model`` says: the name the client used (alias included)."""
+    policy: Policy
+    cache_salt: str | None
+
+
+class TenantDirectory:
+    def __init__(self, tenancy: TenancyConfig) -> None:
+        self.config = tenancy
+        self._keys: dict[str, tuple[str | None, KeyConfig]] = {}
+        for key in tenancy.admin.keys:
+            self._keys[key.id] = (None, key)
+        for name, tenant in tenancy.tenants.items():
+            for key in tenant.keys:
+                self._keys[key.id] = (name, key)
+        self._no_policy = Policy(_EMPTY_POLICY, tenancy)
+        self._policies: dict[tuple[str, str | None], Policy] = {}
+        for name, tenant in tenancy.tenants.items():
+            self._policies[(name, None)] = Policy(tenant.policy, tenancy)
+            for alias, cfg in tenant.aliases.items():
+                merged = cfg.policy.over(tenant.policy) if cfg.policy else tenant.policy
+                self._policies[(name, alias)] = Policy(merged, tenancy)
+
+    @property
+    def open_mode(self) -> bool:
+        return not self.config.enabled
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        if self.open_mode:
+            return Caller(tenant=None, key_id=None, is_admin=True, open_mode=True)
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+                code="missing_api_key",
+            )
+        parsed = parse_key(authorization[7:].strip())
+        record = self._keys.get(parsed[0]) if parsed else None
+        # Verify against a dummy hash when the id is unknown, so timing says nothing.
+        stored = record[1].hash if record else _DUMMY_HASH
+        if not verify_secret(parsed[1] if parsed else "", stored) or record is None:
+            raise AuthenticationError("Incorrect API key provided.")
+        tenant, key = record
+        return Caller(tenant=tenant, key_id=key.id, is_admin=tenant is None)
+
+    def require_admin(self, caller: Caller) -> None:
+        if not caller.is_admin:
+            raise PermissionDeniedError("This endpoint needs an admin key.")
+
+    def tenant(self, caller: Caller) -> TenantConfig | None:
+        return self.config.tenants.get(caller.tenant) if caller.tenant else None
+
+    def route(
+        self, caller: Caller, model: str | None, resolve: Callable[[str], ServedModel]
+    ) -> Route:
+        """Resolve ``model`` for ``caller``. Unknown and forbidden give the same 404."""
+        tenant = self.tenant(caller)
+        if tenant is None:
+            if caller.is_admin or caller.open_mode:
+                if not model:
+                    raise ModelNotFoundError("")
+                return Route(resolve(model), model, self._no_policy, None)
+            raise ModelNotFoundError(model or "")
+        assert caller.tenant is not None
+        name = model or tenant.default_model
+        if not name:
+            raise ModelNotFoundError("")
+        salt = _cache_salt(caller.tenant)
+        alias = tenant.aliases.get(name)
+        if alias is not None:
+            served = resolve(alias.model)
+            return Route(served, name, self._policies[(caller.tenant, name)], salt)
+        if not self._allowed(tenant, name):
+            raise ModelNotFoundError(name)
+        return Route(resolve(name), name, self._policies[(caller.tenant, None)], salt)
+
+    @staticmethod
+    def _allowed(tenant: TenantConfig, model: str) -> bool:
+        base_name = model.partition("@")[0]
+        return "*" in tenant.models or model in tenant.models or base_name in tenant.models
+
+    def visible(self, caller: Caller, model_ids: list[str]) -> list[tuple[str, str | None]]:
+        """(id, alias target) pairs the caller may see, from the served ``model_ids``."""
+        tenant = self.tenant(caller)
+        if tenant is None:
+            return [(m, None) for m in model_ids] if caller.is_admin or caller.open_mode else []
+        out: list[tuple[str, str | None]] = [
+            (m, None) for m in model_ids if self._allowed(tenant, m)
+        ]
+        out += [(alias, cfg.model) for alias, cfg in tenant.aliases.items()]
+        return out
+
+    def limits(self, caller: Caller) -> dict[str, Limit]:
+        """Rate-limit subjects for this caller: its key and its tenant."""
+        limits: dict[str, Limit] = {}
+        tenant = self.tenant(caller)
+        if tenant is None or caller.key_id is None:
+            return limits
+        key = next(k for k in tenant.keys if k.id == caller.key_id)
+        if key.rate_limit:
+            limits[f"key:{key.id}"] = Limit(**key.rate_limit.model_dump())
+        if tenant.rate_limit:
+            limits[f"tenant:{caller.tenant}"] = Limit(**tenant.rate_limit.model_dump())
+        return limits
+
+
+def _cache_salt(tenant: str) -> str:
+    return hashlib.sha256(f"loragate-tenant:{tenant}".encode()).hexdigest()[:32]
+
+
+_DUMMY_HASH = "sha256$" + "0" * 32 + "$" + "0" * 64
+
+_EMPTY_POLICY = PolicyConfig()
