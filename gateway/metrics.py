@@ -1,0 +1,217 @@
+"""``GatewayMetrics``: every Prometheus metric of one gateway, on its own registry.
+
+Label values are bounded: tenants, models and adapters must be known (from config
+and the adapter registry) or they collapse to ``"other"``, so a flood of made-up
+model names cannot grow the number of series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+OTHER = "other"
+NONE = "none"
+# LLM latencies span milliseconds (a cached prefill) to minutes (long generations).
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 20, 40)
+TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
+SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+ENDPOINTS = ("chat", "completions", "retrieval", "models", "admin", "other")
+REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
+
+
+@dataclass
+class EngineSnapshot:
+    """The engine's own scheduler figures, as last reported by the engine."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    adapters_in_slots: int = 0
+    adapters_in_cpu_cache: int = 0
+
+
+class LabelBounds:
+    """The label values allowed right now; replaced whole on config or registry change."""
+
+    def __init__(self) -> None:
+        self._tenants: frozenset[str] = frozenset()
+        self._models: frozenset[str] = frozenset()
+        self._adapters: frozenset[str] = frozenset()
+
+    def update(
+        self,
+        *,
+        tenants: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+        adapters: Iterable[str] | None = None,
+    ) -> None:
+        if tenants is not None:
+            self._tenants = frozenset(tenants)
+        if models is not None:
+            self._models = frozenset(models)
+        if adapters is not None:
+            self._adapters = frozenset(adapters)
+
+    def tenant(self, value: str | None) -> str:
+        return NONE if value is None else value if value in self._tenants else OTHER
+
+    def model(self, value: str | None) -> str:
+        return NONE if value is None else value if value in self._models else OTHER
+
+    def adapter(self, value: str | None) -> str:
+        return NONE if value is None else value if value in self._adapters else OTHER
+
+
+class GatewayMetrics:
+    """Built once at start-up; tests pass a fresh ``CollectorRegistry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.labels = LabelBounds()
+        r = self.registry
+        self.requests = Counter(
+            "loragate_requests",
+            "Requests by tenant, model, adapter, endpoint and status class.",
+            ["tenant", "model", "adapter", "endpoint", "status_class"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "loragate_prompt_tokens", "Prompt tokens.", ["tenant", "adapter"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "loragate_completion_tokens", "Completion tokens.", ["tenant", "adapter"], registry=r
+        )
+        self.rejections = Counter(
+            "loragate_rejections", "Requests refused, by reason.", ["reason"], registry=r
+        )
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+        self.ttft = Histogram(
+            "loragate_time_to_first_token_seconds",
+            "Arrival to first output token.",
+            ["tenant", "adapter"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "loragate_time_per_output_token_seconds",
+            "Mean inter-token time after the first token, per request.",
+            ["tenant", "adapter"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "loragate_request_duration_seconds",
+            "Arrival to last byte.",
+            ["tenant", "adapter", "endpoint"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "loragate_queue_wait_seconds",
+            "Arrival to admission into the engine.",
+            buckets=SHORT_BUCKETS,
+            registry=r,
+        )
+        self.retrieval = Histogram(
+            "loragate_retrieval_seconds",
+            "Retrieval search time.",
+            buckets=SHORT_BUCKETS,
+            registry=r,
+        )
+        self.adapter_load = Histogram(
+            "loragate_adapter_load_seconds",
+            "Time to load an adapter into the engine.",
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "loragate_in_flight_requests", "Requests being served.", ["tenant"], registry=r
+        )
+        self._engine_source: Callable[[], EngineSnapshot] = EngineSnapshot
+        r.register(_EngineCollector(self))
+
+    def set_engine_source(self, source: Callable[[], EngineSnapshot]) -> None:
+        self._engine_source = source
+
+    def engine_snapshot(self) -> EngineSnapshot:
+        return self._engine_source()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- recording helpers: all label values pass through the bounds ---
+
+    def request_done(
+        self,
+        *,
+        tenant: str | None,
+        model: str | None,
+        adapter: str | None,
+        endpoint: str,
+        status: int,
+        duration: float,
+    ) -> None:
+        if not self.enabled:
+            return
+        t, a = self.labels.tenant(tenant), self.labels.adapter(adapter)
+        ep = endpoint if endpoint in ENDPOINTS else "other"
+        self.requests.labels(t, self.labels.model(model), a, ep, f"{status // 100}xx").inc()
+        self.e2e.labels(t, a, ep).observe(duration)
+
+    def tokens(
+        self, *, tenant: str | None, adapter: str | None, prompt: int, completion: int
+    ) -> None:
+        if not self.enabled:
+            return
+        t, a = self.labels.tenant(tenant), self.labels.adapter(adapter)
+        self.prompt_tokens.labels(t, a).inc(prompt)
+        self.completion_tokens.labels(t, a).inc(completion)
+
+    def first_token(self, *, tenant: str | None, adapter: str | None, seconds: float) -> None:
+        if self.enabled:
+            self.ttft.labels(self.labels.tenant(tenant), self.labels.adapter(adapter)).observe(
+                seconds
+            )
+
+    def per_token(self, *, tenant: str | None, adapter: str | None, seconds: float) -> None:
+        if self.enabled:
+            self.tpot.labels(self.labels.tenant(tenant), self.labels.adapter(adapter)).observe(
+                seconds
+            )
+
+    def rejected(self, reason: str) -> None:
+        if self.enabled:
+            self.rejections.labels(reason if reason in REJECTION_REASONS else "validation").inc()
+
+
+class _EngineCollector(Collector):
+    """Reads the engine's figures at scrape time (nothing to keep up to date)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        snap = self._metrics.engine_snapshot()
+        yield GaugeMetricFamily(
+            "loragate_engine_running_requests", "Requests the engine is running.", snap.running
+        )
+        yield GaugeMetricFamily(
+            "loragate_engine_waiting_requests", "Requests waiting in the engine.", snap.waiting
+        )
+        yield GaugeMetricFamily(
+            "loragate_engine_kv_cache_usage", "KV cache usage (0-1).", snap.kv_cache_usage
+        )
+        resident = GaugeMetricFamily(
+            "loragate_adapters_resident", "Adapters resident, by tier.", labels=["tier"]
+        )
+        resident.add_metric(["gpu_slot"], snap.adapters_in_slots)
+        resident.add_metric(["cpu_cache"], snap.adapters_in_cpu_cache)
+        yield resident
