@@ -10,7 +10,9 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo serve test test-fast check lint format typecheck bench clean
+.PHONY: install demo serve test test-fast check lint format typecheck bench loadtest clean
+LOADTEST_USERS ?= 1,4,8
+LOADTEST_TIME ?= 30s
 
 install: $(STAMP)
 
@@ -50,6 +52,10 @@ check: lint typecheck test
 
 bench: install
 	$(PY) -m loadtests.bench_serving
+
+loadtest: install
+	$(PY) -m loadtests.run --start demo --scenario loadtests/scenarios/demo.yaml \
+		--users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --out loadtest-results
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results loadtest-results
