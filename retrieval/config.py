@@ -1,0 +1,54 @@
+"""Tuning knobs of the retrieval library, gathered in one frozen record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalConfig:
+    """Settings shared by chunking, indexing, ingestion and search.
+
+    Defaults are sized for all-MiniLM-L6-v2, which reads at most 256 word-pieces:
+    a chunk of ``chunk_tokens`` cl100k tokens *including* its heading line stays under
+    that limit for nearly all prose and most command-heavy text (see
+    ``retrieval/bench/README.md`` for the measurement).
+    """
+
+    chunk_tokens: int = 180
+    """Largest chunk in cl100k tokens, heading line included."""
+    chunk_overlap: int = 30
+    """Tokens repeated from the end of one chunk at the start of the next (same section)."""
+    max_file_bytes: int = 20 * 1024 * 1024
+    """Files larger than this are rejected with ``FileTooLargeError``."""
+    embed_batch_size: int = 64
+    hnsw_threshold: int = 50_000
+    """Collections with at least this many chunks use HNSW; smaller ones exact search."""
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    use_gpu: bool | None = None
+    """Put exact indexes on the GPU: None = when faiss-gpu sees a GPU, False = never."""
+    faiss_threads: int | None = 1
+    """OpenMP threads for FAISS (process-wide, set when a store is built; None = leave
+    FAISS's default). Searches are single-query, so concurrency comes from requests;
+    OpenMP fan-out costs more than it saves and collapses when cores are busy (10k
+    chunks, 2 busy cores: 16 ms p50 with 2 threads, 0.36 ms with 1)."""
+    rrf_k: int = 60
+    """Reciprocal rank fusion constant: fused score = sum of 1 / (rrf_k + rank)."""
+    hybrid_candidates: int = 50
+    """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
+    keep_versions: int = 2
+    """Committed versions kept on disk per collection (the current one included)."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 32:
+            raise ValueError("chunk_tokens must be at least 32")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
+            raise ValueError("chunk_overlap must be >= 0 and under half of chunk_tokens")
+        if self.max_file_bytes <= 0 or self.embed_batch_size <= 0:
+            raise ValueError("max_file_bytes and embed_batch_size must be positive")
+        if self.hnsw_threshold <= 0 or self.hnsw_m < 4:
+            raise ValueError("hnsw_threshold must be positive and hnsw_m at least 4")
+        if self.keep_versions < 2:
+            raise ValueError("keep_versions must be at least 2 (current + previous)")
