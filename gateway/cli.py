@@ -1,4 +1,4 @@
-"""``loragate`` command line: serve, demo."""
+"""``loragate`` command line: serve, demo, adapters (admin API client and training)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.admin.commands import add_adapters_parser
 from gateway.config import Settings
 
 DEMO_MODEL_ID = "smollm2-135m-instruct"
@@ -61,6 +62,8 @@ def demo_settings(cache_dir: Path | None, server: dict[str, Any]) -> Settings:
         model={"path": kit.base_dir, "name": DEMO_MODEL_ID},
         adapters=[{"name": name, "path": path} for name, path in sorted(kit.adapters.items())],
         engine={"max_model_len": 2048, "max_loras": 2, "memory_fraction": 0.2},
+        # One registry per demo kit, wherever the demo is started from.
+        registry={"data_dir": kit.base_dir.parent / f"registry-{kit.base_dir.name}"},
         server=server,
     )
 
@@ -110,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
     demo.set_defaults(func=cmd_demo)
+
+    add_adapters_parser(sub)
     return parser
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from adapters.errors import AdapterNotFoundError
+from adapters.manifest import AdapterEntry, AdapterStatus
+from adapters.registry import AdapterRegistry
 from gateway.engine.interface import AdapterRef
 from gateway.errors import ModelNotFoundError
 from gateway.protocol.common import ModelCard
@@ -12,65 +15,71 @@ from gateway.protocol.common import ModelCard
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A resolved ``model`` field: the base model, or the base with one adapter."""
+    """A resolved ``model`` field: the base model, or the base with one adapter version."""
 
     id: str
     adapter: AdapterRef | None = None
 
 
-class ModelCatalog:
-    """Base model plus the adapters from config, each with a stable engine LoRA id.
+def engine_ref(entry: AdapterEntry) -> AdapterRef:
+    """The engine's view of a registry entry: its never-reused id and its stored copy."""
+    return AdapterRef(
+        name=entry.name, version=entry.version, lora_id=entry.lora_int_id, path=str(entry.path)
+    )
 
-    Immutable after construction, so requests can read it without locks.
+
+class ModelCatalog:
+    """The base model plus every servable adapter version of the registry.
+
+    ``model`` is the base id, an adapter name (its active version) or ``name@version``.
+    Resolution reads the registry's current state once, so a request gets exactly one
+    version and keeps it (its ``AdapterRef``) to the end, whatever is activated or
+    retired meanwhile. Holds no state of its own besides the base id; safe to share.
     """
 
-    def __init__(self, base_id: str, adapters: list[AdapterRef], max_model_len: int) -> None:
+    def __init__(self, base_id: str, registry: AdapterRegistry, max_model_len: int) -> None:
         self.base_id = base_id
         self.max_model_len = max_model_len
-        self._adapters = {a.name: a for a in adapters}
+        self._registry = registry
         self._created = int(time.time())
-
-    @classmethod
-    def from_paths(
-        cls, base_id: str, adapter_paths: list[tuple[str, str]], max_model_len: int
-    ) -> ModelCatalog:
-        """Adapters get LoRA ids 1..N in config order (0 means "no adapter" in vLLM)."""
-        refs = [
-            AdapterRef(name=name, lora_id=i, path=path)
-            for i, (name, path) in enumerate(adapter_paths, start=1)
-        ]
-        return cls(base_id, refs, max_model_len)
 
     def resolve(self, model: str) -> ServedModel:
         if model == self.base_id:
             return ServedModel(id=model)
-        adapter = self._adapters.get(model)
-        if adapter is None:
-            raise ModelNotFoundError(model)
-        return ServedModel(id=model, adapter=adapter)
+        try:
+            entry = self._registry.resolve(model)
+        except AdapterNotFoundError:
+            raise ModelNotFoundError(model) from None
+        return ServedModel(id=model, adapter=engine_ref(entry))
 
-    @property
-    def adapters(self) -> list[AdapterRef]:
-        return list(self._adapters.values())
-
-    def cards(self) -> list[ModelCard]:
-        base = ModelCard(
+    def _base_card(self) -> ModelCard:
+        return ModelCard(
             id=self.base_id,
             created=self._created,
             root=self.base_id,
             max_model_len=self.max_model_len,
         )
-        return [base] + [
-            ModelCard(
-                id=a.name,
-                created=self._created,
-                root=a.name,
-                parent=self.base_id,
-                max_model_len=self.max_model_len,
-            )
-            for a in self._adapters.values()
-        ]
+
+    def _adapter_card(self, model: str, entry: AdapterEntry) -> ModelCard:
+        return ModelCard(
+            id=model,
+            created=int(entry.created_at.timestamp()),
+            root=entry.ref,
+            parent=self.base_id,
+            max_model_len=self.max_model_len,
+        )
+
+    def cards(self) -> list[ModelCard]:
+        """The base model and every adapter name with an active version (``root``: it)."""
+        active = [e for e in self._registry.entries() if e.status is AdapterStatus.ACTIVE]
+        return [self._base_card()] + [self._adapter_card(e.name, e) for e in active]
 
     def card(self, model: str) -> ModelCard:
-        self.resolve(model)
-        return next(c for c in self.cards() if c.id == model)
+        """Any servable id, ``name@version`` included."""
+        if model == self.base_id:
+            return self._base_card()
+        try:
+            entry = self._registry.resolve(model)
+        except AdapterNotFoundError:
+            raise ModelNotFoundError(model) from None
+        return self._adapter_card(model, entry)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters.base_model import BaseModelSpec
+from adapters.limits import AdapterLimits, MiB
+from adapters.registry import AdapterRegistry
+from gateway.adapter_runtime.inflight import InFlightTracker
+from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.adapter_runtime.tracked_engine import TrackedEngine
+from gateway.admin.auth import AdminGuard
 from gateway.config import Settings
 from gateway.engine.interface import Engine
 from gateway.model_catalog import ModelCatalog
@@ -16,21 +23,49 @@ from gateway.serving.prompt_renderer import PromptRenderer
 class GatewayState:
     settings: Settings
     engine: Engine
+    """The engine as the services use it (a ``TrackedEngine``)."""
+    registry: AdapterRegistry
     catalog: ModelCatalog
+    lifecycle: AdapterLifecycle
+    admin_guard: AdminGuard
     chat: ChatCompletionService
     completions: CompletionService
 
 
-def build_state(settings: Settings, engine: Engine, renderer: PromptRenderer) -> GatewayState:
-    catalog = ModelCatalog.from_paths(
-        settings.model.served_name,
-        [(a.name, str(a.path)) for a in settings.adapters],
-        engine.max_model_len,
+def open_registry(settings: Settings) -> AdapterRegistry:
+    """The adapter registry of ``settings.registry.data_dir``, validating for the served base.
+
+    Blocking (reads the base model's safetensors headers, takes the folder's lock).
+    """
+    reg = settings.registry
+    base = BaseModelSpec.from_directory(
+        settings.model.path,
+        name=settings.model.served_name,
+        aliases=reg.base_aliases,
+        match=reg.base_match,
     )
+    limits = AdapterLimits(
+        max_lora_rank=settings.engine.max_lora_rank,
+        max_weights_bytes=reg.max_weights_mib * MiB,
+        max_archive_bytes=reg.max_upload_mib * MiB,
+    )
+    return AdapterRegistry.open(reg.data_dir, base, limits)
+
+
+def build_state(
+    settings: Settings, engine: Engine, renderer: PromptRenderer, registry: AdapterRegistry
+) -> GatewayState:
+    tracker = InFlightTracker()
+    tracked = TrackedEngine(engine, tracker)
+    catalog = ModelCatalog(settings.model.served_name, registry, engine.max_model_len)
+    max_pinned = max(0, settings.engine.max_loras - settings.registry.pin_reserve)
     return GatewayState(
         settings=settings,
-        engine=engine,
+        engine=tracked,
+        registry=registry,
         catalog=catalog,
-        chat=ChatCompletionService(engine, renderer, catalog, settings.limits),
-        completions=CompletionService(engine, renderer, catalog, settings.limits),
+        lifecycle=AdapterLifecycle(registry, tracked, tracker, max_pinned=max_pinned),
+        admin_guard=AdminGuard(settings.admin.api_key),
+        chat=ChatCompletionService(tracked, renderer, catalog, settings.limits),
+        completions=CompletionService(tracked, renderer, catalog, settings.limits),
     )

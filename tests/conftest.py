@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving.prompt_renderer import PromptRenderer
 from tests.fakes import FakeEngine
-from tests.modelkit import smollm2_tokenizer_dir
+from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = ["tests.engine_fixtures"]
+
+ADMIN_KEY = "test-admin-key-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -32,31 +36,64 @@ def renderer(tokenizer_dir: Path) -> PromptRenderer:
     return PromptRenderer.from_model_dir(tokenizer_dir)
 
 
+@dataclass(frozen=True)
+class FakeKit:
+    """A real base model folder (random tiny Llama) and adapter folders that validate."""
+
+    base: Path
+    adapter_root: Path
+    adapters: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def fake_kit(tmp_path_factory: pytest.TempPathFactory) -> FakeKit:
+    base = tiny_llama_dir()
+    root = tmp_path_factory.mktemp("fake-adapters")
+    adapters = {
+        name: write_random_adapter(base, root / name, seed=seed)
+        for seed, name in enumerate(("pirate", "robot"), start=1)
+    }
+    return FakeKit(base, root, adapters)
+
+
 @dataclass
 class FakeGateway:
     client: httpx.AsyncClient
     engine: FakeEngine
     settings: Settings
+    app: FastAPI
 
 
-def fake_settings(tokenizer_dir: Path, **overrides: object) -> Settings:
+def fake_settings(kit: FakeKit, data_dir: Path, **overrides: object) -> Settings:
     data: dict[str, object] = {
-        "model": {"path": tokenizer_dir, "name": "tiny-base"},
-        "adapters": [
-            {"name": "pirate", "path": "/adapters/pirate"},
-            {"name": "robot", "path": "/adapters/robot"},
-        ],
+        "model": {"path": kit.base, "name": "tiny-base"},
+        "adapters": [{"name": name, "path": path} for name, path in kit.adapters.items()],
+        "registry": {"data_dir": data_dir, "allowed_roots": [kit.adapter_root]},
+        "admin": {"api_key": ADMIN_KEY},
     }
     data.update(overrides)
     return Settings.load(None, **data)
 
 
-@pytest.fixture
-async def fake_gateway(tokenizer_dir: Path, renderer: PromptRenderer) -> AsyncIterator[FakeGateway]:
-    engine = FakeEngine()
-    settings = fake_settings(tokenizer_dir, limits={"max_request_bytes": 4096, "max_n": 4})
+@asynccontextmanager
+async def run_fake_gateway(
+    settings: Settings, renderer: PromptRenderer, engine: FakeEngine | None = None
+) -> AsyncIterator[FakeGateway]:
+    """The app over ASGI with a fake engine, from start-up to shutdown."""
+    engine = engine or FakeEngine()
     app = create_app(settings, engine_factory=lambda _: engine, renderer=renderer)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield FakeGateway(client, engine, settings)
+            yield FakeGateway(client, engine, settings, app)
+
+
+@pytest.fixture
+async def fake_gateway(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> AsyncIterator[FakeGateway]:
+    settings = fake_settings(
+        fake_kit, tmp_path / "registry", limits={"max_request_bytes": 4096, "max_n": 4}
+    )
+    async with run_fake_gateway(settings, renderer) as gateway:
+        yield gateway

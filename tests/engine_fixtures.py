@@ -27,6 +27,12 @@ from tests.modelkit import tiny_llama_dir, write_random_adapter
 
 T = TypeVar("T")
 ADAPTERS = [f"a{i}" for i in range(1, 7)]
+LIVE_ADMIN_KEY = "live-admin-key-0123456789"
+
+
+def live_adapter_root(tiny_kit: tuple[Path, dict[str, Path]]) -> Path:
+    """The folder holding the session's adapters; tests may write more adapters in it."""
+    return next(iter(tiny_kit[1].values())).parent
 
 
 def free_port() -> int:
@@ -112,13 +118,22 @@ def tiny_kit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 
 @pytest.fixture(scope="session")
-def live_gateway(tiny_kit: tuple[Path, dict[str, Path]]) -> Iterator[LiveGateway]:
+def live_gateway(
+    tiny_kit: tuple[Path, dict[str, Path]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveGateway]:
+    """Config adapters a1..a6 (imported into a fresh registry); the admin API takes
+    ``LIVE_ADMIN_KEY`` and registers from ``live_adapter_root(tiny_kit)``."""
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     base, adapters = tiny_kit
     settings = Settings.load(
         None,
         model={"path": base, "name": "tiny-llama"},
         adapters=[{"name": n, "path": p} for n, p in adapters.items()],
+        registry={
+            "data_dir": tmp_path_factory.mktemp("registry"),
+            "allowed_roots": [live_adapter_root(tiny_kit)],
+        },
+        admin={"api_key": LIVE_ADMIN_KEY},
         engine={
             "max_model_len": 1024,
             "max_loras": 2,

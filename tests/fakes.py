@@ -2,7 +2,9 @@
 
 Each choice "generates" the words of ``reply`` (default: ``"w0 w1 w2 ..."``), one token
 per word, stopping at ``max_tokens`` or at a stop string, so tests can predict text,
-token counts and finish reasons exactly. It records every request it received.
+token counts and finish reasons exactly. It records every request it received, and
+every adapter load / unload / pin, and reports the loaded ids like vLLM's CPU cache
+(unbounded here; ``slots`` can be set to report a slot table).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class FakeEngine:
         self.token_delay = 0.0
         self.shut_down = False
         self.healthy = True
+        self.added: list[AdapterRef] = []
+        self.removed: list[int] = []
+        self.pinned: list[int] = []
+        self.loaded: set[int] = set()
+        self.slots: frozenset[int] | None = None
 
     def words(self, request: GenerationRequest, index: int) -> list[str]:
         tag = request.adapter.name if request.adapter else "base"
@@ -40,6 +47,8 @@ class FakeEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         self.requests.append(request)
         self.running.add(request.request_id)
+        if request.adapter is not None:  # vLLM loads an adapter a request needs
+            self.loaded.add(request.adapter.lora_id)
         p = request.params
         try:
             produced = [0] * p.n
@@ -97,16 +106,29 @@ class FakeEngine:
         self.aborted.append(request_id)
 
     async def add_adapter(self, adapter: AdapterRef) -> bool:
-        return True
+        self.added.append(adapter)
+        new = adapter.lora_id not in self.loaded
+        self.loaded.add(adapter.lora_id)
+        return new
 
     async def remove_adapter(self, lora_id: int) -> bool:
-        return True
+        self.removed.append(lora_id)
+        found = lora_id in self.loaded
+        self.loaded.discard(lora_id)
+        return found
 
     async def pin_adapter(self, lora_id: int) -> bool:
+        if lora_id not in self.loaded:
+            raise ValueError(f"Pinning failed. LoRA {lora_id} is not registered.")
+        self.pinned.append(lora_id)
         return True
 
     async def stats(self) -> EngineStats:
-        return EngineStats(unfinished_requests=len(self.running))
+        return EngineStats(
+            unfinished_requests=len(self.running),
+            loaded_adapters=frozenset(self.loaded),
+            adapter_slots=self.slots,
+        )
 
     async def check_health(self) -> None:
         if not self.healthy:

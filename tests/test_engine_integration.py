@@ -81,7 +81,7 @@ async def test_usage_counts_the_engine_tokens(live_gateway: LiveGateway) -> None
     assert all(len(t["top_logprobs"]) == 3 for t in content)
     assert all(t["top_logprobs"][0]["logprob"] >= t["logprob"] - 1e-6 for t in content)
     assert usage["total_tokens"] == usage["prompt_tokens"] + 12
-    prompt_ids = live_gateway.state.chat._renderer.chat(PROMPT)  # noqa: SLF001
+    prompt_ids = live_gateway.state.chat._renderer.chat(PROMPT)
     assert usage["prompt_tokens"] == len(prompt_ids)
     assert tokens.json()["usage"]["completion_tokens"] == 5
 

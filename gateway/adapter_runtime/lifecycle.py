@@ -1,0 +1,210 @@
+"""``AdapterLifecycle``: every adapter operation that involves the registry and the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from adapters.errors import AdapterConflictError, AdapterValidationError
+from adapters.manifest import AdapterEntry, AdapterStatus
+from adapters.registry import AdapterRegistry
+from adapters.sources import AdapterSource
+from gateway.adapter_runtime.inflight import InFlightTracker
+from gateway.engine.interface import Engine, EngineStats
+from gateway.errors import GatewayError
+from gateway.model_catalog import engine_ref
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AdapterLifecycle:
+    """Register, activate, retire, pin, unpin and pre-warm adapters while traffic flows.
+
+    * Hot swap: activating a version first loads it into the engine, then switches the
+      registry in one atomic write. Requests already running keep the ``AdapterRef``
+      they resolved; new requests resolve the new version. Nothing is unloaded.
+    * Retire: the registry stops resolving the version at once; a background task waits
+      until its last request ends (``InFlightTracker.drain``), unloads it from the
+      engine, then deletes it from the registry.
+    * Pin: loaded and pinned in the engine (CPU cache and a batch slot) and flagged in
+      the registry; at most ``max_loras - pin_reserve`` versions, so unpinned adapters
+      always have a slot. vLLM cannot unpin, so unpinning reloads the weights unpinned.
+
+    Concurrency rule: used from the event loop only. Registry calls that write to disk
+    run in worker threads (the registry is thread-safe). Operations that change what
+    the engine holds run one at a time under one ``asyncio.Lock``; a registration does
+    its slow part (fetch, validate, copy) before taking it. Drain tasks take the lock
+    only to unload and remove, never while waiting for requests.
+    """
+
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        engine: Engine,
+        tracker: InFlightTracker,
+        *,
+        max_pinned: int,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.tracker = tracker
+        self.max_pinned = max_pinned
+        self._lock = asyncio.Lock()
+        self._drains: dict[int, asyncio.Task[None]] = {}
+
+    @staticmethod
+    async def _in_thread(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ queries
+
+    def resolve(self, name: str, version: str | None = None) -> AdapterEntry:
+        """``name@version`` whatever its status, or the active version of ``name``."""
+        if version is not None:
+            return self.registry.get(name, version)
+        return self.registry.resolve(name)
+
+    async def stats(self) -> EngineStats:
+        return await self.engine.stats()
+
+    # ---------------------------------------------------------------- mutations
+
+    async def register(
+        self,
+        name: str,
+        source: AdapterSource,
+        *,
+        version: str | None = None,
+        activate: bool | None = None,
+    ) -> AdapterEntry:
+        """Validate and store a new version; activate it (after loading it) if asked.
+
+        ``activate`` None activates only when ``name`` has no active version yet. A
+        version the engine cannot load is removed again and reported (422).
+        """
+        entry = await self._in_thread(
+            self.registry.register, name, source, version=version, activate=False
+        )
+        async with self._lock:
+            has_active = any(e.status is AdapterStatus.ACTIVE for e in self.registry.entries(name))
+            if activate is True or (activate is None and not has_active):
+                try:
+                    await self._load(entry)
+                except AdapterValidationError:
+                    await self._in_thread(self.registry.retire, name, entry.version, purge=True)
+                    raise
+                entry = await self._in_thread(self.registry.activate, name, entry.version)
+        return entry
+
+    async def activate(self, name: str, version: str) -> AdapterEntry:
+        """Make ``name@version`` the version ``name`` resolves to (hot swap)."""
+        async with self._lock:
+            entry = self.registry.get(name, version)
+            if entry.status is AdapterStatus.RETIRING:
+                raise AdapterConflictError(
+                    f"{entry.ref!r} is retiring and cannot be activated.", code="adapter_retiring"
+                )
+            if entry.status is not AdapterStatus.ACTIVE:
+                await self._load(entry)
+            return await self._in_thread(self.registry.activate, name, version)
+
+    async def retire(self, name: str, version: str | None = None) -> list[AdapterEntry]:
+        """Stop resolving ``name@version`` (every version if None); unload after draining."""
+        async with self._lock:
+            retired = await self._in_thread(self.registry.retire, name, version)
+        for entry in retired:
+            if entry.lora_int_id in self._drains:  # retired before and still draining
+                continue
+            task = asyncio.create_task(self._drain_and_remove(entry), name=f"drain {entry.ref}")
+            self._drains[entry.lora_int_id] = task
+        return retired
+
+    async def pin(self, name: str, version: str | None = None) -> AdapterEntry:
+        async with self._lock:
+            entry = self.resolve(name, version)
+            if entry.status is AdapterStatus.RETIRING:
+                raise AdapterConflictError(
+                    f"{entry.ref!r} is retiring and cannot be pinned.", code="adapter_retiring"
+                )
+            if not entry.pinned:
+                pinned = [e for e in self.registry.entries() if e.pinned]
+                if len(pinned) >= self.max_pinned:
+                    raise AdapterConflictError(
+                        f"At most {self.max_pinned} adapter versions can be pinned (engine slots "
+                        f"minus the reserve); pinned now: {[e.ref for e in pinned]}.",
+                        code="pin_limit_reached",
+                    )
+            await self._load(entry)
+            await self.engine.pin_adapter(entry.lora_int_id)
+            return await self._in_thread(self.registry.pin, name, entry.version)
+
+    async def unpin(self, name: str, version: str | None = None) -> AdapterEntry:
+        async with self._lock:
+            entry = self.resolve(name, version)
+            updated = await self._in_thread(self.registry.unpin, name, entry.version)
+            if entry.pinned:
+                # vLLM has no unpin: reload the weights unpinned. A running request on
+                # them is unaffected (the engine reloads an adapter a batch needs).
+                await self.engine.remove_adapter(entry.lora_int_id)
+                await self._load(entry)
+            return updated
+
+    async def prewarm(self, name: str, version: str | None = None) -> AdapterEntry:
+        """Load a version into the engine before traffic needs it."""
+        async with self._lock:
+            entry = self.resolve(name, version)
+            if entry.status is AdapterStatus.RETIRING:
+                raise AdapterConflictError(
+                    f"{entry.ref!r} is retiring; it will not be loaded.", code="adapter_retiring"
+                )
+            await self._load(entry)
+            return entry
+
+    async def close(self) -> None:
+        """Stop drain tasks (shutdown). Their versions stay ``retiring`` in the registry
+        and are removed at the next start-up, when no request can be running."""
+        tasks = list(self._drains.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_for_drains(self) -> None:
+        """Wait until every retired version has been unloaded and removed (tests, CLI)."""
+        while self._drains:
+            await asyncio.gather(*self._drains.values(), return_exceptions=True)
+
+    # ---------------------------------------------------------------- internals
+
+    async def _load(self, entry: AdapterEntry) -> None:
+        """Load ``entry`` into the engine; 422 if the engine refuses the weights."""
+        try:
+            await self.engine.add_adapter(engine_ref(entry))
+        except GatewayError:  # the engine itself is down or failing: not the adapter's fault
+            raise
+        except Exception as exc:
+            raise AdapterValidationError(
+                f"The engine could not load {entry.ref!r}: {exc}", code="engine_load_failed"
+            ) from exc
+
+    async def _drain_and_remove(self, entry: AdapterEntry) -> None:
+        try:
+            await self._unload_when_idle(entry)
+        finally:
+            self._drains.pop(entry.lora_int_id, None)
+
+    async def _unload_when_idle(self, entry: AdapterEntry) -> None:
+        await self.tracker.drain(entry.lora_int_id)
+        async with self._lock:
+            try:
+                await self.engine.remove_adapter(entry.lora_int_id)
+            except Exception:
+                logger.exception("could not unload %s from the engine", entry.ref)
+            try:
+                await self._in_thread(self.registry.remove, entry.name, entry.version)
+            except Exception:
+                logger.exception("could not remove %s from the registry", entry.ref)
+            else:
+                logger.info("adapter %s retired and removed", entry.ref)

@@ -1,0 +1,132 @@
+"""Request and response models of ``/admin/adapters``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from adapters.manifest import AdapterEntry, AdapterStatus
+from gateway.adapter_runtime.inflight import InFlightTracker
+from gateway.adapter_runtime.residency import Residency, residency_of
+from gateway.engine.interface import EngineStats
+
+
+class AdminRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterAdapterRequest(AdminRequest):
+    """JSON registration: exactly one of ``path`` (on the gateway's machine) or ``uri``."""
+
+    name: str = Field(description="Adapter name: [a-z0-9][a-z0-9._-]{0,63}.")
+    version: str | None = Field(default=None, description="Default: the next free v<n>.")
+    path: str | None = Field(
+        default=None, description="Adapter folder under one of registry.allowed_roots."
+    )
+    uri: str | None = Field(
+        default=None, description="fsspec URI of an adapter folder or .zip/.tar.gz archive."
+    )
+    activate: bool | None = Field(
+        default=None,
+        description="true: serve it for `name` now; false: only as name@version; "
+        "null: only if `name` has no active version yet.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RegisterAdapterRequest:
+        if (self.path is None) == (self.uri is None):
+            raise ValueError("give exactly one of 'path' or 'uri'")
+        return self
+
+
+class ActivateRequest(AdminRequest):
+    version: str
+
+
+class VersionRequest(AdminRequest):
+    version: str | None = Field(default=None, description="Default: the active version.")
+
+
+class AdapterVersionInfo(BaseModel):
+    """One version, with where its weights are and how much it was used."""
+
+    ref: str = Field(description="name@version; usable as `model` in requests.")
+    version: str
+    status: AdapterStatus
+    lora_id: int = Field(description="The engine's LoRA id: unique, never reused.")
+    pinned: bool
+    residency: Residency
+    in_flight: int = Field(description="Requests on this version in the engine now.")
+    requests_total: int = Field(description="Requests served by this version since start-up.")
+    source: str
+    sha256: str
+    base_model: str | None
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def build(
+        cls, entry: AdapterEntry, stats: EngineStats, tracker: InFlightTracker
+    ) -> AdapterVersionInfo:
+        return cls(
+            ref=entry.ref,
+            version=entry.version,
+            status=entry.status,
+            lora_id=entry.lora_int_id,
+            pinned=entry.pinned,
+            residency=residency_of(entry.lora_int_id, stats),
+            in_flight=tracker.running(entry.lora_int_id),
+            requests_total=tracker.served(entry.lora_int_id),
+            source=entry.source,
+            sha256=entry.sha256,
+            base_model=entry.base_model,
+            rank=entry.rank,
+            alpha=entry.alpha,
+            target_modules=list(entry.target_modules),
+            size_bytes=entry.size_bytes,
+            created_at=entry.created_at,
+        )
+
+
+class AdapterInfo(BaseModel):
+    object: Literal["adapter"] = "adapter"
+    name: str
+    active_version: str | None
+    requests_total: int
+    versions: list[AdapterVersionInfo]
+
+    @classmethod
+    def build(
+        cls, name: str, entries: list[AdapterEntry], stats: EngineStats, tracker: InFlightTracker
+    ) -> AdapterInfo:
+        versions = [AdapterVersionInfo.build(e, stats, tracker) for e in entries]
+        active = next((v.version for v in versions if v.status is AdapterStatus.ACTIVE), None)
+        return cls(
+            name=name,
+            active_version=active,
+            requests_total=sum(v.requests_total for v in versions),
+            versions=versions,
+        )
+
+
+class AdapterList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdapterInfo]
+    slots_known: bool = Field(
+        description="Whether the engine reported its slot table; if not, no version is "
+        "reported as gpu_slot."
+    )
+
+
+class RetireResponse(BaseModel):
+    object: Literal["adapter.retired"] = "adapter.retired"
+    name: str
+    retired: list[str] = Field(
+        description="name@version of the retired versions: no longer served; each is "
+        "unloaded and removed once its last request has finished."
+    )

@@ -1,0 +1,199 @@
+"""``/admin/adapters``: register, list, show, activate, retire, pin, unpin, pre-warm.
+
+Every route needs the admin key (router dependency, checked before any body is read).
+Registration takes JSON (``path`` or ``uri``) or a multipart upload (``file``: a
+``.zip`` / ``.tar.gz``, with ``name``, ``version``, ``activate`` fields); it is exempt
+from the app-wide body limit and applies its own: the JSON limit for JSON, and
+``registry.max_upload_mib`` for uploads, which must declare their Content-Length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from adapters.errors import AdapterNotFoundError
+from adapters.limits import MiB
+from adapters.manifest import AdapterEntry
+from adapters.sources import AdapterSource, ArchiveSource, FsspecSource, LocalDirectorySource
+from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.admin.protocol import (
+    ActivateRequest,
+    AdapterInfo,
+    AdapterList,
+    AdapterVersionInfo,
+    AdminRequest,
+    RegisterAdapterRequest,
+    RetireResponse,
+    VersionRequest,
+)
+from gateway.api.deps import LifecycleDep, SettingsDep, require_admin
+from gateway.config import Settings
+from gateway.errors import InvalidRequestError, PayloadTooLargeError
+
+REGISTER_PATH = "/admin/adapters"
+router = APIRouter(prefix=REGISTER_PATH, tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+Body = TypeVar("Body", bound=AdminRequest)
+
+
+class UploadFields(AdminRequest):
+    name: str
+    version: str | None = None
+    activate: bool | None = None
+
+
+def _declared_length(request: Request, limit: int) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        declared = int(value)
+    except ValueError:
+        raise InvalidRequestError("Invalid Content-Length header.") from None
+    if declared > limit:
+        raise PayloadTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
+    return declared
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    _declared_length(request, limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(
+                f"The request body is larger than the limit of {limit} bytes."
+            )
+    return bytes(body)
+
+
+def _validated(model: type[Body], data: bytes | Mapping[str, object]) -> Body:
+    try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
+def _source(body: RegisterAdapterRequest, settings: Settings) -> AdapterSource:
+    reg = settings.registry
+    if body.path is not None:
+        return LocalDirectorySource(body.path, reg.allowed_roots)
+    assert body.uri is not None
+    return FsspecSource(
+        body.uri, allowed_protocols=reg.allowed_protocols, allowed_roots=reg.allowed_roots
+    )
+
+
+async def _info(lifecycle: AdapterLifecycle, name: str) -> AdapterInfo:
+    entries = lifecycle.registry.entries(name)
+    if not entries:
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    return AdapterInfo.build(name, entries, await lifecycle.stats(), lifecycle.tracker)
+
+
+async def _register_upload(
+    request: Request, lifecycle: AdapterLifecycle, settings: Settings
+) -> AdapterEntry:
+    if _declared_length(request, settings.registry.max_upload_mib * MiB) is None:
+        raise InvalidRequestError(
+            "Uploads must declare their size (Content-Length).", code="length_required"
+        )
+    form = await request.form(max_files=1, max_fields=8)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequestError(
+                "Missing required parameter: 'file' (a .zip or .tar.gz archive).",
+                param="file",
+                code="missing_required_parameter",
+            )
+        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        meta = _validated(UploadFields, fields)
+        source = ArchiveSource(upload.file, upload.filename or "upload")
+        return await lifecycle.register(
+            meta.name, source, version=meta.version, activate=meta.activate
+        )
+    finally:
+        await form.close()
+
+
+@router.post("", status_code=201)
+async def register_adapter(
+    request: Request, lifecycle: LifecycleDep, settings: SettingsDep
+) -> AdapterVersionInfo:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        entry = await _register_upload(request, lifecycle, settings)
+    else:
+        raw = await _read_json_body(request, settings.limits.max_request_bytes)
+        body = _validated(RegisterAdapterRequest, raw)
+        entry = await lifecycle.register(
+            body.name, _source(body, settings), version=body.version, activate=body.activate
+        )
+    return AdapterVersionInfo.build(entry, await lifecycle.stats(), lifecycle.tracker)
+
+
+@router.get("")
+async def list_adapters(lifecycle: LifecycleDep) -> AdapterList:
+    stats = await lifecycle.stats()
+    names = sorted({e.name for e in lifecycle.registry.entries()})
+    return AdapterList(
+        data=[
+            AdapterInfo.build(n, lifecycle.registry.entries(n), stats, lifecycle.tracker)
+            for n in names
+        ],
+        slots_known=stats.adapter_slots is not None,
+    )
+
+
+@router.get("/{name}")
+async def get_adapter(name: str, lifecycle: LifecycleDep) -> AdapterInfo:
+    return await _info(lifecycle, name)
+
+
+@router.delete("/{name}")
+async def retire_adapter(
+    name: str, lifecycle: LifecycleDep, version: str | None = None
+) -> RetireResponse:
+    retired = await lifecycle.retire(name, version)
+    return RetireResponse(name=name, retired=[e.ref for e in retired])
+
+
+@router.post("/{name}/activate")
+async def activate_adapter(
+    name: str, body: ActivateRequest, lifecycle: LifecycleDep
+) -> AdapterInfo:
+    await lifecycle.activate(name, body.version)
+    return await _info(lifecycle, name)
+
+
+@router.post("/{name}/pin")
+async def pin_adapter(
+    name: str, lifecycle: LifecycleDep, body: VersionRequest | None = None
+) -> AdapterInfo:
+    await lifecycle.pin(name, body.version if body else None)
+    return await _info(lifecycle, name)
+
+
+@router.post("/{name}/unpin")
+async def unpin_adapter(
+    name: str, lifecycle: LifecycleDep, body: VersionRequest | None = None
+) -> AdapterInfo:
+    await lifecycle.unpin(name, body.version if body else None)
+    return await _info(lifecycle, name)
+
+
+@router.post("/{name}/prewarm")
+async def prewarm_adapter(
+    name: str, lifecycle: LifecycleDep, body: VersionRequest | None = None
+) -> AdapterInfo:
+    await lifecycle.prewarm(name, body.version if body else None)
+    return await _info(lifecycle, name)
