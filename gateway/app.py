@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -13,9 +17,13 @@ from gateway.adapter_runtime.startup import prepare_adapters
 from gateway.admin import routes as admin_routes
 from gateway.api import error_handlers
 from gateway.api.body_limit import BodySizeLimit
-from gateway.api.routes import chat, completions, health, models
+from gateway.api.observer import RequestObserver
+from gateway.api.routes import chat, completions, health, models, operations
 from gateway.config import Settings
+from gateway.config_reload import reload_tenancy
 from gateway.engine.interface import Engine
+from gateway.errors import GatewayError
+from gateway.metrics import EngineSnapshot, GatewayMetrics
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState, build_state, open_registry
 
@@ -34,6 +42,9 @@ def create_app(
     settings: Settings,
     engine_factory: EngineFactory = start_vllm_engine,
     renderer: PromptRenderer | None = None,
+    *,
+    config_path: Path | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> FastAPI:
     """Build the app. The registry and the engine start when the app starts (lifespan).
 
@@ -49,21 +60,30 @@ def create_app(
             engine = engine_factory(settings)
             try:
                 prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
-                state = build_state(settings, engine, prompt_renderer, registry)
+                state = build_state(settings, engine, prompt_renderer, registry, gateway_metrics)
+                gateway_metrics.set_engine_source(engine_snapshot(state))
+                label_models(state)
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
                 await prepare_adapters(state.lifecycle, config_adapters)
                 app.state.gateway = state
+                background = [asyncio.create_task(_flush_usage(state))]
+                _reload_on_sighup(state, config_path)
                 logger.info("loragate ready: model %s", settings.model.served_name)
                 yield
             finally:
                 app.state.gateway = None
                 if state is not None:
+                    for task in background:
+                        task.cancel()
                     await state.lifecycle.close()
+                    await asyncio.to_thread(state.usage.close)
                 await engine.shutdown()
         finally:
             registry.close()
 
+    gateway_metrics = metrics or GatewayMetrics(enabled=settings.metrics.enabled)
     app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
+    app.state.config_path = config_path
     error_handlers.install(app)
     for router in (
         chat.router,
@@ -71,6 +91,7 @@ def create_app(
         models.router,
         health.router,
         admin_routes.router,
+        operations.router,
     ):
         app.include_router(router)
     app.add_middleware(
@@ -79,4 +100,62 @@ def create_app(
         # Registration takes archive uploads; its route applies its own limits.
         exempt_paths=[admin_routes.REGISTER_PATH],
     )
+    app.add_middleware(RequestObserver, metrics=gateway_metrics)
     return app
+
+
+USAGE_FLUSH_SECONDS = 5.0
+
+
+async def _flush_usage(state: GatewayState) -> None:
+    """Every few seconds: write usage to SQLite, refresh adapter residency for metrics."""
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+        try:
+            await asyncio.to_thread(state.usage.flush)
+            stats = await state.engine.stats()
+            state.residency_seen["cpu_cache"] = len(stats.loaded_adapters)
+            if stats.adapter_slots is not None:
+                state.residency_seen["gpu_slot"] = len(stats.adapter_slots)
+        except Exception:
+            logger.exception("periodic usage/residency refresh failed")
+
+
+def _reload_on_sighup(state: GatewayState, config_path: Path | None) -> None:
+    """SIGHUP re-reads the config file (main thread only: signals need it)."""
+    if config_path is None or threading.current_thread() is not threading.main_thread():
+        return
+
+    def reload() -> None:
+        try:
+            reload_tenancy(state, config_path)
+        except GatewayError as exc:
+            logger.error("SIGHUP reload refused: %s", exc.message)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
+def label_models(state: GatewayState) -> None:
+    """Bound the metric labels to the models this gateway serves (and tenants' aliases)."""
+    aliases = {a for t in state.gatekeeper.directory.config.tenants.values() for a in t.aliases}
+    adapters = {e.name for e in state.registry.entries()}
+    state.metrics.labels.update(
+        models={state.catalog.base_id, *adapters, *aliases}, adapters=adapters
+    )
+
+
+def engine_snapshot(state: GatewayState) -> Callable[[], EngineSnapshot]:
+    """Scrape-time reader: the scheduler's figures plus the last adapter residency seen."""
+
+    def read() -> EngineSnapshot:
+        f = state.engine.figures()
+        return EngineSnapshot(
+            running=f.running,
+            waiting=f.waiting,
+            kv_cache_usage=f.kv_cache_usage,
+            adapters_in_slots=state.residency_seen.get("gpu_slot", f.adapters_in_batch),
+            adapters_in_cpu_cache=state.residency_seen.get("cpu_cache", 0),
+        )
+
+    return read

@@ -18,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.tenancy.config import AdminConfig, KeyConfig, TenancyConfig, TenantConfig
+
 ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -129,6 +131,11 @@ class RegistrySettings(Section):
 
 
 class AdminSettings(Section):
+    keys: list[KeyConfig] = Field(
+        default=[],
+        description="Admin keys as hashes (from `loragate keys create --admin`); the key "
+        "itself is shown once and never stored.",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="Bearer key of the admin API (/admin/...). None: the admin API refuses "
@@ -147,6 +154,18 @@ class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    json_logs: bool = Field(default=False, description="One JSON object per log line.")
+    allow_open_access: bool = Field(
+        default=False,
+        description="Serve without API keys on a non-loopback address (no tenants defined).",
+    )
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    require_admin: bool = Field(
+        default=True, description="GET /metrics needs an admin key (else it is open)."
+    )
 
 
 class LimitSettings(Section):
@@ -172,6 +191,35 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     registry: RegistrySettings = RegistrySettings()
     admin: AdminSettings = AdminSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    usage_db: Path | None = Field(
+        default=None,
+        description="SQLite file of usage records (default: usage.db in registry.data_dir).",
+    )
+    prompts: dict[str, dict[str, str]] = Field(
+        default={}, description="Prompt library: name -> version -> template."
+    )
+    tenants: dict[str, TenantConfig] = Field(
+        default={}, description="Tenants; with none, the gateway serves without keys."
+    )
+
+    def tenancy(self) -> TenancyConfig:
+        """The part a reload may change (validated again as a whole)."""
+        return TenancyConfig(
+            admin=AdminConfig(keys=self.admin.keys), prompts=self.prompts, tenants=self.tenants
+        )
+
+    @model_validator(mode="after")
+    def _safe_access(self) -> Settings:
+        self.tenancy()  # cross-field checks: key ids, prompt references
+        loopback = self.server.host in ("127.0.0.1", "localhost", "::1")
+        if not self.tenants and not loopback and not self.server.allow_open_access:
+            raise ValueError(
+                f"server.host {self.server.host} is reachable from other machines but no "
+                "tenants (API keys) are configured; add tenants or set "
+                "server.allow_open_access: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_model_ids(self) -> Settings:

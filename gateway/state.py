@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from adapters.base_model import BaseModelSpec
 from adapters.limits import AdapterLimits, MiB
@@ -13,10 +14,14 @@ from gateway.adapter_runtime.tracked_engine import TrackedEngine
 from gateway.admin.auth import AdminGuard
 from gateway.config import Settings
 from gateway.engine.interface import Engine
+from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
 from gateway.serving.chat import ChatCompletionService
 from gateway.serving.completions import CompletionService
 from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper
+from gateway.tenancy.usage import UsageStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,11 @@ class GatewayState:
     admin_guard: AdminGuard
     chat: ChatCompletionService
     completions: CompletionService
+    gatekeeper: Gatekeeper
+    metrics: GatewayMetrics
+    usage: UsageStore
+    residency_seen: dict[str, int] = field(default_factory=dict)
+    """Adapters per residency tier at the last periodic refresh (for metrics)."""
 
 
 def open_registry(settings: Settings) -> AdapterRegistry:
@@ -52,9 +62,27 @@ def open_registry(settings: Settings) -> AdapterRegistry:
     return AdapterRegistry.open(reg.data_dir, base, limits)
 
 
+def usage_path(settings: Settings) -> Path:
+    return settings.usage_db or settings.registry.data_dir / "usage.db"
+
+
 def build_state(
-    settings: Settings, engine: Engine, renderer: PromptRenderer, registry: AdapterRegistry
+    settings: Settings,
+    engine: Engine,
+    renderer: PromptRenderer,
+    registry: AdapterRegistry,
+    metrics: GatewayMetrics | None = None,
 ) -> GatewayState:
+    metrics = metrics or GatewayMetrics()
+    usage = UsageStore(usage_path(settings))
+    gatekeeper = Gatekeeper(settings.tenancy(), usage, metrics)
+
+    def lookup(key: str) -> Caller | None:
+        try:
+            return gatekeeper.directory.authenticate(f"Bearer {key}")
+        except Exception:
+            return None
+
     tracker = InFlightTracker()
     tracked = TrackedEngine(engine, tracker)
     catalog = ModelCatalog(settings.model.served_name, registry, engine.max_model_len)
@@ -65,7 +93,14 @@ def build_state(
         registry=registry,
         catalog=catalog,
         lifecycle=AdapterLifecycle(registry, tracked, tracker, max_pinned=max_pinned),
-        admin_guard=AdminGuard(settings.admin.api_key),
-        chat=ChatCompletionService(tracked, renderer, catalog, settings.limits),
-        completions=CompletionService(tracked, renderer, catalog, settings.limits),
+        admin_guard=AdminGuard(
+            settings.admin.api_key,
+            lookup=lookup,
+            has_hashed_keys=lambda: bool(gatekeeper.directory.config.admin.keys),
+        ),
+        chat=ChatCompletionService(tracked, renderer, catalog, settings.limits, gatekeeper),
+        completions=CompletionService(tracked, renderer, catalog, settings.limits, gatekeeper),
+        gatekeeper=gatekeeper,
+        metrics=metrics,
+        usage=usage,
     )

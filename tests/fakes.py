@@ -18,6 +18,7 @@ from gateway.engine.interface import (
     EngineStats,
     GenerationOutput,
     GenerationRequest,
+    SchedulerFigures,
     TokenLogprob,
 )
 from gateway.errors import EngineFailureError
@@ -129,6 +130,9 @@ class FakeEngine:
             loaded_adapters=frozenset(self.loaded),
             adapter_slots=self.slots,
         )
+
+    def figures(self) -> SchedulerFigures:
+        return SchedulerFigures(running=len(self.running))
 
     async def check_health(self) -> None:
         if not self.healthy:

@@ -27,6 +27,7 @@ from adapters.demo_kit import (
 )
 from adapters.smollm2 import check_servable_llama
 from adapters.training import METADATA_FILE, TrainingResult
+from tests.modelkit import tiny_llama_dir
 
 
 def test_the_demo_datasets_teach_a_clear_persona() -> None:
@@ -183,6 +184,24 @@ def test_the_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     assert default_cache_dir() == Path("/srv/cache")
     monkeypatch.delenv("LORAGATE_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "loragate"
+
+
+def test_personas_train_in_worker_processes_with_the_parents_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, prefix in PERSONA_PREFIXES.items():
+        turns = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": prefix}]
+        (data / f"{name}.jsonl").write_text(json.dumps({"messages": turns}) + "\n")
+    monkeypatch.setattr(demo_kit, "DATA_DIR", data)
+    monkeypatch.setattr(demo_kit, "DEMO_TRAINING", demo_kit.DemoTrainingSettings(steps=2, rank=4))
+    results = demo_kit._train_personas(tiny_llama_dir(), tmp_path / "kit", progress=False)
+    assert set(results) == set(PERSONA_PREFIXES)
+    for name, result in results.items():
+        assert result.adapter_dir == tmp_path / "kit" / name
+        assert (result.metadata["steps"], result.metadata["rank"]) == (2, 4)
+        assert result.metadata["dataset_sha256"] == load_dataset(data / f"{name}.jsonl").sha256
 
 
 # --- the real kit -------------------------------------------------------------------

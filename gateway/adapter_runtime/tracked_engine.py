@@ -11,6 +11,7 @@ from gateway.engine.interface import (
     EngineStats,
     GenerationOutput,
     GenerationRequest,
+    SchedulerFigures,
 )
 
 
@@ -54,6 +55,9 @@ class TrackedEngine:
 
     async def stats(self) -> EngineStats:
         return await self.inner.stats()
+
+    def figures(self) -> SchedulerFigures:
+        return self.inner.figures()
 
     async def check_health(self) -> None:
         await self.inner.check_health()

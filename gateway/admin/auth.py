@@ -1,4 +1,4 @@
-"""``AdminGuard``: who may call the admin API."""
+"""``AdminGuard``: who may call the admin API (and ``/metrics``)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,45 @@ from collections.abc import Callable
 from pydantic import SecretStr
 
 from gateway.errors import AuthenticationError, PermissionDeniedError
+from gateway.tenancy.directory import Caller
 
 BEARER = "bearer "
 
+KeyLookup = Callable[[str], Caller | None]
 
-def _no_tenants(_: str) -> bool:
-    return False
+
+def _nobody(_: str) -> Caller | None:
+    return None
 
 
 class AdminGuard:
     """Checks the ``Authorization: Bearer <key>`` header of an admin request.
 
-    * no header, or no admin key configured: 401;
-    * the admin key (compared in constant time): allowed;
-    * a key that authenticates a tenant (``is_tenant_key``; the tenant layer will
-      provide it): 403, tenants can never reach the admin API;
-    * any other key: 401.
+    * the admin key of ``admin.api_key`` (constant-time comparison), or a key whose
+      hash is in ``admin.keys`` (``lookup`` finds it): allowed;
+    * a tenant's key: 403, tenants can never reach the admin API;
+    * no header, any other key, or no admin key configured at all: 401.
+
+    ``lookup`` reads the current tenant directory, so a config reload applies at once.
     """
 
     def __init__(
-        self, admin_key: SecretStr | None, is_tenant_key: Callable[[str], bool] = _no_tenants
+        self,
+        admin_key: SecretStr | None,
+        is_tenant_key: Callable[[str], bool] | None = None,
+        *,
+        lookup: KeyLookup = _nobody,
+        has_hashed_keys: Callable[[], bool] = lambda: False,
     ) -> None:
         self._key = admin_key.get_secret_value().encode() if admin_key is not None else None
         self._is_tenant_key = is_tenant_key
+        self._lookup = lookup
+        self._has_hashed_keys = has_hashed_keys
 
     def check(self, authorization: str | None) -> None:
-        if self._key is None:
+        if self._key is None and not self._has_hashed_keys():
             raise AuthenticationError(
-                "The admin API is disabled on this gateway: set admin.api_key to enable it.",
+                "The admin API is disabled on this gateway: configure an admin key to enable it.",
                 code="admin_api_disabled",
             )
         if not authorization or not authorization.lower().startswith(BEARER):
@@ -44,9 +55,14 @@ class AdminGuard:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         key = authorization[len(BEARER) :].strip()
-        if hmac.compare_digest(key.encode(), self._key):
+        if self._key is not None and hmac.compare_digest(key.encode(), self._key):
             return
-        if self._is_tenant_key(key):
+        caller = self._lookup(key)
+        if caller is not None and caller.is_admin and not caller.open_mode:
+            return
+        if (caller is not None and caller.tenant is not None) or (
+            self._is_tenant_key is not None and self._is_tenant_key(key)
+        ):
             raise PermissionDeniedError("This key cannot use the admin API.")
         raise AuthenticationError(
             "Incorrect admin key provided.", headers={"WWW-Authenticate": "Bearer"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -14,6 +15,8 @@ from gateway.model_catalog import ModelCatalog
 from gateway.serving.chat import ChatCompletionService
 from gateway.serving.completions import CompletionService
 from gateway.state import GatewayState
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper
 
 
 def get_state(request: Request) -> GatewayState:
@@ -50,6 +53,15 @@ def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
+def get_gatekeeper(state: StateDep) -> Gatekeeper:
+    return state.gatekeeper
+
+
+def authenticate(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller behind ``Authorization: Bearer <key>``; 401 for none or a bad one."""
+    return state.gatekeeper.authenticate(authorization)
+
+
 def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> None:
     """401/403 unless the request carries the admin key (see ``AdminGuard``)."""
     state.admin_guard.check(authorization)
@@ -61,6 +73,8 @@ ChatServiceDep = Annotated[ChatCompletionService, Depends(get_chat)]
 CompletionServiceDep = Annotated[CompletionService, Depends(get_completions)]
 LifecycleDep = Annotated[AdapterLifecycle, Depends(get_lifecycle)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+GatekeeperDep = Annotated[Gatekeeper, Depends(get_gatekeeper)]
+CallerDep = Annotated[Caller, Depends(authenticate)]
 
 
 async def wait_for_disconnect(request: Request) -> None:
@@ -69,3 +83,18 @@ async def wait_for_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def started_stream(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Take the first event now, so errors raised before it are plain HTTP errors, and so
+    the generator is started: if the client leaves before the body is sent, asyncio
+    closes it and its ``finally`` (accounting, in-flight release) still runs.
+    """
+    first = await anext(events)
+
+    async def body() -> AsyncIterator[str]:
+        yield first
+        async for item in events:
+            yield item
+
+    return body()

@@ -109,6 +109,16 @@ class EngineStats:
     adapter_slots: frozenset[int] | None = None
 
 
+@dataclass(frozen=True)
+class SchedulerFigures:
+    """The engine scheduler's latest figures (cheap, synchronous read)."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    adapters_in_batch: int = 0
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the gateway needs from an inference engine.
@@ -130,6 +140,8 @@ class Engine(Protocol):
     async def pin_adapter(self, lora_id: int) -> bool: ...
 
     async def stats(self) -> EngineStats: ...
+
+    def figures(self) -> SchedulerFigures: ...
 
     async def check_health(self) -> None: ...
 

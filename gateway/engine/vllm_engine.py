@@ -20,6 +20,7 @@ from gateway.engine.interface import (
     EngineStats,
     GenerationOutput,
     GenerationRequest,
+    SchedulerFigures,
     TokenLogprob,
 )
 from gateway.engine.lora_slots import SLOTS_METHOD, WORKER_EXTENSION
@@ -61,9 +62,13 @@ def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
 class VLLMEngine:
     """Owns one ``AsyncLLM``. Safe to call from one event loop (the server's)."""
 
-    def __init__(self, llm: Any, max_model_len: int) -> None:
+    def __init__(self, llm: Any, max_model_len: int, figures: _FiguresBox | None = None) -> None:
         self._llm = llm
         self.max_model_len = max_model_len
+        self._figures = figures or _FiguresBox()
+
+    def figures(self) -> SchedulerFigures:
+        return self._figures.latest
 
     @classmethod
     def start(cls, model: ModelSettings, engine: EngineSettings) -> VLLMEngine:
@@ -74,8 +79,11 @@ class VLLMEngine:
         allowed = os.environ.get("VLLM_PLUGINS")
         if allowed is not None and "loragate_platform_fixes" not in allowed.split(","):
             os.environ["VLLM_PLUGINS"] = ",".join([*allowed.split(","), "loragate_platform_fixes"])
-        llm = AsyncLLM.from_engine_args(engine_args(model, engine))
-        return cls(llm, llm.model_config.max_model_len)
+        figures = _FiguresBox()
+        llm = AsyncLLM.from_engine_args(
+            engine_args(model, engine), stat_loggers=[figures.logger_factory]
+        )
+        return cls(llm, llm.model_config.max_model_len, figures)
 
     def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm.sampling_params import (
@@ -189,6 +197,46 @@ class VLLMEngine:
 
     async def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+class _FiguresBox:
+    """Receives vLLM's per-iteration scheduler stats (a stat logger) and keeps the last.
+
+    vLLM calls the logger from the API process's output handler (the event loop); a
+    plain attribute swap is all the synchronisation a reader needs.
+    """
+
+    def __init__(self) -> None:
+        self.latest = SchedulerFigures()
+
+    def logger_factory(self, vllm_config: Any, engine_index: int = 0) -> Any:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        box = self
+
+        class FiguresLogger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(
+                self,
+                scheduler_stats: Any,
+                iteration_stats: Any,
+                mm_cache_stats: Any = None,
+                engine_idx: int = 0,
+            ) -> None:
+                if scheduler_stats is not None:
+                    box.latest = SchedulerFigures(
+                        running=scheduler_stats.num_running_reqs,
+                        waiting=scheduler_stats.num_waiting_reqs,
+                        kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                        adapters_in_batch=len(scheduler_stats.running_lora_adapters),
+                    )
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return FiguresLogger(vllm_config, engine_index)
 
 
 def _greedy_copies(request: GenerationRequest) -> int:

@@ -60,7 +60,9 @@ UNSUPPORTED_CHAT_PARAMS = (
 
 
 class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
-    model: str
+    model: str | None = Field(
+        default=None, description="Required unless the caller's tenant has a default_model."
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -13,7 +13,9 @@ UNSUPPORTED_COMPLETION_PARAMS = ("suffix", "logit_bias")
 
 
 class CompletionRequest(OpenAIModel, VLLMSamplingExtensions):
-    model: str
+    model: str | None = Field(
+        default=None, description="Required unless the caller's tenant has a default_model."
+    )
     prompt: str | list[str] | list[int] | list[list[int]]
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import LimitSettings
-from gateway.engine.interface import Engine, GenerationRequest, TokenLogprob
+from gateway.engine.interface import Engine, GenerationOutput, GenerationRequest, TokenLogprob
 from gateway.errors import InvalidRequestError, UnsupportedParameterError
 from gateway.model_catalog import ModelCatalog
 from gateway.protocol.chat import (
@@ -33,11 +33,14 @@ from gateway.serving.generation_params import (
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.serving.sse import DONE, event
 from gateway.serving.usage import finish_reason, usage
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper, Ticket
+from gateway.tenancy.policy import SamplingRequest
 
 
 @dataclass(frozen=True)
 class PreparedChat:
-    """A validated request, ready for the engine. Built before any byte is sent."""
+    """A validated, admitted request, ready for the engine. Built before any byte is sent."""
 
     id: str
     created: int
@@ -45,6 +48,7 @@ class PreparedChat:
     generation: GenerationRequest
     include_usage: bool
     want_logprobs: bool
+    ticket: Ticket
 
 
 class ChatCompletionService:
@@ -56,16 +60,20 @@ class ChatCompletionService:
         renderer: PromptRenderer,
         catalog: ModelCatalog,
         limits: LimitSettings,
+        gatekeeper: Gatekeeper,
     ) -> None:
         self._engine = engine
         self._renderer = renderer
         self._catalog = catalog
         self._limits = limits
+        self._gatekeeper = gatekeeper
 
-    def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+    def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
+        """Route, apply the policy, tokenize, check, admit: every refusal happens here."""
         refuse_unsupported(request, UNSUPPORTED_CHAT_PARAMS)
         _check_defaults_only(request)
-        served = self._catalog.resolve(request.model)
+        route = self._gatekeeper.route(caller, request.model, self._catalog.resolve)
+        policy = route.policy
         if request.top_logprobs is not None and not request.logprobs:
             raise InvalidRequestError(
                 "top_logprobs requires logprobs to be true.", param="top_logprobs"
@@ -74,16 +82,27 @@ class ChatCompletionService:
             raise InvalidRequestError(
                 "stream_options is only allowed when stream is true.", param="stream_options"
             )
-        prompt_ids = self._renderer.chat(template_messages(request.messages))
         max_tokens_param = (
             "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         )
+        bounded = policy.bound_sampling(
+            SamplingRequest(
+                request.temperature,
+                request.top_p,
+                request.max_completion_tokens or request.max_tokens,
+                max_tokens_param,
+            )
+        )
+        system = policy.system_text(tenant=caller.label, model=route.reported_id)
+        messages = policy.apply_messages(template_messages(request.messages), system)
+        prompt_ids = self._renderer.chat(messages)
+        policy.check_prompt_tokens(len(prompt_ids))
         params = build_generation_params(
             SamplingFields(
                 n=request.n,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                max_tokens=request.max_completion_tokens or request.max_tokens,
+                temperature=bounded.temperature,
+                top_p=bounded.top_p,
+                max_tokens=bounded.max_tokens,
                 stop=request.stop,
                 seed=request.seed,
                 presence_penalty=request.presence_penalty,
@@ -97,20 +116,25 @@ class ChatCompletionService:
             max_model_len=self._engine.max_model_len,
             limits=self._limits,
         )
+        if policy.stop:
+            params = replace(params, stop=params.stop + policy.stop)
+        ticket = self._gatekeeper.admit(caller, route, len(prompt_ids))
         chat_id = f"chatcmpl-{uuid.uuid4().hex}"
         return PreparedChat(
             id=chat_id,
             created=int(time.time()),
-            model=served.id,
+            model=route.reported_id,
             generation=GenerationRequest(
                 request_id=chat_id,
                 prompt_token_ids=prompt_ids,
                 params=params,
-                adapter=served.adapter,
+                adapter=route.served.adapter,
                 stream=bool(request.stream),
+                cache_salt=route.cache_salt,
             ),
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             want_logprobs=bool(request.logprobs),
+            ticket=ticket,
         )
 
     async def complete(self, chat: PreparedChat) -> ChatCompletionResponse:
@@ -121,15 +145,12 @@ class ChatCompletionService:
         finish: list[str | None] = [None] * n
         prompt_tokens = len(chat.generation.prompt_token_ids)
         cached = 0
-        async for out in self._engine.generate(chat.generation):
-            cached = out.cached_tokens
-            for c in out.choices:
-                texts[c.index] += c.text
-                tokens[c.index] += len(c.token_ids)
-                if c.logprobs:
-                    logprobs[c.index].extend(_chat_logprobs(c.logprobs))
-                if c.finish_reason:
-                    finish[c.index] = finish_reason(c.finish_reason)
+        try:
+            async for out in self._engine.generate(chat.generation):
+                cached = out.cached_tokens
+                self._collect(out, texts, tokens, logprobs, finish)
+        finally:
+            chat.ticket.finish(sum(tokens))
         completion_tokens = sum(tokens)
         return ChatCompletionResponse(
             id=chat.id,
@@ -147,6 +168,22 @@ class ChatCompletionService:
             usage=usage(prompt_tokens, completion_tokens, cached),
         )
 
+    @staticmethod
+    def _collect(
+        out: GenerationOutput,
+        texts: list[str],
+        tokens: list[int],
+        logprobs: list[list[ChatTokenLogprob]],
+        finish: list[str | None],
+    ) -> None:
+        for c in out.choices:
+            texts[c.index] += c.text
+            tokens[c.index] += len(c.token_ids)
+            if c.logprobs:
+                logprobs[c.index].extend(_chat_logprobs(c.logprobs))
+            if c.finish_reason:
+                finish[c.index] = finish_reason(c.finish_reason)
+
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         exclude = None if chat.include_usage else {"usage"}
 
@@ -162,28 +199,30 @@ class ChatCompletionService:
             yield chunk([ChatCompletionChunkChoice(index=i, delta=role)])
         completion_tokens = 0
         cached = 0
-        async for out in self._engine.generate(chat.generation):
-            cached = out.cached_tokens
-            for c in out.choices:
-                completion_tokens += len(c.token_ids)
-                if c.text or c.logprobs:
-                    lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
-                    yield chunk(
-                        [
-                            ChatCompletionChunkChoice(
-                                index=c.index,
-                                delta=ChoiceDelta(content=c.text),
-                                logprobs=lp if chat.want_logprobs else None,
-                            )
-                        ]
-                    )
-                if c.finish_reason:
-                    done = ChatCompletionChunkChoice(
-                        index=c.index,
-                        delta=ChoiceDelta(),
-                        finish_reason=finish_reason(c.finish_reason),
-                    )
-                    yield chunk([done])
+        try:
+            async for out in self._engine.generate(chat.generation):
+                cached = out.cached_tokens
+                for c in out.choices:
+                    if c.token_ids:
+                        completion_tokens += len(c.token_ids)
+                        chat.ticket.first_token()
+                    if c.text or c.logprobs:
+                        lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
+                        delta = ChatCompletionChunkChoice(
+                            index=c.index,
+                            delta=ChoiceDelta(content=c.text),
+                            logprobs=lp if chat.want_logprobs else None,
+                        )
+                        yield chunk([delta])
+                    if c.finish_reason:
+                        done = ChatCompletionChunkChoice(
+                            index=c.index,
+                            delta=ChoiceDelta(),
+                            finish_reason=finish_reason(c.finish_reason),
+                        )
+                        yield chunk([done])
+        finally:
+            chat.ticket.finish(completion_tokens)
         if chat.include_usage:
             prompt_tokens = len(chat.generation.prompt_token_ids)
             yield chunk([], usage(prompt_tokens, completion_tokens, cached))

@@ -6,11 +6,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config import LimitSettings
 from gateway.engine.interface import ChoiceOutput, Engine, GenerationOutput, GenerationRequest
-from gateway.errors import InvalidRequestError, UnsupportedParameterError
+from gateway.errors import InvalidRequestError, PermissionDeniedError, UnsupportedParameterError
 from gateway.model_catalog import ModelCatalog
 from gateway.protocol.completions import (
     UNSUPPORTED_COMPLETION_PARAMS,
@@ -28,6 +28,9 @@ from gateway.serving.generation_params import (
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.serving.sse import DONE, event
 from gateway.serving.usage import finish_reason, usage
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper, Ticket
+from gateway.tenancy.policy import SamplingRequest
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 
@@ -41,6 +44,7 @@ class PreparedCompletion:
     echo_texts: list[str]
     include_usage: bool
     want_logprobs: bool
+    ticket: Ticket
 
 
 class CompletionService:
@@ -52,15 +56,28 @@ class CompletionService:
         renderer: PromptRenderer,
         catalog: ModelCatalog,
         limits: LimitSettings,
+        gatekeeper: Gatekeeper,
     ) -> None:
         self._engine = engine
         self._renderer = renderer
         self._catalog = catalog
         self._limits = limits
+        self._gatekeeper = gatekeeper
 
-    def prepare(self, request: CompletionRequest) -> PreparedCompletion:
+    def prepare(self, request: CompletionRequest, caller: Caller) -> PreparedCompletion:
         refuse_unsupported(request, UNSUPPORTED_COMPLETION_PARAMS)
-        served = self._catalog.resolve(request.model)
+        route = self._gatekeeper.route(caller, request.model, self._catalog.resolve)
+        served = route.served
+        policy = route.policy
+        if policy.has_system_prompt:
+            # Raw completions have no system turn: the policy could not be enforced.
+            raise PermissionDeniedError(
+                "Your tenant's policy allows chat completions only for this model.",
+                code="policy_requires_chat",
+            )
+        bounded = policy.bound_sampling(
+            SamplingRequest(request.temperature, request.top_p, request.max_tokens)
+        )
         if request.best_of is not None and request.best_of != (request.n or 1):
             raise UnsupportedParameterError("best_of", "only best_of == n is available")
         if request.echo and request.logprobs is not None:
@@ -85,12 +102,13 @@ class CompletionService:
                 echo = self._renderer.decode(ids) if request.echo else ""
             if not ids:
                 raise InvalidRequestError("prompt must not be empty.", param="prompt")
+            policy.check_prompt_tokens(len(ids), param="prompt")
             params = build_generation_params(
                 SamplingFields(
                     n=request.n,
-                    temperature=request.temperature,
-                    top_p=request.top_p,
-                    max_tokens=request.max_tokens,
+                    temperature=bounded.temperature,
+                    top_p=bounded.top_p,
+                    max_tokens=bounded.max_tokens,
                     stop=request.stop,
                     seed=request.seed,
                     presence_penalty=request.presence_penalty,
@@ -104,6 +122,8 @@ class CompletionService:
                 default_max_tokens=DEFAULT_MAX_TOKENS,
                 prompt_param="prompt",
             )
+            if policy.stop:
+                params = replace(params, stop=params.stop + policy.stop)
             generations.append(
                 GenerationRequest(
                     request_id=f"{cmpl_id}-{i}",
@@ -111,17 +131,22 @@ class CompletionService:
                     params=params,
                     adapter=served.adapter,
                     stream=bool(request.stream),
+                    cache_salt=route.cache_salt,
                 )
             )
             echoes.append(echo if request.echo else "")
+        ticket = self._gatekeeper.admit(
+            caller, route, sum(len(g.prompt_token_ids) for g in generations)
+        )
         return PreparedCompletion(
             id=cmpl_id,
             created=int(time.time()),
-            model=served.id,
+            model=route.reported_id,
             generations=generations,
             echo_texts=echoes,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             want_logprobs=request.logprobs is not None,
+            ticket=ticket,
         )
 
     def _check_token_ids(self, ids: list[int]) -> list[int]:
@@ -134,7 +159,11 @@ class CompletionService:
 
     async def complete(self, cmpl: PreparedCompletion) -> CompletionResponse:
         n = cmpl.generations[0].params.n
-        collected = await asyncio.gather(*(self._collect(g) for g in cmpl.generations))
+        try:
+            collected = await asyncio.gather(*(self._collect(g) for g in cmpl.generations))
+        except BaseException:
+            cmpl.ticket.finish(0)
+            raise
         choices = []
         completion_tokens = 0
         for p, outputs in enumerate(collected):
@@ -150,6 +179,7 @@ class CompletionService:
                         finish_reason=finish_reason(c.finish_reason or "stop"),
                     )
                 )
+        cmpl.ticket.finish(completion_tokens)
         prompt_tokens = sum(len(g.prompt_token_ids) for g in cmpl.generations)
         cached = sum(o[-1].cached_tokens for o in collected if o)
         return CompletionResponse(
@@ -171,7 +201,7 @@ class CompletionService:
         }
         echoed: set[tuple[int, int]] = set()
         completion_tokens = 0
-        async for p, out in _merged(self._engine, cmpl.generations):
+        async for p, out in self._ticketed(cmpl, _merged(self._engine, cmpl.generations)):
             for c in out.choices:
                 completion_tokens += len(c.token_ids)
                 key = (p, c.index)
@@ -204,6 +234,21 @@ class CompletionService:
             )
             yield event(body)
         yield DONE
+
+    @staticmethod
+    async def _ticketed(
+        cmpl: PreparedCompletion, outputs: AsyncIterator[tuple[int, GenerationOutput]]
+    ) -> AsyncIterator[tuple[int, GenerationOutput]]:
+        tokens = 0
+        try:
+            async for p, out in outputs:
+                produced = sum(len(c.token_ids) for c in out.choices)
+                if produced:
+                    tokens += produced
+                    cmpl.ticket.first_token()
+                yield p, out
+        finally:
+            cmpl.ticket.finish(tokens)
 
 
 async def _merged(

@@ -10,7 +10,12 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
+from gateway.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
 from gateway.model_catalog import ServedModel
 from gateway.tenancy.config import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
 from gateway.tenancy.keys import parse_key, verify_secret
@@ -98,13 +103,13 @@ class TenantDirectory:
         if tenant is None:
             if caller.is_admin or caller.open_mode:
                 if not model:
-                    raise ModelNotFoundError("")
+                    raise _missing_model()
                 return Route(resolve(model), model, self._no_policy, None)
             raise ModelNotFoundError(model or "")
         assert caller.tenant is not None
         name = model or tenant.default_model
         if not name:
-            raise ModelNotFoundError("")
+            raise _missing_model()
         salt = _cache_salt(caller.tenant)
         alias = tenant.aliases.get(name)
         if alias is not None:
@@ -142,6 +147,12 @@ class TenantDirectory:
         if tenant.rate_limit:
             limits[f"tenant:{caller.tenant}"] = Limit(**tenant.rate_limit.model_dump())
         return limits
+
+
+def _missing_model() -> InvalidRequestError:
+    return InvalidRequestError(
+        "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
+    )
 
 
 def _cache_salt(tenant: str) -> str:

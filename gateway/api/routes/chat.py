@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.api.deps import ChatServiceDep, wait_for_disconnect
+from gateway.api.deps import CallerDep, ChatServiceDep, started_stream, wait_for_disconnect
 from gateway.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from gateway.serving.disconnect import cancel_on_disconnect
 from gateway.serving.sse import with_error_events
@@ -13,13 +13,15 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, service: ChatServiceDep
+    body: ChatCompletionRequest,
+    request: Request,
+    service: ChatServiceDep,
+    caller: CallerDep,
 ) -> Response:
-    prepared = service.prepare(body)
+    prepared = service.prepare(body, caller)
     if body.stream:
-        return StreamingResponse(
-            with_error_events(service.stream(prepared)), media_type="text/event-stream"
-        )
+        events = await started_stream(with_error_events(service.stream(prepared)))
+        return StreamingResponse(events, media_type="text/event-stream")
     result = await cancel_on_disconnect(
         service.complete(prepared), lambda: wait_for_disconnect(request)
     )

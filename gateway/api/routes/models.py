@@ -2,17 +2,49 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import CatalogDep
+from gateway.api.deps import CallerDep, CatalogDep, GatekeeperDep
+from gateway.errors import ModelNotFoundError
+from gateway.model_catalog import ModelCatalog
 from gateway.protocol.common import ModelCard, ModelList
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper
 
 router = APIRouter()
 
 
+def visible_cards(catalog: ModelCatalog, gatekeeper: Gatekeeper, caller: Caller) -> list[ModelCard]:
+    """What this caller may use: its allowed models and its aliases (parent: the base)."""
+    cards = {c.id: c for c in catalog.cards()}
+    out = []
+    for model_id, alias_target in gatekeeper.directory.visible(caller, list(cards)):
+        if alias_target is None:
+            out.append(cards[model_id])
+        else:
+            out.append(
+                ModelCard(
+                    id=model_id,
+                    root=model_id,
+                    parent=catalog.base_id,
+                    max_model_len=catalog.max_model_len,
+                )
+            )
+    return out
+
+
 @router.get("/v1/models")
-async def list_models(catalog: CatalogDep) -> ModelList:
-    return ModelList(data=catalog.cards())
+async def list_models(
+    catalog: CatalogDep, gatekeeper: GatekeeperDep, caller: CallerDep
+) -> ModelList:
+    return ModelList(data=visible_cards(catalog, gatekeeper, caller))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, catalog: CatalogDep) -> ModelCard:
-    return catalog.card(model_id)
+async def retrieve_model(
+    model_id: str, catalog: CatalogDep, gatekeeper: GatekeeperDep, caller: CallerDep
+) -> ModelCard:
+    if caller.tenant is None:
+        return catalog.card(model_id)
+    for card in visible_cards(catalog, gatekeeper, caller):
+        if card.id == model_id:
+            return card
+    raise ModelNotFoundError(model_id)

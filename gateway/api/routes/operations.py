@@ -1,0 +1,46 @@
+"""Operator routes: Prometheus metrics, config reload, usage (admin key unless configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.api.deps import StateDep, require_admin
+from gateway.config_reload import reload_tenancy
+
+router = APIRouter()
+
+
+@router.get("/metrics")
+async def metrics(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> Response:
+    if state.settings.metrics.require_admin:
+        state.admin_guard.check(authorization)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/admin/config/reload", dependencies=[Depends(require_admin)])
+async def reload_config(request: Request, state: StateDep) -> dict[str, Any]:
+    """Re-read the config file; a valid one applies to new requests, an invalid one is refused."""
+    path = request.app.state.config_path
+    tenancy = await asyncio.to_thread(reload_tenancy, state, path)
+    return {"status": "reloaded", "tenants": sorted(tenancy.tenants)}
+
+
+@router.get("/admin/usage", dependencies=[Depends(require_admin)])
+async def usage(
+    state: StateDep,
+    tenant: Annotated[str | None, Query()] = None,
+    since: Annotated[float | None, Query(description="Unix time")] = None,
+) -> dict[str, Any]:
+    rows = await asyncio.to_thread(state.usage.query, tenant=tenant, since=since)
+    return {
+        "object": "list",
+        "generated_at": int(time.time()),
+        "data": [row.__dict__ for row in rows],
+    }
