@@ -62,9 +62,9 @@ def create_app(
                 prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
                 state = build_state(settings, engine, prompt_renderer, registry, gateway_metrics)
                 gateway_metrics.set_engine_source(engine_snapshot(state))
-                label_models(state)
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
                 await prepare_adapters(state.lifecycle, config_adapters)
+                label_models(state)
                 app.state.gateway = state
                 background = [asyncio.create_task(_flush_usage(state))]
                 _reload_on_sighup(state, config_path)
@@ -108,11 +108,13 @@ USAGE_FLUSH_SECONDS = 5.0
 
 
 async def _flush_usage(state: GatewayState) -> None:
-    """Every few seconds: write usage to SQLite, refresh adapter residency for metrics."""
+    """Every few seconds: write usage to SQLite, refresh metric label bounds and adapter
+    residency (an adapter registered at runtime is labelled "other" until then)."""
     while True:
         await asyncio.sleep(USAGE_FLUSH_SECONDS)
         try:
             await asyncio.to_thread(state.usage.flush)
+            label_models(state)  # adapters registered or aliases reloaded since
             stats = await state.engine.stats()
             state.residency_seen["cpu_cache"] = len(stats.loaded_adapters)
             if stats.adapter_slots is not None:

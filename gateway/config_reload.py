@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
 from pydantic import ValidationError
 
 from gateway.config import Settings
@@ -42,7 +43,7 @@ def reload_tenancy(state: GatewayState, path: Path | None) -> TenancyConfig:
             f"The new config is invalid, the old one stays: {describe(exc)}",
             code="invalid_config",
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         logger.warning("config reload refused: %s", type(exc).__name__)
         raise InvalidRequestError(
             f"The new config cannot be read, the old one stays: {exc}", code="invalid_config"

@@ -84,12 +84,10 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        # The same text whether the model is unknown or not visible to the caller:
-        # nothing about other models can be learnt from it.
-        super().__init__(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-        )
+        # Byte-for-byte the same body whatever the model and whether it is unknown or
+        # only invisible to this caller: nothing about other tenants can be learnt.
+        super().__init__("The model does not exist or you do not have access to it.", param="model")
+        self.model = model
 
 
 class PayloadTooLargeError(GatewayError):
