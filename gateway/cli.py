@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
 from gateway.config import Settings
+from gateway.config_reload import describe
+from gateway.logging_setup import configure_logging
+from gateway.tenancy.keys import generate_key
 
 DEMO_MODEL_ID = "smollm2-135m-instruct"
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings, config_path: Path | None = None) -> None:
     import uvicorn
 
     from gateway.app import create_app
 
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.server.log_level, settings.server.json_logs)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, config_path=config_path),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
@@ -49,7 +50,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"loragate: invalid configuration {args.config}:\n{exc}", file=sys.stderr)
         return 2
     server = settings.server.model_copy(update=_server_overrides(args))
-    _serve(settings.model_copy(update={"server": server}))
+    _serve(settings.model_copy(update={"server": server}), args.config)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate a config file; print each error with the path to the bad field."""
+    try:
+        settings = Settings.load(args.file)
+    except ValidationError as exc:
+        print(f"{args.file}: {exc.error_count()} error(s)", file=sys.stderr)
+        for line in describe(exc).split("; "):
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    tenancy = settings.tenancy()
+    keys = sum(len(t.keys) for t in tenancy.tenants.values()) + len(tenancy.admin.keys)
+    print(
+        f"{args.file}: OK (model {settings.model.served_name}, {len(settings.adapters)} "
+        f"adapter(s), {len(tenancy.tenants)} tenant(s), {keys} key(s), "
+        f"{len(tenancy.prompts)} library prompt(s))"
+    )
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    """Print a new key once, and the hash entry to put in the config file."""
+    new = generate_key()
+    owner = "admin" if args.admin else f"tenant {args.tenant}"
+    entry = yaml.safe_dump([{"id": new.key_id, "hash": new.hash}], sort_keys=False).strip()
+    where = "admin:\n  keys:" if args.admin else f"tenants:\n  {args.tenant}:\n    keys:"
+    print(f"New API key for {owner} (shown once, store it now):\n\n    {new.key}\n")
+    print(f"Add to the config file under\n{where}\n")
+    print("\n".join("      " + line for line in entry.splitlines()))
+    print("\nthen reload: kill -HUP <pid> or POST /admin/config/reload")
     return 0
 
 
@@ -57,6 +93,9 @@ def demo_settings(cache_dir: Path | None, server: dict[str, Any]) -> Settings:
     from adapters.demo_kit import ensure_demo_kit
 
     kit = ensure_demo_kit(cache_dir)
+    if "host" in server:  # asked for explicitly: the demo has no keys, say so
+        server = {**server, "allow_open_access": True}
+        print("loragate demo: serving WITHOUT API keys on", server["host"], file=sys.stderr)
     return Settings.load(
         None,
         model={"path": kit.base_dir, "name": DEMO_MODEL_ID},
@@ -115,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_adapters_parser(sub)
+
+    config = sub.add_parser("config", help="configuration files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key; print it once and its hash")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--tenant")
+    owner.add_argument("--admin", action="store_true")
+    create.set_defaults(func=cmd_keys_create)
     return parser
 
 
