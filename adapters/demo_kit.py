@@ -2,8 +2,9 @@
 
 ``ensure_demo_kit()`` returns at once when the kit is in the cache; otherwise it
 converts the base model (~20 s) and trains the ``pirate`` and ``robot`` adapters from
-``adapters/data/*.jsonl`` with ``train_lora``, one process per adapter (~1-2 min on
-2 cores). Layout of the cache (``$LORAGATE_CACHE`` or ``~/.cache/loragate``)::
+``adapters/data/*.jsonl`` with ``train_lora``, one process per adapter (about 2 min
+from scratch on 2 cores, most of it training). Layout of the cache
+(``$LORAGATE_CACHE`` or ``~/.cache/loragate``)::
 
     smollm2-135m-instruct-<gguf>/        base model (shared by every kit version)
     demo-kit-v<N>-<key>/                 DemoKit.root
@@ -62,8 +63,8 @@ class DemoTrainingSettings:
     rank: int = 8
     alpha: int = 16
     target_modules: tuple[str, ...] = ATTENTION_MODULES
-    steps: int = 40
-    learning_rate: float = 2e-3
+    steps: int = 60
+    learning_rate: float = 1e-3
     batch_size: int = 2
     seed: int = 0
     eval_fraction: float = 0.1
