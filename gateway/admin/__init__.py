@@ -3,5 +3,7 @@
 - ``auth``: the admin credential check (401 / 403).
 - ``protocol``: request and response models of ``/admin/adapters``.
 - ``routes``: the ``/admin/adapters`` router.
+- ``collection_routes``: the ``/admin/collections`` router (retrieval documents), and
+  ``upload_limit``, the body limit that leaves its uploads to it.
 - ``client`` and ``commands``: ``loragate adapters ...`` over HTTP.
 """

@@ -12,6 +12,7 @@ from gateway.config import Settings
 from gateway.engine.interface import Engine
 from gateway.errors import EngineUnavailableError
 from gateway.model_catalog import ModelCatalog
+from gateway.rag.service import RetrievalService
 from gateway.serving.chat import ChatCompletionService
 from gateway.serving.completions import CompletionService
 from gateway.state import GatewayState
@@ -57,6 +58,10 @@ def get_gatekeeper(state: StateDep) -> Gatekeeper:
     return state.gatekeeper
 
 
+def get_retrieval(state: StateDep) -> RetrievalService:
+    return state.retrieval
+
+
 def authenticate(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
     """The caller behind ``Authorization: Bearer <key>``; 401 for none or a bad one."""
     return state.gatekeeper.authenticate(authorization)
@@ -74,6 +79,7 @@ CompletionServiceDep = Annotated[CompletionService, Depends(get_completions)]
 LifecycleDep = Annotated[AdapterLifecycle, Depends(get_lifecycle)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GatekeeperDep = Annotated[Gatekeeper, Depends(get_gatekeeper)]
+RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 CallerDep = Annotated[Caller, Depends(authenticate)]
 
 

@@ -11,8 +11,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.rag.errors import as_gateway_error
 from gateway.serving.disconnect import ClientDisconnected
 from gateway.serving.sse import error_body
+from retrieval.errors import RetrievalError
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code >= 500:
             logger.error("adapter registry failure: %s", exc.message)
         return JSONResponse({"error": exc.to_openai()}, status_code=exc.status_code)
+
+    @app.exception_handler(RetrievalError)
+    async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
+        # The library's errors (ingest rejections, unknown names): mapped, then rendered.
+        return render(as_gateway_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -42,6 +42,43 @@ class ChatMessage(OpenAIModel):
         )
 
 
+SearchModeName = Literal["dense", "bm25", "hybrid"]
+
+
+class RagOptions(OpenAIModel):
+    """Extension: answer from retrieved, numbered sources. The OpenAI SDK sends it with
+    ``extra_body={"rag": {"collection": "manuals"}}``."""
+
+    collection: str | list[str] = Field(
+        description="Collection to search, or several searched together (at most 8). A "
+        "tenant may only name its own collections.",
+    )
+    top_k: int | None = Field(
+        default=None, ge=1, description="How many chunks to retrieve (default: server config)."
+    )
+    mode: SearchModeName | None = Field(
+        default=None,
+        description="dense (embeddings), bm25 (keywords) or hybrid (both, fused by reciprocal "
+        "rank); default: server config.",
+    )
+
+    def names(self) -> list[str]:
+        return [self.collection] if isinstance(self.collection, str) else list(self.collection)
+
+
+class ChatCitation(BaseModel):
+    """Extension: what ``[number]`` in the answer refers to."""
+
+    number: int = Field(description="The n of the [n] marker given to the model.")
+    title: str = Field(description="Title of the source document.")
+    source: str = Field(description="Path, URL or upload name of the document.")
+    chunk_id: str = Field(description="The retrieved chunk (see /v1/retrieval/search).")
+    document_id: str
+    collection: str
+    score: float = Field(description="The search mode's score; higher is better.")
+    heading_path: list[str] = Field(default=[], description="Headings above the chunk.")
+
+
 # Parameters of OpenAI's API that this server does not offer: accepted by the schema
 # only so that the service can refuse them with a 400 naming the parameter.
 UNSUPPORTED_CHAT_PARAMS = (
@@ -101,6 +138,11 @@ class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     web_search_options: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     verbosity: str | None = None
+    rag: RagOptions | None = Field(
+        default=None,
+        description="loragate extension: retrieve sources for the last user message, inject "
+        "them as numbered sources and return `citations`.",
+    )
 
 
 class ChatCompletionMessage(BaseModel):
@@ -124,6 +166,15 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatCompletionChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    citations: list[ChatCitation] | None = Field(
+        default=None,
+        description="loragate extension, only when retrieval ran: the sources given to the "
+        "model, numbered as in the prompt. Omitted otherwise.",
+    )
+
+    def json_body(self) -> str:
+        """The JSON sent: OpenAI's exact shape, plus ``citations`` when retrieval ran."""
+        return self.model_dump_json(exclude=None if self.citations is not None else {"citations"})
 
 
 class ChoiceDelta(BaseModel):
@@ -146,3 +197,8 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatCompletionChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    citations: list[ChatCitation] | None = Field(
+        default=None,
+        description="loragate extension: on the chunk carrying the last finish_reason, when "
+        "retrieval ran. Omitted otherwise.",
+    )

@@ -13,6 +13,7 @@ from gateway.errors import InvalidRequestError, UnsupportedParameterError
 from gateway.model_catalog import ModelCatalog
 from gateway.protocol.chat import (
     UNSUPPORTED_CHAT_PARAMS,
+    ChatCitation,
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionChunkChoice,
@@ -25,6 +26,8 @@ from gateway.protocol.chat import (
 )
 from gateway.protocol.common import Usage
 from gateway.protocol.logprobs import ChatLogprobs, ChatTokenLogprob, TopLogprob
+from gateway.rag.grounding import PromptAssembler, plan_for
+from gateway.rag.service import RetrievalService
 from gateway.serving.generation_params import (
     SamplingFields,
     build_generation_params,
@@ -49,6 +52,8 @@ class PreparedChat:
     include_usage: bool
     want_logprobs: bool
     ticket: Ticket
+    citations: list[ChatCitation] | None = None
+    """The sources in the prompt, when retrieval ran (else None: no ``citations`` field)."""
 
 
 class ChatCompletionService:
@@ -61,15 +66,18 @@ class ChatCompletionService:
         catalog: ModelCatalog,
         limits: LimitSettings,
         gatekeeper: Gatekeeper,
+        retrieval: RetrievalService,
     ) -> None:
         self._engine = engine
         self._renderer = renderer
         self._catalog = catalog
         self._limits = limits
         self._gatekeeper = gatekeeper
+        self._retrieval = retrieval
 
-    def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
-        """Route, apply the policy, tokenize, check, admit: every refusal happens here."""
+    async def prepare(self, request: ChatCompletionRequest, caller: Caller) -> PreparedChat:
+        """Route, apply the policy, retrieve, tokenize, check, admit: every refusal
+        happens here, before any byte of the response."""
         refuse_unsupported(request, UNSUPPORTED_CHAT_PARAMS)
         _check_defaults_only(request)
         route = self._gatekeeper.route(caller, request.model, self._catalog.resolve)
@@ -93,9 +101,25 @@ class ChatCompletionService:
                 max_tokens_param,
             )
         )
-        system = policy.system_text(tenant=caller.label, model=route.reported_id)
-        messages = policy.apply_messages(template_messages(request.messages), system)
-        prompt_ids = self._renderer.chat(messages)
+        prompt = PromptAssembler(
+            self._renderer,
+            policy,
+            template_messages(request.messages),
+            tenant=caller.label,
+            model=route.reported_id,
+        )
+        plan = plan_for(request.rag, policy.rag)
+        citations = None
+        if plan is None:
+            prompt_ids = prompt.render()
+        else:
+            prompt_ids, citations = await self._retrieval.ground(
+                caller,
+                plan,
+                prompt,
+                max_model_len=self._engine.max_model_len,
+                completion_tokens=bounded.max_tokens,
+            )
         policy.check_prompt_tokens(len(prompt_ids))
         params = build_generation_params(
             SamplingFields(
@@ -135,6 +159,7 @@ class ChatCompletionService:
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             want_logprobs=bool(request.logprobs),
             ticket=ticket,
+            citations=citations,
         )
 
     async def complete(self, chat: PreparedChat) -> ChatCompletionResponse:
@@ -166,6 +191,7 @@ class ChatCompletionService:
                 for i in range(n)
             ],
             usage=usage(prompt_tokens, completion_tokens, cached),
+            citations=chat.citations,
         )
 
     @staticmethod
@@ -185,24 +211,42 @@ class ChatCompletionService:
                 finish[c.index] = finish_reason(c.finish_reason)
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
-        exclude = None if chat.include_usage else {"usage"}
+        """Role chunks, content chunks, one finish chunk per choice (the last of them
+        carries ``citations`` when retrieval ran), the usage chunk if asked, DONE."""
+        exclude = set() if chat.include_usage else {"usage"}
 
-        def chunk(choices: list[ChatCompletionChunkChoice], usage: Usage | None = None) -> str:
+        def chunk(
+            choices: list[ChatCompletionChunkChoice],
+            usage: Usage | None = None,
+            citations: list[ChatCitation] | None = None,
+        ) -> str:
             body = ChatCompletionChunk(
-                id=chat.id, created=chat.created, model=chat.model, choices=choices, usage=usage
+                id=chat.id,
+                created=chat.created,
+                model=chat.model,
+                choices=choices,
+                usage=usage,
+                citations=citations,
             )
-            return event(body, exclude=exclude)
+            return event(
+                body, exclude=exclude if citations is not None else exclude | {"citations"}
+            )
 
+        # Each choice's role chunk goes out with its first output, as vLLM and OpenAI do:
+        # a client's time to first token then means a token, not just our headers.
         n = chat.generation.params.n
-        for i in range(n):
-            role = ChoiceDelta(role="assistant", content="")
-            yield chunk([ChatCompletionChunkChoice(index=i, delta=role)])
+        announced: set[int] = set()
         completion_tokens = 0
         cached = 0
+        finished = 0
         try:
             async for out in self._engine.generate(chat.generation):
                 cached = out.cached_tokens
                 for c in out.choices:
+                    if c.index not in announced:
+                        announced.add(c.index)
+                        role = ChoiceDelta(role="assistant", content="")
+                        yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
                     if c.token_ids:
                         completion_tokens += len(c.token_ids)
                         chat.ticket.first_token()
@@ -215,12 +259,13 @@ class ChatCompletionService:
                         )
                         yield chunk([delta])
                     if c.finish_reason:
+                        finished += 1
                         done = ChatCompletionChunkChoice(
                             index=c.index,
                             delta=ChoiceDelta(),
                             finish_reason=finish_reason(c.finish_reason),
                         )
-                        yield chunk([done])
+                        yield chunk([done], citations=chat.citations if finished == n else None)
         finally:
             chat.ticket.finish(completion_tokens)
         if chat.include_usage:

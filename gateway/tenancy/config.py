@@ -48,6 +48,18 @@ class Range(Section):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
+class RagPolicyConfig(Section):
+    """Retrieval that a policy turns on for every request it governs."""
+
+    collections: list[str] = Field(
+        min_length=1, description="Collections always searched (each in the tenant's list)."
+    )
+    top_k: int | None = Field(default=None, ge=1, description="Default: retrieval.top_k.")
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        default=None, description="Default: retrieval.mode."
+    )
+
+
 class PolicyConfig(Section):
     """A system-prompt policy. Every field is optional; an alias's policy overrides its tenant's."""
 
@@ -67,6 +79,11 @@ class PolicyConfig(Section):
     temperature: Range | None = None
     top_p: Range | None = None
     stop: list[str] | None = None
+    rag: RagPolicyConfig | None = Field(
+        default=None,
+        description="Answer every request from these collections, with cited sources. A "
+        "request's own `rag` adds collections and may set top_k and mode.",
+    )
 
     @field_validator("system_prompt")
     @classmethod
@@ -78,8 +95,10 @@ class PolicyConfig(Section):
         return value
 
     def over(self, base: PolicyConfig) -> PolicyConfig:
-        """This policy's fields where set, ``base``'s elsewhere."""
-        return base.model_copy(update=self.model_dump(exclude_none=True))
+        """This policy's fields where set, ``base``'s elsewhere (validated again, so
+        nested sections stay models)."""
+        merged = {**base.model_dump(exclude_none=True), **self.model_dump(exclude_none=True)}
+        return PolicyConfig.model_validate(merged)
 
 
 class AliasConfig(Section):
@@ -101,7 +120,9 @@ class TenantConfig(Section):
     max_in_flight: int | None = Field(
         default=None, ge=1, description="Concurrent requests (fair share of the engine)."
     )
-    collections: list[str] = Field(default=[], description="Retrieval collections it may search.")
+    collections: list[str] = Field(
+        default=[], description="Retrieval collections it may search; '*' for all."
+    )
 
     @model_validator(mode="after")
     def _default_is_reachable(self) -> TenantConfig:
@@ -147,6 +168,12 @@ class TenancyConfig(Section):
             for policy in policies:
                 for ref in policy.prompts or ():
                     self.prompt(ref)
+                for collection in policy.rag.collections if policy.rag else ():
+                    if collection not in tenant.collections and "*" not in tenant.collections:
+                        raise ValueError(
+                            f"tenant '{name}': policy collection '{collection}' is not in "
+                            "its collections"
+                        )
         for name, versions in self.prompts.items():
             for version, text in versions.items():
                 unknown = set(TEMPLATE_VARIABLE.findall(text)) - TEMPLATE_VARIABLES

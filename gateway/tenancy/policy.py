@@ -10,7 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from gateway.errors import ContextLengthError, InvalidRequestError
-from gateway.tenancy.config import TEMPLATE_VARIABLE, PolicyConfig, Range, TenancyConfig
+from gateway.tenancy.config import (
+    TEMPLATE_VARIABLE,
+    PolicyConfig,
+    RagPolicyConfig,
+    Range,
+    TenancyConfig,
+)
 
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
@@ -44,10 +50,16 @@ class Policy:
         self._template = "\n\n".join(blocks) if blocks else None
         self.mode = config.client_system or "keep"
         self.stop = tuple(config.stop or ())
+        self.rag: RagPolicyConfig | None = config.rag
 
     @property
     def has_system_prompt(self) -> bool:
         return self._template is not None
+
+    @property
+    def has_sources_slot(self) -> bool:
+        """The system prompt places retrieved sources itself, with ``{sources}``."""
+        return self._template is not None and "{sources}" in self._template
 
     def system_text(
         self, *, tenant: str, model: str, sources: str = "", today: dt.date | None = None

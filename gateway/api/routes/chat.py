@@ -18,11 +18,11 @@ async def create_chat_completion(
     service: ChatServiceDep,
     caller: CallerDep,
 ) -> Response:
-    prepared = service.prepare(body, caller)
+    prepared = await service.prepare(body, caller)
     if body.stream:
         events = await started_stream(with_error_events(service.stream(prepared)))
         return StreamingResponse(events, media_type="text/event-stream")
     result = await cancel_on_disconnect(
         service.complete(prepared), lambda: wait_for_disconnect(request)
     )
-    return Response(result.model_dump_json(), media_type="application/json")
+    return Response(result.json_body(), media_type="application/json")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway.api.deps import CallerDep, RetrievalDep
+from gateway.rag.protocol import SearchRequest, SearchResponse, SearchResult
+
+router = APIRouter()
+
+
+@router.post("/v1/retrieval/search")
+async def search(body: SearchRequest, service: RetrievalDep, caller: CallerDep) -> SearchResponse:
+    """Ranked chunks from the caller's collections (what a chat request would retrieve)."""
+    service.admit_search(caller)
+    hits = await service.search(caller, body.names(), body.query, top_k=body.top_k, mode=body.mode)
+    return SearchResponse(
+        query=body.query,
+        mode=body.mode or service.settings.mode,
+        data=[SearchResult.build(rank, hit) for rank, hit in enumerate(hits, start=1)],
+    )

@@ -1,0 +1,105 @@
+"""``StoreProvider``: the one ``CollectionStore`` of a gateway, built off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+
+from gateway.config import MIB, RetrievalSettings, Settings
+from gateway.rag.errors import RetrievalUnavailableError
+from retrieval import CollectionStore, Embedder, RetrievalConfig, SentenceTransformerEmbedder
+
+logger = logging.getLogger(__name__)
+
+StoreFactory = Callable[[], CollectionStore]
+
+
+def library_config(settings: RetrievalSettings) -> RetrievalConfig:
+    return RetrievalConfig(
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        max_file_bytes=settings.max_file_mib * MIB,
+        hnsw_threshold=settings.hnsw_threshold,
+    )
+
+
+def build_embedder(settings: RetrievalSettings) -> Embedder:
+    """The configured sentence-transformers model (local files only; takes seconds)."""
+    return SentenceTransformerEmbedder(
+        settings.embedder_dir,
+        name=settings.embedder_name,
+        device=settings.embedder_device,
+        query_prefix=settings.query_prefix,
+        document_prefix=settings.document_prefix,
+    )
+
+
+def open_store(
+    root: Path, settings: RetrievalSettings, embedder: Embedder | None = None
+) -> CollectionStore:
+    """The collections under ``root`` (blocking: loads the embedder unless given one)."""
+    return CollectionStore(
+        root,
+        embedder if embedder is not None else build_embedder(settings),
+        library_config(settings),
+    )
+
+
+def should_preload(settings: Settings) -> bool:
+    """``retrieval.preload``, or (unset) whether some tenant has collections."""
+    if settings.retrieval.preload is not None:
+        return settings.retrieval.preload
+    return any(tenant.collections for tenant in settings.tenants.values())
+
+
+def pin_faiss_threads(config: RetrievalConfig) -> None:
+    """Thread initializer: FAISS's OpenMP thread count is per calling thread, so each
+    worker that searches sets it (the store sets it only in the thread that built it)."""
+    if config.faiss_threads is not None:
+        faiss.omp_set_num_threads(config.faiss_threads)
+
+
+class StoreProvider:
+    """Builds the shared ``CollectionStore`` once: at start-up or on first use.
+
+    Concurrency rule: ``start`` and ``get`` are called on the event loop. The build
+    runs in a worker thread (it loads the embedding model); every caller awaits the
+    same build. A failed build is forgotten, so the next call tries again, and callers
+    get a 503 meanwhile.
+    """
+
+    def __init__(self, factory: StoreFactory) -> None:
+        self._factory = factory
+        self._build: asyncio.Future[CollectionStore] | None = None
+
+    def start(self) -> asyncio.Future[CollectionStore]:
+        """Begin the build now (a no-op when it is under way or done)."""
+        if self._build is None:
+            self._build = asyncio.get_running_loop().run_in_executor(None, self._factory)
+        return self._build
+
+    @property
+    def ready(self) -> bool:
+        build = self._build
+        return (
+            build is not None
+            and build.done()
+            and not build.cancelled()
+            and build.exception() is None
+        )
+
+    async def get(self) -> CollectionStore:
+        build = self.start()
+        try:
+            return await asyncio.shield(build)
+        except Exception as exc:
+            if self._build is build:
+                self._build = None
+            logger.error("retrieval store could not be built: %s", exc)
+            raise RetrievalUnavailableError(
+                "Retrieval is not available on this server right now."
+            ) from exc

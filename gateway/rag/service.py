@@ -1,0 +1,217 @@
+"""``RetrievalService``: tenant-scoped search, and ingest and listings for the admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
+
+from gateway.config import RetrievalSettings
+from gateway.errors import InvalidRequestError, RateLimitError
+from gateway.metrics import GatewayMetrics
+from gateway.protocol.chat import ChatCitation
+from gateway.rag.errors import CollectionNotFoundError
+from gateway.rag.grounding import (
+    PromptAssembler,
+    RagPlan,
+    citation_models,
+    fit_sources,
+    last_user_turn,
+)
+from gateway.rag.provider import StoreProvider, pin_faiss_threads
+from gateway.tenancy.directory import Caller
+from gateway.tenancy.gatekeeper import Gatekeeper
+from retrieval import (
+    CollectionInfo,
+    DocumentInfo,
+    IngestResult,
+    RetrievalConfig,
+    SearchHit,
+    SearchMode,
+)
+from retrieval import errors as lib
+from retrieval.store import IngestInput
+
+T = TypeVar("T")
+
+MAX_COLLECTIONS_PER_SEARCH = 8
+
+
+class RetrievalService:
+    """Built once at start-up; shared by the chat service and the retrieval routes.
+
+    Concurrency rule: call its coroutines on the event loop. Searches run on a pool of
+    their own (``retrieval.search_threads``) and writes (ingest, delete) on one writer
+    thread, so a long ingest never delays a search, and neither occupies the loop's
+    default executor. The store makes concurrent searches and writes safe; a search
+    sees a collection before or after a write, never half of one.
+    """
+
+    def __init__(
+        self,
+        settings: RetrievalSettings,
+        provider: StoreProvider,
+        gatekeeper: Gatekeeper,
+        metrics: GatewayMetrics,
+        library: RetrievalConfig,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self._gatekeeper = gatekeeper
+        self._metrics = metrics
+        pin = partial(pin_faiss_threads, library)
+        self._search_pool = ThreadPoolExecutor(
+            settings.search_threads, thread_name_prefix="rag-search", initializer=pin
+        )
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="rag-write", initializer=pin)
+
+    def close(self) -> None:
+        self._search_pool.shutdown(wait=False, cancel_futures=True)
+        self._write_pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- search -----------------------------------------------------------------------
+
+    def options(
+        self, top_k: int | None, mode: SearchMode | None, *, param: str
+    ) -> tuple[int, SearchMode]:
+        """A request's top_k and mode, or the configured defaults (400 over the cap)."""
+        k = top_k if top_k is not None else self.settings.top_k
+        if k > self.settings.max_top_k:
+            raise InvalidRequestError(
+                f"top_k must be at most {self.settings.max_top_k}.", param=param
+            )
+        return k, mode or self.settings.mode
+
+    def searchable(self, caller: Caller, names: Sequence[str], *, param: str) -> list[str]:
+        """``names`` without repeats when the caller may search them all; else the same 404
+        for a forbidden name as for a missing one. Admin keys and open mode: any."""
+        unique = list(dict.fromkeys(names))
+        if not unique:
+            raise InvalidRequestError("Name at least one collection.", param=param)
+        if len(unique) > MAX_COLLECTIONS_PER_SEARCH:
+            raise InvalidRequestError(
+                f"At most {MAX_COLLECTIONS_PER_SEARCH} collections can be searched at once.",
+                param=param,
+            )
+        directory = self._gatekeeper.directory
+        tenant = directory.tenant(caller)
+        if tenant is None:
+            if caller.is_admin or caller.open_mode:
+                return unique
+            raise CollectionNotFoundError(param)
+        if "*" not in tenant.collections and any(n not in tenant.collections for n in unique):
+            raise CollectionNotFoundError(param)
+        return unique
+
+    def admit_search(self, caller: Caller) -> None:
+        """Charge a direct search to the caller's request rate limits (429 when over)."""
+        limits = self._gatekeeper.directory.limits(caller)
+        wait = self._gatekeeper.rate_limiter.admit(limits, 0) if limits else 0.0
+        if wait > 0:
+            self._metrics.rejected("rate_limit")
+            retry = max(1, math.ceil(wait)) if math.isfinite(wait) else 60
+            raise RateLimitError(
+                f"Rate limit reached. Retry after {retry} seconds.",
+                headers={"Retry-After": str(retry)},
+            )
+
+    async def search(
+        self,
+        caller: Caller,
+        names: Sequence[str],
+        query: str,
+        *,
+        top_k: int | None = None,
+        mode: SearchMode | None = None,
+        param_prefix: str = "",
+    ) -> list[SearchHit]:
+        """The best chunks for ``query`` in collections the caller may search; errors
+        name the request's fields as ``<param_prefix>collection`` and so on.
+
+        Time spent (thread wait included) goes to ``loragate_retrieval_seconds``.
+        """
+        param = f"{param_prefix}collection"
+        collections = self.searchable(caller, names, param=param)
+        k, search_mode = self.options(top_k, mode, param=f"{param_prefix}top_k")
+        store = await self.provider.get()
+        started = time.monotonic()
+        try:
+            return await self._run(
+                self._search_pool, store.search, collections, query, k=k, mode=search_mode
+            )
+        except lib.CollectionNotFoundError:
+            raise CollectionNotFoundError(param) from None
+        finally:
+            if self._metrics.enabled:
+                self._metrics.retrieval.observe(time.monotonic() - started)
+
+    async def ground(
+        self,
+        caller: Caller,
+        plan: RagPlan,
+        prompt: PromptAssembler,
+        *,
+        max_model_len: int,
+        completion_tokens: int | None,
+    ) -> tuple[list[int], list[ChatCitation]]:
+        """Search ``plan`` for the last user turn; the prompt with the sources that fit,
+        and their citations.
+
+        The prompt may take ``max_model_len`` minus the completion budget (the request's
+        or policy's max_tokens, else ``retrieval.completion_reserve``), at most the
+        policy's ``max_prompt_tokens``; the sources at most ``retrieval.context_tokens``.
+        """
+        hits = await self.search(
+            caller,
+            plan.collections,
+            last_user_turn(prompt.messages),
+            top_k=plan.top_k,
+            mode=plan.mode,
+            param_prefix="rag.",
+        )
+        room = max_model_len - (completion_tokens or self.settings.completion_reserve)
+        cap = prompt.policy.config.max_prompt_tokens
+        if cap is not None:
+            room = min(room, cap)
+        ids, context = fit_sources(
+            hits, prompt, room=room, context_tokens=self.settings.context_tokens
+        )
+        return ids, citation_models(context.citations)
+
+    # --- administration (admin API only: no tenant checks here) ---------------------------
+
+    async def ingest(
+        self, collection: str, inputs: Sequence[IngestInput], *, skip_errors: bool
+    ) -> list[IngestResult]:
+        store = await self.provider.get()
+        on_error = "skip" if skip_errors else "raise"
+        return await self._run(
+            self._write_pool, store.ingest, collection, list(inputs), on_error=on_error
+        )
+
+    async def list_collections(self) -> list[CollectionInfo]:
+        store = await self.provider.get()
+        return await self._run(self._search_pool, store.list_collections)
+
+    async def list_documents(self, collection: str) -> list[DocumentInfo]:
+        store = await self.provider.get()
+        return await self._run(self._search_pool, store.list_documents, collection)
+
+    async def delete_document(self, collection: str, document_id: str) -> None:
+        store = await self.provider.get()
+        await self._run(self._write_pool, store.delete_document, collection, document_id)
+
+    async def delete_collection(self, collection: str) -> None:
+        store = await self.provider.get()
+        await self._run(self._write_pool, store.delete_collection, collection)
+
+    @staticmethod
+    async def _run(
+        pool: ThreadPoolExecutor, func: Callable[..., T], *args: object, **kwargs: object
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, partial(func, *args, **kwargs))
