@@ -101,7 +101,7 @@ def build_state(
             return None
 
     tracker = InFlightTracker()
-    tracked = TrackedEngine(engine, tracker)
+    tracked = TrackedEngine(engine, tracker, on_adapter_load=metrics.adapter_load.observe)
     catalog = ModelCatalog(settings.model.served_name, registry, engine.max_model_len)
     max_pinned = max(0, settings.engine.max_loras - settings.registry.pin_reserve)
     return GatewayState(

@@ -139,3 +139,22 @@ async def test_json_response_format_output_parses(live_gateway: LiveGateway) -> 
     out = r.json()
     assert out["choices"][0]["finish_reason"] == "stop", out
     assert json.loads(out["choices"][0]["message"]["content"])["answer"] in ("yes", "no")
+
+
+async def test_engine_metrics_after_known_traffic(live_gateway: LiveGateway) -> None:
+    metrics = live_gateway.state.metrics
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    queued = value("loragate_queue_wait_seconds_count")
+    ttft = value("loragate_time_to_first_token_seconds_count", tenant="none", adapter="a5")
+    tokens = value("loragate_completion_tokens_total", tenant="none", adapter="a5")
+    async with httpx.AsyncClient(base_url=live_gateway.base_url, timeout=120) as client:
+        await client.post("/v1/chat/completions", json=body("a5", stream=True, max_tokens=7))
+        await client.post("/v1/chat/completions", json=body("a5", max_tokens=5))
+    assert value("loragate_queue_wait_seconds_count") == queued + 2
+    assert (
+        value("loragate_time_to_first_token_seconds_count", tenant="none", adapter="a5") == ttft + 1
+    )
+    assert value("loragate_completion_tokens_total", tenant="none", adapter="a5") == tokens + 12

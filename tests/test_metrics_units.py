@@ -139,3 +139,11 @@ def test_disabled_metrics_record_nothing() -> None:
     m = GatewayMetrics(CollectorRegistry(), enabled=False)
     m.request_done(tenant="a", model="b", adapter=None, endpoint="chat", status=200, duration=1)
     assert b"loragate_requests_total{" not in m.render()
+
+
+async def test_adapter_load_time_is_observed(fake_gateway) -> None:  # type: ignore[no-untyped-def]
+    """Start-up loads the two config adapters into the engine: two observations."""
+    metrics = fake_gateway.app.state.gateway.metrics
+    loads = len(fake_gateway.engine.added)
+    assert loads == 2
+    assert metrics.registry.get_sample_value("loragate_adapter_load_seconds_count") == loads

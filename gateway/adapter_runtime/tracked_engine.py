@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.engine.interface import (
@@ -23,9 +24,15 @@ class TrackedEngine:
     is passed through unchanged. Same concurrency rule as ``InFlightTracker``.
     """
 
-    def __init__(self, engine: Engine, tracker: InFlightTracker) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tracker: InFlightTracker,
+        on_adapter_load: Callable[[float], None] | None = None,
+    ) -> None:
         self.inner = engine
         self.tracker = tracker
+        self._on_adapter_load = on_adapter_load
         self.max_model_len = engine.max_model_len
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
@@ -45,7 +52,11 @@ class TrackedEngine:
         await self.inner.abort(request_id)
 
     async def add_adapter(self, adapter: AdapterRef) -> bool:
-        return await self.inner.add_adapter(adapter)
+        started = time.monotonic()
+        loaded = await self.inner.add_adapter(adapter)
+        if loaded and self._on_adapter_load is not None:
+            self._on_adapter_load(time.monotonic() - started)
+        return loaded
 
     async def remove_adapter(self, lora_id: int) -> bool:
         return await self.inner.remove_adapter(lora_id)

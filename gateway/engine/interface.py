@@ -93,6 +93,8 @@ class GenerationOutput:
     prompt_tokens: int
     finished: bool
     cached_tokens: int = 0
+    queue_seconds: float | None = None
+    """Time the request waited in the engine's queue (on its final output, when known)."""
 
 
 @dataclass(frozen=True)

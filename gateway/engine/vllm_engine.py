@@ -271,7 +271,16 @@ def _convert(out: Any, top_n: int) -> GenerationOutput:
         prompt_tokens=len(out.prompt_token_ids or ()),
         finished=out.finished,
         cached_tokens=out.num_cached_tokens or 0,
+        queue_seconds=_queue_seconds(out),
     )
+
+
+def _queue_seconds(out: Any) -> float | None:
+    stats = getattr(out, "metrics", None)
+    if not out.finished or stats is None:
+        return None
+    queued, scheduled = getattr(stats, "queued_ts", 0.0), getattr(stats, "scheduled_ts", 0.0)
+    return max(0.0, scheduled - queued) if queued and scheduled else None
 
 
 def _logprobs(token_ids: Any, positions: Any, top_n: int) -> tuple[TokenLogprob, ...]:

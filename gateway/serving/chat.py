@@ -173,6 +173,7 @@ class ChatCompletionService:
         try:
             async for out in self._engine.generate(chat.generation):
                 cached = out.cached_tokens
+                chat.ticket.queued(out.queue_seconds)
                 self._collect(out, texts, tokens, logprobs, finish)
         finally:
             chat.ticket.finish(sum(tokens))
@@ -242,6 +243,7 @@ class ChatCompletionService:
         try:
             async for out in self._engine.generate(chat.generation):
                 cached = out.cached_tokens
+                chat.ticket.queued(out.queue_seconds)
                 for c in out.choices:
                     if c.index not in announced:
                         announced.add(c.index)

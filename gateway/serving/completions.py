@@ -179,6 +179,9 @@ class CompletionService:
                         finish_reason=finish_reason(c.finish_reason or "stop"),
                     )
                 )
+        for outputs in collected:
+            for out in outputs:
+                cmpl.ticket.queued(out.queue_seconds)
         cmpl.ticket.finish(completion_tokens)
         prompt_tokens = sum(len(g.prompt_token_ids) for g in cmpl.generations)
         cached = sum(o[-1].cached_tokens for o in collected if o)
@@ -242,6 +245,7 @@ class CompletionService:
         tokens = 0
         try:
             async for p, out in outputs:
+                cmpl.ticket.queued(out.queue_seconds)
                 produced = sum(len(c.token_ids) for c in out.choices)
                 if produced:
                     tokens += produced

@@ -56,6 +56,11 @@ class Ticket:
                 seconds=self.first_token_at - self.started,
             )
 
+    def queued(self, seconds: float | None) -> None:
+        """The engine's queue time for this request (gateway admission adds none)."""
+        if seconds is not None:
+            self.gatekeeper.metrics.queue_wait.observe(seconds)
+
     def finish(self, completion_tokens: int) -> None:
         if self.finished:
             return
