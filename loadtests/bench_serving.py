@@ -216,6 +216,17 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"| {model} | **{target}** | **{ratio_tps:.3f}x** (target >= {tps_target}) "
             f"| **{ratio_ttft:.3f}x** (target <= 1.10) | | |"
         )
+        # Rounds ran back to back in pairs: the median of per-round ratios cancels drift.
+        by_round = {(r["round"], r["server"]): r for r in rows if r["model"] == model}
+        paired = [
+            by_round[(i, b)]["output_tps"] / by_round[(i, a)]["output_tps"]
+            for i in sorted({r["round"] for r in rows if r["model"] == model})
+        ]
+        print(
+            f"| {model} | per-round {target} | "
+            + ", ".join(f"{x:.3f}" for x in paired)
+            + f" (median {statistics.median(paired):.3f}x) | | | |"
+        )
 
 
 if __name__ == "__main__":
