@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
@@ -62,6 +61,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = await asyncio.to_thread(open_registry, settings)
         state: GatewayState | None = None
+        background: list[asyncio.Task[None]] = []
+        stop_sighup: Callable[[], None] = _no_op
         stores = StoreProvider(
             lambda: open_store(settings.collections_root, settings.retrieval, embedder)
         )
@@ -81,13 +82,14 @@ def create_app(
                     await stores.get()
                 label_models(state)
                 app.state.gateway = state
-                background = [asyncio.create_task(_flush_usage(state))]
-                _reload_on_sighup(state, config_path)
+                background.append(asyncio.create_task(_flush_usage(state)))
+                stop_sighup = _reload_on_sighup(state, config_path)
                 logger.info("loragate ready: model %s", settings.model.served_name)
                 yield
             finally:
                 app.state.gateway = None
                 if state is not None:
+                    stop_sighup()
                     for task in background:
                         task.cancel()
                     await state.lifecycle.close()
@@ -143,10 +145,17 @@ async def _flush_usage(state: GatewayState) -> None:
             logger.exception("periodic usage/residency refresh failed")
 
 
-def _reload_on_sighup(state: GatewayState, config_path: Path | None) -> None:
-    """SIGHUP re-reads the config file (main thread only: signals need it)."""
+def _no_op() -> None:
+    pass
+
+
+def _reload_on_sighup(state: GatewayState, config_path: Path | None) -> Callable[[], None]:
+    """SIGHUP re-reads the config file (main thread only: signals need it).
+
+    Returns the function that removes the handler again (at shutdown).
+    """
     if config_path is None or threading.current_thread() is not threading.main_thread():
-        return
+        return _no_op
 
     def reload() -> None:
         try:
@@ -154,8 +163,16 @@ def _reload_on_sighup(state: GatewayState, config_path: Path | None) -> None:
         except GatewayError as exc:
             logger.error("SIGHUP reload refused: %s", exc.message)
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError):
+        return _no_op
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
 
 
 def label_models(state: GatewayState) -> None:

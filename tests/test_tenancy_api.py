@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,3 +316,23 @@ async def test_no_key_material_policy_or_prompt_in_logs_or_errors(
         assert parsed[1] not in logged and key.hash not in logged
     assert "GLOBEX-POLICY" not in logged and "ACME-SUPPORT-POLICY" not in logged
     assert secret_prompt not in logged
+
+
+async def test_sighup_reloads_the_config_file(
+    gw: Tenanted, fake_kit: FakeKit, tmp_path: Path
+) -> None:
+    newcomer = generate_key()
+    KEYS["sighup"] = newcomer
+    changed = config(
+        fake_kit,
+        tmp_path / "data",
+        sighup={"keys": [{"id": newcomer.key_id, "hash": newcomer.hash}], "models": ["robot"]},
+    )
+    gw.config_path.write_text(yaml.safe_dump(changed))
+    assert (await gw.chat("sighup", model="robot")).status_code == 401
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if "sighup" in gw.state.gatekeeper.directory.config.tenants:
+            break
+    assert (await gw.chat("sighup", model="robot")).status_code == 200
