@@ -319,3 +319,12 @@ async def test_vllm_sampling_extensions_reach_the_engine(fake_gateway: FakeGatew
         "/v1/chat/completions", json=chat(min_tokens=9, max_tokens=4)
     )
     assert_openai_error(r, 400, "min_tokens")
+
+
+async def test_stream_sends_nothing_before_the_first_token(fake_gateway: FakeGateway) -> None:
+    """The role chunk rides with the first token (as vLLM and OpenAI send it), so a
+    failure before any token is a plain HTTP error, not a 200 stream."""
+    fake_gateway.engine.fail_after_tokens = 0
+    r = await fake_gateway.client.post("/v1/chat/completions", json=chat(stream=True))
+    assert_openai_error(r, 500, None, "engine_error")
+    assert not r.headers["content-type"].startswith("text/event-stream")

@@ -59,6 +59,7 @@ class TenantDirectory:
         for name, tenant in tenancy.tenants.items():
             for key in tenant.keys:
                 self._keys[key.id] = (name, key)
+        self._salts = {name: _cache_salt(name) for name in tenancy.tenants}
         self._no_policy = Policy(_EMPTY_POLICY, tenancy)
         self._policies: dict[tuple[str, str | None], Policy] = {}
         for name, tenant in tenancy.tenants.items():
@@ -110,7 +111,7 @@ class TenantDirectory:
         name = model or tenant.default_model
         if not name:
             raise _missing_model()
-        salt = _cache_salt(caller.tenant)
+        salt = self._salts[caller.tenant]
         alias = tenant.aliases.get(name)
         if alias is not None:
             served = resolve(alias.model)

@@ -20,7 +20,7 @@ async def create_completion(
 ) -> Response:
     prepared = service.prepare(body, caller)
     if body.stream:
-        events = await started_stream(with_error_events(service.stream(prepared)))
+        events = with_error_events(await started_stream(service.stream(prepared)))
         return StreamingResponse(events, media_type="text/event-stream")
     result = await cancel_on_disconnect(
         service.complete(prepared), lambda: wait_for_disconnect(request)
