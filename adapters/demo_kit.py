@@ -99,7 +99,7 @@ def ensure_demo_kit(cache_dir: Path | None = None, *, progress: bool = True) -> 
     if kit is not None:
         return kit
     cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(cache / LOCK_FILE):
+    with exclusive_lock(cache / LOCK_FILE):
         kit = _load_kit(root, base_dir)  # another process may have built it meanwhile
         if kit is not None:
             return kit
@@ -151,7 +151,8 @@ def _load_kit(root: Path, base_dir: Path) -> DemoKit | None:
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

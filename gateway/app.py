@@ -21,9 +21,11 @@ from gateway.api.observer import RequestObserver
 from gateway.api.routes import chat, completions, health, models, operations, retrieval
 from gateway.config import Settings
 from gateway.config_reload import reload_tenancy
+from gateway.engine.factory import start_engine
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
+from gateway.playground import routes as playground
 from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState, build_state, open_registry
@@ -34,15 +36,13 @@ logger = logging.getLogger(__name__)
 EngineFactory = Callable[[Settings], Engine]
 
 
-def start_vllm_engine(settings: Settings) -> Engine:
-    from gateway.engine.vllm_engine import VLLMEngine
-
-    return VLLMEngine.start(settings.model, settings.engine)
+def start_configured_engine(settings: Settings) -> Engine:
+    return start_engine(settings.model, settings.engine)
 
 
 def create_app(
     settings: Settings,
-    engine_factory: EngineFactory = start_vllm_engine,
+    engine_factory: EngineFactory = start_configured_engine,
     renderer: PromptRenderer | None = None,
     *,
     config_path: Path | None = None,
@@ -73,7 +73,7 @@ def create_app(
             try:
                 prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
                 state = build_state(
-                    settings, engine, prompt_renderer, registry, gateway_metrics, stores
+                    settings, engine, prompt_renderer, registry, gateway_metrics, stores, config_path
                 )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
@@ -101,7 +101,6 @@ def create_app(
 
     gateway_metrics = metrics or GatewayMetrics(enabled=settings.metrics.enabled)
     app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
-    app.state.config_path = config_path
     error_handlers.install(app)
     for router in (
         chat.router,
@@ -112,6 +111,7 @@ def create_app(
         collection_routes.router,
         retrieval.router,
         operations.router,
+        playground.router,
     ):
         app.include_router(router)
     app.add_middleware(
@@ -137,10 +137,10 @@ async def _flush_usage(state: GatewayState) -> None:
         try:
             await asyncio.to_thread(state.usage.flush)
             label_models(state)  # adapters registered or aliases reloaded since
-            stats = await state.engine.stats()
-            state.residency_seen["cpu_cache"] = len(stats.loaded_adapters)
-            if stats.adapter_slots is not None:
-                state.residency_seen["gpu_slot"] = len(stats.adapter_slots)
+            resident = await state.lifecycle.residency()
+            state.residency_seen["cpu_cache"] = len(resident.loaded)
+            if resident.slots is not None:
+                state.residency_seen["gpu_slot"] = len(resident.slots)
         except Exception:
             logger.exception("periodic usage/residency refresh failed")
 
@@ -193,8 +193,9 @@ def engine_snapshot(state: GatewayState) -> Callable[[], EngineSnapshot]:
             running=f.running,
             waiting=f.waiting,
             kv_cache_usage=f.kv_cache_usage,
-            adapters_in_slots=state.residency_seen.get("gpu_slot", f.adapters_in_batch),
+            adapters_in_slots=state.residency_seen.get("gpu_slot", 0),
             adapters_in_cpu_cache=state.residency_seen.get("cpu_cache", 0),
+            adapters_running=f.adapters_running,
         )
 
     return read

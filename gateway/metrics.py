@@ -25,6 +25,15 @@ ENDPOINTS = ("chat", "completions", "retrieval", "models", "admin", "other")
 REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
 
 
+@dataclass(frozen=True)
+class Series:
+    """A request's bounded label values, fixed once (at admission) for its whole life, so
+    a reload that removes its tenant cannot move its counts to another series."""
+
+    tenant: str
+    adapter: str
+
+
 @dataclass
 class EngineSnapshot:
     """The engine's own scheduler figures, as last reported by the engine."""
@@ -34,6 +43,7 @@ class EngineSnapshot:
     kv_cache_usage: float = 0.0
     adapters_in_slots: int = 0
     adapters_in_cpu_cache: int = 0
+    adapters_running: int = 0
 
 
 class LabelBounds:
@@ -116,7 +126,7 @@ class GatewayMetrics:
         )
         self.queue_wait = Histogram(
             "loragate_queue_wait_seconds",
-            "Arrival to admission into the engine.",
+            "Engine queue: from the engine queueing a request to first scheduling it.",
             buckets=SHORT_BUCKETS,
             registry=r,
         )
@@ -166,26 +176,26 @@ class GatewayMetrics:
         self.requests.labels(t, self.labels.model(model), a, ep, f"{status // 100}xx").inc()
         self.e2e.labels(t, a, ep).observe(duration)
 
-    def tokens(
-        self, *, tenant: str | None, adapter: str | None, prompt: int, completion: int
-    ) -> None:
+    def series(self, *, tenant: str | None, adapter: str | None) -> Series:
+        return Series(self.labels.tenant(tenant), self.labels.adapter(adapter))
+
+    def tokens(self, series: Series, *, prompt: int, completion: int) -> None:
         if not self.enabled:
             return
-        t, a = self.labels.tenant(tenant), self.labels.adapter(adapter)
-        self.prompt_tokens.labels(t, a).inc(prompt)
-        self.completion_tokens.labels(t, a).inc(completion)
+        self.prompt_tokens.labels(series.tenant, series.adapter).inc(prompt)
+        self.completion_tokens.labels(series.tenant, series.adapter).inc(completion)
 
-    def first_token(self, *, tenant: str | None, adapter: str | None, seconds: float) -> None:
+    def first_token(self, series: Series, seconds: float) -> None:
         if self.enabled:
-            self.ttft.labels(self.labels.tenant(tenant), self.labels.adapter(adapter)).observe(
-                seconds
-            )
+            self.ttft.labels(series.tenant, series.adapter).observe(seconds)
 
-    def per_token(self, *, tenant: str | None, adapter: str | None, seconds: float) -> None:
+    def per_token(self, series: Series, seconds: float) -> None:
         if self.enabled:
-            self.tpot.labels(self.labels.tenant(tenant), self.labels.adapter(adapter)).observe(
-                seconds
-            )
+            self.tpot.labels(series.tenant, series.adapter).observe(seconds)
+
+    def schedule_wait(self, seconds: float) -> None:
+        if self.enabled:
+            self.queue_wait.observe(seconds)
 
     def rejected(self, reason: str) -> None:
         if self.enabled:
@@ -215,3 +225,8 @@ class _EngineCollector(Collector):
         resident.add_metric(["gpu_slot"], snap.adapters_in_slots)
         resident.add_metric(["cpu_cache"], snap.adapters_in_cpu_cache)
         yield resident
+        yield GaugeMetricFamily(
+            "loragate_engine_adapters_running",
+            "Distinct adapters among the requests the engine is running.",
+            snap.adapters_running,
+        )

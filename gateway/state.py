@@ -18,8 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
-from gateway.serving.chat import ChatCompletionService
-from gateway.serving.completions import CompletionService
+from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
@@ -35,12 +34,13 @@ class GatewayState:
     catalog: ModelCatalog
     lifecycle: AdapterLifecycle
     admin_guard: AdminGuard
-    chat: ChatCompletionService
-    completions: CompletionService
+    pipeline: GenerationPipeline
     gatekeeper: Gatekeeper
     metrics: GatewayMetrics
     usage: UsageStore
     retrieval: RetrievalService
+    config_path: Path | None = None
+    """The file ``reload`` re-reads (None: started without one)."""
     residency_seen: dict[str, int] = field(default_factory=dict)
     """Adapters per residency tier at the last periodic refresh (for metrics)."""
 
@@ -76,6 +76,7 @@ def build_state(
     registry: AdapterRegistry,
     metrics: GatewayMetrics | None = None,
     store_provider: StoreProvider | None = None,
+    config_path: Path | None = None,
 ) -> GatewayState:
     """Everything the routes use. ``store_provider`` (default: the configured store,
     built on first use) supplies the retrieval collections."""
@@ -89,7 +90,6 @@ def build_state(
     retrieval = RetrievalService(
         settings.retrieval,
         store_provider,
-        gatekeeper,
         metrics,
         library_config(settings.retrieval),
     )
@@ -115,12 +115,18 @@ def build_state(
             lookup=lookup,
             has_hashed_keys=lambda: bool(gatekeeper.directory.config.admin.keys),
         ),
-        chat=ChatCompletionService(
-            tracked, renderer, catalog, settings.limits, gatekeeper, retrieval
+        pipeline=GenerationPipeline(
+            gatekeeper,
+            catalog,
+            tracked,
+            renderer,
+            retrieval,
+            settings.limits,
+            settings.retrieval,
         ),
-        completions=CompletionService(tracked, renderer, catalog, settings.limits, gatekeeper),
         gatekeeper=gatekeeper,
         metrics=metrics,
         usage=usage,
         retrieval=retrieval,
+        config_path=config_path,
     )

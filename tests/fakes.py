@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from gateway.engine.interface import (
     AdapterRef,
     ChoiceOutput,
-    EngineStats,
+    AdapterResidency,
     GenerationOutput,
     GenerationRequest,
     SchedulerFigures,
@@ -40,6 +40,8 @@ class FakeEngine:
         self.pinned: list[int] = []
         self.loaded: set[int] = set()
         self.slots: frozenset[int] | None = None
+        self.cached_tokens = 0
+        self.capabilities = frozenset({"pin", "slots"})
 
     def words(self, request: GenerationRequest, index: int) -> list[str]:
         tag = request.adapter.name if request.adapter else "base"
@@ -88,48 +90,39 @@ class FakeEngine:
                     outs.append(ChoiceOutput(i, word, (1000 + produced[i],), logprobs, reason))
                 step += 1
                 if request.stream:
-                    yield GenerationOutput(
-                        request.request_id, outs, len(request.prompt_token_ids), all(done)
-                    )
+                    yield GenerationOutput(request.request_id, outs, self.cached_tokens)
                 else:
                     pending.extend(outs)
             if not request.stream:
-                yield GenerationOutput(
-                    request.request_id, pending, len(request.prompt_token_ids), True
-                )
+                yield GenerationOutput(request.request_id, pending, self.cached_tokens)
         except (asyncio.CancelledError, GeneratorExit):
             self.aborted.append(request.request_id)
             raise
         finally:
             self.running.discard(request.request_id)
 
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
-
-    async def add_adapter(self, adapter: AdapterRef) -> bool:
+    async def load(self, adapter: AdapterRef) -> bool:
         self.added.append(adapter)
         new = adapter.lora_id not in self.loaded
         self.loaded.add(adapter.lora_id)
         return new
 
-    async def remove_adapter(self, lora_id: int) -> bool:
+    async def unload(self, adapter: AdapterRef) -> bool:
+        lora_id = adapter.lora_id
         self.removed.append(lora_id)
         found = lora_id in self.loaded
         self.loaded.discard(lora_id)
         return found
 
-    async def pin_adapter(self, lora_id: int) -> bool:
+    async def pin(self, adapter: AdapterRef) -> bool:
+        lora_id = adapter.lora_id
         if lora_id not in self.loaded:
             raise ValueError(f"Pinning failed. LoRA {lora_id} is not registered.")
         self.pinned.append(lora_id)
         return True
 
-    async def stats(self) -> EngineStats:
-        return EngineStats(
-            unfinished_requests=len(self.running),
-            loaded_adapters=frozenset(self.loaded),
-            adapter_slots=self.slots,
-        )
+    async def residency(self) -> AdapterResidency:
+        return AdapterResidency(loaded=frozenset(self.loaded), slots=self.slots)
 
     def figures(self) -> SchedulerFigures:
         return SchedulerFigures(running=len(self.running))

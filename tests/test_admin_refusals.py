@@ -187,7 +187,7 @@ async def test_an_engine_that_refuses_the_weights_leaves_nothing_behind(
     async def refuse(adapter: object) -> bool:
         raise RuntimeError("bad LoRA weights")
 
-    monkeypatch.setattr(fake_gateway.engine, "add_adapter", refuse)
+    monkeypatch.setattr(fake_gateway.engine, "load", refuse)
     r = await register(fake_gateway.client, "broken", new_adapter(fake_kit, seed=75))
     assert (r.status_code, r.json()["error"]["code"]) == (422, "engine_load_failed")
     listing = await fake_gateway.client.get("/admin/adapters", headers=ADMIN)

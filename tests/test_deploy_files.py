@@ -64,9 +64,10 @@ def exported_series() -> dict[str, frozenset[str]]:
     metrics.request_done(
         tenant="t", model="m", adapter="a", endpoint="chat", status=200, duration=0.1
     )
-    metrics.tokens(tenant="t", adapter="a", prompt=1, completion=1)
-    metrics.first_token(tenant="t", adapter="a", seconds=0.1)
-    metrics.per_token(tenant="t", adapter="a", seconds=0.01)
+    labels = metrics.series(tenant="t", adapter="a")
+    metrics.tokens(labels, prompt=1, completion=1)
+    metrics.first_token(labels, 0.1)
+    metrics.per_token(labels, 0.01)
     metrics.in_flight.labels("t").set(1)
     series: dict[str, set[str]] = {}
     for family in metrics.registry.collect():

@@ -30,8 +30,9 @@ def test_request_and_token_counters() -> None:
             status=200,
             duration=0.4,
         )
-    m.tokens(tenant="acme", adapter="pirate", prompt=10, completion=7)
-    m.tokens(tenant="acme", adapter="pirate", prompt=5, completion=1)
+    series = m.series(tenant="acme", adapter="pirate")
+    m.tokens(series, prompt=10, completion=7)
+    m.tokens(series, prompt=5, completion=1)
     labels = {
         "tenant": "acme",
         "model": "pirate",
@@ -78,8 +79,9 @@ def test_request_and_token_counters() -> None:
 
 def test_latency_histograms_and_rejections() -> None:
     m = fresh()
-    m.first_token(tenant="acme", adapter=None, seconds=0.3)
-    m.per_token(tenant="acme", adapter=None, seconds=0.02)
+    series = m.series(tenant="acme", adapter=None)
+    m.first_token(series, 0.3)
+    m.per_token(series, 0.02)
     m.rejected("rate_limit")
     m.rejected("rate_limit")
     assert (

@@ -175,7 +175,7 @@ async def test_search_endpoint_finds_the_passage(gw: RagGateway) -> None:
         assert "reset button" in r.json()["data"][0]["text"], mode
 
 
-async def test_chat_puts_numbered_sources_after_the_policy(
+async def test_chat_puts_numbered_sources_in_the_user_turn_after_the_policy(
     gw: RagGateway, renderer: PromptRenderer
 ) -> None:
     messages = [
@@ -198,17 +198,15 @@ async def test_chat_puts_numbered_sources_after_the_policy(
     assert first["title"] == "Acme Router Manual" and first["source"] == "router.md"
     assert first["collection"] == "manuals" and first["document_id"]
     assert f"[{len(citations)}]" in text and f"[{len(citations) + 1}]" not in text
-    # the sources are a system message of their own, between the client's and the user's
+    # The policy is the only system text: the sources are data in the user's turn,
+    # ahead of the question (a retrieved document never speaks as the system).
+    sources_text = text[text.index("The numbered") : text.index("</sources>") + 10]
     assert (
         renderer.chat(
             [
                 {"role": "system", "content": ACME_POLICY},
                 messages[0],
-                {
-                    "role": "system",
-                    "content": text[text.index("The numbered") : text.index("</sources>") + 10],
-                },
-                messages[1],
+                {"role": "user", "content": f"{sources_text}\n\n{QUESTION}"},
             ]
         )
         == gw.engine.requests[-1].prompt_token_ids

@@ -12,18 +12,16 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import RetrievalSettings
-from gateway.errors import InvalidRequestError
+from gateway.pipeline.chat_prompt import ChatPrompt
 from gateway.protocol.chat import RagOptions
 from gateway.rag.errors import RetrievalUnavailableError, as_gateway_error
 from gateway.rag.grounding import (
-    PromptAssembler,
     fit_sources,
     last_user_turn,
     plan_for,
     with_sources,
 )
 from gateway.rag.provider import StoreProvider
-from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.config import PolicyConfig, RagPolicyConfig, Range, TenancyConfig
 from gateway.tenancy.policy import Policy
 from retrieval import CollectionStore, SearchHit
@@ -61,33 +59,30 @@ def test_the_query_is_the_last_user_turn() -> None:
     assert last_user_turn([{"role": "system", "content": "x"}]) == ""
 
 
-def test_sources_follow_the_leading_system_messages() -> None:
+def test_sources_go_into_the_last_user_turn_as_data() -> None:
     convo = [
         {"role": "system", "content": "policy"},
-        {"role": "system", "content": "client"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "answer"},
         {"role": "user", "content": "q"},
-        {"role": "system", "content": "late"},
     ]
     placed = with_sources(convo, "SOURCES")
-    assert [m["content"] for m in placed] == ["policy", "client", "SOURCES", "q", "late"]
-    assert with_sources([{"role": "user", "content": "q"}], "S")[0] == {
-        "role": "system",
+    assert [m["role"] for m in placed] == ["system", "user", "assistant", "user"]
+    assert [m["content"] for m in placed] == ["policy", "first", "answer", "SOURCES\n\nq"]
+    # no user turn at all: the sources become one
+    assert with_sources([{"role": "system", "content": "p"}], "S")[-1] == {
+        "role": "user",
         "content": "S",
     }
-    merged = with_sources(convo, "SOURCES", merge=True)
-    assert merged[0]["content"] == "policy\n\nSOURCES" and len(merged) == len(convo)
 
 
-class OneSystemRenderer(PromptRenderer):
-    """A chat template that refuses a second system message (as some models' do)."""
+class WordRenderer:
+    """One token per word plus four per message; records what it rendered."""
 
     def __init__(self) -> None:
-        super().__init__(tokenizer=None)
         self.rendered: list[list[dict[str, str]]] = []
 
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
-        if sum(m["role"] == "system" for m in messages) > 1:
-            raise InvalidRequestError("only one system message", param="messages")
         self.rendered.append(messages)
         return [1] * sum(len(m["content"].split()) + 4 for m in messages)
 
@@ -95,39 +90,47 @@ class OneSystemRenderer(PromptRenderer):
         return len(text.split())
 
 
-def test_sources_merge_into_the_policy_when_the_template_wants_one_system_message() -> None:
-    renderer = OneSystemRenderer()
+def test_the_policy_stays_the_only_system_text_with_sources() -> None:
+    renderer = WordRenderer()
     policy = Policy(PolicyConfig(system_prompt="POLICY for {tenant}"), TenancyConfig())
     messages = [{"role": "user", "content": "how do I reset it"}]
-    prompt = PromptAssembler(renderer, policy, messages, tenant="acme", model="m")
-    prompt.render("the sources")
-    assert renderer.rendered[-1][0] == {
-        "role": "system",
-        "content": "POLICY for acme\n\nthe sources",
-    }
-    no_policy = PromptAssembler(
-        renderer, Policy(PolicyConfig(), TenancyConfig()), messages, tenant="t", model="m"
-    )
-    no_policy.render("S")
-    assert renderer.rendered[-1][0] == {"role": "system", "content": "S"}
+    ChatPrompt(
+        renderer,  # type: ignore[arg-type]
+        policy,
+        messages,
+        tenant="acme",
+        model="m",
+    ).render("the sources")
+    assert renderer.rendered[-1] == [
+        {"role": "system", "content": "POLICY for acme"},
+        {"role": "user", "content": "the sources\n\nhow do I reset it"},
+    ]
 
 
 def test_fitting_never_exceeds_the_room() -> None:
-    renderer = OneSystemRenderer()
+    renderer = WordRenderer()
     policy = Policy(PolicyConfig(), TenancyConfig())
     messages = [{"role": "user", "content": "question"}]
-    prompt = PromptAssembler(renderer, policy, messages, tenant="t", model="m")
+    prompt = ChatPrompt(
+        renderer,  # type: ignore[arg-type]
+        policy,
+        messages,
+        tenant="t",
+        model="m",
+    )
     hits = [
         SearchHit(f"c{i}", "d", "Doc", "doc.md", (), "word " * 80, 1.0 / (i + 1), 0, 400)
         for i in range(6)
     ]
     for room in (60, 120, 200, 400, 1000):
-        ids, context = fit_sources(hits, prompt, room=room, context_tokens=10_000)
+        ids, context = fit_sources(
+            hits, prompt.render, renderer.count, room=room, context_tokens=10_000
+        )
         if context.citations:
             assert len(ids) <= room
         else:
-            assert "No sources were found" in renderer.rendered[-1][0]["content"]
-    ids, context = fit_sources(hits, prompt, room=10_000, context_tokens=100)
+            assert "No sources were found" in renderer.rendered[-1][-1]["content"]
+    ids, context = fit_sources(hits, prompt.render, renderer.count, room=10_000, context_tokens=100)
     assert len(context.citations) == 1 and renderer.count(context.text) <= 100
 
 

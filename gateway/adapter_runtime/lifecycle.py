@@ -12,7 +12,7 @@ from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.registry import AdapterRegistry
 from adapters.sources import AdapterSource
 from gateway.adapter_runtime.inflight import InFlightTracker
-from gateway.engine.interface import Engine, EngineStats
+from gateway.engine.interface import AdapterHost, AdapterResidency
 from gateway.errors import GatewayError
 from gateway.model_catalog import engine_ref
 
@@ -43,7 +43,7 @@ class AdapterLifecycle:
     def __init__(
         self,
         registry: AdapterRegistry,
-        engine: Engine,
+        engine: AdapterHost,
         tracker: InFlightTracker,
         *,
         max_pinned: int,
@@ -67,8 +67,8 @@ class AdapterLifecycle:
             return self.registry.get(name, version)
         return self.registry.resolve(name)
 
-    async def stats(self) -> EngineStats:
-        return await self.engine.stats()
+    async def residency(self) -> AdapterResidency:
+        return await self.engine.residency()
 
     # ---------------------------------------------------------------- mutations
 
@@ -137,8 +137,7 @@ class AdapterLifecycle:
                         f"minus the reserve); pinned now: {[e.ref for e in pinned]}.",
                         code="pin_limit_reached",
                     )
-            await self._load(entry)
-            await self.engine.pin_adapter(entry.lora_int_id)
+            await self._load_pinned(entry)
             return await self._in_thread(self.registry.pin, name, entry.version)
 
     async def unpin(self, name: str, version: str | None = None) -> AdapterEntry:
@@ -148,7 +147,7 @@ class AdapterLifecycle:
             if entry.pinned:
                 # vLLM has no unpin: reload the weights unpinned. A running request on
                 # them is unaffected (the engine reloads an adapter a batch needs).
-                await self.engine.remove_adapter(entry.lora_int_id)
+                await self.engine.unload(engine_ref(entry))
                 await self._load(entry)
             return updated
 
@@ -162,6 +161,11 @@ class AdapterLifecycle:
                 )
             await self._load(entry)
             return entry
+
+    async def restore_pin(self, entry: AdapterEntry) -> None:
+        """Load and pin a version the registry says is pinned (start-up), under the lock."""
+        async with self._lock:
+            await self._load_pinned(entry)
 
     async def close(self) -> None:
         """Stop drain tasks (shutdown). Their versions stay ``retiring`` in the registry
@@ -181,13 +185,18 @@ class AdapterLifecycle:
     async def _load(self, entry: AdapterEntry) -> None:
         """Load ``entry`` into the engine; 422 if the engine refuses the weights."""
         try:
-            await self.engine.add_adapter(engine_ref(entry))
+            await self.engine.load(engine_ref(entry))
         except GatewayError:  # the engine itself is down or failing: not the adapter's fault
             raise
         except Exception as exc:
             raise AdapterValidationError(
                 f"The engine could not load {entry.ref!r}: {exc}", code="engine_load_failed"
             ) from exc
+
+    async def _load_pinned(self, entry: AdapterEntry) -> None:
+        """Load and pin; call with the lock held."""
+        await self._load(entry)
+        await self.engine.pin(engine_ref(entry))
 
     async def _drain_and_remove(self, entry: AdapterEntry) -> None:
         try:
@@ -199,7 +208,7 @@ class AdapterLifecycle:
         await self.tracker.drain(entry.lora_int_id)
         async with self._lock:
             try:
-                await self.engine.remove_adapter(entry.lora_int_id)
+                await self.engine.unload(engine_ref(entry))
             except Exception:
                 logger.exception("could not unload %s from the engine", entry.ref)
             try:

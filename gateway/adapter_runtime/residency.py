@@ -6,7 +6,7 @@
 - ``disk``: only the registry's validated copy; the first request loads it.
 
 The slot table comes from a vLLM worker extension (``gateway.engine.lora_slots``).
-When an engine cannot report it (``EngineStats.adapter_slots is None``), nothing is
+When an engine cannot report it (``AdapterResidency.slots is None``), nothing is
 claimed to be in a slot: loaded adapters are reported as ``cpu_cache`` and listings
 say ``slots_known: false``.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from gateway.engine.interface import EngineStats
+from gateway.engine.interface import AdapterResidency
 
 
 class Residency(StrEnum):
@@ -24,9 +24,9 @@ class Residency(StrEnum):
     DISK = "disk"
 
 
-def residency_of(lora_id: int, stats: EngineStats) -> Residency:
-    if stats.adapter_slots is not None and lora_id in stats.adapter_slots:
+def residency_of(lora_id: int, stats: AdapterResidency) -> Residency:
+    if stats.slots is not None and lora_id in stats.slots:
         return Residency.GPU_SLOT
-    if lora_id in stats.loaded_adapters:
+    if lora_id in stats.loaded:
         return Residency.CPU_CACHE
     return Residency.DISK

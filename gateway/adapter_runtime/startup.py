@@ -74,8 +74,7 @@ async def restore_pins(lifecycle: AdapterLifecycle) -> None:
         if e.pinned and e.status is not AdapterStatus.RETIRING
     ]
     for entry in pinned[: lifecycle.max_pinned]:
-        await lifecycle.prewarm(entry.name, entry.version)
-        await lifecycle.engine.pin_adapter(entry.lora_int_id)
+        await lifecycle.restore_pin(entry)
     for entry in pinned[lifecycle.max_pinned :]:
         logger.warning(
             "%s is pinned in the registry but not in the engine: at most %d pins fit",

@@ -1,4 +1,4 @@
-"""``TrackedEngine``: the engine as the services see it, counting adapter requests."""
+"""``TrackedEngine``: the engine as the gateway uses it, counting adapter requests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.engine.interface import (
     AdapterRef,
+    AdapterResidency,
     Engine,
-    EngineStats,
     GenerationOutput,
     GenerationRequest,
     SchedulerFigures,
@@ -20,8 +20,9 @@ class TrackedEngine:
     """Wraps an ``Engine``; every generation on an adapter holds an in-flight count.
 
     The count is taken when the generation starts and given back in ``finally``, so a
-    finished, failed or aborted (client gone) request all release it. Everything else
-    is passed through unchanged. Same concurrency rule as ``InFlightTracker``.
+    finished, failed or cancelled (client gone) request all release it: that is what
+    retire-after-drain waits for. Adapter loads are timed for the metrics. Everything
+    else is passed through. Same concurrency rule as ``InFlightTracker``.
     """
 
     def __init__(
@@ -34,6 +35,7 @@ class TrackedEngine:
         self.tracker = tracker
         self._on_adapter_load = on_adapter_load
         self.max_model_len = engine.max_model_len
+        self.capabilities = engine.capabilities
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         adapter = request.adapter
@@ -48,24 +50,21 @@ class TrackedEngine:
         finally:
             self.tracker.exit(adapter.lora_id)
 
-    async def abort(self, request_id: str) -> None:
-        await self.inner.abort(request_id)
-
-    async def add_adapter(self, adapter: AdapterRef) -> bool:
+    async def load(self, adapter: AdapterRef) -> bool:
         started = time.monotonic()
-        loaded = await self.inner.add_adapter(adapter)
+        loaded = await self.inner.load(adapter)
         if loaded and self._on_adapter_load is not None:
             self._on_adapter_load(time.monotonic() - started)
         return loaded
 
-    async def remove_adapter(self, lora_id: int) -> bool:
-        return await self.inner.remove_adapter(lora_id)
+    async def unload(self, adapter: AdapterRef) -> bool:
+        return await self.inner.unload(adapter)
 
-    async def pin_adapter(self, lora_id: int) -> bool:
-        return await self.inner.pin_adapter(lora_id)
+    async def pin(self, adapter: AdapterRef) -> bool:
+        return await self.inner.pin(adapter)
 
-    async def stats(self) -> EngineStats:
-        return await self.inner.stats()
+    async def residency(self) -> AdapterResidency:
+        return await self.inner.residency()
 
     def figures(self) -> SchedulerFigures:
         return self.inner.figures()

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from adapters.manifest import AdapterEntry, AdapterStatus
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.residency import Residency, residency_of
-from gateway.engine.interface import EngineStats
+from gateway.engine.interface import AdapterResidency
 
 
 class AdminRequest(BaseModel):
@@ -71,7 +71,7 @@ class AdapterVersionInfo(BaseModel):
 
     @classmethod
     def build(
-        cls, entry: AdapterEntry, stats: EngineStats, tracker: InFlightTracker
+        cls, entry: AdapterEntry, stats: AdapterResidency, tracker: InFlightTracker
     ) -> AdapterVersionInfo:
         return cls(
             ref=entry.ref,
@@ -102,7 +102,7 @@ class AdapterInfo(BaseModel):
 
     @classmethod
     def build(
-        cls, name: str, entries: list[AdapterEntry], stats: EngineStats, tracker: InFlightTracker
+        cls, name: str, entries: list[AdapterEntry], stats: AdapterResidency, tracker: InFlightTracker
     ) -> AdapterInfo:
         versions = [AdapterVersionInfo.build(e, stats, tracker) for e in entries]
         active = next((v.version for v in versions if v.status is AdapterStatus.ACTIVE), None)

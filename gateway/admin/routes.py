@@ -97,7 +97,7 @@ async def _info(lifecycle: AdapterLifecycle, name: str) -> AdapterInfo:
     entries = lifecycle.registry.entries(name)
     if not entries:
         raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
-    return AdapterInfo.build(name, entries, await lifecycle.stats(), lifecycle.tracker)
+    return AdapterInfo.build(name, entries, await lifecycle.residency(), lifecycle.tracker)
 
 
 async def _register_upload(
@@ -138,19 +138,19 @@ async def register_adapter(
         entry = await lifecycle.register(
             body.name, _source(body, settings), version=body.version, activate=body.activate
         )
-    return AdapterVersionInfo.build(entry, await lifecycle.stats(), lifecycle.tracker)
+    return AdapterVersionInfo.build(entry, await lifecycle.residency(), lifecycle.tracker)
 
 
 @router.get("")
 async def list_adapters(lifecycle: LifecycleDep) -> AdapterList:
-    stats = await lifecycle.stats()
+    stats = await lifecycle.residency()
     names = sorted({e.name for e in lifecycle.registry.entries()})
     return AdapterList(
         data=[
             AdapterInfo.build(n, lifecycle.registry.entries(n), stats, lifecycle.tracker)
             for n in names
         ],
-        slots_known=stats.adapter_slots is not None,
+        slots_known=stats.slots is not None,
     )
 
 

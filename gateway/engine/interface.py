@@ -1,7 +1,8 @@
-"""The ``Engine`` protocol and the engine-neutral types that cross it.
+"""The engine seam: ``Generator`` and ``AdapterHost``, and the neutral types that cross it.
 
-Services speak only these types; ``VLLMEngine`` translates them to vLLM's, and the
-fake engine in ``tests/`` implements the same protocol for unit tests.
+An engine kind implements both (``Engine``): the pipeline only generates, the adapter
+lifecycle only hosts. ``VLLMEngine`` translates these types to vLLM's in-process API;
+the fake engine in ``tests/`` implements the same protocols for unit tests.
 """
 
 from __future__ import annotations
@@ -88,63 +89,83 @@ class ChoiceOutput:
 
 @dataclass(frozen=True)
 class GenerationOutput:
+    """What the engine produced for one request since its previous output."""
+
     request_id: str
     choices: list[ChoiceOutput]
-    prompt_tokens: int
-    finished: bool
     cached_tokens: int = 0
-    queue_seconds: float | None = None
-    """Time the request waited in the engine's queue (on its final output, when known)."""
+    """Prompt tokens served from the prefix cache (OpenAI's ``cached_tokens``)."""
+    schedule_wait_seconds: float | None = None
+    """Time from the engine queueing the request to first scheduling it (final output)."""
 
 
 @dataclass(frozen=True)
-class EngineStats:
-    """A snapshot of the engine.
+class AdapterResidency:
+    """Where the engine holds adapters now, by LoRA id.
 
-    ``loaded_adapters``: LoRA ids whose weights the engine holds in memory (vLLM's CPU
-    cache, ``max_cpu_loras``). ``adapter_slots``: the ids in the batch slots
-    (``max_loras``, on the GPU), a subset of them; ``None`` when the engine cannot say.
+    ``loaded``: weights in engine memory (vLLM's adapter cache, ``max_cpu_loras``).
+    ``slots``: the ids in the batch slots (``max_loras``), a subset of ``loaded``;
+    ``None`` when the engine cannot say.
     """
 
-    unfinished_requests: int
-    loaded_adapters: frozenset[int] = field(default_factory=frozenset)
-    adapter_slots: frozenset[int] | None = None
+    loaded: frozenset[int] = field(default_factory=frozenset)
+    slots: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
 class SchedulerFigures:
-    """The engine scheduler's latest figures (cheap, synchronous read)."""
+    """The engine scheduler's latest figures (cheap, synchronous read).
+
+    ``adapters_running``: distinct adapters among the running requests (vLLM's
+    ``running_lora_adapters``), which is not the same as slot residency.
+    """
 
     running: int = 0
     waiting: int = 0
     kv_cache_usage: float = 0.0
-    adapters_in_batch: int = 0
+    adapters_running: int = 0
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """What the gateway needs from an inference engine.
+class Generator(Protocol):
+    """Token ids, sampling parameters and an adapter in; token deltas out.
 
-    ``generate`` is an async generator: closing it early (client gone) must abort the
-    request in the engine.
+    ``generate`` is an async generator: closing it early (client gone) cancels the
+    request in the engine. That is the only way to cancel; there is no separate abort.
     """
 
     max_model_len: int
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]: ...
 
-    async def abort(self, request_id: str) -> None: ...
-
-    async def add_adapter(self, adapter: AdapterRef) -> bool: ...
-
-    async def remove_adapter(self, lora_id: int) -> bool: ...
-
-    async def pin_adapter(self, lora_id: int) -> bool: ...
-
-    async def stats(self) -> EngineStats: ...
-
     def figures(self) -> SchedulerFigures: ...
 
     async def check_health(self) -> None: ...
 
     async def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class AdapterHost(Protocol):
+    """Adapter residency in an engine, keyed by ``AdapterRef``.
+
+    ``load`` makes an adapter resident ahead of its first request (engines also load
+    on demand); ``unload`` forgets it; ``pin`` keeps it resident. Each returns whether
+    the engine did it. ``capabilities`` names the optional ones this host offers
+    (``"pin"``, ``"slots"``); callers check before relying on them.
+    """
+
+    capabilities: frozenset[str]
+
+    async def load(self, adapter: AdapterRef) -> bool: ...
+
+    async def unload(self, adapter: AdapterRef) -> bool: ...
+
+    async def pin(self, adapter: AdapterRef) -> bool: ...
+
+    async def residency(self) -> AdapterResidency: ...
+
+
+@runtime_checkable
+class Engine(Generator, AdapterHost, Protocol):
+    """An engine kind: a generator that also hosts adapters (in-process vLLM today)."""

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from gateway.config import EngineSettings, ModelSettings
+from gateway.config import ModelSettings, VLLMEngineSettings
+from gateway.engine.dtype import choose_dtype
 from gateway.engine.interface import (
     AdapterRef,
+    AdapterResidency,
     ChoiceOutput,
-    EngineStats,
     GenerationOutput,
     GenerationRequest,
     SchedulerFigures,
@@ -31,15 +32,17 @@ logger = logging.getLogger(__name__)
 GIB = 1024**3
 
 
-def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
+def engine_args(model: ModelSettings, engine: VLLMEngineSettings) -> Any:
     from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kv_bytes = int(engine.kv_cache_gib * GIB) if engine.kv_cache_gib else None
+    dtype = choose_dtype(engine.dtype)
+    logger.info("engine dtype %s (%s)", dtype.dtype, dtype.reason)
     return AsyncEngineArgs(
         model=str(model.path),
         served_model_name=model.served_name,
-        dtype=engine.dtype,
+        dtype=dtype.dtype,
         max_model_len=engine.max_model_len,
         enable_lora=True,
         max_loras=engine.max_loras,
@@ -62,6 +65,8 @@ def engine_args(model: ModelSettings, engine: EngineSettings) -> Any:
 class VLLMEngine:
     """Owns one ``AsyncLLM``. Safe to call from one event loop (the server's)."""
 
+    capabilities = frozenset({"pin", "slots"})
+
     def __init__(self, llm: Any, max_model_len: int, figures: _FiguresBox | None = None) -> None:
         self._llm = llm
         self.max_model_len = max_model_len
@@ -71,7 +76,7 @@ class VLLMEngine:
         return self._figures.latest
 
     @classmethod
-    def start(cls, model: ModelSettings, engine: EngineSettings) -> VLLMEngine:
+    def start(cls, model: ModelSettings, engine: VLLMEngineSettings) -> VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # Each engine process loads our plugin (platform fixes); make sure vLLM's
@@ -153,10 +158,7 @@ class VLLMEngine:
                 raise EngineFailureError("The inference engine failed on this request.") from exc
             raise
 
-    async def abort(self, request_id: str) -> None:
-        await self._llm.abort(request_id)
-
-    async def add_adapter(self, adapter: AdapterRef) -> bool:
+    async def load(self, adapter: AdapterRef) -> bool:
         from vllm.lora.request import LoRARequest
 
         request = LoRARequest(
@@ -164,19 +166,15 @@ class VLLMEngine:
         )
         return bool(await self._llm.add_lora(request))
 
-    async def remove_adapter(self, lora_id: int) -> bool:
-        return bool(await self._llm.remove_lora(lora_id))
+    async def unload(self, adapter: AdapterRef) -> bool:
+        return bool(await self._llm.remove_lora(adapter.lora_id))
 
-    async def pin_adapter(self, lora_id: int) -> bool:
-        return bool(await self._llm.pin_lora(lora_id))
+    async def pin(self, adapter: AdapterRef) -> bool:
+        return bool(await self._llm.pin_lora(adapter.lora_id))
 
-    async def stats(self) -> EngineStats:
+    async def residency(self) -> AdapterResidency:
         loaded = await self._llm.list_loras()
-        return EngineStats(
-            unfinished_requests=self._llm.get_num_unfinished_requests(),
-            loaded_adapters=frozenset(loaded),
-            adapter_slots=await self._adapter_slots(),
-        )
+        return AdapterResidency(loaded=frozenset(loaded), slots=await self._adapter_slots())
 
     async def _adapter_slots(self) -> frozenset[int] | None:
         """Union over workers of the ids in their LoRA slots; ``None`` if unknown."""
@@ -230,7 +228,7 @@ class _FiguresBox:
                         running=scheduler_stats.num_running_reqs,
                         waiting=scheduler_stats.num_waiting_reqs,
                         kv_cache_usage=float(scheduler_stats.kv_cache_usage),
-                        adapters_in_batch=len(scheduler_stats.running_lora_adapters),
+                        adapters_running=len(scheduler_stats.running_lora_adapters),
                     )
 
             def log_engine_initialized(self) -> None:
@@ -268,14 +266,13 @@ def _convert(out: Any, top_n: int) -> GenerationOutput:
     return GenerationOutput(
         request_id=out.request_id,
         choices=choices,
-        prompt_tokens=len(out.prompt_token_ids or ()),
-        finished=out.finished,
         cached_tokens=out.num_cached_tokens or 0,
-        queue_seconds=_queue_seconds(out),
+        schedule_wait_seconds=_schedule_wait(out),
     )
 
 
-def _queue_seconds(out: Any) -> float | None:
+def _schedule_wait(out: Any) -> float | None:
+    """vLLM's queued -> first scheduled time, known on the final output."""
     stats = getattr(out, "metrics", None)
     if not out.finished or stats is None:
         return None

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gateway.protocol.common import (
+    INT64_MAX,
+    INT64_MIN,
     OpenAIModel,
     ResponseFormat,
     StreamOptions,
     Usage,
     VLLMSamplingExtensions,
+    bounded_stop,
+    is_none,
 )
 from gateway.protocol.logprobs import ChatLogprobs
 
@@ -109,7 +113,7 @@ class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logprobs: bool | None = None
@@ -144,6 +148,11 @@ class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
         "them as numbered sources and return `citations`.",
     )
 
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return bounded_stop(value)
+
 
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
@@ -165,21 +174,24 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = Field(default=None, exclude_if=is_none)
     citations: list[ChatCitation] | None = Field(
         default=None,
+        exclude_if=is_none,
         description="loragate extension, only when retrieval ran: the sources given to the "
         "model, numbered as in the prompt. Omitted otherwise.",
     )
 
     def json_body(self) -> str:
         """The JSON sent: OpenAI's exact shape, plus ``citations`` when retrieval ran."""
-        return self.model_dump_json(exclude=None if self.citations is not None else {"citations"})
+        return self.model_dump_json()
 
 
 class ChoiceDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+    """Keys without a value are left out: ``{}`` on a finish chunk, as OpenAI sends it."""
+
+    role: Literal["assistant"] | None = Field(default=None, exclude_if=is_none)
+    content: str | None = Field(default=None, exclude_if=is_none)
 
 
 class ChatCompletionChunkChoice(BaseModel):
@@ -195,10 +207,13 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatCompletionChunkChoice]
+    # Nullable in OpenAI's schema, so kept: null on every chunk but the last with
+    # stream_options.include_usage (as OpenAI sends it); the caller excludes it otherwise.
     usage: Usage | None = None
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = Field(default=None, exclude_if=is_none)
     citations: list[ChatCitation] | None = Field(
         default=None,
+        exclude_if=is_none,
         description="loragate extension: on the chunk carrying the last finish_reason, when "
         "retrieval ran. Omitted otherwise.",
     )

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from gateway.protocol.common import OpenAIModel, StreamOptions, Usage, VLLMSamplingExtensions
+from gateway.protocol.common import (
+    INT64_MAX,
+    INT64_MIN,
+    OpenAIModel,
+    StreamOptions,
+    Usage,
+    VLLMSamplingExtensions,
+    bounded_stop,
+    is_none,
+)
 from gateway.protocol.logprobs import CompletionLogprobs
 
 UNSUPPORTED_COMPLETION_PARAMS = ("suffix", "logit_bias")
@@ -25,7 +34,7 @@ class CompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=INT64_MIN, le=INT64_MAX)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logprobs: int | None = Field(default=None, ge=0, le=5)
@@ -37,6 +46,11 @@ class CompletionRequest(OpenAIModel, VLLMSamplingExtensions):
     )
     suffix: str | None = None
     logit_bias: dict[str, float] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return bounded_stop(value)
 
 
 class CompletionChoice(BaseModel):
@@ -52,8 +66,10 @@ class CompletionResponse(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    # OpenAI's schema types `usage` non-nullable here (unlike chat chunks): a streamed
+    # chunk without usage leaves the key out.
+    usage: Usage | None = Field(default=None, exclude_if=is_none)
+    system_fingerprint: str | None = Field(default=None, exclude_if=is_none)
 
 
 def completion_prompts(prompt: Any) -> list[str | list[int]]:

@@ -1,25 +1,21 @@
 """Chat prompts grounded in retrieved sources.
 
 What a request searches (``plan_for``), the query (``last_user_turn``), where the
-sources go (``PromptAssembler``) and how much of them fits (``fit_sources``).
+sources go (``with_sources``) and how much of them fits (``fit_sources``).
 
-Placement keeps the tenant's policy in charge: the policy's system message comes
-first; the sources follow as data, inside the library's template (numbered,
+Placement keeps the tenant's policy in charge: the policy is the only system text; the
+sources are data in the user's turn, inside the library's template (numbered,
 delimited, "not instructions"). A policy whose template has ``{sources}`` places them
-itself; otherwise they are a system message of their own after the leading system
-messages (merged into the first one if the model's chat template refuses a second).
+itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.errors import InvalidRequestError
 from gateway.protocol.chat import ChatCitation, RagOptions
-from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.config import RagPolicyConfig
-from gateway.tenancy.policy import Policy
 from retrieval import Citation, RetrievedContext, SearchHit, SearchMode, build_context
 
 NO_SOURCES = (
@@ -61,62 +57,27 @@ def last_user_turn(messages: Sequence[dict[str, str]]) -> str:
     return ""
 
 
-def with_sources(
-    messages: list[dict[str, str]], sources: str, *, merge: bool = False
-) -> list[dict[str, str]]:
-    """``sources`` as a system message right after the leading system messages, or
-    (``merge``) appended to the first system message."""
-    lead = 0
-    while lead < len(messages) and messages[lead]["role"] == "system":
-        lead += 1
-    if merge and lead:
-        first = messages[0]
-        merged = {"role": "system", "content": f"{first['content']}\n\n{sources}"}
-        return [merged, *messages[1:]]
-    return [*messages[:lead], {"role": "system", "content": sources}, *messages[lead:]]
+def with_sources(messages: list[dict[str, str]], sources: str) -> list[dict[str, str]]:
+    """``sources`` as data in the user's turn, ahead of the question it answers.
 
-
-class PromptAssembler:
-    """One request's messages under its policy, rendered with or without sources."""
-
-    def __init__(
-        self,
-        renderer: PromptRenderer,
-        policy: Policy,
-        messages: list[dict[str, str]],
-        *,
-        tenant: str,
-        model: str,
-    ) -> None:
-        self.renderer = renderer
-        self.policy = policy
-        self.messages = messages
-        self._tenant = tenant
-        self._model = model
-
-    def render(self, sources: str | None = None) -> list[int]:
-        """Token ids of the prompt; ``sources`` None: no retrieval for this request."""
-        policy = self.policy
-        if sources is not None and policy.has_sources_slot:
-            system = policy.system_text(tenant=self._tenant, model=self._model, sources=sources)
-            return self.renderer.chat(policy.apply_messages(self.messages, system))
-        system = policy.system_text(tenant=self._tenant, model=self._model)
-        placed = policy.apply_messages(self.messages, system)
-        if sources is None:
-            return self.renderer.chat(placed)
-        try:
-            return self.renderer.chat(with_sources(placed, sources))
-        except InvalidRequestError:
-            if not placed or placed[0]["role"] != "system":
-                raise
-            return self.renderer.chat(with_sources(placed, sources, merge=True))
-
-    def count(self, text: str) -> int:
-        return self.renderer.count(text)
+    Never as a system message: the tenant's policy stays the only system text, and a
+    retrieved document cannot speak with its authority. Placing them inside the last
+    user turn keeps the roles alternating, which many chat templates require.
+    """
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == "user":
+            turn = {"role": "user", "content": f"{sources}\n\n{messages[i]['content']}"}
+            return [*messages[:i], turn, *messages[i + 1 :]]
+    return [*messages, {"role": "user", "content": sources}]
 
 
 def fit_sources(
-    hits: Sequence[SearchHit], prompt: PromptAssembler, *, room: int, context_tokens: int
+    hits: Sequence[SearchHit],
+    render: Callable[[str], list[int]],
+    count: Callable[[str], int],
+    *,
+    room: int,
+    context_tokens: int,
 ) -> tuple[list[int], RetrievedContext]:
     """The prompt with as many numbered sources as fit both ``context_tokens`` and
     ``room`` (the tokens the whole prompt may take), and the sources it holds.
@@ -125,17 +86,17 @@ def fit_sources(
     again, and the budget shrunk by any excess (chat-template tokens, joins).
     """
     empty = RetrievedContext("", [])
-    base = prompt.render(NO_SOURCES)
-    budget = min(context_tokens, room - len(base) + prompt.count(NO_SOURCES))
+    base = render(NO_SOURCES)
+    budget = min(context_tokens, room - len(base) + count(NO_SOURCES))
     for _ in range(FIT_ATTEMPTS):
         if not hits or budget < MIN_SOURCE_TOKENS:
             break
         context = build_context(
-            hits, max_tokens=budget, count=prompt.count, min_source_tokens=MIN_SOURCE_TOKENS
+            hits, max_tokens=budget, count=count, min_source_tokens=MIN_SOURCE_TOKENS
         )
         if not context.citations:
             break
-        ids = prompt.render(context.text)
+        ids = render(context.text)
         excess = len(ids) - room
         if excess <= 0:
             return ids, context

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,20 +10,11 @@ from functools import partial
 from typing import TypeVar
 
 from gateway.config import RetrievalSettings
-from gateway.errors import InvalidRequestError, RateLimitError
+from gateway.errors import InvalidRequestError
 from gateway.metrics import GatewayMetrics
-from gateway.protocol.chat import ChatCitation
 from gateway.rag.errors import CollectionNotFoundError
-from gateway.rag.grounding import (
-    PromptAssembler,
-    RagPlan,
-    citation_models,
-    fit_sources,
-    last_user_turn,
-)
 from gateway.rag.provider import StoreProvider, pin_faiss_threads
 from gateway.tenancy.directory import Caller
-from gateway.tenancy.gatekeeper import Gatekeeper
 from retrieval import (
     CollectionInfo,
     DocumentInfo,
@@ -42,7 +32,7 @@ MAX_COLLECTIONS_PER_SEARCH = 8
 
 
 class RetrievalService:
-    """Built once at start-up; shared by the chat service and the retrieval routes.
+    """Built once at start-up; shared by the pipeline's retrieval step and the routes.
 
     Concurrency rule: call its coroutines on the event loop. Searches run on a pool of
     their own (``retrieval.search_threads``) and writes (ingest, delete) on one writer
@@ -55,13 +45,11 @@ class RetrievalService:
         self,
         settings: RetrievalSettings,
         provider: StoreProvider,
-        gatekeeper: Gatekeeper,
         metrics: GatewayMetrics,
         library: RetrievalConfig,
     ) -> None:
         self.settings = settings
         self.provider = provider
-        self._gatekeeper = gatekeeper
         self._metrics = metrics
         pin = partial(pin_faiss_threads, library)
         self._search_pool = ThreadPoolExecutor(
@@ -97,27 +85,9 @@ class RetrievalService:
                 f"At most {MAX_COLLECTIONS_PER_SEARCH} collections can be searched at once.",
                 param=param,
             )
-        directory = self._gatekeeper.directory
-        tenant = directory.tenant(caller)
-        if tenant is None:
-            if caller.is_admin or caller.open_mode:
-                return unique
-            raise CollectionNotFoundError(param)
-        if "*" not in tenant.collections and any(n not in tenant.collections for n in unique):
+        if caller.directory is None or not caller.directory.searchable(caller, unique):
             raise CollectionNotFoundError(param)
         return unique
-
-    def admit_search(self, caller: Caller) -> None:
-        """Charge a direct search to the caller's request rate limits (429 when over)."""
-        limits = self._gatekeeper.directory.limits(caller)
-        wait = self._gatekeeper.rate_limiter.admit(limits, 0) if limits else 0.0
-        if wait > 0:
-            self._metrics.rejected("rate_limit")
-            retry = max(1, math.ceil(wait)) if math.isfinite(wait) else 60
-            raise RateLimitError(
-                f"Rate limit reached. Retry after {retry} seconds.",
-                headers={"Retry-After": str(retry)},
-            )
 
     async def search(
         self,
@@ -148,39 +118,6 @@ class RetrievalService:
         finally:
             if self._metrics.enabled:
                 self._metrics.retrieval.observe(time.monotonic() - started)
-
-    async def ground(
-        self,
-        caller: Caller,
-        plan: RagPlan,
-        prompt: PromptAssembler,
-        *,
-        max_model_len: int,
-        completion_tokens: int | None,
-    ) -> tuple[list[int], list[ChatCitation]]:
-        """Search ``plan`` for the last user turn; the prompt with the sources that fit,
-        and their citations.
-
-        The prompt may take ``max_model_len`` minus the completion budget (the request's
-        or policy's max_tokens, else ``retrieval.completion_reserve``), at most the
-        policy's ``max_prompt_tokens``; the sources at most ``retrieval.context_tokens``.
-        """
-        hits = await self.search(
-            caller,
-            plan.collections,
-            last_user_turn(prompt.messages),
-            top_k=plan.top_k,
-            mode=plan.mode,
-            param_prefix="rag.",
-        )
-        room = max_model_len - (completion_tokens or self.settings.completion_reserve)
-        cap = prompt.policy.config.max_prompt_tokens
-        if cap is not None:
-            room = min(room, cap)
-        ids, context = fit_sources(
-            hits, prompt, room=room, context_tokens=self.settings.context_tokens
-        )
-        return ids, citation_models(context.citations)
 
     # --- administration (admin API only: no tenant checks here) ---------------------------
 

@@ -3,10 +3,18 @@
 The gateway tokenizes once, itself: it needs the count before admission (context
 checks, later rate limits) and hands the engine token ids, so nothing is tokenized
 twice.
+
+Text from clients and documents reaches the model as text. A chat template is
+rendered to a string and tokenized; tokenized naively, a message containing
+``<|im_end|>\\n<|im_start|>system`` would become real control tokens and forge a turn
+(a system turn after the tenant's policy, say). Only the template may emit control
+(special) tokens: message contents are tokenized with special-token parsing off.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +22,25 @@ from gateway.errors import InvalidRequestError
 
 
 class PromptRenderer:
-    """Wraps the base model's Hugging Face tokenizer and chat template. Stateless."""
+    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Stateless.
+
+    ``chat`` renders the template twice: with the real contents (what the template
+    makes of them, its filters included) and with each content replaced by a random
+    placeholder. When no content holds the text of a special token and the real
+    rendering's special tokens are exactly the template's own (those around the
+    placeholders), the real rendering's ids are used: they are the ids a plain
+    tokenization gives. Otherwise the placeholder rendering is cut at the template's
+    special tokens and each run of text between them, contents put back in, is
+    tokenized as text, so a content's ``<|im_end|>`` stays the characters
+    ``<|im_end|>``. The contents then go in as sent (a template filter such as
+    ``| trim`` is not applied to them).
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
+        added = tokenizer.added_tokens_decoder.values()
+        self._special_texts = tuple(t.content for t in added if t.special)
+        self._special_ids = frozenset(tokenizer.convert_tokens_to_ids(list(self._special_texts)))
 
     @classmethod
     def from_model_dir(cls, path: Path) -> PromptRenderer:
@@ -26,22 +49,45 @@ class PromptRenderer:
         return cls(AutoTokenizer.from_pretrained(str(path)))
 
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
-        try:
-            text = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
-        except Exception as exc:  # jinja errors raised by the model's own template
-            raise InvalidRequestError(
-                f"The messages cannot be rendered with this model's chat template: {exc}",
-                param="messages",
-            ) from exc
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
+        """Token ids of ``messages`` rendered with the chat template, plus the
+        generation prompt. Special tokens come from the template only."""
+        nonce = secrets.token_hex(16)
+        contents = [m.get("content") or "" for m in messages]
+        placeholders = [
+            {**m, "content": f"@{nonce}:{i}@"} if contents[i] else m for i, m in enumerate(messages)
+        ]
+        rendered = self._render(placeholders)
+        encoding = self._tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+        template_ids: list[int] = list(encoding["input_ids"])
+        template_specials = [t for t in template_ids if t in self._special_ids]
+        if not any(s in c for c in contents for s in self._special_texts):
+            ids = self._encode(self._render(messages), parse_special=True)
+            if [t for t in ids if t in self._special_ids] == template_specials:
+                return ids
+        runs = _split_at_specials(
+            rendered, template_ids, encoding["offset_mapping"], self._special_ids
+        )
+        placeholder = re.compile(rf"@{nonce}:(\d+)@")
+        ids = []
+        for run in runs:
+            if isinstance(run, int):
+                ids.append(run)
+            else:
+                text = placeholder.sub(lambda m: contents[int(m.group(1))], run)
+                ids.extend(self._encode(text, parse_special=False))
+        return ids
 
     def text(self, prompt: str) -> list[int]:
-        return list(self._tokenizer.encode(prompt, add_special_tokens=False))
+        """Token ids of a raw completion prompt, special tokens parsed (as vLLM's own
+        server does for ``/v1/completions``): a raw prompt is the whole model input,
+        its author writes the control tokens. Tenants under a system-prompt policy are
+        refused raw completions, so no policy can be escaped this way."""
+        return self._encode(prompt, parse_special=True)
 
     def count(self, text: str) -> int:
-        return len(self.text(text))
+        """Tokens of ``text`` as text (retrieved sources, messages): special-token
+        strings in it count as the characters they are, as ``chat`` encodes them."""
+        return len(self._encode(text, parse_special=False))
 
     def decode(self, token_ids: list[int]) -> str:
         return str(self._tokenizer.decode(token_ids))
@@ -49,3 +95,42 @@ class PromptRenderer:
     @property
     def vocab_size(self) -> int:
         return len(self._tokenizer)
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
+        try:
+            return str(
+                self._tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False
+                )
+            )
+        except Exception as exc:  # jinja errors raised by the model's own template
+            raise InvalidRequestError(
+                f"The messages cannot be rendered with this model's chat template: {exc}",
+                param="messages",
+            ) from exc
+
+    def _encode(self, text: str, *, parse_special: bool) -> list[int]:
+        return list(
+            self._tokenizer.encode(
+                text, add_special_tokens=False, split_special_tokens=not parse_special
+            )
+        )
+
+
+def _split_at_specials(
+    text: str, ids: list[int], offsets: list[tuple[int, int]], special_ids: frozenset[int]
+) -> list[str | int]:
+    """``text`` as runs of plain text and the special token ids between them (found
+    by the tokenizer itself, so its own matching rules apply)."""
+    runs: list[str | int] = []
+    pos = 0
+    for token_id, (start, end) in zip(ids, offsets, strict=True):
+        if token_id not in special_ids:
+            continue
+        if start > pos:
+            runs.append(text[pos:start])
+        runs.append(token_id)
+        pos = end
+    if pos < len(text):
+        runs.append(text[pos:])
+    return runs

@@ -25,6 +25,3 @@ class InFlightLimiter:
         self._counts[tenant] -= 1
         if self._counts[tenant] <= 0:
             del self._counts[tenant]
-
-    def count(self, tenant: str) -> int:
-        return self._counts[tenant]

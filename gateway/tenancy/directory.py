@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import (
     AuthenticationError,
     InvalidRequestError,
     ModelNotFoundError,
-    PermissionDeniedError,
 )
 from gateway.model_catalog import ServedModel
 from gateway.tenancy.config import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
@@ -27,12 +26,18 @@ OPEN_TENANT = "default"
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a request. ``tenant`` is None for an admin key."""
+    """Who sent a request. ``tenant`` is None for an admin key.
+
+    ``directory`` is the config version the caller was authenticated under: every later
+    step of the request (routing, limits, collections) reads that one, so a reload in
+    the middle of a request can neither mix two versions nor lose the caller's key.
+    """
 
     tenant: str | None
     key_id: str | None
     is_admin: bool = False
     open_mode: bool = False
+    directory: TenantDirectory | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -60,6 +65,11 @@ class TenantDirectory:
             for key in tenant.keys:
                 self._keys[key.id] = (name, key)
         self._salts = {name: _cache_salt(name) for name in tenancy.tenants}
+        self._limits = {
+            key.id: _limits_of(name, key, tenant)
+            for name, tenant in tenancy.tenants.items()
+            for key in tenant.keys
+        }
         self._no_policy = Policy(_EMPTY_POLICY, tenancy)
         self._policies: dict[tuple[str, str | None], Policy] = {}
         for name, tenant in tenancy.tenants.items():
@@ -74,7 +84,7 @@ class TenantDirectory:
 
     def authenticate(self, authorization: str | None) -> Caller:
         if self.open_mode:
-            return Caller(tenant=None, key_id=None, is_admin=True, open_mode=True)
+            return Caller(tenant=None, key_id=None, is_admin=True, open_mode=True, directory=self)
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthenticationError(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
@@ -87,11 +97,7 @@ class TenantDirectory:
         if not verify_secret(parsed[1] if parsed else "", stored) or record is None:
             raise AuthenticationError("Incorrect API key provided.")
         tenant, key = record
-        return Caller(tenant=tenant, key_id=key.id, is_admin=tenant is None)
-
-    def require_admin(self, caller: Caller) -> None:
-        if not caller.is_admin:
-            raise PermissionDeniedError("This endpoint needs an admin key.")
+        return Caller(tenant=tenant, key_id=key.id, is_admin=tenant is None, directory=self)
 
     def tenant(self, caller: Caller) -> TenantConfig | None:
         return self.config.tenants.get(caller.tenant) if caller.tenant else None
@@ -137,17 +143,24 @@ class TenantDirectory:
         return out
 
     def limits(self, caller: Caller) -> dict[str, Limit]:
-        """Rate-limit subjects for this caller: its key and its tenant."""
-        limits: dict[str, Limit] = {}
+        """Rate-limit subjects for this caller: its key and its tenant (none for admin)."""
+        return self._limits.get(caller.key_id, {}) if caller.key_id is not None else {}
+
+    def searchable(self, caller: Caller, collections: list[str]) -> bool:
+        """Whether ``caller`` may search every one of ``collections``."""
         tenant = self.tenant(caller)
-        if tenant is None or caller.key_id is None:
-            return limits
-        key = next(k for k in tenant.keys if k.id == caller.key_id)
-        if key.rate_limit:
-            limits[f"key:{key.id}"] = Limit(**key.rate_limit.model_dump())
-        if tenant.rate_limit:
-            limits[f"tenant:{caller.tenant}"] = Limit(**tenant.rate_limit.model_dump())
-        return limits
+        if tenant is None:
+            return caller.is_admin or caller.open_mode
+        return "*" in tenant.collections or all(n in tenant.collections for n in collections)
+
+
+def _limits_of(tenant_name: str, key: KeyConfig, tenant: TenantConfig) -> dict[str, Limit]:
+    limits: dict[str, Limit] = {}
+    if key.rate_limit:
+        limits[f"key:{key.id}"] = Limit(**key.rate_limit.model_dump())
+    if tenant.rate_limit:
+        limits[f"tenant:{tenant_name}"] = Limit(**tenant.rate_limit.model_dump())
+    return limits
 
 
 def _missing_model() -> InvalidRequestError:

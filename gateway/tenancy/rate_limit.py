@@ -50,12 +50,6 @@ class TokenBucket:
             self._refill()
             self._level -= amount
 
-    @property
-    def level(self) -> float:
-        with self._lock:
-            self._refill()
-            return self._level
-
 
 @dataclass(frozen=True)
 class Limit:
@@ -91,28 +85,42 @@ class RateLimiter:
         """The buckets a request draws from; call with ``self._lock`` held."""
         pairs = []
         for subject, limit in limits.items():
-            for kind, capacity, amount in (
-                ("rpm", limit.requests_per_minute, 1.0),
-                ("tpm", limit.tokens_per_minute, float(tokens)),
-            ):
-                if not capacity:
-                    continue
-                key = (subject, kind, float(capacity))
-                bucket = self._buckets.get(key)
-                if bucket is None:
-                    bucket = self._buckets[key] = TokenBucket(capacity, clock=self._clock)
-                pairs.append((bucket, amount))
+            if limit.requests_per_minute:
+                pairs.append((self._bucket(subject, "rpm", limit.requests_per_minute), 1.0))
+            if limit.tokens_per_minute:
+                pairs.append((self._bucket(subject, "tpm", limit.tokens_per_minute), float(tokens)))
         return pairs
 
-    def charge_tokens(self, limits: dict[str, Limit], tokens: int) -> None:
-        """Completion tokens, charged once known."""
+    def _bucket(self, subject: str, kind: str, capacity: int) -> TokenBucket:
+        key = (subject, kind, float(capacity))
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(capacity, clock=self._clock)
+        return bucket
+
+    def reserve_more(self, limits: dict[str, Limit], tokens: int) -> float:
+        """Take ``tokens`` more from every token bucket, all or nothing: 0.0 when taken,
+        else the seconds after which they would fit (``inf``: never)."""
         with self._lock:
-            for subject, limit in limits.items():
-                if limit.tokens_per_minute:
-                    key = (subject, "tpm", float(limit.tokens_per_minute))
-                    bucket = self._buckets.get(key)
-                    if bucket is None:
-                        bucket = self._buckets[key] = TokenBucket(
-                            limit.tokens_per_minute, clock=self._clock
-                        )
-                    bucket.charge(tokens)
+            buckets = self._token_buckets(limits)
+            waits = [bucket.try_take(tokens) for bucket in buckets]
+            if any(w > 0 for w in waits):
+                for bucket, wait in zip(buckets, waits, strict=True):
+                    if wait == 0:
+                        bucket.charge(-tokens)
+                return max(waits)
+            return 0.0
+
+    def charge_tokens(self, limits: dict[str, Limit], tokens: int) -> None:
+        """Charge (or, negative, refund) tokens unconditionally: settling a reservation."""
+        with self._lock:
+            for bucket in self._token_buckets(limits):
+                bucket.charge(tokens)
+
+    def _token_buckets(self, limits: dict[str, Limit]) -> list[TokenBucket]:
+        """The token buckets of ``limits``; call with ``self._lock`` held."""
+        return [
+            self._bucket(subject, "tpm", limit.tokens_per_minute)
+            for subject, limit in limits.items()
+            if limit.tokens_per_minute
+        ]

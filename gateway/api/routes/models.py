@@ -2,21 +2,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import CallerDep, CatalogDep, GatekeeperDep
+from gateway.api.deps import CallerDep, CatalogDep
 from gateway.errors import ModelNotFoundError
 from gateway.model_catalog import ModelCatalog
 from gateway.protocol.common import ModelCard, ModelList
 from gateway.tenancy.directory import Caller
-from gateway.tenancy.gatekeeper import Gatekeeper
 
 router = APIRouter()
 
 
-def visible_cards(catalog: ModelCatalog, gatekeeper: Gatekeeper, caller: Caller) -> list[ModelCard]:
+def visible_cards(catalog: ModelCatalog, caller: Caller) -> list[ModelCard]:
     """What this caller may use: its allowed models and its aliases (parent: the base)."""
     cards = {c.id: c for c in catalog.cards()}
     out = []
-    for model_id, alias_target in gatekeeper.directory.visible(caller, list(cards)):
+    visible = caller.directory.visible(caller, list(cards)) if caller.directory else []
+    for model_id, alias_target in visible:
         if alias_target is None:
             out.append(cards[model_id])
         else:
@@ -32,19 +32,15 @@ def visible_cards(catalog: ModelCatalog, gatekeeper: Gatekeeper, caller: Caller)
 
 
 @router.get("/v1/models")
-async def list_models(
-    catalog: CatalogDep, gatekeeper: GatekeeperDep, caller: CallerDep
-) -> ModelList:
-    return ModelList(data=visible_cards(catalog, gatekeeper, caller))
+async def list_models(catalog: CatalogDep, caller: CallerDep) -> ModelList:
+    return ModelList(data=visible_cards(catalog, caller))
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(
-    model_id: str, catalog: CatalogDep, gatekeeper: GatekeeperDep, caller: CallerDep
-) -> ModelCard:
+async def retrieve_model(model_id: str, catalog: CatalogDep, caller: CallerDep) -> ModelCard:
     if caller.tenant is None:
         return catalog.card(model_id)
-    for card in visible_cards(catalog, gatekeeper, caller):
+    for card in visible_cards(catalog, caller):
         if card.id == model_id:
             return card
     raise ModelNotFoundError(model_id)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.api.deps import StateDep, require_admin
@@ -25,10 +25,9 @@ async def metrics(
 
 
 @router.post("/admin/config/reload", dependencies=[Depends(require_admin)])
-async def reload_config(request: Request, state: StateDep) -> dict[str, Any]:
+async def reload_config(state: StateDep) -> dict[str, Any]:
     """Re-read the config file; a valid one applies to new requests, an invalid one is refused."""
-    path = request.app.state.config_path
-    tenancy = await asyncio.to_thread(reload_tenancy, state, path)
+    tenancy = await asyncio.to_thread(reload_tenancy, state, state.config_path)
     return {"status": "reloaded", "tenants": sorted(tenancy.tenants)}
 
 

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import CallerDep, RetrievalDep
+from gateway.api.deps import CallerDep, GatekeeperDep, RetrievalDep
 from gateway.rag.protocol import SearchRequest, SearchResponse, SearchResult
 
 router = APIRouter()
 
 
 @router.post("/v1/retrieval/search")
-async def search(body: SearchRequest, service: RetrievalDep, caller: CallerDep) -> SearchResponse:
+async def search(
+    body: SearchRequest, service: RetrievalDep, gatekeeper: GatekeeperDep, caller: CallerDep
+) -> SearchResponse:
     """Ranked chunks from the caller's collections (what a chat request would retrieve)."""
-    service.admit_search(caller)
+    gatekeeper.admit_search(caller)
     hits = await service.search(caller, body.names(), body.query, top_k=body.top_k, mode=body.mode)
     return SearchResponse(
         query=body.query,

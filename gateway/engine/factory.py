@@ -1,0 +1,15 @@
+"""``start_engine``: the configured engine kind, started."""
+
+from __future__ import annotations
+
+from gateway.config import EngineSettings, ModelSettings
+from gateway.engine.interface import Engine
+
+
+def start_engine(model: ModelSettings, engine: EngineSettings) -> Engine:
+    """Start the engine ``engine.kind`` names (blocking: the caller runs it at start-up)."""
+    if engine.kind == "vllm":
+        from gateway.engine.vllm_engine import VLLMEngine
+
+        return VLLMEngine.start(model, engine)
+    raise ValueError(f"unknown engine kind {engine.kind!r}")  # pragma: no cover - validated

@@ -1,0 +1,249 @@
+"""``ChatEndpoint``: ``/v1/chat/completions``'s part of the pipeline.
+
+Its own checks, its prompt (the conversation under the policy, with sources when
+retrieval runs) and its response shapes (a completion object, or chunks as OpenAI
+streams them). Everything else is the pipeline's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from gateway.config import LimitSettings
+from gateway.engine.interface import GenerationOutput, TokenLogprob
+from gateway.errors import InvalidRequestError, UnsupportedParameterError
+from gateway.pipeline.chat_prompt import ChatPrompt
+from gateway.pipeline.endpoint import Prepared, Rendered, RenderInput
+from gateway.pipeline.merge import ChoiceAccumulator
+from gateway.protocol.chat import (
+    UNSUPPORTED_CHAT_PARAMS,
+    ChatCitation,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    ChoiceDelta,
+    TextContentPart,
+)
+from gateway.protocol.common import Usage
+from gateway.protocol.logprobs import ChatLogprobs, ChatTokenLogprob, TopLogprob
+from gateway.rag.grounding import RagPlan, last_user_turn, plan_for
+from gateway.serving.generation_params import SamplingFields, refuse_unsupported
+from gateway.serving.sse import DONE, event
+from gateway.serving.usage import finish_reason
+from gateway.tenancy.directory import Route
+from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
+
+
+class ChatEndpoint:
+    name = "chat"
+    id_prefix = "chatcmpl"
+    default_max_tokens = None
+
+    def __init__(self, request: ChatCompletionRequest) -> None:
+        self.request = request
+        self.model = request.model
+        self.stream = bool(request.stream)
+        self.max_tokens = request.max_completion_tokens or request.max_tokens
+        self.n = request.n or 1
+        self.include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        self._max_tokens_param = (
+            "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        )
+        self._messages: list[dict[str, str]] = []
+
+    def check(self, limits: LimitSettings) -> None:
+        request = self.request
+        refuse_unsupported(request, UNSUPPORTED_CHAT_PARAMS)
+        _check_defaults_only(request)
+        if len(request.messages) > limits.max_messages:
+            raise InvalidRequestError(
+                f"At most {limits.max_messages} messages are allowed.", param="messages"
+            )
+        if request.top_logprobs is not None and not request.logprobs:
+            raise InvalidRequestError(
+                "top_logprobs requires logprobs to be true.", param="top_logprobs"
+            )
+        if request.stream_options is not None and not request.stream:
+            raise InvalidRequestError(
+                "stream_options is only allowed when stream is true.", param="stream_options"
+            )
+        self._messages = template_messages(request.messages)
+
+    def check_route(self, route: Route) -> None:
+        pass
+
+    def sampling(self) -> SamplingRequest:
+        r = self.request
+        return SamplingRequest(r.temperature, r.top_p, self.max_tokens, self._max_tokens_param)
+
+    def rag_plan(self, policy: Policy) -> RagPlan | None:
+        return plan_for(self.request.rag, policy.rag)
+
+    def query(self) -> str:
+        return last_user_turn(self._messages)
+
+    def prompt_param(self) -> str:
+        return "messages"
+
+    def render(self, work: RenderInput) -> Rendered:
+        prompt = ChatPrompt(
+            work.renderer,
+            work.route.policy,
+            self._messages,
+            tenant=work.tenant,
+            model=work.route.reported_id,
+        )
+        if work.hits is None:
+            return Rendered([prompt.render()])
+        ids, citations = prompt.render_grounded(
+            work.hits, room=work.room, context_tokens=work.context_tokens
+        )
+        return Rendered([ids], citations=citations)
+
+    def sampling_fields(self, bounded: BoundedSampling) -> SamplingFields:
+        r = self.request
+        return SamplingFields(
+            n=r.n,
+            temperature=bounded.temperature,
+            top_p=bounded.top_p,
+            max_tokens=bounded.max_tokens,
+            stop=r.stop,
+            seed=r.seed,
+            presence_penalty=r.presence_penalty,
+            frequency_penalty=r.frequency_penalty,
+            logprobs=(r.top_logprobs or 0) if r.logprobs else None,
+            response_format=r.response_format,
+            max_tokens_param=self._max_tokens_param,
+            extensions=r,
+        )
+
+    # ------------------------------------------------------------------ responses
+
+    def response_body(self, prepared: Prepared, outputs: ChoiceAccumulator) -> str:
+        want_logprobs = bool(self.request.logprobs)
+        choices = []
+        for c in outputs.choices(0):
+            logprobs = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
+            choices.append(
+                ChatCompletionChoice(
+                    index=c.index,
+                    message=ChatCompletionMessage(content=c.text),
+                    logprobs=logprobs if want_logprobs else None,
+                    finish_reason=finish_reason(c.finish_reason or "stop"),
+                )
+            )
+        body = ChatCompletionResponse(
+            id=prepared.id,
+            created=prepared.created,
+            model=prepared.model,
+            choices=choices,
+            usage=prepared.usage(),
+            citations=prepared.rendered.citations,
+        )
+        return body.json_body()
+
+    async def events(
+        self, prepared: Prepared, outputs: AsyncIterator[tuple[int, GenerationOutput]]
+    ) -> AsyncIterator[str]:
+        """Role chunks, content chunks, one finish chunk per choice (the last of them
+        carries ``citations`` when retrieval ran), the usage chunk if asked, DONE.
+
+        Each choice's role chunk goes out with its first output, as vLLM and OpenAI do:
+        a client's time to first token then means a token, not just our headers.
+        """
+        exclude = set() if self.include_usage else {"usage"}
+        citations = prepared.rendered.citations
+
+        def chunk(
+            choices: list[ChatCompletionChunkChoice],
+            usage: Usage | None = None,
+            cited: list[ChatCitation] | None = None,
+        ) -> str:
+            body = ChatCompletionChunk(
+                id=prepared.id,
+                created=prepared.created,
+                model=prepared.model,
+                choices=choices,
+                usage=usage,
+                citations=cited,
+            )
+            return event(body, exclude=exclude if cited is not None else exclude | {"citations"})
+
+        want_logprobs = bool(self.request.logprobs)
+        announced: set[int] = set()
+        finished = 0
+        async for _, out in outputs:
+            for c in out.choices:
+                if c.index not in announced:
+                    announced.add(c.index)
+                    role = ChoiceDelta(role="assistant", content="")
+                    yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
+                if c.text or c.logprobs:
+                    lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
+                    yield chunk(
+                        [
+                            ChatCompletionChunkChoice(
+                                index=c.index,
+                                delta=ChoiceDelta(content=c.text),
+                                logprobs=lp if want_logprobs else None,
+                            )
+                        ]
+                    )
+                if c.finish_reason:
+                    finished += 1
+                    done = ChatCompletionChunkChoice(
+                        index=c.index,
+                        delta=ChoiceDelta(),
+                        finish_reason=finish_reason(c.finish_reason),
+                    )
+                    yield chunk([done], cited=citations if finished == prepared.n else None)
+        if self.include_usage:
+            yield chunk([], prepared.usage())
+        yield DONE
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """OpenAI messages to the plain role/content dicts chat templates expect."""
+    rendered = []
+    for i, m in enumerate(messages):
+        if m.role == "tool" or m.tool_calls is not None or m.tool_call_id is not None:
+            raise UnsupportedParameterError(f"messages[{i}].tool_calls", "tool calling")
+        if isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if not isinstance(part, TextContentPart):
+                    raise InvalidRequestError(
+                        "Only text content parts are supported by this model.",
+                        param=f"messages[{i}].content[{j}]",
+                    )
+        role = "system" if m.role == "developer" else m.role
+        rendered.append({"role": role, "content": m.text()})
+    return rendered
+
+
+def _check_defaults_only(request: ChatCompletionRequest) -> None:
+    if request.modalities is not None and request.modalities != ["text"]:
+        raise UnsupportedParameterError("modalities", "only ['text'] is available")
+    if request.service_tier not in (None, "auto", "default"):
+        raise UnsupportedParameterError("service_tier")
+    if request.store:
+        raise UnsupportedParameterError("store", "this server does not store completions")
+    if request.metadata is not None:
+        raise UnsupportedParameterError("metadata", "metadata is only used with store")
+
+
+def _chat_logprobs(items: tuple[TokenLogprob, ...]) -> list[ChatTokenLogprob]:
+    return [
+        ChatTokenLogprob(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=list(t.token.encode()),
+            top_logprobs=[
+                TopLogprob(token=tok, logprob=lp, bytes=list(tok.encode())) for tok, lp in t.top
+            ],
+        )
+        for t in items
+    ]

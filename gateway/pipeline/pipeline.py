@@ -1,0 +1,187 @@
+"""``GenerationPipeline``: every chat and completion request, top to bottom.
+
+    check (cheap caps) -> admit (in-flight slot, request + token budget)
+      -> resolve model -> apply policy -> retrieve (optional)
+      -> render prompt (in a thread) -> exact token reservation
+      -> generate -> account (on leaving the admission block)
+
+The HTTP layer calls ``start``: it returns once every refusal has happened (so they are
+plain HTTP errors) with the ``Prepared`` request and the engine's output stream; the
+admission is held until that stream ends or is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
+
+from gateway.config import LimitSettings, RetrievalSettings
+from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
+from gateway.model_catalog import ModelCatalog
+from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
+from gateway.pipeline.merge import ChoiceAccumulator, merged
+from gateway.rag.service import RetrievalService
+from gateway.serving.generation_params import build_generation_params
+from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.directory import Caller, Route
+from gateway.tenancy.gatekeeper import Gatekeeper, Ticket
+from gateway.tenancy.policy import BoundedSampling
+from retrieval import SearchHit
+
+Output = tuple[int, GenerationOutput]
+
+
+@dataclass
+class Started:
+    """A request past every refusal: what it is, and its outputs as they come."""
+
+    prepared: Prepared
+    _steps: AsyncGenerator[Prepared | Output, None]
+
+    async def outputs(self) -> AsyncIterator[Output]:
+        """(prompt index, output) pairs; closing this releases the request's admission."""
+        try:
+            async for step in self._steps:
+                yield cast(Output, step)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self._steps.aclose()
+
+    async def collect(self) -> ChoiceAccumulator:
+        acc = ChoiceAccumulator(len(self.prepared.generations), self.prepared.n)
+        async for p, out in self.outputs():
+            acc.add(p, out)
+        return acc
+
+
+class GenerationPipeline:
+    """Built once at start-up; holds no per-request state."""
+
+    def __init__(
+        self,
+        gatekeeper: Gatekeeper,
+        catalog: ModelCatalog,
+        generator: Generator,
+        renderer: PromptRenderer,
+        retrieval: RetrievalService,
+        limits: LimitSettings,
+        retrieval_settings: RetrievalSettings,
+    ) -> None:
+        self._gatekeeper = gatekeeper
+        self._catalog = catalog
+        self._generator = generator
+        self._renderer = renderer
+        self._retrieval = retrieval
+        self._limits = limits
+        self._completion_reserve = retrieval_settings.completion_reserve
+        self._context_tokens = retrieval_settings.context_tokens
+
+    async def start(self, caller: Caller, endpoint: Endpoint) -> Started:
+        steps = self._run(caller, endpoint)
+        prepared = await anext(steps)
+        assert isinstance(prepared, Prepared)
+        return Started(prepared, steps)
+
+    async def _run(
+        self, caller: Caller, endpoint: Endpoint
+    ) -> AsyncGenerator[Prepared | Output, None]:
+        endpoint.check(self._limits)
+        # Before tokenizing, only the completion budget the client named is known.
+        early = endpoint.n * (endpoint.max_tokens or endpoint.default_max_tokens or 0)
+        async with self._gatekeeper.admit(caller, early) as ticket:
+            route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
+            endpoint.check_route(route)
+            bounded = route.policy.bound_sampling(endpoint.sampling())
+            hits = await self._retrieve(caller, endpoint, route)
+            work = RenderInput(
+                self._renderer,
+                route,
+                caller.label,
+                hits,
+                room=self._prompt_room(route, bounded),
+                context_tokens=self._context_tokens,
+            )
+            rendered = await asyncio.to_thread(endpoint.render, work)
+            prepared = self._prepare(endpoint, route, bounded, rendered, ticket)
+            yield prepared
+            ticket.engine_start()
+            async for p, out in merged(self._generator.generate, prepared.generations):
+                for choice in out.choices:
+                    ticket.produced(len(choice.token_ids))
+                ticket.schedule_wait(out.schedule_wait_seconds)
+                if out.cached_tokens:
+                    prepared.cached_tokens[p] = out.cached_tokens
+                yield p, out
+
+    async def _retrieve(
+        self, caller: Caller, endpoint: Endpoint, route: Route
+    ) -> Sequence[SearchHit] | None:
+        plan = endpoint.rag_plan(route.policy)
+        if plan is None:
+            return None
+        return await self._retrieval.search(
+            caller,
+            plan.collections,
+            endpoint.query(),
+            top_k=plan.top_k,
+            mode=plan.mode,
+            param_prefix="rag.",
+        )
+
+    def _prompt_room(self, route: Route, bounded: BoundedSampling) -> int:
+        """Tokens the prompt may take with sources: the context minus the completion
+        budget (or ``retrieval.completion_reserve``), at most the policy's cap."""
+        room = self._generator.max_model_len - (bounded.max_tokens or self._completion_reserve)
+        cap = route.policy.config.max_prompt_tokens
+        return room if cap is None else min(room, cap)
+
+    def _prepare(
+        self,
+        endpoint: Endpoint,
+        route: Route,
+        bounded: BoundedSampling,
+        rendered: Rendered,
+        ticket: Ticket,
+    ) -> Prepared:
+        request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
+        fields = endpoint.sampling_fields(bounded)
+        param = endpoint.prompt_param()
+        generations = []
+        for i, ids in enumerate(rendered.prompts):
+            route.policy.check_prompt_tokens(len(ids), param=param)
+            params = build_generation_params(
+                fields,
+                prompt_tokens=len(ids),
+                max_model_len=self._generator.max_model_len,
+                limits=self._limits,
+                default_max_tokens=endpoint.default_max_tokens,
+                prompt_param=param,
+            )
+            if route.policy.stop:
+                params = replace(params, stop=params.stop + route.policy.stop)
+            generations.append(
+                GenerationRequest(
+                    request_id=request_id if len(rendered.prompts) == 1 else f"{request_id}-{i}",
+                    prompt_token_ids=ids,
+                    params=params,
+                    adapter=route.served.adapter,
+                    stream=endpoint.stream,
+                    cache_salt=route.cache_salt,
+                )
+            )
+        ticket.reserve_exact(
+            sum(len(g.prompt_token_ids) for g in generations),
+            sum(g.params.max_tokens * g.params.n for g in generations),
+        )
+        return Prepared(
+            id=request_id,
+            model=route.reported_id,
+            generations=generations,
+            ticket=ticket,
+            rendered=rendered,
+        )
