@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo serve test test-fast check lint format typecheck bench loadtest clean
+.PHONY: install demo serve test test-fast check lint format typecheck imports bench loadtest clean
 LOADTEST_USERS ?= 1,4,8
 LOADTEST_TIME ?= 30s
 
@@ -54,7 +54,10 @@ format: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+imports: install
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports test
 
 bench: install
 	$(PY) -m loadtests.bench_serving

@@ -11,7 +11,9 @@ Hierarchy::
     AdapterError                          base class, never raised itself
     ├── AdapterRequestError               400: the registration request is unusable
     │   ├── InvalidAdapterNameError       name or version breaks the naming rule
-    │   ├── SourceNotAllowedError         path outside the allowed roots, bad protocol
+    │   ├── SourceNotAllowedError         path outside the allowed roots, bad protocol,
+    │   │                                 host on a loopback/private/internal address
+    │   ├── InvalidSourceUriError         a URI fsspec would misread (chained ``a::b``)
     │   ├── SourceUnavailableError        the source cannot be read (missing, I/O)
     │   └── UnsafeArchiveError            archive member escapes, links, bombs, sizes
     ├── AdapterValidationError            422: the adapter's files are not servable
@@ -75,6 +77,14 @@ class SourceNotAllowedError(AdapterRequestError):
     """A source outside what the operator allowed (roots, protocols)."""
 
     default_code = "source_not_allowed"
+    default_param = "source"
+
+
+class InvalidSourceUriError(AdapterRequestError):
+    """A URI that is not one plain location, e.g. an fsspec chain (``https://a::file:///b``)
+    whose inner URL would escape the protocol and root checks."""
+
+    default_code = "invalid_source_uri"
     default_param = "source"
 
 

@@ -12,21 +12,29 @@ import os
 import posixpath
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import fsspec
 
 from adapters.archive import CHUNK, extract_archive, safe_relative_path
+from adapters.credential_redaction import redact_credentials, redact_uri
 from adapters.errors import (
+    InvalidSourceUriError,
     SourceNotAllowedError,
     SourceUnavailableError,
     UnsafeArchiveError,
 )
 from adapters.limits import AdapterLimits
 
+if TYPE_CHECKING:
+    from adapters.public_hosts import HostGuard
+
 LOCAL_PROTOCOLS = frozenset({"file", "local"})
-DEFAULT_PROTOCOLS = frozenset({"s3", "gs", "gcs", "az", "abfs", "hf", "https", "memory"})
+HTTP_PROTOCOLS = frozenset({"http", "https"})
+DEFAULT_PROTOCOLS = frozenset({"s3", "gs", "gcs", "az", "abfs", "hf", "https"})
+"""Remote stores only. ``memory`` is process-wide scratch space (whatever anyone wrote
+there becomes registrable); ``memory``, ``file`` and ``http`` need an explicit opt-in."""
 
 
 class AdapterSource(Protocol):
@@ -129,18 +137,31 @@ class ArchiveSource:
         return extract_archive(archive, unpacked, limits)
 
 
-def _redact(uri: str) -> str:
-    parts = urlsplit(uri)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+def _protocol(uri: str) -> str:
+    """The one protocol of ``uri``. Chained URIs (``a::b``) are refused: fsspec would
+    open the inner URL with the outer one's options, past every check made here."""
+    if "::" in uri:
+        raise InvalidSourceUriError(
+            "Chained URIs (containing '::') are not accepted; give one plain URI "
+            "(and a host name rather than an IPv6 literal)."
+        )
+    return fsspec.core.split_protocol(uri)[0] or "file"
+
+
+def _safe(exc: BaseException) -> str:
+    """A library's error message, which often quotes the whole URI, without secrets."""
+    return redact_credentials(str(exc))
 
 
 class FsspecSource:
-    """An adapter folder (or archive file) behind an fsspec URI: ``s3://``, ``memory://``...
+    """An adapter folder (or archive file) behind an fsspec URI: ``s3://``, ``hf://``...
 
     Only ``allowed_protocols`` are used; ``file://`` additionally needs the path to be
-    under ``allowed_roots``, exactly like ``LocalDirectorySource``. The files are copied
-    into ``workdir`` with the count and byte limits enforced on the bytes received.
+    under ``allowed_roots``, exactly like ``LocalDirectorySource``; ``http(s)://`` only
+    reaches public addresses, after redirects too (``adapters.public_hosts``), unless
+    ``allow_internal_hosts``. The files are copied into ``workdir`` with the count and
+    byte limits enforced on the bytes received. What is stored or reported about the
+    source never carries the URI's credentials.
     """
 
     def __init__(
@@ -150,41 +171,71 @@ class FsspecSource:
         allowed_protocols: Iterable[str] = DEFAULT_PROTOCOLS,
         allowed_roots: Iterable[Path | str] = (),
         storage_options: dict[str, Any] | None = None,
+        allow_internal_hosts: bool = False,
     ) -> None:
         self.uri = uri
         self.allowed_protocols = frozenset(allowed_protocols)
         self.allowed_roots = [Path(r) for r in allowed_roots]
         self.storage_options = storage_options or {}
+        self.allow_internal_hosts = allow_internal_hosts
 
     def describe(self) -> str:
-        return f"uri:{_redact(self.uri)}"
+        return f"uri:{redact_uri(self.uri)}"
 
     def materialize(self, workdir: Path, limits: AdapterLimits) -> Path:
-        protocol = fsspec.core.split_protocol(self.uri)[0] or "file"
+        protocol = _protocol(self.uri)
         if protocol not in self.allowed_protocols:
             raise SourceNotAllowedError(
                 f"The URI protocol {protocol!r} is not allowed; allowed: "
                 f"{sorted(self.allowed_protocols)}."
             )
+        guard = self._guard(protocol)
+        options = {**self.storage_options, **(guard.storage_options() if guard else {})}
         try:
-            fs, root = fsspec.core.url_to_fs(self.uri, **self.storage_options)
+            fs, root = fsspec.core.url_to_fs(self.uri, **options)
         except (ImportError, ValueError, OSError) as exc:
-            raise SourceUnavailableError(f"Cannot open {self.describe()}: {exc}") from None
+            raise SourceUnavailableError(f"Cannot open {self.describe()}: {_safe(exc)}") from None
         if protocol in LOCAL_PROTOCOLS:
             _check_inside_roots(root, self.allowed_roots)
         try:
-            if fs.isfile(root):
-                with fs.open(root, "rb") as remote:
-                    archive = workdir / "archive"
-                    copy_bounded(remote, archive, limits.max_archive_bytes, "The archive")
-                unpacked = workdir / "unpacked"
-                unpacked.mkdir()
-                return extract_archive(archive, unpacked, limits)
-            if not fs.isdir(root):
-                raise SourceUnavailableError(f"Nothing found at {self.describe()}.")
-            return self._copy_folder(fs, root, workdir / "download", limits)
-        except OSError as exc:
-            raise SourceUnavailableError(f"Cannot read {self.describe()}: {exc}") from None
+            return self._fetch(fs, root, workdir, limits)
+        except Exception as exc:
+            if guard is not None:  # a refusal often surfaces as "not found" or I/O error
+                guard.raise_if_refused()
+            if isinstance(exc, OSError | ValueError):
+                message = f"Cannot read {self.describe()}: {_safe(exc)}"
+                raise SourceUnavailableError(message) from None
+            raise
+
+    def _guard(self, protocol: str) -> HostGuard | None:
+        """For ``http(s)``: check the URI's own host now, and every connection later."""
+        if protocol not in HTTP_PROTOCOLS or self.allow_internal_hosts:
+            return None
+        try:  # aiohttp, as fsspec's http(s) itself, is only needed for these URIs
+            from adapters.public_hosts import HostGuard, check_public_host
+        except ImportError:
+            raise SourceUnavailableError(
+                f"{protocol}:// adapter URIs need the aiohttp package on the gateway."
+            ) from None
+        parts = urlsplit(self.uri)
+        try:
+            port = parts.port
+        except ValueError:
+            raise InvalidSourceUriError("The adapter URI has an invalid port.") from None
+        check_public_host(parts.hostname, port, protocol)
+        return HostGuard()
+
+    def _fetch(self, fs: Any, root: str, workdir: Path, limits: AdapterLimits) -> Path:
+        if fs.isfile(root):
+            with fs.open(root, "rb") as remote:
+                archive = workdir / "archive"
+                copy_bounded(remote, archive, limits.max_archive_bytes, "The archive")
+            unpacked = workdir / "unpacked"
+            unpacked.mkdir()
+            return extract_archive(archive, unpacked, limits)
+        if not fs.isdir(root):
+            raise SourceUnavailableError(f"Nothing found at {self.describe()}.")
+        return self._copy_folder(fs, root, workdir / "download", limits)
 
     def _copy_folder(self, fs: Any, root: str, dest: Path, limits: AdapterLimits) -> Path:
         listing = fs.find(root, detail=True, withdirs=False)

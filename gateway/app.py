@@ -25,6 +25,7 @@ from gateway.engine.factory import start_engine
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
+from gateway.openapi_docs import docs_app_arguments
 from gateway.playground import routes as playground
 from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
@@ -100,7 +101,12 @@ def create_app(
             registry.close()
 
     gateway_metrics = metrics or GatewayMetrics(enabled=settings.metrics.enabled)
-    app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="loragate",
+        version="0.1.0",
+        lifespan=lifespan,
+        **docs_app_arguments(settings.server.docs, "loragate"),
+    )
     error_handlers.install(app)
     for router in (
         chat.router,

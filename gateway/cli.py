@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
-from gateway.config import Settings
+from gateway.config import ServerSettings, Settings
 from gateway.config_reload import describe
 from gateway.logging_setup import configure_logging
 from gateway.rag.commands import add_rag_parser
@@ -43,14 +43,38 @@ def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return server
 
 
+def with_server_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with the command line's ``--host``/``--port``, validated again: the
+    server section as a whole, then "no keys means loopback only" on the address that
+    will actually be bound, not the file's. (``model_copy(update=...)`` alone validates
+    nothing; validating all of ``Settings`` again would let ``LORAGATE_SERVER__*``
+    override the command line.)"""
+    if not overrides:
+        return settings
+    server = ServerSettings.model_validate({**settings.server.model_dump(), **overrides})
+    server.check_open_access(settings.tenancy())
+    return settings.model_copy(update={"server": server})
+
+
+def print_config_errors(path: Path, exc: Exception) -> None:
+    """Each error with the path to its field, or a YAML line and column; never a value
+    from the file (pydantic's own text quotes them, and a secret may be one)."""
+    if isinstance(exc, ValidationError):
+        print(f"{path}: {exc.error_count()} error(s)", file=sys.stderr)
+        for line in describe(exc).split("; "):
+            print(f"  {line}", file=sys.stderr)
+    else:
+        print(f"{path}: {exc}", file=sys.stderr)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.load(args.config)
+        settings = with_server_overrides(Settings.load(args.config), _server_overrides(args))
     except (ValidationError, ValueError, OSError) as exc:
-        print(f"loragate: invalid configuration {args.config}:\n{exc}", file=sys.stderr)
+        print("loragate: not starting, the configuration is invalid:", file=sys.stderr)
+        print_config_errors(args.config, exc)
         return 2
-    server = settings.server.model_copy(update=_server_overrides(args))
-    _serve(settings.model_copy(update={"server": server}), args.config)
+    _serve(settings, args.config)
     return 0
 
 
@@ -58,13 +82,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate a config file; print each error with the path to the bad field."""
     try:
         settings = Settings.load(args.file)
-    except ValidationError as exc:
-        print(f"{args.file}: {exc.error_count()} error(s)", file=sys.stderr)
-        for line in describe(exc).split("; "):
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+    except (ValidationError, ValueError, OSError) as exc:
+        print_config_errors(args.file, exc)
         return 1
     tenancy = settings.tenancy()
     keys = sum(len(t.keys) for t in tenancy.tenants.values()) + len(tenancy.admin.keys)

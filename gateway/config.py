@@ -6,6 +6,8 @@ refuse settings that would serve wrongly rather than fail later inside the engin
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,9 +88,148 @@ class VLLMEngineSettings(Section):
         return self
 
 
-EngineSettings = Annotated[VLLMEngineSettings, Field(discriminator="kind")]
+class ReplicaSettings(Section):
+    """One vLLM OpenAI server, with its own API key (else the engine's)."""
+
+    url: str = Field(description="Base URL, e.g. http://10.0.0.5:8000 (no /v1).")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding this replica's --api-key."
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="File holding this replica's --api-key (a mounted secret)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = value.rstrip("/")
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url) or url.endswith("/v1"):
+            raise ValueError("must be an http(s) base URL without /v1, e.g. http://10.0.0.5:8000")
+        return url
+
+    @model_validator(mode="after")
+    def _key_source(self) -> ReplicaSettings:
+        check_api_key_source(self.api_key_env, self.api_key_file)
+        return self
+
+    def api_key(self, default: SecretStr | None = None) -> SecretStr | None:
+        """The key read now from the environment or the file (never logged)."""
+        return read_api_key(self.api_key_env, self.api_key_file) or default
+
+
+def check_api_key_source(env: str | None, file: Path | None) -> None:
+    if env is not None and file is not None:
+        raise ValueError("set api_key_env or api_key_file, not both")
+    if env is not None and not os.environ.get(env):
+        raise ValueError(f"the environment variable {env} (api_key_env) is not set")
+    if file is not None and not file.is_file():
+        raise ValueError(f"api_key_file {file} is not a readable file")
+
+
+def read_api_key(env: str | None, file: Path | None) -> SecretStr | None:
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+    elif file is not None:
+        value = file.read_text().strip()
+    else:
+        return None
+    return SecretStr(value) if value else None
+
+
+class RemoteEngineSettings(Section):
+    """``engine.kind: remote``: vLLM OpenAI servers (``vllm serve``) the gateway fronts.
+
+    Replicas run with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=1``, serve
+    the same base model as ``model.path`` (the gateway tokenizes) and read adapter files
+    at the paths the gateway's registry holds them (a shared folder or volume).
+    """
+
+    kind: Literal["remote"] = "remote"
+    replicas: list[ReplicaSettings] = Field(
+        default=[], description="Replicas by URL (strings or {url, api_key_env, api_key_file})."
+    )
+    dns_name: str | None = Field(
+        default=None,
+        description="A name re-resolved every dns_refresh_seconds; each address is a replica "
+        "(a Kubernetes headless Service).",
+    )
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of dns_name's replicas.")
+    scheme: Literal["http", "https"] = Field(default="http", description="Of dns_name's replicas.")
+    dns_refresh_seconds: float = Field(default=10.0, gt=0)
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the replicas' --api-key."
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="File holding the replicas' --api-key (a mounted secret)."
+    )
+    served_model_name: str | None = Field(
+        default=None,
+        description="The base model's id on the replicas (default: read from their /v1/models).",
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Default: read from the replicas' /v1/models."
+    )
+    max_loras: int = Field(default=4, ge=1, description="The replicas' --max-loras.")
+    max_cpu_loras: int | None = Field(
+        default=None, description="The replicas' --max-cpu-loras (adapters one replica caches)."
+    )
+    max_lora_rank: int = Field(default=16, description="The replicas' --max-lora-rank.")
+    max_replicas_per_adapter: int = Field(
+        default=2, ge=1, description="Most replicas one adapter's requests spread to."
+    )
+    spill_threshold: int = Field(
+        default=8,
+        ge=1,
+        description="Requests of one adapter in flight on a replica before new ones spill "
+        "to its next replica (bounded by max_replicas_per_adapter).",
+    )
+    connect_timeout: float = Field(default=3.0, gt=0)
+    first_token_timeout: float = Field(
+        default=120.0, gt=0, description="Longest wait for a request's first stream event."
+    )
+    read_timeout: float = Field(
+        default=60.0, gt=0, description="Longest silence between two stream events."
+    )
+    request_timeout: float = Field(default=900.0, gt=0, description="Whole request, at most.")
+    admin_timeout: float = Field(
+        default=60.0, gt=0, description="Adapter load/unload and /v1/models calls."
+    )
+    health_interval: float = Field(default=5.0, gt=0, description="Seconds between probes.")
+    health_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _urls_as_replicas(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank_supported(cls, value: int) -> int:
+        if value not in VLLM_LORA_RANKS:
+            raise ValueError(f"must be one of {VLLM_LORA_RANKS}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RemoteEngineSettings:
+        if not self.replicas and self.dns_name is None:
+            raise ValueError("engine.kind remote needs replicas, dns_name, or both")
+        urls = [r.url for r in self.replicas]
+        if len(set(urls)) != len(urls):
+            raise ValueError("a replica URL is listed twice")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError("max_cpu_loras must be >= max_loras")
+        check_api_key_source(self.api_key_env, self.api_key_file)
+        return self
+
+    def api_key(self) -> SecretStr | None:
+        return read_api_key(self.api_key_env, self.api_key_file)
+
+
+EngineSettings = Annotated[VLLMEngineSettings | RemoteEngineSettings, Field(discriminator="kind")]
 """The engine kinds, told apart by ``engine.kind`` (a union as kinds are added)."""
-ENGINE_KINDS = ("vllm",)
+ENGINE_KINDS = ("vllm", "remote")
 
 
 class AdapterSettings(Section):
@@ -104,7 +245,7 @@ class AdapterSettings(Section):
 
 
 MIB = 1024 * 1024
-DEFAULT_URI_PROTOCOLS = ("s3", "gs", "gcs", "az", "abfs", "hf", "https", "memory")
+DEFAULT_URI_PROTOCOLS = ("s3", "gs", "gcs", "az", "abfs", "hf", "https")
 MIN_ADMIN_KEY_LENGTH = 16
 
 
@@ -122,7 +263,14 @@ class RegistrySettings(Section):
     )
     allowed_protocols: list[str] = Field(
         default=list(DEFAULT_URI_PROTOCOLS),
-        description="fsspec protocols the admin API may register adapters from.",
+        description="fsspec protocols the admin API may register adapters from. `memory` "
+        "(process-wide scratch space), `file` and `http` are not in the default.",
+    )
+    allow_internal_hosts: bool = Field(
+        default=False,
+        description="http(s) adapter URIs may reach loopback, private, link-local and "
+        "reserved addresses (an internal artifact server). This also opens this machine's "
+        "own services and a cloud metadata endpoint to whoever holds an admin key.",
     )
     base_match: Literal["name", "shapes"] = Field(
         default="name",
@@ -162,8 +310,24 @@ class AdminSettings(Section):
         return value
 
 
+def is_loopback_host(host: str) -> bool:
+    """True only for ``localhost`` and loopback addresses: nothing else on the network can
+    connect there. Wildcards (``0.0.0.0``, ``::``, empty), other names and addresses are
+    reachable from other machines."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ServerSettings(Section):
-    host: str = "127.0.0.1"
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to bind. Without tenants or admin keys, only a loopback one "
+        "(unless allow_open_access).",
+    )
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = Field(default=False, description="One JSON object per log line.")
@@ -171,6 +335,28 @@ class ServerSettings(Section):
         default=False,
         description="Serve without API keys on a non-loopback address (no tenants defined).",
     )
+    docs: Literal["off", "admin", "open"] = Field(
+        default="off",
+        description="/openapi.json, /docs and /redoc: not served (off), with the admin key "
+        "(admin), or to anyone (open). They describe every route, the admin API's too.",
+    )
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    def check_open_access(self, tenancy: TenancyConfig) -> None:
+        """Without tenants or admin keys anyone may call the gateway, so it must be bound
+        to a loopback address unless ``allow_open_access``. Run on the settings as loaded
+        and again on the address actually bound (``loragate serve --host``)."""
+        if tenancy.enabled or self.is_loopback or self.allow_open_access:
+            return
+        raise ValueError(
+            f"server.host {self.host} is reachable from other machines but no tenants or "
+            "admin keys are configured, so anyone could call it without a key; add "
+            "tenants, bind a loopback address (127.0.0.1), or set "
+            "server.allow_open_access: true"
+        )
 
 
 class MetricsSettings(Section):
@@ -311,14 +497,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe_access(self) -> Settings:
-        self.tenancy()  # cross-field checks: key ids, prompt references
-        loopback = self.server.host in ("127.0.0.1", "localhost", "::1")
-        if not self.tenants and not loopback and not self.server.allow_open_access:
-            raise ValueError(
-                f"server.host {self.server.host} is reachable from other machines but no "
-                "tenants (API keys) are configured; add tenants or set "
-                "server.allow_open_access: true"
-            )
+        tenancy = self.tenancy()  # cross-field checks: key ids, prompt references
+        self.server.check_open_access(tenancy)
         return self
 
     @model_validator(mode="after")
@@ -344,11 +524,50 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: the top level must be a mapping")
-            data = loaded
+        """Read ``path`` (YAML), apply ``overrides`` (whole sections) and validate.
+
+        Raises ``ConfigFileError`` when the file is not a YAML mapping of sections,
+        pydantic's ``ValidationError`` when a field is wrong, ``OSError`` when unreadable.
+        """
+        data = read_config_file(Path(path)) if path is not None else {}
         data.update(overrides)
         return cls(**data)
+
+
+class ConfigFileError(ValueError):
+    """The config file is not a YAML mapping of section names.
+
+    The message gives the line and column of a YAML error but never the text there:
+    the offending line may hold a secret (an ``api_key``), and this message reaches
+    the admin API's error body, the console and logs.
+    """
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _yaml_error(exc: yaml.YAMLError) -> ConfigFileError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    # PyYAML quotes bits of the document in its problem text (an alias, a character).
+    detail = f": {_QUOTED.sub('...', problem)}" if isinstance(problem, str) else ""
+    return ConfigFileError(f"invalid YAML{where}{detail}")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping, each key a section name (a string)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigFileError("the top level must be a mapping of sections (model:, server:...)")
+    for key in loaded:
+        if not isinstance(key, str):
+            raise ConfigFileError(
+                f"top-level keys must be section names; found a key of type {type(key).__name__}"
+            )
+    return loaded

@@ -2,7 +2,9 @@
 
 One handler (``gateway.api.error_handlers``) renders every one of them as the body
 OpenAI sends, ``{"error": {"message", "type", "param", "code"}}``; a failure during a
-stream is sent as one such event followed by ``data: [DONE]``.
+stream is sent as one such event followed by ``data: [DONE]``. The libraries' errors
+are mapped onto this tree where they enter the gateway (``gateway.rag.errors``,
+``gateway.adapter_runtime.errors``).
 
     GatewayError                      500 internal_error
     ├── InvalidRequestError           400 invalid_request_error
@@ -12,6 +14,7 @@ stream is sent as one such event followed by ``data: [DONE]``.
     ├── PermissionDeniedError         403 permission_error
     ├── NotFoundError                 404 invalid_request_error
     │   └── ModelNotFoundError        404 invalid_request_error  (code: model_not_found)
+    ├── ConflictError                 409 invalid_request_error  (the state forbids it)
     ├── PayloadTooLargeError          413 invalid_request_error
     ├── RateLimitError                429 rate_limit_error
     ├── EngineUnavailableError        503 service_unavailable
@@ -88,6 +91,12 @@ class ModelNotFoundError(NotFoundError):
         # only invisible to this caller: nothing about other tenants can be learnt.
         super().__init__("The model does not exist or you do not have access to it.", param="model")
         self.model = model
+
+
+class ConflictError(GatewayError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class PayloadTooLargeError(GatewayError):

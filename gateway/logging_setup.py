@@ -2,6 +2,12 @@
 
 What the gateway logs never contains API keys, prompts or policy text: code logs ids,
 counts and timings only (``tests/test_tenancy_api.py`` captures logs and checks).
+
+Libraries are another matter: at debug level fsspec logs every URL it fetches, with the
+``user:password@`` and ``?token=`` of an adapter URI, and urllib3, httpx or botocore
+log URLs and headers. So their loggers never go below WARNING, and every record the
+handler writes goes through ``CredentialFilter`` first
+(``tests/test_security_adapter_uris.py`` checks both).
 """
 
 from __future__ import annotations
@@ -9,13 +15,62 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import IO
 
+from adapters.credential_redaction import redact_credentials
 from gateway.request_context import request_id_var
+
+QUIET_LIBRARIES = (
+    "fsspec",
+    "aiohttp",
+    "urllib3",
+    "requests",
+    "httpx",
+    "httpcore",
+    "huggingface_hub",
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "aiobotocore",
+    "s3fs",
+    "gcsfs",
+    "google.auth",
+    "adlfs",
+    "azure",
+)
+"""Loggers of the storage and HTTP libraries adapters are fetched with: their debug and
+info lines quote URLs and headers, credentials included."""
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        return True
+
+
+class CredentialFilter(logging.Filter):
+    """Masks credentials (URI user info, query values, auth headers, ``password=``...) in
+    the message and traceback of every record, whichever logger made it.
+
+    On a handler, it sees records from all loggers (a logger's own filters only see
+    that logger's records); it rewrites the record itself, so handlers after it, and
+    formatters that read ``exc_text``, get the masked text too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message, formatted = record.getMessage(), True
+        except Exception:  # bad arguments: logging's own error report would print them
+            message, formatted = f"{record.msg!s} (unformattable log arguments)", False
+        masked = redact_credentials(message)
+        if masked != message or not formatted:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_credentials(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_credentials(record.stack_info)
         return True
 
 
@@ -34,9 +89,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
-def configure_logging(level: str = "info", json_lines: bool = False) -> None:
-    handler = logging.StreamHandler()
+def configure_logging(
+    level: str = "info", json_lines: bool = False, stream: IO[str] | None = None
+) -> None:
+    """One handler on the root logger (``stream``, default stderr) for everything."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(CredentialFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
@@ -46,6 +105,9 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet = max(logging.WARNING, root.level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from adapters.errors import AdapterNotFoundError
+from adapters.errors import AdapterNotFoundError, BaseModelMismatchError
 from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.registry import AdapterRegistry
 from gateway.engine.interface import AdapterRef
@@ -48,7 +48,9 @@ class ModelCatalog:
             return ServedModel(id=model)
         try:
             entry = self._registry.resolve(model)
-        except AdapterNotFoundError:
+        except (AdapterNotFoundError, BaseModelMismatchError):
+            # Validated for another base model: this gateway cannot serve it (the
+            # registry's own 422 is for the admin API, not for a client's request).
             raise ModelNotFoundError(model) from None
         return ServedModel(id=model, adapter=engine_ref(entry))
 

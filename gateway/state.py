@@ -11,7 +11,7 @@ from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
-from gateway.admin.auth import AdminGuard
+from gateway.tenancy.admin_guard import AdminGuard
 from gateway.config import Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics

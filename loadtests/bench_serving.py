@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 import yaml
 
+from gateway.engine.dtype import choose_dtype
+
 MODEL_ID = "smollm2-135m-instruct"
 ENGINE = {"max_model_len": 2048, "max_loras": 2, "max_lora_rank": 8, "kv_cache_gib": 2}
 
@@ -52,13 +54,26 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
     raise RuntimeError(f"server not ready: {url}")
 
 
+def own_cores(index: int, of: int = 2) -> dict[str, str]:
+    """The environment that binds engine ``index`` (of ``of`` running at once) to its own
+    share of the cores. vLLM's automatic binding would pin every engine's worker to the
+    same core; two engines up at once must not share one."""
+    cores = os.cpu_count() or 1
+    if cores < of:
+        return dict(os.environ)
+    share = cores // of
+    first = index * share
+    bind = str(first) if share == 1 else f"{first}-{first + share - 1}"
+    return {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": bind}
+
+
 def start_vllm(
-    base: Path, adapters: dict[str, Path], port: int, log: Path
+    base: Path, adapters: dict[str, Path], port: int, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(base), "--served-model-name", MODEL_ID,
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", choose_dtype("auto").dtype,
         "--max-model-len", str(ENGINE["max_model_len"]),
         "--enable-lora", "--max-loras", str(ENGINE["max_loras"]),
         "--max-lora-rank", str(ENGINE["max_lora_rank"]),
@@ -66,7 +81,7 @@ def start_vllm(
         "--disable-uvicorn-access-log", "--seed", "0",
         "--lora-modules", *[f"{name}={path}" for name, path in adapters.items()],
     ]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
 def start_gateway(
@@ -77,6 +92,7 @@ def start_gateway(
     log: Path,
     *,
     metrics: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
@@ -90,7 +106,7 @@ def start_gateway(
     path = workdir / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)]
-    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
 def run_client(
@@ -150,14 +166,22 @@ def main() -> int:
                     Path(tmp) / name,
                     args.out / f"gateway-metrics-{name}.log",
                     metrics=name == "on",
+                    env=own_cores(i),
                 )
-                for name in (a, b)
+                for i, name in enumerate((a, b))
             }
         else:
             servers = {
-                a: start_vllm(kit.base_dir, kit.adapters, ports[a], args.out / "vllm.log"),
+                a: start_vllm(
+                    kit.base_dir, kit.adapters, ports[a], args.out / "vllm.log", own_cores(0)
+                ),
                 b: start_gateway(
-                    kit.base_dir, kit.adapters, ports[b], Path(tmp) / "gw", args.out / "gw.log"
+                    kit.base_dir,
+                    kit.adapters,
+                    ports[b],
+                    Path(tmp) / "gw",
+                    args.out / "gw.log",
+                    env=own_cores(1),
                 ),
             }
         for proc in servers.values():

@@ -166,6 +166,21 @@ def warn_unserved_models(url: str, scenario: Scenario) -> None:
         )
 
 
+DEMO_KEY_ENV = {"acme": "LORAGATE_DEMO_ACME_KEY", "globex": "LORAGATE_DEMO_GLOBEX_KEY"}
+
+
+def export_demo_keys() -> None:
+    """The demo's tenant keys (made on its first run, kept in its cache) into the
+    environment variables the demo scenario names (``api_key_env``); inherited by the
+    Locust processes."""
+    from adapters.demo_kit import default_cache_dir
+    from gateway.demo.keys import load_or_create_keys
+
+    keys = load_or_create_keys(default_cache_dir())
+    for role, var in DEMO_KEY_ENV.items():
+        os.environ.setdefault(var, keys.key(role))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.run",
@@ -202,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server_cmd and "{port}" not in args.server_cmd and args.port is None:
         parser.error("--server-cmd without {port} needs --port")
+    if args.start == "demo":
+        export_demo_keys()
     try:
         scenario = load_scenario(args.scenario)  # fail here, not in every step
     except (ValueError, OSError) as exc:

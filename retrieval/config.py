@@ -21,6 +21,14 @@ class RetrievalConfig:
     """Tokens repeated from the end of one chunk at the start of the next (same section)."""
     max_file_bytes: int = 20 * 1024 * 1024
     """Files larger than this are rejected with ``FileTooLargeError``."""
+    pdf_max_pages: int = 2_000
+    """PDFs with more pages are rejected with ``ExtractionLimitError``."""
+    pdf_max_content_bytes: int = 50 * 1024 * 1024
+    """Most decompressed page content (form XObjects counted each time drawn) one PDF
+    may make the extractor parse; pypdf parses ~0.4 MB/s, so this is ~2 min of work."""
+    pdf_max_inflation: int = 100
+    """PDF content may also decompress to at most this many times the file's size
+    (beyond the first MiB): the zip-bomb ratio test. Real PDFs measured 0.6-4x."""
     embed_batch_size: int = 64
     hnsw_threshold: int = 50_000
     """Collections with at least this many chunks use HNSW; smaller ones exact search."""
@@ -48,6 +56,8 @@ class RetrievalConfig:
             raise ValueError("chunk_overlap must be >= 0 and under half of chunk_tokens")
         if self.max_file_bytes <= 0 or self.embed_batch_size <= 0:
             raise ValueError("max_file_bytes and embed_batch_size must be positive")
+        if min(self.pdf_max_pages, self.pdf_max_content_bytes, self.pdf_max_inflation) <= 0:
+            raise ValueError("the pdf_max_* limits must be positive")
         if self.hnsw_threshold <= 0 or self.hnsw_m < 4:
             raise ValueError("hnsw_threshold must be positive and hnsw_m at least 4")
         if self.keep_versions < 2:

@@ -10,6 +10,8 @@ statuses with one handler per base class (client mistakes vs. server state)::
     │   ├── FileTooLargeError            over the configured byte limit
     │   ├── BinaryFileError              declared as text but holds binary data
     │   ├── CorruptDocumentError         cannot be parsed (broken PDF, encrypted PDF, ...)
+    │   ├── ExtractionLimitError         would cost more than the configured limits
+    │   │                                (a PDF bomb: too many pages, too much content)
     │   └── EmptyDocumentError           no extractable text
     ├── InvalidCollectionNameError   a collection name that is not a safe directory name
     ├── CollectionNotFoundError      no such collection
@@ -59,6 +61,13 @@ class BinaryFileError(DocumentRejectedError):
 
 class CorruptDocumentError(DocumentRejectedError):
     """The file could not be parsed (damaged or encrypted PDF, broken encoding...)."""
+
+
+class ExtractionLimitError(DocumentRejectedError):
+    """Extracting the file would exceed a configured limit: a PDF with more pages than
+    ``RetrievalConfig.pdf_max_pages`` or content that decompresses past the PDF
+    content budget (a decompression bomb). Small files can be expensive; the byte
+    limit alone cannot catch them."""
 
 
 class EmptyDocumentError(DocumentRejectedError):

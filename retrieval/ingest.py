@@ -28,12 +28,14 @@ from retrieval.errors import (
     SourceUnavailableError,
 )
 from retrieval.extraction import EXTENSIONS, extract, media_type_for
+from retrieval.pdf_text import PdfLimits
 from retrieval.records import Chunk, DocumentInfo, IngestResult, IngestStatus
 
 OnError = Literal["raise", "skip"]
 
-EXTRACTOR_VERSION = 1
-"""Bump when extraction changes, so unchanged files are re-chunked on re-ingest."""
+EXTRACTOR_VERSION = 2
+"""Bump when extraction changes, so unchanged files are re-chunked on re-ingest.
+2: HTML drops hidden elements and is tokenized in linear time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +145,12 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
 class DocumentPreparer:
     """Validates, extracts and chunks one :class:`SourceDocument` (thread-safe)."""
 
-    def __init__(self, chunker: Chunker, max_file_bytes: int) -> None:
+    def __init__(
+        self, chunker: Chunker, max_file_bytes: int, pdf_limits: PdfLimits | None = None
+    ) -> None:
         self.chunker = chunker
         self.max_file_bytes = max_file_bytes
+        self.pdf_limits = pdf_limits or PdfLimits()
         self.chunking = f"cl100k/{chunker.chunk_tokens}/{chunker.overlap}/x{EXTRACTOR_VERSION}"
 
     def is_unchanged(self, item: SourceDocument, existing: DocumentInfo | None) -> bool:
@@ -167,7 +172,9 @@ class DocumentPreparer:
         media_type = media_type_for(item.name, item.media_type, item.source)
         digest = content_hash(item.data)
         fallback_title = PurePosixPath(item.name).stem or item.source
-        document = extract(item.data, media_type, item.source, fallback_title)
+        document = extract(
+            item.data, media_type, item.source, fallback_title, pdf_limits=self.pdf_limits
+        )
         if item.title:
             document = dataclasses.replace(document, title=item.title)
         document_id = item.identity

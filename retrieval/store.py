@@ -32,6 +32,7 @@ from retrieval.ingest import (
     prepare_inputs,
     read_source,
 )
+from retrieval.pdf_text import PdfLimits
 from retrieval.records import (
     CollectionInfo,
     DocumentInfo,
@@ -83,7 +84,12 @@ class CollectionStore:
         if self.config.faiss_threads is not None:
             faiss.omp_set_num_threads(self.config.faiss_threads)
         chunker = Chunker(self.config.chunk_tokens, self.config.chunk_overlap)
-        self.preparer = DocumentPreparer(chunker, self.config.max_file_bytes)
+        pdf_limits = PdfLimits(
+            max_pages=self.config.pdf_max_pages,
+            max_content_bytes=self.config.pdf_max_content_bytes,
+            max_inflation=self.config.pdf_max_inflation,
+        )
+        self.preparer = DocumentPreparer(chunker, self.config.max_file_bytes, pdf_limits)
         self._state_lock = threading.Lock()
         self._snapshots: dict[str, tuple[object, Snapshot]] = {}
         self._writer_locks: dict[str, threading.Lock] = {}

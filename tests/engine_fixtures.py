@@ -62,7 +62,13 @@ class LiveGateway:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def unfinished_requests(self) -> int:
-        return self.run(self.state.engine.stats()).unfinished_requests
+        """Requests vLLM still holds (white-box: the engine under the tracking wrapper)."""
+        llm = self.state.engine.inner._llm  # type: ignore[attr-defined]
+
+        async def count() -> int:
+            return int(llm.get_num_unfinished_requests())
+
+        return self.run(count())
 
 
 def start_gateway(settings: Settings, *, ready_timeout: float = 300) -> LiveGateway:

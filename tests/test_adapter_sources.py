@@ -25,6 +25,7 @@ from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
 from tests.modelkit import tiny_llama_dir, write_random_adapter
 
 LIMITS = AdapterLimits(max_lora_rank=16, max_files=6)
+MEMORY = {"memory"}  # not a default protocol: tests opt in
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_missing_folder_and_no_roots(registry, roots):
 def test_memory_uri_folder(registry, roots, memory_dir):
     allowed, _ = roots
     upload_to_memory(memory_dir, {**adapter_files(allowed / "a"), "sub/README.md": b"hi"})
-    entry = registry.register("src", FsspecSource(memory_dir))
+    entry = registry.register("src", FsspecSource(memory_dir, allowed_protocols=MEMORY))
     assert entry.source == f"uri:{memory_dir}"
     assert entry.sha256 == registry.resolve("src").sha256
     assert (entry.path / WEIGHTS_FILE).read_bytes() == (allowed / "a" / WEIGHTS_FILE).read_bytes()
@@ -147,19 +148,26 @@ def test_memory_uri_archive(registry, roots, memory_dir):
         for name, data in adapter_files(allowed / "a").items():
             zf.writestr(f"pkg/{name}", data)
     upload_to_memory(memory_dir, {"adapter.zip": buffer.getvalue()})
-    entry = registry.register("src", FsspecSource(f"{memory_dir}/adapter.zip"))
+    entry = registry.register(
+        "src", FsspecSource(f"{memory_dir}/adapter.zip", allowed_protocols=MEMORY)
+    )
     assert entry.rank == 8
 
 
 def test_memory_uri_missing(registry, memory_dir):
-    assert_refused(registry, FsspecSource(memory_dir), SourceUnavailableError, "source_unavailable")
+    assert_refused(
+        registry,
+        FsspecSource(memory_dir, allowed_protocols=MEMORY),
+        SourceUnavailableError,
+        "source_unavailable",
+    )
 
 
 def test_memory_uri_with_too_many_files(registry, roots, memory_dir):
     allowed, _ = roots
     extra = {f"n{i}.txt": b"x" for i in range(LIMITS.max_files)}
     upload_to_memory(memory_dir, {**adapter_files(allowed / "a"), **extra})
-    source = FsspecSource(memory_dir)
+    source = FsspecSource(memory_dir, allowed_protocols=MEMORY)
     assert_refused(registry, source, UnsafeArchiveError, "source_too_many_files")
 
 
@@ -167,7 +175,7 @@ def test_memory_uri_pickle_is_refused(registry, roots, memory_dir):
     allowed, _ = roots
     upload_to_memory(memory_dir, {**adapter_files(allowed / "a"), "adapter_model.bin": b"\x80"})
     with pytest.raises(AdapterError) as caught:
-        registry.register("src", FsspecSource(memory_dir))
+        registry.register("src", FsspecSource(memory_dir, allowed_protocols=MEMORY))
     assert (caught.value.status_code, caught.value.code) == (422, "unsafe_weights_format")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 import pytest
 
+from gateway.serving.prompt_renderer import PromptRenderer
 from tests.admin_requests import ADMIN, chat, new_adapter, register, tar_gz_of, upload, zip_of
-from tests.conftest import FakeGateway, FakeKit
+from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
 
 
 async def test_config_adapters_are_imported_as_versions(fake_gateway: FakeGateway) -> None:
@@ -77,17 +79,25 @@ def memory_uri() -> Iterator[str]:
 
 
 async def test_register_from_a_uri_then_chat_with_it(
-    fake_gateway: FakeGateway, fake_kit: FakeKit, memory_uri: str
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, memory_uri: str
 ) -> None:
     fs = fsspec.filesystem("memory")
     for file in new_adapter(fake_kit, seed=13).iterdir():
         fs.pipe(f"{memory_uri}/{file.name}", file.read_bytes())
-    r = await fake_gateway.client.post(
-        "/admin/adapters", json={"name": "remote", "uri": memory_uri}, headers=ADMIN
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["source"] == f"uri:{memory_uri}"
-    assert (await chat(fake_gateway.client, "remote")).status_code == 200
+    # memory:// (process-wide scratch space) is not a default protocol: opt in.
+    registry = {
+        "data_dir": tmp_path / "registry",
+        "allowed_roots": [fake_kit.adapter_root],
+        "allowed_protocols": ["memory"],
+    }
+    settings = fake_settings(fake_kit, tmp_path, registry=registry)
+    async with run_fake_gateway(settings, renderer) as gateway:
+        r = await gateway.client.post(
+            "/admin/adapters", json={"name": "remote", "uri": memory_uri}, headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["source"] == f"uri:{memory_uri}"
+        assert (await chat(gateway.client, "remote")).status_code == 200
 
 
 async def test_versions_name_at_version_and_activation(

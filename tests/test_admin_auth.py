@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from gateway.admin.auth import AdminGuard
+from gateway.tenancy.admin_guard import AdminGuard
 from gateway.config import Settings
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.serving.prompt_renderer import PromptRenderer

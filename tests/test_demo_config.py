@@ -12,6 +12,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -201,12 +202,12 @@ def test_the_demo_config_validates_and_holds_no_secret(fake_kit: FakeKit, tmp_pa
     text = (tmp_path / "demo-config.yaml").read_text()
     for role in ROLES:
         assert keys.key(role) not in text
-        assert parse_key(keys.key(role))[1] not in text  # type: ignore[index]
+        parsed = parse_key(keys.key(role))
+        assert parsed is not None and parsed[1] not in text
     assert Settings.load(tmp_path / "demo-config.yaml") == settings
     assert stat.S_IMODE((tmp_path / "demo-config.yaml").stat().st_mode) == 0o644
-    assert settings.metrics.enabled and settings.admin.keys == [
-        type(settings.admin.keys[0])(**keys.entry("admin"))
-    ]
+    assert settings.metrics.enabled and settings.metrics.require_admin
+    assert [k.model_dump(exclude_none=True) for k in settings.admin.keys] == [keys.entry("admin")]
     assert settings.server.port == 8123 and settings.model.served_name == DEMO_MODEL_ID
     for tenant in (ACME, GLOBEX):
         config = settings.tenants[tenant.name]
@@ -272,6 +273,28 @@ def test_loragate_demo_hands_its_options_to_the_runner(monkeypatch: pytest.Monke
     assert callable(seen["serve"])
 
 
+def test_the_banner_waits_for_ready(
+    fake_kit: FakeKit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = iter([503, 503, 200])
+
+    class Ready(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(next(answers, 200) if self.path == "/ready" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Ready) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        settings, _ = demo_gateway_settings(fake_kit, tmp_path, port=server.server_address[1])
+        runner.announce_when_ready(settings, "BANNER-TEXT").join(timeout=10)
+        server.shutdown()
+    assert capsys.readouterr().out.count("BANNER-TEXT") == 1
+
+
 # --- the demo-shaped gateway -------------------------------------------------------------
 
 
@@ -313,6 +336,8 @@ async def test_the_demo_gateway_serves_tenants_aliases_rag_admin_and_playground(
         assert r.status_code == 404  # another tenant's collection does not exist for globex
 
         assert (await client.get("/admin/adapters", headers=auth(keys, "admin"))).status_code == 200
+        r = await client.get("/v1/models", headers=auth(keys, "admin"))  # as the banner says
+        assert {c["id"] for c in r.json()["data"]} == {DEMO_MODEL_ID, "pirate", "robot"}
         assert (
             await client.get("/admin/adapters", headers=auth(keys, ACME.name))
         ).status_code == 403

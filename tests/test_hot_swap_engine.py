@@ -145,7 +145,7 @@ async def test_hot_swap_under_streaming_load(live_gateway: LiveGateway, tiny_kit
         await client.delete("/admin/adapters/swap", headers=ADMIN)
         assert (await client.post("/v1/chat/completions", json=body("swap"))).status_code == 404
         await wait_removed(client, "swap")
-        loaded = live_gateway.run(live_gateway.state.engine.stats()).loaded_adapters
+        loaded = live_gateway.run(live_gateway.state.engine.residency()).loaded
         assert not loaded & set(ids.values())
 
 

@@ -28,7 +28,8 @@ def minimal(**fields: Any) -> dict[str, Any]:
 
 
 def test_demo_scenario_is_valid_with_rag_off() -> None:
-    scenario = load_scenario(DEMO)
+    keys = {"LORAGATE_DEMO_ACME_KEY": "k-acme", "LORAGATE_DEMO_GLOBEX_KEY": "k-globex"}
+    scenario = load_scenario(DEMO, keys)
     assert scenario.rag.share == 0.0
     assert scenario.models.popularity == "zipf"
     assert {t.name for t in scenario.tenants} == {"acme", "globex"}

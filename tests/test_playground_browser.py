@@ -157,13 +157,20 @@ def console_errors(driver: Any) -> list[dict[str, Any]]:
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def full_page_screenshot(driver: Any, path: Path) -> None:
+def full_page_screenshot(driver: Any, path: Path, width: int = 1440) -> None:
+    """The whole page, not just the window (Chrome DevTools: emulate a tall screen)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1440, max(900, int(height) + 24))
-    time.sleep(0.3)  # let the layout settle at the new size
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1440, 1000)
+    screen = {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", screen)
+    try:
+        time.sleep(0.2)  # let the layout settle at the new width, then fit its height
+        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        screen["height"] = int(size["height"])
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", screen)
+        time.sleep(0.2)
+        driver.save_screenshot(str(path))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_playground_compares_two_models_streams_and_cites(
@@ -263,6 +270,7 @@ def test_playground_compares_two_models_streams_and_cites(
     driver.execute_script("window.scrollTo(0, 0)")
     full_page_screenshot(driver, SCREENSHOT)
     assert SCREENSHOT.stat().st_size > 10_000
+    full_page_screenshot(driver, SCREENSHOT.with_name("playground-phone.png"), width=390)
 
     # Retiring takes two clicks (no dialog); robot is then no longer served.
     robot = adapters[1]

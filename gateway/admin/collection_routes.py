@@ -6,10 +6,16 @@ each file name's extension, and an optional ``skip_errors`` field) or JSON ``{"p
 ...}`` naming a file or folder under ``retrieval.allowed_roots``. Uploads are exempt
 from the app-wide body limit and apply ``retrieval.max_upload_mib`` (and must declare
 their Content-Length); each document is also held to ``retrieval.max_file_mib``.
+
+Nothing here touches the disk or parses a document on the event loop: resolving and
+walking a path runs in a worker thread, and reading, hashing, extracting and embedding
+run on the retrieval service's writer thread, so ``/health`` and chat keep answering
+while a large or hostile document is ingested.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -101,7 +107,9 @@ async def ingest_documents(
     else:
         raw = await _read_json_body(request, settings.limits.max_request_bytes)
         body = _validated(IngestPathRequest, raw)
-        files = allowed_files(body.path, settings.retrieval.allowed_roots)
+        # Resolving symlinks and walking a folder is blocking file I/O (slow on a
+        # network share): off the event loop.
+        files = await asyncio.to_thread(allowed_files, body.path, settings.retrieval.allowed_roots)
         results = await service.ingest(name, files, skip_errors=body.skip_errors)
     return IngestResponse(collection=name, data=[IngestedDocument.build(r) for r in results])
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from adapters.manifest import AdapterEntry, AdapterStatus
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.residency import Residency, residency_of
 from gateway.engine.interface import AdapterResidency
-
-
-class AdminRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from gateway.protocol.common import AdminRequest
 
 
 class RegisterAdapterRequest(AdminRequest):
@@ -102,7 +99,11 @@ class AdapterInfo(BaseModel):
 
     @classmethod
     def build(
-        cls, name: str, entries: list[AdapterEntry], stats: AdapterResidency, tracker: InFlightTracker
+        cls,
+        name: str,
+        entries: list[AdapterEntry],
+        stats: AdapterResidency,
+        tracker: InFlightTracker,
     ) -> AdapterInfo:
         versions = [AdapterVersionInfo.build(e, stats, tracker) for e in entries]
         active = next((v.version for v in versions if v.status is AdapterStatus.ACTIVE), None)

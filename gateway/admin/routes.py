@@ -89,7 +89,10 @@ def _source(body: RegisterAdapterRequest, settings: Settings) -> AdapterSource:
         return LocalDirectorySource(body.path, reg.allowed_roots)
     assert body.uri is not None
     return FsspecSource(
-        body.uri, allowed_protocols=reg.allowed_protocols, allowed_roots=reg.allowed_roots
+        body.uri,
+        allowed_protocols=reg.allowed_protocols,
+        allowed_roots=reg.allowed_roots,
+        allow_internal_hosts=reg.allow_internal_hosts,
     )
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
+from gateway.adapter_runtime.errors import as_gateway_error as adapter_gateway_error
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
 from gateway.rag.errors import as_gateway_error
 from gateway.serving.disconnect import ClientDisconnected
@@ -69,10 +70,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AdapterError)
     async def _adapter_error(_: Request, exc: AdapterError) -> JSONResponse:
-        # The registry's errors carry their own status and OpenAI fields.
-        if exc.status_code >= 500:
-            logger.error("adapter registry failure: %s", exc.message)
-        return JSONResponse({"error": exc.to_openai()}, status_code=exc.status_code)
+        # The registry's errors: mapped onto the gateway's tree, then rendered.
+        return render(adapter_gateway_error(exc))
 
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:

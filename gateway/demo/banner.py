@@ -22,9 +22,11 @@ def base_url(settings: Settings) -> str:
 def _tenant_line(tenant: DemoTenant, key: str) -> str:
     return (
         f"    {tenant.name:<7} {key}\n"
-        f"            tenant {tenant.name}: models {tenant.alias} ({tenant.adapter} adapter + "
-        f"locked prompt + RAG on '{tenant.collection}'), {tenant.adapter}, {DEMO_MODEL_ID};\n"
-        f"            searches only its collection '{tenant.collection}' ({tenant.product})"
+        f"            tenant {tenant.name}: models {tenant.alias} (= {tenant.adapter} adapter + "
+        "locked prompt\n"
+        f"            + RAG on '{tenant.collection}'), {tenant.adapter}, {DEMO_MODEL_ID}; "
+        "searches only\n"
+        f"            its collection '{tenant.collection}' ({tenant.product} manuals)"
     )
 
 

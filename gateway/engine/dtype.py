@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @dataclass(frozen=True)
 class DtypeChoice:
-    dtype: str
+    dtype: Dtype
     reason: str
 
 
@@ -31,7 +34,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def choose_dtype(
-    requested: str, *, gpu: bool | None = None, flags: frozenset[str] | None = None
+    requested: Dtype, *, gpu: bool | None = None, flags: frozenset[str] | None = None
 ) -> DtypeChoice:
     """The dtype to run; ``gpu``/``flags`` default to what this machine has."""
     if requested != "auto":

@@ -12,4 +12,8 @@ def start_engine(model: ModelSettings, engine: EngineSettings) -> Engine:
         from gateway.engine.vllm_engine import VLLMEngine
 
         return VLLMEngine.start(model, engine)
+    if engine.kind == "remote":
+        from gateway.engine.remote.startup import start_remote_engine
+
+        return start_remote_engine(model, engine)
     raise ValueError(f"unknown engine kind {engine.kind!r}")  # pragma: no cover - validated

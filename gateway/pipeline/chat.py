@@ -41,7 +41,7 @@ from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 class ChatEndpoint:
     name = "chat"
     id_prefix = "chatcmpl"
-    default_max_tokens = None
+    default_max_tokens: int | None = None
 
     def __init__(self, request: ChatCompletionRequest) -> None:
         self.request = request

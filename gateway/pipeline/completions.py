@@ -34,7 +34,7 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
 class CompletionEndpoint:
     name = "completions"
     id_prefix = "cmpl"
-    default_max_tokens = DEFAULT_MAX_TOKENS
+    default_max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __init__(self, request: CompletionRequest) -> None:
         self.request = request

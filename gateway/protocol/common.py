@@ -151,3 +151,9 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class AdminRequest(BaseModel):
+    """Base of admin API request bodies: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -6,9 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.admin.protocol import AdminRequest
 from gateway.protocol.chat import SearchModeName
-from gateway.protocol.common import ErrorInfo, OpenAIModel
+from gateway.protocol.common import AdminRequest, ErrorInfo, OpenAIModel
 from gateway.rag.errors import as_gateway_error
 from gateway.serving.sse import error_body
 from retrieval import CollectionInfo, DocumentInfo, IngestResult, SearchHit

@@ -17,6 +17,10 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TEMPLATE_VARIABLE = re.compile(r"\{([a-z_]+)\}")
 TEMPLATE_VARIABLES = frozenset({"tenant", "date", "model", "sources"})
 
+DEFAULT_MAX_IN_FLIGHT = 64
+"""A tenant's default cap on concurrent requests: a flood from one tenant queues in
+front of its own cap, not in the engine ahead of every other tenant."""
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -118,7 +122,9 @@ class TenantConfig(Section):
     policy: PolicyConfig = PolicyConfig()
     rate_limit: RateLimitConfig | None = None
     max_in_flight: int | None = Field(
-        default=None, ge=1, description="Concurrent requests (fair share of the engine)."
+        default=DEFAULT_MAX_IN_FLIGHT,
+        ge=1,
+        description="Concurrent requests (fair share of the engine); null: no cap.",
     )
     collections: list[str] = Field(
         default=[], description="Retrieval collections it may search; '*' for all."

@@ -14,7 +14,7 @@
     collection: "loragate.collection",
   };
   const $ = (id) => document.getElementById(id);
-  const state = { models: [], selected: [], controller: null, searches: new Map() };
+  const state = { key: "", models: [], selected: [], controller: null, searches: new Map() };
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -79,6 +79,23 @@
   }
 
   const KIND_LABEL = { base: "base", adapter: "adapter", alias: "alias" };
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  /** A small padlock (an inline SVG: emoji fonts are not everywhere). */
+  function lockIcon() {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("class", "icon-lock");
+    svg.setAttribute("aria-hidden", "true");
+    const shackle = document.createElementNS(SVG_NS, "path");
+    shackle.setAttribute("d", "M5 7.5V5a3 3 0 0 1 6 0v2.5");
+    const body = document.createElementNS(SVG_NS, "rect");
+    for (const [name, value] of Object.entries({ x: 3, y: 7, width: 10, height: 7.5, rx: 1.6 })) {
+      body.setAttribute(name, String(value));
+    }
+    svg.append(shackle, body);
+    return svg;
+  }
 
   function formatMs(ms) {
     return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
@@ -95,6 +112,7 @@
   async function connect() {
     const key = $("api-key").value.trim();
     remember(STORE.key, key);
+    state.key = key;
     setStatus("connecting…", "idle");
     try {
       const list = await api("/v1/models", { key });
@@ -133,9 +151,7 @@
       chip.append(el("span", "chip-check", "✓"), el("span", null, model.id));
       chip.append(el("span", `badge badge-${model.kind}`, KIND_LABEL[model.kind]));
       if (model.kind === "alias") {
-        const lock = el("span", "lock", "🔒");
-        lock.title = "Policy locked by your tenant";
-        chip.append(lock);
+        chip.append(lockIcon());
         chip.title = "Alias: policy locked by your tenant";
       } else if (model.kind === "adapter") {
         chip.title = `LoRA adapter ${model.root} on ${model.parent}`;
@@ -339,7 +355,8 @@
           item.append(el("span", "citation-number", `[${c.number}]`));
           item.append(el("span", "citation-title", c.title));
           const meta = el("span", "citation-meta");
-          const where = (c.heading_path || []).join(" › ");
+          const headings = (c.heading_path || []).filter((h, i) => i > 0 || h !== c.title);
+          const where = headings.join(" › ");
           meta.append(el("code", null, c.source));
           meta.append(document.createTextNode(
             `${where ? ` · ${where}` : ""} · ${c.collection} · score ${Number(c.score).toFixed(3)}`,
@@ -347,7 +364,8 @@
           item.append(meta);
           const snippet = texts.get(c.chunk_id);
           if (snippet) {
-            const flat = snippet.replace(/\s+/g, " ").trim();
+            // Plain text for a preview: drop Markdown emphasis, code ticks and heading marks.
+            const flat = snippet.replace(/\*\*|__|`|^#+ /gm, "").replace(/\s+/g, " ").trim();
             item.append(el("p", "citation-snippet", flat.length > 260 ? `${flat.slice(0, 259)}…` : flat));
           }
           return item;
@@ -373,7 +391,7 @@
       return;
     }
     remember(STORE.collection, $("rag-collection").value.trim());
-    const key = recall(STORE.key);
+    const key = state.key;
     const models = state.selected.map((id) => state.models.find((m) => m.id === id)).filter(Boolean);
     const controller = new AbortController();
     state.controller = controller;

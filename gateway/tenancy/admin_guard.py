@@ -19,6 +19,10 @@ def _nobody(_: str) -> Caller | None:
     return None
 
 
+def _key_bytes(admin_key: SecretStr | None) -> bytes | None:
+    return admin_key.get_secret_value().encode() if admin_key is not None else None
+
+
 class AdminGuard:
     """Checks the ``Authorization: Bearer <key>`` header of an admin request.
 
@@ -27,7 +31,10 @@ class AdminGuard:
     * a tenant's key: 403, tenants can never reach the admin API;
     * no header, any other key, or no admin key configured at all: 401.
 
-    ``lookup`` reads the current tenant directory, so a config reload applies at once.
+    ``lookup`` reads the current tenant directory, so a config reload applies at once;
+    the reload hands the new ``admin.api_key`` to ``rotate``. Concurrency: ``rotate``
+    replaces one reference and ``check`` reads it once, so a request sees either the
+    old key or the new one, never a mix, with no lock.
     """
 
     def __init__(
@@ -38,13 +45,18 @@ class AdminGuard:
         lookup: KeyLookup = _nobody,
         has_hashed_keys: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._key = admin_key.get_secret_value().encode() if admin_key is not None else None
+        self._key = _key_bytes(admin_key)
         self._is_tenant_key = is_tenant_key
         self._lookup = lookup
         self._has_hashed_keys = has_hashed_keys
 
+    def rotate(self, admin_key: SecretStr | None) -> None:
+        """Accept ``admin_key`` from now on, and the previous one no longer."""
+        self._key = _key_bytes(admin_key)
+
     def check(self, authorization: str | None) -> None:
-        if self._key is None and not self._has_hashed_keys():
+        expected = self._key
+        if expected is None and not self._has_hashed_keys():
             raise AuthenticationError(
                 "The admin API is disabled on this gateway: configure an admin key to enable it.",
                 code="admin_api_disabled",
@@ -55,7 +67,7 @@ class AdminGuard:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         key = authorization[len(BEARER) :].strip()
-        if self._key is not None and hmac.compare_digest(key.encode(), self._key):
+        if expected is not None and hmac.compare_digest(key.encode(), expected):
             return
         caller = self._lookup(key)
         if caller is not None and caller.is_admin and not caller.open_mode:

@@ -1,0 +1,43 @@
+"""The adapter registry's errors as clients see them: mapped onto ``gateway.errors``.
+
+They extend the tree of ``gateway.errors``::
+
+    InvalidRequestError             400 (AdapterRequestError: name, source, archive)
+    └── UnservableAdapterError      422 invalid_request_error (AdapterValidationError)
+    NotFoundError                   404 (AdapterNotFoundError, code adapter_not_found)
+    ConflictError                   409 invalid_request_error (AdapterConflictError)
+    GatewayError                    500 (RegistryError: logged; the registry's state)
+
+``as_gateway_error`` keeps each library error's message, ``code`` and ``param``, so one
+renderer draws every failure of the gateway with the OpenAI body.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from adapters import errors as lib
+from gateway.errors import ConflictError, GatewayError, InvalidRequestError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+
+class UnservableAdapterError(InvalidRequestError):
+    """The adapter's files were read but cannot be served (format, shapes, base, size)."""
+
+    status_code = 422
+
+
+def as_gateway_error(exc: lib.AdapterError) -> GatewayError:
+    kind: type[GatewayError] = GatewayError
+    if isinstance(exc, lib.AdapterValidationError):
+        kind = UnservableAdapterError
+    elif isinstance(exc, lib.AdapterRequestError):
+        kind = InvalidRequestError
+    elif isinstance(exc, lib.AdapterNotFoundError):
+        kind = NotFoundError
+    elif isinstance(exc, lib.AdapterConflictError):
+        kind = ConflictError
+    else:
+        logger.error("adapter registry failure: %s: %s", type(exc).__name__, exc.message)
+    return kind(exc.message, param=exc.param, code=exc.code)

@@ -1,0 +1,267 @@
+"""``RemoteEngine``: the ``Engine`` protocol over a pool of vLLM OpenAI servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+
+from gateway.engine.interface import (
+    AdapterRef,
+    AdapterResidency,
+    GenerationOutput,
+    GenerationRequest,
+    SchedulerFigures,
+)
+from gateway.engine.remote.client import (
+    ReplicaError,
+    ReplicaRejectedError,
+    ReplicaUnreachableError,
+)
+from gateway.engine.remote.completions import StreamDecoder, completion_body
+from gateway.engine.remote.placement import BoundedLoad
+from gateway.engine.remote.replicas import Replica, ReplicaPool
+from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterLoadRefused(ValueError):
+    """A replica refused an adapter (unreadable path, wrong rank): the adapter's fault."""
+
+
+@dataclass(frozen=True)
+class ReplicaResidency:
+    """One replica's view for ``/admin/adapters``: ``adapters`` are the names registered
+    there (least recently used first); ``cached`` the most recent ones, which vLLM's
+    ``max_cpu_loras`` cache keeps in memory."""
+
+    url: str
+    healthy: bool
+    in_flight: int
+    adapters: tuple[str, ...]
+    cached: tuple[str, ...]
+    pinned: tuple[str, ...]
+    loads: int
+    last_error: str | None
+
+
+class RemoteEngine:
+    """Sends each generation to one replica (adapter affinity, see ``placement``).
+
+    A failure before the first output is retried once on another replica; after it,
+    the stream raises ``EngineFailureError``. Adapters are registered on a replica the
+    first time it serves them (``load``/``pin``: eagerly on the home replica) under
+    their versioned ``engine_name``, never reloaded in place. Concurrency rule: one
+    event loop (the server's); the health monitor is a task on it.
+    """
+
+    capabilities = frozenset({"pin"})
+
+    def __init__(
+        self,
+        pool: ReplicaPool,
+        *,
+        base_model: str,
+        max_model_len: int,
+        placement: BoundedLoad,
+        cache_capacity: int,
+    ) -> None:
+        self.pool = pool
+        self.base_model = base_model
+        self.max_model_len = max_model_len
+        self.placement = placement
+        self.cache_capacity = cache_capacity
+        self._pinned: dict[str, AdapterRef] = {}
+        self._retired: set[str] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        pool.on_probe = self._after_probe
+
+    def ensure_monitor(self) -> None:
+        """Start the health monitor on the running loop (once)."""
+        if self._monitor is None or self._monitor.done():
+            self._monitor = asyncio.get_running_loop().create_task(
+                self.pool.run(), name="remote-replica-monitor"
+            )
+
+    # ---------------------------------------------------------------- generation
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        self.ensure_monitor()
+        tried: set[str] = set()
+        yielded = False
+        for attempt in (1, 2):
+            replica = self._choose(request.adapter, tried)
+            tried.add(replica.url)
+            try:
+                async with aclosing(self._generate_on(replica, request)) as outputs:
+                    async for out in outputs:
+                        yielded = True
+                        yield out
+                return
+            except ReplicaRejectedError as exc:
+                if yielded:
+                    raise EngineFailureError("The inference engine failed mid-stream.") from exc
+                if exc.status == 404 and request.adapter is not None and attempt == 1:
+                    # The replica lost the adapter's name (restarted since the last
+                    # probe): load it again there and retry.
+                    replica.forget(request.adapter.engine_name)
+                    tried.discard(replica.url)
+                    continue
+                raise InvalidRequestError(exc.message) from exc
+            except (ReplicaUnreachableError, AdapterLoadRefused) as exc:
+                if yielded:
+                    logger.warning("replica %s failed mid-stream: %s", replica.url, exc)
+                    raise EngineFailureError("The inference engine failed mid-stream.") from exc
+                logger.warning("replica %s failed before the first token: %s", replica.url, exc)
+                if isinstance(exc, ReplicaUnreachableError) and exc.network:
+                    self.pool.eject(replica, str(exc))  # unreachable, not merely slow
+                if attempt == 2:
+                    raise EngineUnavailableError("No replica could serve this request.") from exc
+
+    async def _generate_on(
+        self, replica: Replica, request: GenerationRequest
+    ) -> AsyncGenerator[GenerationOutput, None]:
+        adapter = request.adapter
+        with replica.busy(adapter.engine_name if adapter else None):
+            if adapter is not None:
+                await self._ensure_on(replica, adapter)
+            decoder = StreamDecoder(request)
+            body = completion_body(request, adapter.engine_name if adapter else self.base_model)
+            async with aclosing(replica.client.stream_completion(body)) as events:
+                async for event in events:
+                    out = decoder.feed(event)
+                    if out is not None:
+                        yield out
+            last = decoder.finish()
+            if last is not None:
+                yield last
+
+    def _choose(self, adapter: AdapterRef | None, tried: set[str]) -> Replica:
+        healthy = {r.url: r for r in self.pool.healthy() if r.url not in tried}
+        urls = sorted(healthy)
+        if adapter is None:
+            url = self.placement.for_base(urls, lambda u: healthy[u].in_flight)
+        else:
+            name = adapter.engine_name
+            url = self.placement.for_adapter(
+                name, urls, lambda u: healthy[u].adapter_in_flight[name]
+            )
+        if url is None:
+            raise EngineUnavailableError("No healthy replica is available.")
+        return healthy[url]
+
+    async def _ensure_on(self, replica: Replica, adapter: AdapterRef) -> bool:
+        self._retired.discard(adapter.engine_name)
+        try:
+            return await replica.ensure_adapter(adapter)
+        except ReplicaRejectedError as exc:
+            raise AdapterLoadRefused(
+                f"Replica {replica.url} could not load {adapter.engine_name}: {exc.message}"
+            ) from exc
+
+    # ------------------------------------------------------------------ adapters
+
+    def _home(self, adapter: AdapterRef) -> Replica:
+        return self._choose(adapter, set())
+
+    async def load(self, adapter: AdapterRef) -> bool:
+        """Register ``adapter`` on its home replica now (prewarm, activation)."""
+        self.ensure_monitor()
+        replica = self._home(adapter)
+        try:
+            return await self._ensure_on(replica, adapter)
+        except ReplicaUnreachableError as exc:
+            self.pool.eject(replica, str(exc))
+            raise EngineUnavailableError(f"Replica {replica.url} did not answer.") from exc
+
+    async def unload(self, adapter: AdapterRef) -> bool:
+        """Deregister ``adapter`` everywhere (vLLM keeps the weights until evicted)."""
+        name = adapter.engine_name
+        self._pinned.pop(name, None)
+        self._retired.add(name)
+        found = False
+        for replica in list(self.pool.replicas.values()):
+            if name not in replica.adapters:
+                continue
+            found = True
+            replica.forget(name)
+            try:
+                await replica.client.unload_adapter(name)
+            except ReplicaError as exc:  # gone already, or the replica is down
+                logger.info("unload of %s on %s: %s", name, replica.url, exc)
+        return found
+
+    async def pin(self, adapter: AdapterRef) -> bool:
+        """Keep ``adapter`` on its home replica: loaded now and again after a restart."""
+        await self.load(adapter)
+        self._pinned[adapter.engine_name] = adapter
+        return True
+
+    async def _after_probe(self, replica: Replica, lost: list[str]) -> None:
+        for name in [n for n in self._retired if n in replica.adapters]:
+            replica.forget(name)
+            with suppress(ReplicaError):
+                await replica.client.unload_adapter(name)
+        for ref in list(self._pinned.values()):
+            if ref.engine_name in replica.adapters:
+                continue
+            try:
+                if self._home(ref) is replica:
+                    await replica.ensure_adapter(ref)
+            except (ReplicaError, EngineUnavailableError) as exc:
+                logger.warning("could not reload pinned %s: %s", ref.engine_name, exc)
+
+    async def residency(self) -> AdapterResidency:
+        """Ids of adapters registered on some healthy replica; no slot view."""
+        loaded = {
+            record.ref.lora_id
+            for replica in self.pool.healthy()
+            for record in replica.adapters.values()
+            if record.ref is not None
+        }
+        return AdapterResidency(loaded=frozenset(loaded), slots=None)
+
+    def replica_residency(self) -> list[ReplicaResidency]:
+        views = []
+        for url in sorted(self.pool.replicas):
+            r = self.pool.replicas[url]
+            names = tuple(r.adapters)
+            views.append(
+                ReplicaResidency(
+                    url=url,
+                    healthy=r.healthy,
+                    in_flight=r.in_flight,
+                    adapters=names,
+                    cached=names[-self.cache_capacity :],
+                    pinned=tuple(n for n in self._pinned if n in r.adapters),
+                    loads=r.loads,
+                    last_error=r.last_error,
+                )
+            )
+        return views
+
+    # -------------------------------------------------------------------- health
+
+    def figures(self) -> SchedulerFigures:
+        replicas = list(self.pool.replicas.values())
+        adapters = {name for r in replicas for name in r.adapter_in_flight}
+        return SchedulerFigures(
+            running=sum(r.in_flight for r in replicas), adapters_running=len(adapters)
+        )
+
+    async def check_health(self) -> None:
+        self.ensure_monitor()
+        if not self.pool.probed:
+            await self.pool.refresh()
+        if not self.pool.healthy():
+            raise EngineUnavailableError("No inference replica is healthy.")
+
+    async def shutdown(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+            self._monitor = None
+        await self.pool.aclose()

@@ -1,0 +1,56 @@
+"""Which replica serves a request: rendezvous hashing with bounded load.
+
+Every adapter ranks the replicas by a hash of (adapter, replica) - highest random
+weight, so all gateways agree without talking, and a replica joining or leaving moves
+only the adapters whose top choice it is. An adapter's requests go to its first
+(home) replica; a further replica in its ranking takes new requests only while the
+ones before it each hold ``spill_threshold`` of the adapter's requests, and never more
+than ``max_replicas`` replicas. The base model has no locality to keep: its requests
+go to the least-loaded replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Sequence
+
+
+def weight(key: str, replica: str) -> int:
+    """The rendezvous weight of ``replica`` for ``key`` (stable across processes)."""
+    digest = hashlib.blake2b(f"{key}\x00{replica}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def ranking(key: str, replicas: Sequence[str]) -> list[str]:
+    """``replicas`` in ``key``'s order of preference (its home replica first)."""
+    return sorted(replicas, key=lambda r: weight(key, r), reverse=True)
+
+
+class BoundedLoad:
+    """The placement rule: ``max_replicas`` per adapter, spill at ``spill_threshold``."""
+
+    def __init__(self, max_replicas: int = 2, spill_threshold: int = 8) -> None:
+        self.max_replicas = max_replicas
+        self.spill_threshold = spill_threshold
+        self._ties = itertools.count()
+
+    def for_adapter(
+        self, key: str, replicas: Sequence[str], in_flight: Callable[[str], int]
+    ) -> str | None:
+        """The replica for a new request of adapter ``key`` (``in_flight``: the adapter's
+        requests running on a replica); ``None`` when there is no replica."""
+        allowed = ranking(key, replicas)[: self.max_replicas]
+        for replica in allowed:
+            if in_flight(replica) < self.spill_threshold:
+                return replica
+        # Every allowed replica is past the threshold: the least busy of them.
+        return min(allowed, key=in_flight, default=None)
+
+    def for_base(self, replicas: Sequence[str], in_flight: Callable[[str], int]) -> str | None:
+        """The least-loaded replica (``in_flight``: all its requests); ties rotate."""
+        if not replicas:
+            return None
+        start = next(self._ties) % len(replicas)
+        rotated = [*replicas[start:], *replicas[:start]]
+        return min(rotated, key=in_flight)

@@ -1,0 +1,732 @@
+"""``engine.kind: remote`` against fake vLLM replicas: field mapping, placement, faults.
+
+Each fake replica is a small Starlette app mimicking vLLM's OpenAI server (streamed
+/v1/completions with token ids and usage, runtime LoRA load/unload, /v1/models,
+/health) with failure injection. They are served by uvicorn on loopback, because
+httpx's ``ASGITransport`` buffers a whole response: it can neither stream nor show the
+app a client that hangs up, and both are what these tests are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.config import RemoteEngineSettings, Settings
+from gateway.engine.interface import (
+    AdapterRef,
+    Engine,
+    GenerationOutput,
+    GenerationParams,
+    GenerationRequest,
+    StructuredOutput,
+)
+from gateway.engine.remote import RemoteEngine
+from gateway.engine.remote.placement import BoundedLoad, ranking
+from gateway.engine.remote.startup import build_remote_engine, discover_base, start_remote_engine
+from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
+from tests.conftest import FakeKit, fake_settings, run_fake_gateway
+from tests.engine_fixtures import free_port
+
+BASE = "fake-base"
+MAX_LEN = 333
+
+
+class FakeReplica:
+    """One fake vLLM server's state; tests flip its failure switches."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.app = Starlette(
+            routes=[
+                Route("/health", self.health),
+                Route("/v1/models", self.models),
+                Route("/v1/load_lora_adapter", self.load, methods=["POST"]),
+                Route("/v1/unload_lora_adapter", self.unload, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+            ]
+        )
+        self.url = ""
+
+    def reset(self) -> None:
+        self.down = False
+        self.api_key: str | None = None
+        self.adapters: dict[str, str] = {}
+        self.load_calls: list[str] = []
+        self.unload_calls: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.fail_before_first: int | None = None  # HTTP status
+        self.error_event_after: int | None = None  # tokens, then an error event
+        self.first_delay = 0.0
+        self.token_delay = 0.0
+        self.tokens = 4
+        self.open_streams = 0
+        self.disconnected = 0
+
+    def restart(self) -> None:
+        """What a restarted vLLM server forgets: every adapter loaded at runtime."""
+        self.adapters.clear()
+
+    def _refused(self, request: Request) -> Response | None:
+        if self.down:
+            return JSONResponse({"error": {"message": "down", "code": 503}}, status_code=503)
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return JSONResponse({"error": {"message": "bad key", "code": 401}}, status_code=401)
+        return None
+
+    async def health(self, request: Request) -> Response:
+        return self._refused(request) or Response(status_code=200)
+
+    async def models(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        data = [{"id": BASE, "root": "/models/base", "parent": None, "max_model_len": MAX_LEN}]
+        data += [{"id": n, "root": p, "parent": BASE} for n, p in self.adapters.items()]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def load(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        body = await request.json()
+        name, path = body["lora_name"], body["lora_path"]
+        if name in self.adapters:
+            return _error(400, f"The lora adapter '{name}' has already been loaded.")
+        if "missing" in path:
+            return _error(404, f"Loading lora {name} failed: No adapter found for {path}")
+        self.load_calls.append(name)
+        self.adapters[name] = path
+        return Response(f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        name = (await request.json())["lora_name"]
+        self.unload_calls.append(name)
+        if self.adapters.pop(name, None) is None:
+            return _error(404, f"The lora adapter '{name}' cannot be found.")
+        return Response("Success")
+
+    async def completions(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        body = await request.json()
+        self.bodies.append(body)
+        if body["model"] != BASE and body["model"] not in self.adapters:
+            return _error(404, f"The model `{body['model']}` does not exist.")
+        if body.get("max_tokens", 16) > 1000:
+            return _error(400, "max_tokens is too large for this fake")
+        if self.fail_before_first is not None:
+            return _error(self.fail_before_first, "injected failure")
+        return StreamingResponse(self._stream(body), media_type="text/event-stream")
+
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        self.open_streams += 1
+        try:
+            await asyncio.sleep(self.first_delay)
+            count = min(self.tokens, body["max_tokens"])
+            for k in range(count):
+                if self.error_event_after is not None and k >= self.error_event_after:
+                    error = {"message": "injected mid-stream failure", "code": 500}
+                    yield _sse({"error": error})
+                    yield "data: [DONE]\n\n"
+                    return
+                for i in range(body["n"]):
+                    yield _sse(_chunk(body, i, k, count))
+                await asyncio.sleep(self.token_delay)
+            usage = {
+                "prompt_tokens": len(body["prompt"]),
+                "completion_tokens": count * body["n"],
+                "prompt_tokens_details": {"cached_tokens": 3},
+            }
+            yield _sse({"id": "cmpl-x", "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            self.disconnected += 1
+            raise
+        finally:
+            self.open_streams -= 1
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def _chunk(body: dict[str, Any], index: int, k: int, count: int) -> dict[str, Any]:
+    text = f"{body['model']}:{index}:{k} "
+    choice: dict[str, Any] = {
+        "index": index,
+        "text": text,
+        "token_ids": [1000 + 10 * index + k],
+        "finish_reason": "length" if k == count - 1 else None,
+    }
+    if k == 0:
+        choice["prompt_token_ids"] = body["prompt"]
+    if body.get("logprobs") is not None:
+        top = {text: -0.5, **{f"alt{j}": -1.0 - j for j in range(1, body["logprobs"] + 1)}}
+        choice["logprobs"] = {
+            "tokens": [text],
+            "token_logprobs": [-0.5],
+            "top_logprobs": [top],
+            "text_offset": [0],
+        }
+    return {"id": "cmpl-x", "object": "text_completion", "choices": [choice]}
+
+
+class ServedReplica:
+    """A fake replica behind uvicorn in its own thread and loop."""
+
+    def __init__(self) -> None:
+        self.fake = FakeReplica()
+        self.port = free_port()
+        self.fake.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.fake.app, host="127.0.0.1", port=self.port, log_level="error")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "fake replica did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[list[FakeReplica]]:
+    replicas = [ServedReplica() for _ in range(3)]
+    yield [r.fake for r in replicas]
+    for r in replicas:
+        r.stop()
+
+
+@pytest.fixture
+def fakes(served: list[FakeReplica]) -> list[FakeReplica]:
+    for fake in served:
+        fake.reset()
+    return served
+
+
+def remote_settings(fakes: list[FakeReplica], **overrides: Any) -> RemoteEngineSettings:
+    data: dict[str, Any] = {
+        "kind": "remote",
+        "replicas": [f.url for f in fakes],
+        "health_interval": 60,  # tests call refresh() themselves
+        "connect_timeout": 1,
+        "first_token_timeout": 5,
+        "read_timeout": 5,
+        "max_replicas_per_adapter": 2,
+        "spill_threshold": 2,
+    }
+    data.update(overrides)
+    return RemoteEngineSettings(**data)
+
+
+@pytest.fixture
+async def engine(fakes: list[FakeReplica]) -> AsyncIterator[RemoteEngine]:
+    settings = remote_settings(fakes)
+    remote = build_remote_engine(settings)
+    await discover_base(remote, settings)
+    yield remote
+    await remote.shutdown()
+
+
+def adapter(name: str = "pirate", version: str = "v1", lora_id: int = 7) -> AdapterRef:
+    return AdapterRef(name=name, lora_id=lora_id, path=f"/adapters/{name}", version=version)
+
+
+def gen_request(
+    params: GenerationParams | None = None,
+    *,
+    lora: AdapterRef | None = None,
+    stream: bool = True,
+    salt: str | None = None,
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id="req-1",
+        prompt_token_ids=[1, 2, 3],
+        params=params or GenerationParams(max_tokens=4),
+        adapter=lora,
+        stream=stream,
+        cache_salt=salt,
+    )
+
+
+async def collect(remote: RemoteEngine, request: GenerationRequest) -> list[GenerationOutput]:
+    return [out async for out in remote.generate(request)]
+
+
+def served_by(fakes: list[FakeReplica]) -> list[int]:
+    return [len(f.bodies) for f in fakes]
+
+
+# ------------------------------------------------------------------- mapping
+
+
+async def test_every_field_reaches_the_replica(engine: RemoteEngine, fakes: list[FakeReplica]):
+    params = GenerationParams(
+        max_tokens=3,
+        n=2,
+        temperature=0.7,
+        top_p=0.9,
+        stop=("END", "STOP"),
+        seed=42,
+        presence_penalty=0.1,
+        frequency_penalty=0.2,
+        logprobs=2,
+        structured_output=StructuredOutput("json_schema", {"type": "object"}),
+        top_k=5,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        min_tokens=1,
+        ignore_eos=True,
+    )
+    await collect(engine, gen_request(params, lora=adapter(), salt="ab" * 16))
+    [body] = [b for f in fakes for b in f.bodies]
+    assert body == {
+        "model": "pirate@v1",
+        "prompt": [1, 2, 3],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+        "n": 2,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_tokens": 3,
+        "stop": ["END", "STOP"],
+        "seed": 42,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.2,
+        "logprobs": 2,
+        "top_k": 5,
+        "min_p": 0.05,
+        "repetition_penalty": 1.1,
+        "min_tokens": 1,
+        "ignore_eos": True,
+        "add_special_tokens": False,
+        "request_id": "req-1",
+        "cache_salt": "ab" * 16,
+        "structured_outputs": {"json": {"type": "object"}},
+    }
+
+
+async def test_json_object_and_base_model_name(engine: RemoteEngine, fakes: list[FakeReplica]):
+    params = GenerationParams(max_tokens=2, structured_output=StructuredOutput("json_object"))
+    await collect(engine, gen_request(params))
+    [body] = [b for f in fakes for b in f.bodies]
+    assert body["model"] == BASE
+    assert body["structured_outputs"] == {"json_object": True}
+    assert "cache_salt" not in body
+
+
+async def test_stream_becomes_token_deltas(engine: RemoteEngine):
+    outs = await collect(engine, gen_request(GenerationParams(max_tokens=3, logprobs=1)))
+    choices = [c for o in outs for c in o.choices]
+    assert [c.token_ids for c in choices] == [(1000,), (1001,), (1002,)]
+    assert [c.finish_reason for c in choices] == [None, None, "length"]
+    assert "".join(c.text for c in choices) == "fake-base:0:0 fake-base:0:1 fake-base:0:2 "
+    # The final output carries the prefix-cache hits from the usage event.
+    assert [o.cached_tokens for o in outs] == [0, 0, 3]
+    first = choices[0].logprobs
+    assert first is not None and first[0].logprob == -0.5
+    assert first[0].top == (("fake-base:0:0 ", -0.5),)
+
+
+async def test_greedy_n_is_one_generation_copied(engine: RemoteEngine, fakes: list[FakeReplica]):
+    outs = await collect(engine, gen_request(GenerationParams(max_tokens=2, n=3, temperature=0)))
+    [body] = [b for f in fakes for b in f.bodies]
+    assert body["n"] == 1
+    last = outs[-1].choices
+    assert [c.index for c in last] == [0, 1, 2]
+    assert {c.token_ids for c in last} == {(1001,)}
+
+
+async def test_final_only_request_gets_one_output(engine: RemoteEngine):
+    outs = await collect(engine, gen_request(GenerationParams(max_tokens=3, n=2), stream=False))
+    [out] = outs
+    assert [(c.index, c.token_ids, c.finish_reason) for c in out.choices] == [
+        (0, (1000, 1001, 1002), "length"),
+        (1, (1010, 1011, 1012), "length"),
+    ]
+    assert out.cached_tokens == 3
+
+
+async def test_upstream_400_is_an_invalid_request_with_its_message(engine: RemoteEngine):
+    with pytest.raises(InvalidRequestError, match="max_tokens is too large"):
+        await collect(engine, gen_request(GenerationParams(max_tokens=5000)))
+
+
+# ----------------------------------------------------------------- placement
+
+
+def test_rendezvous_moves_only_the_adapters_of_a_leaving_replica():
+    replicas = [f"http://r{i}:8000" for i in range(4)]
+    keys = [f"adapter{i}@v1" for i in range(200)]
+    before = {k: ranking(k, replicas)[0] for k in keys}
+    after = {k: ranking(k, replicas[:3])[0] for k in keys}
+    moved = {k for k in keys if before[k] != after[k]}
+    assert moved == {k for k in keys if before[k] == replicas[3]}
+    assert 30 < len(moved) < 70  # about a quarter
+
+
+def test_bounded_load_spills_in_ranking_order_and_stops_at_the_cap():
+    replicas = ["a", "b", "c"]
+    order = ranking("x@1", replicas)
+    rule = BoundedLoad(max_replicas=2, spill_threshold=2)
+    load = dict.fromkeys(replicas, 0)
+    picks = []
+    for _ in range(7):
+        pick = rule.for_adapter("x@1", replicas, load.__getitem__)
+        assert pick is not None
+        load[pick] += 1
+        picks.append(pick)
+    assert picks[:4] == [order[0], order[0], order[1], order[1]]
+    assert set(picks) == set(order[:2])  # never the third
+    assert load[order[0]] + load[order[1]] == 7
+
+
+async def test_adapter_requests_stay_on_the_home_replica(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    lora = adapter()
+    for _ in range(4):
+        await collect(engine, gen_request(lora=lora))
+    home = ranking("pirate@v1", sorted(f.url for f in fakes))[0]
+    assert [len(f.bodies) for f in fakes] == [4 if f.url == home else 0 for f in fakes]
+    assert [f.load_calls for f in fakes] == [["pirate@v1"] if f.url == home else [] for f in fakes]
+
+
+async def test_busy_adapter_spreads_to_at_most_two_replicas(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    for fake in fakes:
+        fake.token_delay = 0.05
+    lora = adapter()
+    await asyncio.gather(*(collect(engine, gen_request(lora=lora)) for _ in range(8)))
+    order = ranking("pirate@v1", sorted(f.url for f in fakes))
+    by_url = {f.url: len(f.bodies) for f in fakes}
+    assert by_url[order[2]] == 0
+    assert by_url[order[0]] >= 2 and by_url[order[1]] >= 2
+    assert sum(len(f.load_calls) for f in fakes) == 2  # once per replica it reached
+
+
+async def test_base_requests_go_to_the_least_loaded_replica(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    for fake in fakes:
+        fake.token_delay = 0.05
+    await asyncio.gather(*(collect(engine, gen_request()) for _ in range(6)))
+    assert served_by(fakes) == [2, 2, 2]
+
+
+# -------------------------------------------------------------------- faults
+
+
+def home_fake(fakes: list[FakeReplica], name: str = "pirate@v1") -> FakeReplica:
+    home = ranking(name, sorted(f.url for f in fakes))[0]
+    return next(f for f in fakes if f.url == home)
+
+
+async def test_failure_before_the_first_token_is_retried_elsewhere(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    home = home_fake(fakes)
+    home.fail_before_first = 500
+    outs = await collect(engine, gen_request(lora=adapter()))
+    assert outs[-1].choices[0].finish_reason == "length"
+    assert len(home.bodies) == 1 and sum(served_by(fakes)) == 2
+
+
+async def test_two_failures_before_the_first_token_are_unavailable(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    for fake in fakes:
+        fake.fail_before_first = 503
+    with pytest.raises(EngineUnavailableError):
+        await collect(engine, gen_request())
+    assert sum(served_by(fakes)) == 2  # one retry, not more
+
+
+async def test_failure_after_the_first_token_raises(engine: RemoteEngine, fakes: list[FakeReplica]):
+    home = home_fake(fakes)
+    home.error_event_after = 2
+    outs: list[GenerationOutput] = []
+    with pytest.raises(EngineFailureError):
+        async for out in engine.generate(gen_request(lora=adapter())):
+            outs.append(out)
+    assert len(outs) == 2
+    assert sum(served_by(fakes)) == 1  # no retry once tokens went out
+
+
+async def test_first_token_deadline(fakes: list[FakeReplica]):
+    for fake in fakes:
+        fake.first_delay = 2.0
+    settings = remote_settings(fakes, first_token_timeout=0.3)
+    remote = build_remote_engine(settings)
+    await discover_base(remote, settings)
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailableError):
+        await collect(remote, gen_request())
+    assert time.monotonic() - started < 1.5
+    assert len(remote.pool.healthy()) == 3  # slow is not down
+    await remote.shutdown()
+
+
+async def test_closing_the_stream_closes_the_upstream_request(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    for fake in fakes:
+        fake.token_delay = 0.2
+        fake.tokens = 50
+    stream = engine.generate(gen_request(GenerationParams(max_tokens=50)))
+    await anext(stream)
+    assert sum(f.open_streams for f in fakes) == 1
+    await stream.aclose()  # type: ignore[attr-defined]
+    for _ in range(100):
+        if sum(f.disconnected for f in fakes) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert sum(f.disconnected for f in fakes) == 1
+    assert engine.figures().running == 0
+
+
+async def test_failing_replica_is_ejected_and_rejoins(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    fakes[0].down = True
+    await engine.pool.refresh()
+    assert sorted(r.url for r in engine.pool.healthy()) == sorted(f.url for f in fakes[1:])
+    for _ in range(3):
+        await collect(engine, gen_request())
+    assert len(fakes[0].bodies) == 0
+    for fake in fakes:
+        fake.down = True
+    await engine.pool.refresh()
+    with pytest.raises(EngineUnavailableError):
+        await engine.check_health()
+    with pytest.raises(EngineUnavailableError):
+        await collect(engine, gen_request())
+    for fake in fakes:
+        fake.down = False
+    await engine.pool.refresh()
+    await engine.check_health()
+    assert len(engine.pool.healthy()) == 3
+
+
+async def test_restarted_replica_is_detected_and_adapters_reload(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    lora = adapter()
+    await collect(engine, gen_request(lora=lora))
+    home = home_fake(fakes)
+    assert (await engine.residency()).loaded == {7}
+    home.restart()
+    await engine.pool.refresh()
+    assert (await engine.residency()).loaded == frozenset()
+    await collect(engine, gen_request(lora=lora))
+    assert home.load_calls == ["pirate@v1", "pirate@v1"]
+
+
+async def test_restart_between_probes_reloads_on_the_404(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    lora = adapter()
+    await collect(engine, gen_request(lora=lora))
+    home = home_fake(fakes)
+    home.restart()
+    outs = await collect(engine, gen_request(lora=lora))
+    assert outs[-1].choices[0].finish_reason == "length"
+    assert home.load_calls == ["pirate@v1", "pirate@v1"]
+    assert len(home.bodies) == 3  # served, refused (404), served again
+
+
+# ------------------------------------------------------------------ adapters
+
+
+async def test_load_pin_unload_and_residency(engine: RemoteEngine, fakes: list[FakeReplica]):
+    lora = adapter()
+    home = home_fake(fakes)
+    assert await engine.load(lora) is True
+    assert await engine.load(lora) is False
+    assert home.load_calls == ["pirate@v1"]
+    assert await engine.pin(lora) is True
+    views = {v.url: v for v in engine.replica_residency()}
+    assert views[home.url].adapters == ("pirate@v1",)
+    assert views[home.url].pinned == ("pirate@v1",)
+    # A pinned adapter is loaded again as soon as a probe sees its replica restarted.
+    home.restart()
+    await engine.pool.refresh()
+    assert home.load_calls == ["pirate@v1", "pirate@v1"]
+    assert await engine.unload(lora) is True
+    assert home.unload_calls == ["pirate@v1"] and "pirate@v1" not in home.adapters
+    assert (await engine.residency()).loaded == frozenset()
+    assert engine.capabilities == {"pin"}
+
+
+async def test_name_already_on_the_replica_is_adopted_not_reloaded(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    home = home_fake(fakes)
+    home.adapters["pirate@v1"] = "/adapters/pirate"  # loaded by another gateway
+    assert await engine.load(adapter()) is False
+    assert home.load_calls == []
+    await collect(engine, gen_request(lora=adapter()))
+    assert len(home.bodies) == 1
+
+
+async def test_adapter_the_replica_cannot_load(engine: RemoteEngine, fakes: list[FakeReplica]):
+    broken = AdapterRef(name="broken", lora_id=9, path="/missing/broken", version="v1")
+    with pytest.raises(ValueError, match="could not load broken@v1"):
+        await engine.load(broken)
+    with pytest.raises(EngineUnavailableError):  # tried on two replicas
+        await collect(engine, gen_request(lora=broken))
+
+
+async def test_retired_name_found_after_a_rejoin_is_unloaded(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    lora = adapter()
+    home = home_fake(fakes)
+    await engine.load(lora)
+    home.down = True
+    await engine.pool.refresh()
+    await engine.unload(lora)  # the replica is down: the name stays there
+    home.down = False
+    await engine.pool.refresh()
+    assert "pirate@v1" not in home.adapters
+
+
+# ------------------------------------------------------- membership, keys, start
+
+
+async def test_dns_name_members_join_and_leave(fakes: list[FakeReplica]):
+    answers = {"replicas.local": ["127.0.0.1"]}
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers[host]
+
+    port = int(fakes[1].url.rsplit(":", 1)[1])
+    settings = remote_settings(fakes[:1], dns_name="replicas.local", port=port)
+    remote = build_remote_engine(settings, resolver=resolve)
+    await discover_base(remote, settings)
+    assert sorted(remote.pool.replicas) == sorted([fakes[0].url, fakes[1].url])
+    answers["replicas.local"] = []
+    remote.pool._dns_due = 0.0
+    await remote.pool.refresh()
+    assert list(remote.pool.replicas) == [fakes[0].url]
+    await remote.shutdown()
+
+
+async def test_per_replica_api_keys(
+    fakes: list[FakeReplica], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("REPLICA_KEY", "key-from-env")
+    key_file = tmp_path / "key"
+    key_file.write_text("key-from-file\n")
+    fakes[0].api_key, fakes[1].api_key = "key-from-env", "key-from-file"
+    settings = remote_settings(
+        fakes[:2],
+        replicas=[fakes[0].url, {"url": fakes[1].url, "api_key_file": key_file}],
+        api_key_env="REPLICA_KEY",
+    )
+    assert "key-from" not in repr(settings)
+    remote = build_remote_engine(settings)
+    await discover_base(remote, settings)
+    assert len(remote.pool.healthy()) == 2
+    await remote.shutdown()
+
+
+async def test_start_reads_the_base_model_from_a_replica(
+    fakes: list[FakeReplica], fake_kit: FakeKit
+):
+    from gateway.config import ModelSettings
+    from gateway.engine.factory import start_engine
+
+    remote = start_engine(ModelSettings(path=fake_kit.base), remote_settings(fakes))
+    assert isinstance(remote, RemoteEngine) and isinstance(remote, Engine)
+    assert (remote.base_model, remote.max_model_len) == (BASE, MAX_LEN)
+    await remote.check_health()
+    await remote.shutdown()
+
+
+async def test_start_without_replicas_needs_the_model_configured(fake_kit: FakeKit):
+    from gateway.config import ModelSettings
+
+    dead = RemoteEngineSettings(replicas=[f"http://127.0.0.1:{free_port()}"], connect_timeout=0.5)
+    with pytest.raises(EngineUnavailableError, match="served_model_name"):
+        start_remote_engine(ModelSettings(path=fake_kit.base), dead)
+    configured = dead.model_copy(update={"served_model_name": BASE, "max_model_len": 128})
+    remote = start_remote_engine(ModelSettings(path=fake_kit.base), configured)
+    with pytest.raises(EngineUnavailableError):
+        await remote.check_health()
+    await remote.shutdown()
+
+
+def test_settings_validation(monkeypatch: pytest.MonkeyPatch, fake_kit: FakeKit, tmp_path: Path):
+    monkeypatch.delenv("NOT_SET_KEY", raising=False)
+    bad: list[dict[str, Any]] = [
+        {},
+        {"replicas": ["ftp://x:1"]},
+        {"replicas": ["http://x:8000/v1"]},
+        {"replicas": ["http://x:1", "http://x:1/"]},
+        {"replicas": ["http://x:1"], "api_key_env": "NOT_SET_KEY"},
+        {"replicas": ["http://x:1"], "api_key_file": tmp_path / "none"},
+        {"replicas": ["http://x:1"], "max_loras": 4, "max_cpu_loras": 2},
+        {"replicas": ["http://x:1"], "max_lora_rank": 7},
+    ]
+    for fields in bad:
+        with pytest.raises(ValidationError):
+            RemoteEngineSettings(**fields)
+    settings = Settings.load(
+        None,
+        model={"path": fake_kit.base},
+        engine={"kind": "remote", "dns_name": "vllm.default.svc", "port": 8000},
+    )
+    assert isinstance(settings.engine, RemoteEngineSettings)
+    assert settings.engine.dns_name == "vllm.default.svc"
+
+
+# ------------------------------------------------------------- through the app
+
+
+async def test_gateway_in_remote_mode_serves_chat_and_ready(
+    fakes: list[FakeReplica], fake_kit: FakeKit, tmp_path: Path, renderer: Any
+):
+    settings = fake_settings(fake_kit, tmp_path / "registry")
+    remote_cfg = remote_settings(fakes)
+    remote = build_remote_engine(remote_cfg)
+    await discover_base(remote, remote_cfg)
+    async with run_fake_gateway(settings, renderer, engine=remote) as gateway:  # type: ignore[arg-type]
+        assert (await gateway.client.get("/ready")).status_code == 200
+        response = await gateway.client.post(
+            "/v1/chat/completions",
+            json={"model": "pirate", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["usage"]["completion_tokens"] == 4
+        assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 3
+        [sent] = [b for f in fakes for b in f.bodies]
+        assert sent["model"].startswith("pirate@")
+        for fake in fakes:
+            fake.down = True
+        await remote.pool.refresh()
+        assert (await gateway.client.get("/ready")).status_code == 503
