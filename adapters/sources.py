@@ -73,9 +73,11 @@ def _check_inside_roots(path: str | os.PathLike[str], roots: Iterable[Path]) -> 
     resolved_roots = [Path(r).resolve() for r in roots]
     if not resolved_roots:
         raise SourceNotAllowedError("No local adapter folders are allowed on this gateway.")
+    if "\x00" in str(path):
+        raise SourceNotAllowedError("The adapter path contains a NUL character.")
     try:
         resolved = Path(path).resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         raise SourceUnavailableError(f"The adapter path {str(path)!r} does not exist.") from None
 
     def inside(candidate: Path) -> bool:

@@ -74,7 +74,13 @@ def create_app(
             try:
                 prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
                 state = build_state(
-                    settings, engine, prompt_renderer, registry, gateway_metrics, stores, config_path
+                    settings,
+                    engine,
+                    prompt_renderer,
+                    registry,
+                    gateway_metrics,
+                    stores,
+                    config_path,
                 )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +29,7 @@ from pydantic_settings import (
 )
 
 from gateway.tenancy.config import AdminConfig, KeyConfig, TenancyConfig, TenantConfig
+from retrieval import SearchMode
 
 ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -227,9 +236,32 @@ class RemoteEngineSettings(Section):
         return read_api_key(self.api_key_env, self.api_key_file)
 
 
-EngineSettings = Annotated[VLLMEngineSettings | RemoteEngineSettings, Field(discriminator="kind")]
-"""The engine kinds, told apart by ``engine.kind`` (a union as kinds are added)."""
 ENGINE_KINDS = ("vllm", "remote")
+
+
+def _engine_by_kind(value: Any) -> VLLMEngineSettings | RemoteEngineSettings:
+    """Validate ``engine`` as the class its ``kind`` names (``vllm`` when left out).
+
+    A plain validator rather than a discriminated union: errors keep the path users
+    write (``engine.max_lora_rank``, not ``engine.vllm.max_lora_rank``).
+    """
+    if isinstance(value, VLLMEngineSettings | RemoteEngineSettings):
+        return value
+    kind = value.get("kind", "vllm") if isinstance(value, dict) else None
+    if kind == "remote":
+        return RemoteEngineSettings.model_validate(value)
+    if kind == "vllm":
+        return VLLMEngineSettings.model_validate(value)
+    raise ValueError(f"engine must be a mapping whose kind is one of {ENGINE_KINDS}")
+
+
+EngineSettings = Annotated[
+    VLLMEngineSettings | RemoteEngineSettings,
+    PlainValidator(
+        _engine_by_kind, json_schema_input_type=VLLMEngineSettings | RemoteEngineSettings
+    ),
+]
+"""The engine kinds, told apart by ``engine.kind``."""
 
 
 class AdapterSettings(Section):
@@ -375,9 +407,6 @@ class LimitSettings(Section):
     )
 
 
-SearchModeName = Literal["dense", "bm25", "hybrid"]
-
-
 class RetrievalSettings(Section):
     """Retrieval-augmented generation: where collections live, which embedder builds
     them, and how many sources a chat request gets.
@@ -405,7 +434,7 @@ class RetrievalSettings(Section):
     document_prefix: str = Field(default="", description="Prepended to chunks (e5: 'passage: ').")
     top_k: int = Field(default=5, ge=1, description="Sources per request unless it asks.")
     max_top_k: int = Field(default=20, ge=1, description="Largest top_k a request may ask for.")
-    mode: SearchModeName = Field(
+    mode: SearchMode = Field(
         default="hybrid", description="dense, bm25 or hybrid (both fused), unless asked."
     )
     context_tokens: int = Field(

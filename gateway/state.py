@@ -11,15 +11,15 @@ from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
-from gateway.tenancy.admin_guard import AdminGuard
 from gateway.config import Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
+from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
-from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.admin_guard import AdminGuard
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.usage import UsageStore

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from retrieval import pdf_text
+
 
 @dataclass(frozen=True, slots=True)
 class RetrievalConfig:
@@ -21,12 +23,12 @@ class RetrievalConfig:
     """Tokens repeated from the end of one chunk at the start of the next (same section)."""
     max_file_bytes: int = 20 * 1024 * 1024
     """Files larger than this are rejected with ``FileTooLargeError``."""
-    pdf_max_pages: int = 2_000
+    pdf_max_pages: int = pdf_text.MAX_PAGES
     """PDFs with more pages are rejected with ``ExtractionLimitError``."""
-    pdf_max_content_bytes: int = 50 * 1024 * 1024
+    pdf_max_content_bytes: int = pdf_text.MAX_CONTENT_BYTES
     """Most decompressed page content (form XObjects counted each time drawn) one PDF
-    may make the extractor parse; pypdf parses ~0.4 MB/s, so this is ~2 min of work."""
-    pdf_max_inflation: int = 100
+    may make the extractor parse (pypdf parses 0.1-0.4 MB/s on 2 cores: minutes)."""
+    pdf_max_inflation: int = pdf_text.MAX_INFLATION
     """PDF content may also decompress to at most this many times the file's size
     (beyond the first MiB): the zip-bomb ratio test. Real PDFs measured 0.6-4x."""
     embed_batch_size: int = 64

@@ -72,7 +72,7 @@ def _without_comments(css: str) -> str:
         parts.append(css[pos:start])
         close = css.find("*/", start + 2)
         if close < 0:
-            return " ".join(parts)
+            return "".join(parts)
         parts.append(" ")
         pos = close + 2
     parts.append(css[pos:])
@@ -222,8 +222,6 @@ def extract_html(data: bytes, source: str, fallback_title: str) -> ExtractedDocu
     if b"\x00" in data[:8192]:
         raise BinaryFileError(source, "binary data (NUL bytes) in an HTML file")
     markup = decode_html(data)
-    if "\x00" in markup[:8192]:
-        raise BinaryFileError(source, "binary data (NUL bytes) in an HTML file")
     flattener = _Flattener()
     for token in tokenize(markup):
         if isinstance(token, Text):

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 from gateway.engine.interface import (
     AdapterRef,
-    ChoiceOutput,
     AdapterResidency,
+    ChoiceOutput,
     GenerationOutput,
     GenerationRequest,
     SchedulerFigures,

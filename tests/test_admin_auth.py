@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from gateway.tenancy.admin_guard import AdminGuard
 from gateway.config import Settings
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.admin_guard import AdminGuard
 from tests.admin_requests import ADMIN, upload
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
 

@@ -258,3 +258,53 @@ def test_tenants_have_a_default_concurrency_cap() -> None:
     from gateway.tenancy.config import DEFAULT_MAX_IN_FLIGHT, TenantConfig
 
     assert TenantConfig().max_in_flight == DEFAULT_MAX_IN_FLIGHT
+
+
+def test_recording_usage_never_waits_for_a_commit(tmp_path: Path) -> None:
+    """``record`` runs on the event loop: it must not wait while ``flush`` commits."""
+    store = UsageStore(tmp_path / "usage.db")
+    store.record(
+        tenant="t", key_id="k", model="m", adapter=None, prompt_tokens=1, completion_tokens=1
+    )
+    committing, release = threading.Event(), threading.Event()
+
+    class SlowDisk:
+        def __init__(self, db: Any) -> None:
+            self._db = db
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql == "COMMIT":
+                committing.set()
+                release.wait(10)
+            return self._db.execute(sql, *args)
+
+        def executemany(self, sql: str, rows: Any) -> Any:
+            return self._db.executemany(sql, rows)
+
+    real = store._db
+    store._db = SlowDisk(real)  # type: ignore[assignment]
+    flusher = threading.Thread(target=store.flush)
+    flusher.start()
+    assert committing.wait(10)
+    recorder = threading.Thread(
+        target=store.record,
+        kwargs={
+            "tenant": "t",
+            "key_id": "k",
+            "model": "m",
+            "adapter": None,
+            "prompt_tokens": 2,
+            "completion_tokens": 2,
+        },
+    )
+    recorder.start()
+    recorder.join(5)
+    blocked = recorder.is_alive()
+    release.set()
+    flusher.join(10)
+    recorder.join(10)
+    assert not blocked, "record() waited for the SQLite commit"
+    store._db = real
+    rows = store.query()
+    assert sum(r.requests for r in rows) == 2
+    store.close()

@@ -730,3 +730,35 @@ async def test_gateway_in_remote_mode_serves_chat_and_ready(
             fake.down = True
         await remote.pool.refresh()
         assert (await gateway.client.get("/ready")).status_code == 503
+
+
+async def test_a_wrong_replica_key_is_never_the_clients_fault(
+    engine: RemoteEngine, fakes: list[FakeReplica]
+):
+    home = home_fake(fakes)
+    home.api_key = "the-replicas-real-key"  # the gateway sends none
+    outs = await collect(engine, gen_request(lora=adapter()))  # 401 on load: tried elsewhere
+    assert outs[-1].choices[0].finish_reason == "length"
+    await engine.pool.refresh()
+    assert home.url not in {r.url for r in engine.pool.healthy()}
+
+
+def test_config_check_validates_remote_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    import yaml
+
+    from gateway.cli import main
+
+    monkeypatch.delenv("MISSING_REPLICA_KEY", raising=False)
+    path = tmp_path / "remote.yaml"
+    engine = {"kind": "remote", "replicas": ["http://10.0.0.5:8000"], "max_lora_rank": 8}
+    path.write_text(yaml.safe_dump({"model": {"path": str(tmp_path)}, "engine": engine}))
+    assert main(["config", "check", str(path)]) == 0
+    engine["api_key_env"] = "MISSING_REPLICA_KEY"
+    engine["max_lora_rank"] = 7
+    path.write_text(yaml.safe_dump({"model": {"path": str(tmp_path)}, "engine": engine}))
+    capsys.readouterr()
+    assert main(["config", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "engine.max_lora_rank" in err

@@ -18,6 +18,7 @@ from gateway.protocol.common import (
     is_none,
 )
 from gateway.protocol.logprobs import ChatLogprobs
+from retrieval import SearchMode
 
 
 class TextContentPart(OpenAIModel):
@@ -46,7 +47,8 @@ class ChatMessage(OpenAIModel):
         )
 
 
-SearchModeName = Literal["dense", "bm25", "hybrid"]
+SearchModeName = SearchMode
+"""The retrieval library's search modes (one definition, in ``retrieval.search``)."""
 
 
 class RagOptions(OpenAIModel):

@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import yaml
@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from gateway.config import RegistrySettings, RetrievalSettings, Settings
 from gateway.rag.protocol import CollectionCard, DocumentCard, SearchResult
 from gateway.rag.provider import build_embedder, open_store
-from retrieval import CollectionStore, Embedder, IngestStatus, RetrievalError
+from retrieval import CollectionStore, Embedder, IngestStatus, RetrievalError, SearchMode
 from retrieval.ingest import OnError
 
 SNIPPET_CHARS = 160
@@ -73,7 +73,7 @@ def add_rag_parser(sub: Any) -> None:
     search.add_argument("--collection", required=True, action="append", help="repeatable")
     search.add_argument("query")
     search.add_argument("--top-k", type=int, default=None)
-    search.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default=None)
+    search.add_argument("--mode", choices=get_args(SearchMode), default=None)
 
     delete = cmds.add_parser("delete", parents=[common], help="remove a document")
     delete.add_argument("--collection", required=True)

@@ -13,6 +13,7 @@ rendered to a string and tokenized; tokenized naively, a message containing
 
 from __future__ import annotations
 
+import copy
 import re
 import secrets
 from pathlib import Path
@@ -22,7 +23,8 @@ from gateway.errors import InvalidRequestError
 
 
 class PromptRenderer:
-    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Stateless.
+    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Stateless
+    and safe to call from several threads at once (prompts are rendered in threads).
 
     ``chat`` renders the template twice: with the real contents (what the template
     makes of them, its filters included) and with each content replaced by a random
@@ -34,10 +36,23 @@ class PromptRenderer:
     tokenized as text, so a content's ``<|im_end|>`` stays the characters
     ``<|im_end|>``. The contents then go in as sent (a template filter such as
     ``| trim`` is not applied to them).
+
+    Encoding goes through two private copies of the Rust tokenizer, one that parses
+    special tokens and one that does not, each set once: Hugging Face's per-call
+    ``split_special_tokens`` flips a flag on the one shared tokenizer, and under
+    concurrent calls another thread's setting applies (seen in tests: client text
+    parsed as control tokens).
     """
 
     def __init__(self, tokenizer: Any) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError("PromptRenderer needs a fast (Rust) Hugging Face tokenizer")
         self._tokenizer = tokenizer
+        self._parsing = copy.deepcopy(backend)
+        self._parsing.encode_special_tokens = False
+        self._literal = copy.deepcopy(backend)
+        self._literal.encode_special_tokens = True
         added = tokenizer.added_tokens_decoder.values()
         self._special_texts = tuple(t.content for t in added if t.special)
         self._special_ids = frozenset(tokenizer.convert_tokens_to_ids(list(self._special_texts)))
@@ -57,16 +72,14 @@ class PromptRenderer:
             {**m, "content": f"@{nonce}:{i}@"} if contents[i] else m for i, m in enumerate(messages)
         ]
         rendered = self._render(placeholders)
-        encoding = self._tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
-        template_ids: list[int] = list(encoding["input_ids"])
+        encoding = self._parsing.encode(rendered, add_special_tokens=False)
+        template_ids: list[int] = list(encoding.ids)
         template_specials = [t for t in template_ids if t in self._special_ids]
         if not any(s in c for c in contents for s in self._special_texts):
             ids = self._encode(self._render(messages), parse_special=True)
             if [t for t in ids if t in self._special_ids] == template_specials:
                 return ids
-        runs = _split_at_specials(
-            rendered, template_ids, encoding["offset_mapping"], self._special_ids
-        )
+        runs = _split_at_specials(rendered, template_ids, encoding.offsets, self._special_ids)
         placeholder = re.compile(rf"@{nonce}:(\d+)@")
         ids = []
         for run in runs:
@@ -110,11 +123,8 @@ class PromptRenderer:
             ) from exc
 
     def _encode(self, text: str, *, parse_special: bool) -> list[int]:
-        return list(
-            self._tokenizer.encode(
-                text, add_special_tokens=False, split_special_tokens=not parse_special
-            )
-        )
+        backend = self._parsing if parse_special else self._literal
+        return list(backend.encode(text, add_special_tokens=False).ids)
 
 
 def _split_at_specials(

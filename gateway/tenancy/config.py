@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.tenancy.keys import valid_hash
+from retrieval import SearchMode
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TEMPLATE_VARIABLE = re.compile(r"\{([a-z_]+)\}")
@@ -59,9 +60,7 @@ class RagPolicyConfig(Section):
         min_length=1, description="Collections always searched (each in the tenant's list)."
     )
     top_k: int | None = Field(default=None, ge=1, description="Default: retrieval.top_k.")
-    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        default=None, description="Default: retrieval.mode."
-    )
+    mode: SearchMode | None = Field(default=None, description="Default: retrieval.mode.")
 
 
 class PolicyConfig(Section):

@@ -48,9 +48,10 @@ class UsageRow:
 class UsageStore:
     """Aggregates in memory per minute; ``flush`` writes the batch in one transaction.
 
-    Concurrency rule: ``record`` may be called from any thread (a lock guards the
-    pending batch); ``flush`` and ``query`` take the same lock around SQLite, so call
-    them off the event loop (``asyncio.to_thread``) in a server.
+    Concurrency rule: ``record`` may be called from any thread, the event loop included:
+    it takes only the batch lock, which is never held across I/O. ``flush``, ``query``
+    and ``close`` take a second lock around SQLite (commits may block on the disk), so
+    call them off the event loop (``asyncio.to_thread``) in a server.
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -61,7 +62,8 @@ class UsageStore:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pending batch only
+        self._db_lock = threading.Lock()  # the SQLite connection
         self._pending: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def record(
@@ -84,8 +86,9 @@ class UsageStore:
             row[2] += completion_tokens
 
     def flush(self) -> int:
-        with self._lock:
-            batch, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
+        with self._db_lock:
+            with self._lock:
+                batch, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
             if batch:
                 self._db.execute("BEGIN")
                 self._db.executemany(UPSERT, [(*k, *v) for k, v in batch.items()])
@@ -103,11 +106,11 @@ class UsageStore:
             sql += " AND tenant = ?"
             params.append(tenant)
         sql += " GROUP BY tenant, key_id, model, adapter ORDER BY tenant, key_id, model, adapter"
-        with self._lock:
+        with self._db_lock:
             rows = self._db.execute(sql, params).fetchall()
         return [UsageRow(*row) for row in rows]
 
     def close(self) -> None:
         self.flush()
-        with self._lock:
+        with self._db_lock:
             self._db.close()

@@ -14,6 +14,8 @@ from gateway.config_reload import reload_tenancy
 
 router = APIRouter()
 
+MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z: the usage table's minutes fit int64
+
 
 @router.get("/metrics")
 async def metrics(
@@ -35,7 +37,10 @@ async def reload_config(state: StateDep) -> dict[str, Any]:
 async def usage(
     state: StateDep,
     tenant: Annotated[str | None, Query()] = None,
-    since: Annotated[float | None, Query(description="Unix time")] = None,
+    since: Annotated[
+        float | None,
+        Query(description="Unix time", ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False),
+    ] = None,
 ) -> dict[str, Any]:
     rows = await asyncio.to_thread(state.usage.query, tenant=tenant, since=since)
     return {

@@ -4,8 +4,8 @@ It knows nothing of settings, placement or the gateway's errors; it raises its o
 
     ReplicaError
     ├── ReplicaUnreachableError   connect failure, timeout, 5xx, broken stream: try elsewhere
-    └── ReplicaRejectedError      a 4xx answer or an error event: the request is at fault
-                                  (``status`` says which; 404: unknown model on the replica)
+    └── ReplicaRejectedError      400/404/413/422 (answer or error event): the request is
+                                  at fault (404: the replica does not know the model)
 """
 
 from __future__ import annotations
@@ -207,20 +207,25 @@ def _error_message(payload: Any, fallback: str) -> tuple[str, int | None]:
     )
 
 
+REQUEST_FAULTS = frozenset({400, 404, 413, 422})
+"""Statuses that blame the request. Others (401/403: a wrong key, 408, 429, 5xx) blame
+the replica, so another one may serve the request."""
+
+
 def _status_error(response: httpx.Response) -> ReplicaError:
     try:
         payload = response.json()
     except ValueError:
         payload = None
     message, _ = _error_message(payload, f"HTTP {response.status_code}")
-    if 400 <= response.status_code < 500 and response.status_code != 408:
+    if response.status_code in REQUEST_FAULTS:
         return ReplicaRejectedError(response.status_code, message)
     return ReplicaUnreachableError(f"{response.request.url}: HTTP {response.status_code}")
 
 
 def _event_error(error: Any) -> ReplicaError:
-    """An error event: 4xx codes are the request's fault, anything else the replica's."""
+    """An error event: the request's fault for ``REQUEST_FAULTS``, else the replica's."""
     message, code = _error_message({"error": error}, "the replica reported an error")
-    if code is not None and 400 <= code < 500:
+    if code in REQUEST_FAULTS:
         return ReplicaRejectedError(code, message)
     return ReplicaUnreachableError(f"the replica failed the request: {message}")

@@ -41,6 +41,7 @@ class ReplicaResidency:
     url: str
     healthy: bool
     in_flight: int
+    requests: int
     adapters: tuple[str, ...]
     cached: tuple[str, ...]
     pinned: tuple[str, ...]
@@ -104,22 +105,25 @@ class RemoteEngine:
             except ReplicaRejectedError as exc:
                 if yielded:
                     raise EngineFailureError("The inference engine failed mid-stream.") from exc
-                if exc.status == 404 and request.adapter is not None and attempt == 1:
+                if exc.status != 404:
+                    raise InvalidRequestError(exc.message) from exc
+                if request.adapter is not None and attempt == 1:
                     # The replica lost the adapter's name (restarted since the last
                     # probe): load it again there and retry.
                     replica.forget(request.adapter.engine_name)
                     tried.discard(replica.url)
                     continue
-                raise InvalidRequestError(exc.message) from exc
+                failure: Exception = exc  # it does not serve the model: misconfigured
             except (ReplicaUnreachableError, AdapterLoadRefused) as exc:
                 if yielded:
                     logger.warning("replica %s failed mid-stream: %s", replica.url, exc)
                     raise EngineFailureError("The inference engine failed mid-stream.") from exc
-                logger.warning("replica %s failed before the first token: %s", replica.url, exc)
                 if isinstance(exc, ReplicaUnreachableError) and exc.network:
                     self.pool.eject(replica, str(exc))  # unreachable, not merely slow
-                if attempt == 2:
-                    raise EngineUnavailableError("No replica could serve this request.") from exc
+                failure = exc
+            logger.warning("replica %s failed before the first token: %s", replica.url, failure)
+            if attempt == 2:
+                raise EngineUnavailableError("No replica could serve this request.") from failure
 
     async def _generate_on(
         self, replica: Replica, request: GenerationRequest
@@ -234,6 +238,7 @@ class RemoteEngine:
                     url=url,
                     healthy=r.healthy,
                     in_flight=r.in_flight,
+                    requests=r.requests,
                     adapters=names,
                     cached=names[-self.cache_capacity :],
                     pinned=tuple(n for n in self._pinned if n in r.adapters),

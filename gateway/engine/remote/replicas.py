@@ -46,6 +46,8 @@ class Replica:
         self.healthy = False
         self.last_error: str | None = None
         self.in_flight = 0
+        self.requests = 0
+        """Requests sent here (a retry counts on each replica it tried)."""
         self.adapter_in_flight: Counter[str] = Counter()
         self.adapters: OrderedDict[str, AdapterRecord] = OrderedDict()
         self.loads = 0
@@ -56,6 +58,7 @@ class Replica:
     def busy(self, adapter: str | None) -> Iterator[None]:
         """Count a request in flight here (for placement and figures) while inside."""
         self.in_flight += 1
+        self.requests += 1
         if adapter is not None:
             self.adapter_in_flight[adapter] += 1
         try:

@@ -33,10 +33,11 @@ def start_remote_engine(
     found: list[Any] = []
 
     def discover_in_thread() -> None:
-        async def run() -> tuple[str, int]:
+        async def run() -> tuple[tuple[str, int], list[str]]:
             probe = build_remote_engine(settings, transport=transport, resolver=resolver)
             try:
-                return await discover_base(probe, settings)
+                base = await discover_base(probe, settings)
+                return base, [r.url for r in probe.pool.healthy()]
             finally:
                 await probe.pool.aclose()
 
@@ -50,7 +51,11 @@ def start_remote_engine(
     thread.join()
     if isinstance(found[0], BaseException):
         raise found[0]
-    engine = build_remote_engine(settings, transport=transport, resolver=resolver, base=found[0])
+    base, healthy = found[0]
+    engine = build_remote_engine(settings, transport=transport, resolver=resolver, base=base)
+    for url in healthy:  # as just probed: serve before the monitor's first round
+        if url in engine.pool.replicas:
+            engine.pool.replicas[url].healthy = True
     try:
         asyncio.get_running_loop()
     except RuntimeError:
