@@ -225,7 +225,7 @@ def test_a_pdf_whose_content_inflates_past_the_budget_is_refused_fast() -> None:
     assert "decompression bomb" in message
 
 
-def test_the_pdf_bomb_is_refused_in_well_under_a_second_of_work() -> None:
+def test_the_pdf_bomb_is_refused_without_being_parsed() -> None:
     extract(make_pdf(["warm up pypdf imports"]), PDF, "warm.pdf", "warm")
     started = time.perf_counter()
     with pytest.raises(ExtractionLimitError):
@@ -244,7 +244,7 @@ def form_pdf(draws: int) -> bytes:
 
 def test_a_form_drawn_thousands_of_times_is_charged_for_every_drawing() -> None:
     # A 1 KB file whose 2 KB form is drawn 2,000 times: 4 MB for pypdf to parse, which
-    # re-parses a form each time it is drawn (~40 s before).
+    # re-parses a form each time it is drawn (tens of seconds before).
     limits = PdfLimits(max_content_bytes=100_000)
     started = time.perf_counter()
     with pytest.raises(ExtractionLimitError, match="more than 100000 bytes"):
