@@ -38,7 +38,7 @@ from gateway.engine.remote import RemoteEngine
 from gateway.engine.remote.placement import BoundedLoad, ranking
 from gateway.engine.remote.startup import build_remote_engine, discover_base, start_remote_engine
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
-from tests.conftest import FakeKit, fake_settings, run_fake_gateway
+from tests.conftest import ADMIN_KEY, FakeKit, fake_settings, run_fake_gateway
 from tests.engine_fixtures import free_port
 
 BASE = "fake-base"
@@ -726,6 +726,12 @@ async def test_gateway_in_remote_mode_serves_chat_and_ready(
         assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 3
         [sent] = [b for f in fakes for b in f.bodies]
         assert sent["model"].startswith("pirate@")
+        adapters = await gateway.client.get(
+            "/admin/adapters", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+        [pirate] = [a for a in adapters.json()["data"] if a["name"] == "pirate"]
+        home = [f.url for f in fakes if f.load_calls]
+        assert [v["replicas"] for v in pirate["versions"]] == [home]
         for fake in fakes:
             fake.down = True
         await remote.pool.refresh()

@@ -65,6 +65,10 @@ class AdapterVersionInfo(BaseModel):
     target_modules: list[str]
     size_bytes: int
     created_at: datetime
+    replicas: list[str] | None = Field(
+        default=None,
+        description="Remote mode: the replicas (URLs) this version is registered on.",
+    )
 
     @classmethod
     def build(
@@ -87,6 +91,9 @@ class AdapterVersionInfo(BaseModel):
             target_modules=list(entry.target_modules),
             size_bytes=entry.size_bytes,
             created_at=entry.created_at,
+            replicas=None
+            if stats.replicas is None
+            else sorted(url for url, ids in stats.replicas.items() if entry.lora_int_id in ids),
         )
 
 

@@ -110,6 +110,8 @@ class AdapterResidency:
 
     loaded: frozenset[int] = field(default_factory=frozenset)
     slots: frozenset[int] | None = None
+    replicas: dict[str, frozenset[int]] | None = None
+    """A pool of replicas: the ids each replica (by URL) holds; None for one engine."""
 
 
 @dataclass(frozen=True)

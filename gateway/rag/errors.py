@@ -55,6 +55,7 @@ _REJECTIONS: dict[type[lib.DocumentRejectedError], str] = {
     lib.BinaryFileError: "binary_file",
     lib.CorruptDocumentError: "corrupt_document",
     lib.EmptyDocumentError: "empty_document",
+    lib.ExtractionLimitError: "extraction_limit",
 }
 
 

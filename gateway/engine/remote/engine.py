@@ -220,13 +220,14 @@ class RemoteEngine:
 
     async def residency(self) -> AdapterResidency:
         """Ids of adapters registered on some healthy replica; no slot view."""
-        loaded = {
-            record.ref.lora_id
+        by_replica = {
+            replica.url: frozenset(
+                record.ref.lora_id for record in replica.adapters.values() if record.ref
+            )
             for replica in self.pool.healthy()
-            for record in replica.adapters.values()
-            if record.ref is not None
         }
-        return AdapterResidency(loaded=frozenset(loaded), slots=None)
+        loaded = frozenset().union(*by_replica.values()) if by_replica else frozenset()
+        return AdapterResidency(loaded=loaded, slots=None, replicas=by_replica)
 
     def replica_residency(self) -> list[ReplicaResidency]:
         views = []
