@@ -31,6 +31,12 @@ $(STAMP):
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	} || echo "warning: chromium + chromium-driver not installed: the browser test will skip"
+	# The shared-limits tests start Debian's redis-server (they are skipped without one).
+	command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	} || echo "warning: redis-server not installed: the shared-limits tests will skip"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -47,6 +48,7 @@ def create_app(
     renderer: PromptRenderer | None = None,
     *,
     config_path: Path | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
     metrics: GatewayMetrics | None = None,
     embedder: Embedder | None = None,
 ) -> FastAPI:
@@ -81,6 +83,7 @@ def create_app(
                     gateway_metrics,
                     stores,
                     config_path,
+                    config_overrides,
                 )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
@@ -100,6 +103,7 @@ def create_app(
                     for task in background:
                         task.cancel()
                     await state.lifecycle.close()
+                    await state.gatekeeper.close()
                     await asyncio.to_thread(state.usage.close)
                     await asyncio.to_thread(state.retrieval.close)
                 await engine.shutdown()

@@ -5,28 +5,33 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
-from gateway.config import ServerSettings, Settings
-from gateway.config_reload import describe
+from gateway.config import ServerSettings, Settings, VLLMEngineSettings
+from gateway.config_reload import ConfigOverrides, describe, load_settings
 from gateway.logging_setup import configure_logging
 from gateway.rag.commands import add_rag_parser
 from gateway.tenancy.keys import generate_key
 
 
-def _serve(settings: Settings, config_path: Path | None = None) -> None:
+def _serve(
+    settings: Settings,
+    config_path: Path | None = None,
+    overrides: ConfigOverrides | None = None,
+) -> None:
     import uvicorn
 
     from gateway.app import create_app
 
     configure_logging(settings.server.log_level, settings.server.json_logs)
     uvicorn.run(
-        create_app(settings, config_path=config_path),
+        create_app(settings, config_path=config_path, config_overrides=overrides),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
@@ -43,38 +48,90 @@ def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return server
 
 
-def with_server_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    """``settings`` with the command line's ``--host``/``--port``, validated again: the
-    server section as a whole, then "no keys means loopback only" on the address that
-    will actually be bound, not the file's. (``model_copy(update=...)`` alone validates
-    nothing; validating all of ``Settings`` again would let ``LORAGATE_SERVER__*``
-    override the command line.)"""
-    if not overrides:
-        return settings
-    server = ServerSettings.model_validate({**settings.server.model_dump(), **overrides})
-    server.check_open_access(settings.tenancy())
-    return settings.model_copy(update={"server": server})
+ENGINE_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    (
+        "--dtype",
+        "dtype",
+        str,
+        "model dtype; auto: bfloat16 on a GPU or a CPU with native bf16, else float32",
+    ),
+    ("--max-model-len", "max_model_len", int, "longest prompt + completion, in tokens"),
+    ("--max-loras", "max_loras", int, "adapters in one batch (engine slots)"),
+    ("--max-cpu-loras", "max_cpu_loras", int, "adapters kept in the engine's CPU cache"),
+    ("--max-lora-rank", "max_lora_rank", int, "largest adapter rank served"),
+    (
+        "--gpu-memory-utilization",
+        "memory_fraction",
+        float,
+        "share of GPU memory for the engine (on a CPU: of RAM for the KV cache)",
+    ),
+    ("--max-num-seqs", "max_num_seqs", int, "most sequences in one batch"),
+    ("--seed", "seed", int, "engine random seed"),
+)
+"""``vllm serve``'s flags that loragate's ``engine`` settings take, by the same name."""
 
 
-def print_config_errors(path: Path, exc: Exception) -> None:
+def _name_path(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key = key.replace("-", "_")  # vllm serve's spelling; one name, whichever is given
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{key}: VALUE is not a YAML scalar") from None
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``loragate serve``'s flags as config sections (see ``config_reload.apply_overrides``)."""
+    overrides: dict[str, Any] = {}
+    model = {"path": args.model, "name": args.served_model_name}
+    if any(v is not None for v in model.values()):
+        overrides["model"] = {k: v for k, v in model.items() if v is not None}
+    if args.lora:
+        overrides["adapters"] = [{"name": n, "path": p} for n, p in args.lora]
+    engine = {f: getattr(args, f) for _, f, _, _ in ENGINE_FLAGS if getattr(args, f) is not None}
+    if args.enforce_eager:
+        engine["enforce_eager"] = True
+    if args.engine_arg:
+        engine["extra_args"] = dict(args.engine_arg)
+    if engine:
+        overrides["engine"] = engine
+    if server := _server_overrides(args):
+        overrides["server"] = server
+    return overrides
+
+
+def print_config_errors(source: Path | str, exc: Exception) -> None:
     """Each error with the path to its field, or a YAML line and column; never a value
     from the file (pydantic's own text quotes them, and a secret may be one)."""
     if isinstance(exc, ValidationError):
-        print(f"{path}: {exc.error_count()} error(s)", file=sys.stderr)
+        print(f"{source}: {exc.error_count()} error(s)", file=sys.stderr)
         for line in describe(exc).split("; "):
             print(f"  {line}", file=sys.stderr)
     else:
-        print(f"{path}: {exc}", file=sys.stderr)
+        print(f"{source}: {exc}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.config is None and args.model is None:
+        print("loragate serve: give --config FILE, --model DIR, or both", file=sys.stderr)
+        return 2
+    overrides = serve_overrides(args)
     try:
-        settings = with_server_overrides(Settings.load(args.config), _server_overrides(args))
+        settings = load_settings(args.config, overrides)
     except (ValidationError, ValueError, OSError) as exc:
         print("loragate: not starting, the configuration is invalid:", file=sys.stderr)
-        print_config_errors(args.config, exc)
+        print_config_errors(args.config or "command line", exc)
         return 2
-    _serve(settings, args.config)
+    _serve(settings, args.config, overrides)
     return 0
 
 
@@ -115,22 +172,114 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.cache_dir, _server_overrides(args), _serve)
 
 
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    server = ServerSettings.model_fields
+    parser.add_argument(
+        "--host",
+        help=f"address to bind (default: the config's server.host, else {server['host'].default})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help=f"port to bind (default: the config's server.port, else {server['port'].default})",
+    )
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    return get_args(annotation) if get_origin(annotation) is Literal else None
+
+
+def _add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve a config file's models, or a model folder and adapters given as flags",
+        description="Serve one base model and its LoRA adapters. With --config the file "
+        "gives every setting; the flags below override it and LORAGATE_* variables. "
+        "Without it, --model is enough: loragate serve --model DIR --lora NAME=PATH "
+        "is vllm serve DIR --enable-lora --lora-modules NAME=PATH.",
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML config file (default: none; then --model is needed)",
+    )
+    serve.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="Hugging Face folder of the base model, as vllm serve DIR takes it "
+        "(default: the config's model.path)",
+    )
+    serve.add_argument(
+        "--served-model-name",
+        metavar="NAME",
+        help="id clients use for the base model (default: the config's model.name, else "
+        "the folder's name)",
+    )
+    serve.add_argument(
+        "--lora",
+        "--lora-modules",
+        type=_name_path,
+        nargs="+",
+        action="extend",
+        metavar="NAME=PATH",
+        help="adapters served from start-up (repeatable; replaces the config's adapter of "
+        "the same name; default: the config's adapters only)",
+    )
+    serve.add_argument(
+        "--engine-arg",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="any vLLM engine argument (engine.extra_args), VALUE read as YAML, e.g. "
+        "--engine-arg enable_prefix_caching=true (repeatable; default: the config's)",
+    )
+    engine = VLLMEngineSettings.model_fields
+    metavars = {int: "N", float: "FRACTION", str: None}
+    for flag, field, kind, text in ENGINE_FLAGS:
+        default = engine[field].default
+        shown = "vLLM's default" if default is None else default
+        serve.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            metavar=metavars[kind],
+            choices=_literal_choices(engine[field].annotation),
+            help=f"{text}: engine.{field} (default: the config's, else {shown})",
+        )
+    serve.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="no CUDA graphs / compilation: engine.enforce_eager (default: the config's, "
+        f"else {engine['enforce_eager'].default})",
+    )
+    serve.add_argument(
+        "--enable-lora",
+        action="store_true",
+        help="accepted for vllm serve's command lines; LoRA is always on",
+    )
+    _add_server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loragate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"loragate {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="serve the models of a config file")
-    serve.add_argument("--config", type=Path, required=True)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.set_defaults(func=cmd_serve)
+    _add_serve_parser(sub)
 
     demo = sub.add_parser(
         "demo", help="build (once) and serve the demo: model, adapters, tenants, manuals"
     )
-    demo.add_argument("--cache-dir", type=Path, default=None)
-    demo.add_argument("--host")
-    demo.add_argument("--port", type=int)
+    demo.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where the demo is built and cached (default: $LORAGATE_CACHE, else "
+        "~/.cache/loragate)",
+    )
+    _add_server_flags(demo)
     demo.set_defaults(func=cmd_demo)
 
     add_adapters_parser(sub)
@@ -139,17 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file")
-    check.add_argument("file", type=Path)
+    check.add_argument("file", type=Path, help="the YAML config file to check")
     check.set_defaults(func=cmd_config_check)
 
     keys = sub.add_parser("keys", help="API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="make a key; print it once and its hash")
     owner = create.add_mutually_exclusive_group(required=True)
-    owner.add_argument("--tenant")
-    owner.add_argument("--admin", action="store_true")
+    owner.add_argument("--tenant", help="the tenant the key is for (one of this or --admin)")
+    owner.add_argument("--admin", action="store_true", help="an admin key (admin API, /metrics)")
     create.set_defaults(func=cmd_keys_create)
     return parser
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("loragate")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.engine.vllm_args import check_extra_args
 from gateway.tenancy.config import AdminConfig, KeyConfig, TenancyConfig, TenantConfig
 from retrieval import SearchMode
 
@@ -82,6 +83,14 @@ class VLLMEngineSettings(Section):
         description="JSON response formats without free whitespace, so weak models cannot "
         "fill the completion budget with blanks.",
     )
+    extra_args: dict[str, Any] = Field(
+        default={},
+        description="Any other vLLM engine argument (a field of vLLM's AsyncEngineArgs, as "
+        "`vllm serve --flag-name` takes it: tensor_parallel_size, quantization, "
+        "max_num_batched_tokens, enable_prefix_caching, compilation_config, ...), passed to "
+        "the engine. Names and types are checked against vLLM's own definitions; the ones "
+        "loragate sets (model, max_loras, ...) are refused with the setting to use instead.",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -89,6 +98,11 @@ class VLLMEngineSettings(Section):
         if value not in VLLM_LORA_RANKS:
             raise ValueError(f"must be one of {VLLM_LORA_RANKS}")
         return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _vllm_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_extra_args(value) if value else value
 
     @model_validator(mode="after")
     def _cpu_cache_holds_slots(self) -> VLLMEngineSettings:
@@ -407,6 +421,30 @@ class LimitSettings(Section):
     )
 
 
+class LimitStoreSettings(Section):
+    """Where rate limits and in-flight caps live. ``memory``: this gateway only (the
+    default). ``redis``: shared by every gateway naming the same Redis and ``key_prefix``,
+    so a tenant's limits hold across all of them. Redis unreachable: requests are
+    refused with a 503 ``limits_unavailable`` (fail closed)."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// URL (may hold a password: never logged).",
+    )
+    key_prefix: str = Field(
+        default="loragate:", min_length=1, description="Prefix of every key this store writes."
+    )
+    timeout: float = Field(
+        default=0.5, gt=0, le=30, description="Seconds one Redis call may take (connect or reply)."
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="An in-flight slot of a gateway that died frees itself after this.",
+    )
+
+
 class RetrievalSettings(Section):
     """Retrieval-augmented generation: where collections live, which embedder builds
     them, and how many sources a chat request gets.
@@ -494,6 +532,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    limits_store: LimitStoreSettings = LimitStoreSettings()
     usage_db: Path | None = Field(
         default=None,
         description="SQLite file of usage records (default: usage.db in registry.data_dir).",

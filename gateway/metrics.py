@@ -3,14 +3,28 @@
 Label values are bounded: tenants, models and adapters must be known (from config
 and the adapter registry) or they collapse to ``"other"``, so a flood of made-up
 model names cannot grow the number of series.
+
+``render`` adds the process-wide registry's series after this gateway's: the in-process
+vLLM engine's own ``vllm:*`` series (its ``PrometheusStatLogger``), so vLLM's dashboards
+and alerts work on a gateway's ``/metrics`` as they do on ``vllm serve``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -78,12 +92,34 @@ class LabelBounds:
         return NONE if value is None else value if value in self._adapters else OTHER
 
 
-class GatewayMetrics:
-    """Built once at start-up; tests pass a fresh ``CollectorRegistry``."""
+def process_registry() -> Collector:
+    """prometheus_client's process-wide registry, where vLLM's ``PrometheusStatLogger``
+    keeps its ``vllm:*`` series (next to prometheus_client's ``process_*``/``python_*``);
+    with ``PROMETHEUS_MULTIPROC_DIR`` set, a collector of that folder's files instead, as
+    vLLM's own server reads them."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
 
-    def __init__(self, registry: CollectorRegistry | None = None, enabled: bool = True) -> None:
+
+class GatewayMetrics:
+    """Built once at start-up; tests pass a fresh ``CollectorRegistry``.
+
+    ``also_render`` supplies the registry rendered after this one (default: the process-wide
+    one, see ``process_registry``); ``None`` renders this gateway's series only.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        enabled: bool = True,
+        also_render: Callable[[], Collector] | None = process_registry,
+    ) -> None:
         self.enabled = enabled
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._also_render = also_render
         self.labels = LabelBounds()
         r = self.registry
         self.requests = Counter(
@@ -155,7 +191,12 @@ class GatewayMetrics:
         return self._engine_source()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text: this gateway's series, then ``also_render``'s, each metric name
+        once (a name in both is this gateway's: a scrape must never hold it twice)."""
+        sources: list[Collector] = [self.registry]
+        if self._also_render is not None:
+            sources.append(self._also_render())
+        return generate_latest(_FirstOfEachName(sources))
 
     # --- recording helpers: all label values pass through the bounds ---
 
@@ -200,6 +241,21 @@ class GatewayMetrics:
     def rejected(self, reason: str) -> None:
         if self.enabled:
             self.rejections.labels(reason if reason in REJECTION_REASONS else "validation").inc()
+
+
+class _FirstOfEachName(Collector):
+    """The metric families of several collectors, the first of each name only."""
+
+    def __init__(self, sources: list[Collector]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        seen: set[str] = set()
+        for source in self._sources:
+            for family in source.collect():
+                if family.name not in seen:
+                    seen.add(family.name)
+                    yield family
 
 
 class _EngineCollector(Collector):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from adapters.base_model import BaseModelSpec
 from adapters.limits import AdapterLimits, MiB
@@ -11,7 +13,7 @@ from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
-from gateway.config import Settings
+from gateway.config import LimitStoreSettings, Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
@@ -22,6 +24,8 @@ from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.admin_guard import AdminGuard
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
+from gateway.tenancy.limit_store import LimitStore, MemoryLimitStore
+from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.usage import UsageStore
 
 
@@ -41,6 +45,8 @@ class GatewayState:
     retrieval: RetrievalService
     config_path: Path | None = None
     """The file ``reload`` re-reads (None: started without one)."""
+    config_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """``loragate serve``'s flags (as sections), applied again on every reload."""
     residency_seen: dict[str, int] = field(default_factory=dict)
     """Adapters per residency tier at the last periodic refresh (for metrics)."""
 
@@ -69,6 +75,13 @@ def usage_path(settings: Settings) -> Path:
     return settings.usage_db or settings.registry.data_dir / "usage.db"
 
 
+def open_limit_store(settings: LimitStoreSettings) -> LimitStore:
+    """The configured store of rate limits and in-flight caps (Redis: no I/O yet)."""
+    if settings.kind == "redis":
+        return RedisLimitStore.from_settings(settings)
+    return MemoryLimitStore()
+
+
 def build_state(
     settings: Settings,
     engine: Engine,
@@ -77,12 +90,15 @@ def build_state(
     metrics: GatewayMetrics | None = None,
     store_provider: StoreProvider | None = None,
     config_path: Path | None = None,
+    config_overrides: Mapping[str, Any] | None = None,
 ) -> GatewayState:
     """Everything the routes use. ``store_provider`` (default: the configured store,
     built on first use) supplies the retrieval collections."""
     metrics = metrics or GatewayMetrics()
     usage = UsageStore(usage_path(settings))
-    gatekeeper = Gatekeeper(settings.tenancy(), usage, metrics)
+    gatekeeper = Gatekeeper(
+        settings.tenancy(), usage, metrics, open_limit_store(settings.limits_store)
+    )
     if store_provider is None:
         store_provider = StoreProvider(
             lambda: open_store(settings.collections_root, settings.retrieval)
@@ -129,4 +145,5 @@ def build_state(
         usage=usage,
         retrieval=retrieval,
         config_path=config_path,
+        config_overrides=config_overrides or {},
     )

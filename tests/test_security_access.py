@@ -105,7 +105,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """What ``loragate serve`` would have bound (uvicorn is never started)."""
     calls: list[Settings] = []
 
-    def fake_serve(settings: Settings, config_path: Path | None = None) -> None:
+    def fake_serve(
+        settings: Settings, config_path: Path | None = None, overrides: object = None
+    ) -> None:
         calls.append(settings)
 
     monkeypatch.setattr(gateway.cli, "_serve", fake_serve)

@@ -41,37 +41,53 @@ LIST_COLUMNS = (
 
 def _activate_flag(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--activate", dest="activate", action="store_true", default=None)
-    group.add_argument("--no-activate", dest="activate", action="store_false")
+    group.add_argument(
+        "--activate",
+        dest="activate",
+        action="store_true",
+        default=None,
+        help="serve the new version at once (default: only when NAME has no active version)",
+    )
+    group.add_argument(
+        "--no-activate", dest="activate", action="store_false", help="register it inactive"
+    )
 
 
 def add_adapters_parser(sub: Any) -> None:
     """Add ``adapters`` and its subcommands to the top-level ``loragate`` parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=None, help="gateway URL (default $LORAGATE_URL)")
-    common.add_argument("--admin-key", default=None, help="default $LORAGATE_ADMIN_KEY")
+    common.add_argument(
+        "--url",
+        default=None,
+        help="gateway URL (default: $LORAGATE_URL, else http://127.0.0.1:8000)",
+    )
+    common.add_argument(
+        "--admin-key",
+        default=None,
+        help="admin key (default: $LORAGATE_ADMIN_KEY, else $LORAGATE_ADMIN__API_KEY)",
+    )
     common.add_argument("--json", action="store_true", help="print raw JSON")
 
     adapters = sub.add_parser("adapters", help="manage the adapters of a running gateway")
     cmds = adapters.add_subparsers(dest="adapters_command", required=True)
     cmds.add_parser("list", parents=[common], help="every adapter with residency and counts")
     cmds.add_parser("show", parents=[common], help="one adapter and its versions").add_argument(
-        "name"
+        "name", help="adapter name"
     )
 
     register = cmds.add_parser("register", parents=[common], help="register a new version")
-    register.add_argument("name")
+    register.add_argument("name", help="adapter name (clients call it as model)")
     source = register.add_mutually_exclusive_group(required=True)
     source.add_argument("--path", help="adapter folder on the gateway's machine")
     source.add_argument("--uri", help="fsspec URI (s3://..., memory://...)")
     source.add_argument("--file", type=Path, help="local .zip / .tar.gz archive to upload")
     source.add_argument("--upload-dir", type=Path, help="local adapter folder to upload")
-    register.add_argument("--version")
+    register.add_argument("--version", help="version label (default: the next free v<n>)")
     _activate_flag(register)
 
     activate = cmds.add_parser("activate", parents=[common], help="serve a version for NAME")
-    activate.add_argument("name")
-    activate.add_argument("version")
+    activate.add_argument("name", help="adapter name")
+    activate.add_argument("version", help="the version to serve as NAME")
     for name, text in (
         ("retire", "stop serving (one version, or all); unloaded after its last request"),
         ("pin", "keep a version loaded in the engine"),
@@ -79,21 +95,32 @@ def add_adapters_parser(sub: Any) -> None:
         ("prewarm", "load a version into the engine now"),
     ):
         cmd = cmds.add_parser(name, parents=[common], help=text)
-        cmd.add_argument("name")
+        cmd.add_argument("name", help="adapter name")
         cmd.add_argument("--version", help="default: the active version (retire: all)")
 
     train = cmds.add_parser("train", parents=[common], help="train a LoRA adapter with peft")
     train.add_argument("--base", type=Path, required=True, help="base model folder")
     train.add_argument("--data", type=Path, required=True, help="chat dataset (.jsonl)")
     train.add_argument("--out", type=Path, required=True, help="new adapter folder")
-    train.add_argument("--steps", type=int, default=60)
-    train.add_argument("--rank", type=int, default=8)
-    train.add_argument("--alpha", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--batch-size", type=int, default=2)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--eval-fraction", type=float, default=0.1)
-    train.add_argument("--register", metavar="NAME", help="upload it to the gateway as NAME")
+    train.add_argument("--steps", type=int, default=60, help="optimizer steps (default: 60)")
+    train.add_argument("--rank", type=int, default=8, help="LoRA rank r (default: 8)")
+    train.add_argument("--alpha", type=int, default=16, help="LoRA alpha (default: 16)")
+    train.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="learning rate (default: 0.001)"
+    )
+    train.add_argument("--batch-size", type=int, default=2, help="examples per step (default: 2)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.1,
+        help="share of the examples held out for evaluation (default: 0.1)",
+    )
+    train.add_argument(
+        "--register",
+        metavar="NAME",
+        help="upload it to the gateway as NAME (default: only write it to --out)",
+    )
     _activate_flag(train)
     adapters.set_defaults(func=cmd_adapters)
 

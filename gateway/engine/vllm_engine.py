@@ -25,6 +25,7 @@ from gateway.engine.interface import (
     TokenLogprob,
 )
 from gateway.engine.lora_slots import SLOTS_METHOD, WORKER_EXTENSION
+from gateway.engine.vllm_args import engine_arg_values
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ GIB = 1024**3
 
 
 def engine_args(model: ModelSettings, engine: VLLMEngineSettings) -> Any:
+    """vLLM's ``AsyncEngineArgs``: loragate's settings, then ``engine.extra_args`` (checked
+    against vLLM's definitions when the settings validated; they never name an argument
+    set here)."""
     from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
@@ -59,6 +63,7 @@ def engine_args(model: ModelSettings, engine: VLLMEngineSettings) -> Any:
         structured_outputs_config=StructuredOutputsConfig(
             backend="xgrammar", disable_any_whitespace=engine.compact_json
         ),
+        **engine_arg_values(engine.extra_args),
     )
 
 
@@ -78,6 +83,7 @@ class VLLMEngine:
     @classmethod
     def start(cls, model: ModelSettings, engine: VLLMEngineSettings) -> VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.loggers import PrometheusStatLogger
 
         # Each engine process loads our plugin (platform fixes); make sure vLLM's
         # plugin filter, when an operator sets one, still lets it through.
@@ -85,8 +91,12 @@ class VLLMEngine:
         if allowed is not None and "loragate_platform_fixes" not in allowed.split(","):
             os.environ["VLLM_PLUGINS"] = ",".join([*allowed.split(","), "loragate_platform_fixes"])
         figures = _FiguresBox()
+        # vLLM's own vllm:* series, in prometheus_client's process-wide registry, which
+        # GET /metrics renders next to loragate's (named here: vLLM adds it only when no
+        # other logger is a Prometheus one).
         llm = AsyncLLM.from_engine_args(
-            engine_args(model, engine), stat_loggers=[figures.logger_factory]
+            engine_args(model, engine),
+            stat_loggers=[figures.logger_factory, PrometheusStatLogger],
         )
         return cls(llm, llm.model_config.max_model_len, figures)
 
@@ -188,6 +198,8 @@ class VLLMEngine:
         return frozenset(i for a in answers for i in a)
 
     async def check_health(self) -> None:
+        """Cheap (no engine round trip): ``AsyncLLM`` reads its ``errored`` flag, set once
+        the engine process died or its output loop ended; only a restart cures that."""
         try:
             await self._llm.check_health()
         except Exception as exc:

@@ -20,6 +20,7 @@ from typing import cast
 
 from gateway.config import LimitSettings, RetrievalSettings
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
+from gateway.errors import InvalidRequestError
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
 from gateway.pipeline.merge import ChoiceAccumulator, merged
@@ -91,6 +92,8 @@ class GenerationPipeline:
         self, caller: Caller, endpoint: Endpoint
     ) -> AsyncGenerator[Prepared | Output, None]:
         endpoint.check(self._limits)
+        if endpoint.n > self._limits.max_n:  # before it can inflate the token reservation
+            raise InvalidRequestError(f"n must be at most {self._limits.max_n}.", param="n")
         # Before tokenizing, only the completion budget the client named is known.
         early = endpoint.n * (endpoint.max_tokens or endpoint.default_max_tokens or 0)
         async with self._gatekeeper.admit(caller, early) as ticket:
@@ -107,7 +110,7 @@ class GenerationPipeline:
                 context_tokens=self._context_tokens,
             )
             rendered = await asyncio.to_thread(endpoint.render, work)
-            prepared = self._prepare(endpoint, route, bounded, rendered, ticket)
+            prepared = await self._prepare(endpoint, route, bounded, rendered, ticket)
             yield prepared
             ticket.engine_start()
             async for p, out in merged(self._generator.generate, prepared.generations):
@@ -140,7 +143,7 @@ class GenerationPipeline:
         cap = route.policy.config.max_prompt_tokens
         return room if cap is None else min(room, cap)
 
-    def _prepare(
+    async def _prepare(
         self,
         endpoint: Endpoint,
         route: Route,
@@ -176,7 +179,7 @@ class GenerationPipeline:
                     cache_salt=route.cache_salt,
                 )
             )
-        ticket.reserve_exact(
+        await ticket.reserve_exact(
             sum(len(g.prompt_token_ids) for g in generations),
             sum(g.params.max_tokens * g.params.n for g in generations),
         )

@@ -48,9 +48,16 @@ def add_rag_parser(sub: Any) -> None:
     """Add ``rag`` and its subcommands to the top-level ``loragate`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_mutually_exclusive_group()
-    where.add_argument("--config", type=Path, help="gateway config file")
     where.add_argument(
-        "--data-dir", type=Path, help="gateway data folder (collections in DATA_DIR/collections)"
+        "--config",
+        type=Path,
+        help="gateway config file, for its collections and retrieval settings (default: "
+        "none; see --data-dir)",
+    )
+    where.add_argument(
+        "--data-dir",
+        type=Path,
+        help="gateway data folder, collections in DATA_DIR/collections (default: .loragate)",
     )
     common.add_argument("--json", action="store_true", help="print JSON")
 
@@ -59,25 +66,34 @@ def add_rag_parser(sub: Any) -> None:
     ingest = cmds.add_parser(
         "ingest", parents=[common], help="add or replace files (folders: their supported files)"
     )
-    ingest.add_argument("--collection", required=True)
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--collection", required=True, help="collection name (made if new)")
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
     ingest.add_argument(
         "--skip-errors", action="store_true", help="ingest the rest when a file is rejected"
     )
     ingest.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     listing = cmds.add_parser("list", parents=[common], help="collections, or one's documents")
-    listing.add_argument("--collection", help="list this collection's documents")
+    listing.add_argument(
+        "--collection", help="list this collection's documents (default: list the collections)"
+    )
 
     search = cmds.add_parser("search", parents=[common], help="the best chunks for a query")
     search.add_argument("--collection", required=True, action="append", help="repeatable")
-    search.add_argument("query")
-    search.add_argument("--top-k", type=int, default=None)
-    search.add_argument("--mode", choices=get_args(SearchMode), default=None)
+    search.add_argument("query", help="the question to find sources for")
+    search.add_argument(
+        "--top-k", type=int, default=None, help="chunks to return (default: retrieval.top_k)"
+    )
+    search.add_argument(
+        "--mode",
+        choices=get_args(SearchMode),
+        default=None,
+        help="dense, bm25 or hybrid (default: retrieval.mode)",
+    )
 
     delete = cmds.add_parser("delete", parents=[common], help="remove a document")
-    delete.add_argument("--collection", required=True)
-    delete.add_argument("document_id")
+    delete.add_argument("--collection", required=True, help="collection name")
+    delete.add_argument("document_id", help="id of the document (rag list --collection)")
     rag.set_defaults(func=cmd_rag)
 
 

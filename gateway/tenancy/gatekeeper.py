@@ -3,9 +3,12 @@
     authenticate(header) -> Caller              401 before anything else
     async with admit(caller, reserve) as ticket 429 + Retry-After, before any other work
         route(ticket, model, resolve) -> Route  identical 404 for unknown and forbidden
-        ticket.reserve_exact(prompt, budget)    the exact token reservation (429 if over)
+        await ticket.reserve_exact(prompt, budget)  exact token reservation (429 if over)
         ticket.produced(tokens) ...             first token, schedule wait
-    (exit)                                      settle tokens, release the slot, record usage
+    (exit)                                      record usage, settle tokens, free the slot
+
+The buckets and in-flight counts live in a ``LimitStore``: in memory for one gateway,
+or on Redis for several (a 503 ``limits_unavailable`` when it cannot be reached).
 
 The directory (tenants, keys, policies) is swapped whole by ``reload``; a request keeps
 the directory its caller was authenticated under (``Caller.directory``) and the labels
@@ -24,9 +27,9 @@ from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics, Series
 from gateway.model_catalog import ServedModel
 from gateway.request_context import current_labels
-from gateway.tenancy.admission import InFlightLimiter
 from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
+from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.rate_limit import Limit, RateLimiter
 from gateway.tenancy.usage import UsageStore
 
@@ -61,17 +64,18 @@ class Ticket:
             return None
         return self.route.served.adapter.name
 
-    def reserve_exact(self, prompt_tokens: int, completion_budget: int) -> None:
+    async def reserve_exact(self, prompt_tokens: int, completion_budget: int) -> None:
         """Reserve ``prompt_tokens + completion_budget`` in place of the estimate."""
         wanted = prompt_tokens + completion_budget
         delta = wanted - self.reserved
+        store = self._gatekeeper.limit_store
         if delta > 0 and self.limits:
-            wait = self._gatekeeper.rate_limiter.reserve_more(self.limits, delta)
+            wait = await store.reserve_more(self.limits, delta)
             if wait > 0:
                 self._gatekeeper.metrics.rejected("rate_limit")
                 raise _rate_limited(wait)
         elif delta < 0 and self.limits:
-            self._gatekeeper.rate_limiter.charge_tokens(self.limits, delta)
+            await store.charge_tokens(self.limits, delta)
         self.reserved = wanted
         self.prompt_tokens = prompt_tokens
 
@@ -91,13 +95,18 @@ class Ticket:
         if seconds is not None:
             self._gatekeeper.metrics.schedule_wait(seconds)
 
-    def _settle(self) -> None:
-        g = self._gatekeeper
+    async def _settle(self, slot: InFlightSlot) -> None:
+        """Record usage (no awaits before it: it survives a cancelled request), then
+        settle the reservation against what was used and free the slot, in one call."""
+        self._account()
         used = self.prompt_tokens + self.completion_tokens if self.engine_started else 0
-        if self.limits and used != self.reserved:
-            g.rate_limiter.charge_tokens(self.limits, used - self.reserved)
+        charge = used - self.reserved if self.limits else 0
+        await self._gatekeeper.limit_store.release(slot, self.limits, charge)
+
+    def _account(self) -> None:
         if not self.engine_started:
             return
+        g = self._gatekeeper
         g.metrics.tokens(self.series, prompt=self.prompt_tokens, completion=self.completion_tokens)
         if self.first_token_at is not None and self.completion_tokens > 1:
             per_token = (time.monotonic() - self.first_token_at) / (self.completion_tokens - 1)
@@ -114,15 +123,41 @@ class Ticket:
 
 
 class Gatekeeper:
-    """Built once at start-up. Event-loop only, except ``reload`` (a reference swap)."""
+    """Built once at start-up. Event-loop only, except ``reload`` (a reference swap).
 
-    def __init__(self, tenancy: TenancyConfig, usage: UsageStore, metrics: GatewayMetrics) -> None:
+    ``limit_store`` (default: in memory) holds the buckets and in-flight counts; the
+    gatekeeper owns it and closes it at shutdown.
+    """
+
+    def __init__(
+        self,
+        tenancy: TenancyConfig,
+        usage: UsageStore,
+        metrics: GatewayMetrics,
+        limit_store: LimitStore | None = None,
+    ) -> None:
         self.directory = TenantDirectory(tenancy)
         self.usage = usage
         self.metrics = metrics
-        self.rate_limiter = RateLimiter()
-        self.in_flight = InFlightLimiter()
+        self.limit_store: LimitStore = limit_store or MemoryLimitStore()
         self._label_tenants()
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The in-memory store's buckets (tests swap in a limiter with a fake clock)."""
+        return self._memory_store().rate_limiter
+
+    @rate_limiter.setter
+    def rate_limiter(self, limiter: RateLimiter) -> None:
+        self._memory_store().rate_limiter = limiter
+
+    def _memory_store(self) -> MemoryLimitStore:
+        if not isinstance(self.limit_store, MemoryLimitStore):
+            raise TypeError("the limits live in a shared store, not in this process")
+        return self.limit_store
+
+    async def close(self) -> None:
+        await self.limit_store.close()
 
     def _label_tenants(self) -> None:
         self.metrics.labels.update(tenants=list(self.directory.config.tenants))
@@ -145,27 +180,25 @@ class Gatekeeper:
         """Hold an in-flight slot and a rate-limit reservation for the block's duration.
 
         The in-flight cap is checked first (it takes nothing from the buckets), then the
-        request and token buckets, all or nothing: a refused request costs nothing.
+        request and token buckets, all or nothing, in one store call: a refused request
+        costs nothing.
         """
         directory = _directory_of(caller, self.directory)
         tenant = directory.tenant(caller)
-        key = caller.label
-        if not self.in_flight.try_enter(key, tenant.max_in_flight if tenant else None):
+        limits = directory.limits(caller)  # fixed here, with the labels
+        cap = tenant.max_in_flight if tenant else None
+        entry = await self.limit_store.enter(caller.label, cap, limits, reserve_tokens)
+        if entry.slot is None and entry.wait > 0:
+            self.metrics.rejected("rate_limit")
+            raise _rate_limited(entry.wait)
+        if entry.slot is None:
             self.metrics.rejected("overload")
             raise RateLimitError(
                 "Too many concurrent requests for your tenant. Retry shortly.",
                 code="too_many_concurrent_requests",
                 headers={"Retry-After": "1"},
             )
-        try:
-            limits = directory.limits(caller)
-            wait = self.rate_limiter.admit(limits, reserve_tokens) if limits else 0.0
-            if wait > 0:
-                self.metrics.rejected("rate_limit")
-                raise _rate_limited(wait)
-        except BaseException:
-            self.in_flight.leave(key)
-            raise
+        slot = entry.slot
         ticket = Ticket(self, caller, limits, reserve_tokens)
         gauge = self.metrics.in_flight.labels(ticket.series.tenant)
         gauge.inc()
@@ -173,13 +206,12 @@ class Gatekeeper:
             yield ticket
         finally:
             gauge.dec()
-            self.in_flight.leave(key)
-            ticket._settle()
+            await ticket._settle(slot)
 
-    def admit_search(self, caller: Caller) -> None:
+    async def admit_search(self, caller: Caller) -> None:
         """A direct search: one request from the caller's request buckets, no tokens."""
         limits = _directory_of(caller, self.directory).limits(caller)
-        wait = self.rate_limiter.admit(limits, 0) if limits else 0.0
+        wait = await self.limit_store.admit(limits, 0) if limits else 0.0
         if wait > 0:
             self.metrics.rejected("rate_limit")
             raise _rate_limited(wait)

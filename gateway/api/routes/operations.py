@@ -21,6 +21,7 @@ MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z: the usage table's minutes 
 async def metrics(
     state: StateDep, authorization: Annotated[str | None, Header()] = None
 ) -> Response:
+    """Prometheus text: loragate's series and the engine's own (``vllm:*``)."""
     if state.settings.metrics.require_admin:
         state.admin_guard.check(authorization)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -28,9 +29,11 @@ async def metrics(
 
 @router.post("/admin/config/reload", dependencies=[Depends(require_admin)])
 async def reload_config(state: StateDep) -> dict[str, Any]:
-    """Re-read the config file; a valid one applies to new requests, an invalid one is refused."""
-    tenancy = await asyncio.to_thread(reload_tenancy, state, state.config_path)
-    return {"status": "reloaded", "tenants": sorted(tenancy.tenants)}
+    """Re-read the config file; a valid one applies to new requests, an invalid one is
+    refused. The answer lists the sections ``applied`` (tenants, prompts, admin keys) and
+    those that changed but need a restart (``restart_required``)."""
+    report = await asyncio.to_thread(reload_tenancy, state, state.config_path)
+    return report.as_response()
 
 
 @router.get("/admin/usage", dependencies=[Depends(require_admin)])

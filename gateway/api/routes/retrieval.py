@@ -13,7 +13,7 @@ async def search(
     body: SearchRequest, service: RetrievalDep, gatekeeper: GatekeeperDep, caller: CallerDep
 ) -> SearchResponse:
     """Ranked chunks from the caller's collections (what a chat request would retrieve)."""
-    gatekeeper.admit_search(caller)
+    await gatekeeper.admit_search(caller)
     hits = await service.search(caller, body.names(), body.query, top_k=body.top_k, mode=body.mode)
     return SearchResponse(
         query=body.query,
