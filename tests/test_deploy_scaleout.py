@@ -201,7 +201,9 @@ def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:
         assert pods_selected(objects, pdb["spec"]["selector"]["matchLabels"]), pdb
     for monitor in of_kind(objects, "ServiceMonitor"):
         selector = monitor["spec"]["selector"]["matchLabels"]
-        services = [s for s in of_kind(objects, "Service") if selects(selector, s["metadata"]["labels"])]
+        services = [
+            s for s in of_kind(objects, "Service") if selects(selector, s["metadata"]["labels"])
+        ]
         assert services, monitor["metadata"]["name"]
         ports = {p["name"] for s in services for p in s["spec"]["ports"]}
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
@@ -221,7 +223,11 @@ def test_gateway_config_points_at_the_replicas(monkeypatch: pytest.MonkeyPatch) 
     assert selects(headless["spec"]["selector"], REPLICA)
     assert engine.port in {p["port"] for p in headless["spec"]["ports"] if p["name"] == "http"}
     # The replicas run with the flags the config repeats, and the key it reads.
-    (vllm,) = [c for c in workload(objects, "StatefulSet", "loragate-vllm")["containers"] if c["name"] == "vllm"]
+    (vllm,) = [
+        c
+        for c in workload(objects, "StatefulSet", "loragate-vllm")["containers"]
+        if c["name"] == "vllm"
+    ]
     args = flags(vllm["args"])
     assert set(REQUIRED_FLAGS) <= set(args)
     for flag, field in MIRRORED_FLAGS.items():
@@ -236,7 +242,9 @@ def test_gateway_config_points_at_the_replicas(monkeypatch: pytest.MonkeyPatch) 
     assert gateway_env[engine.api_key_env]["valueFrom"] == env["VLLM_API_KEY"]["valueFrom"]
     # Redis: the URL names the Redis Service and its port.
     assert settings.limits_store.kind == "redis"
-    match = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", settings.limits_store.url.get_secret_value())
+    match = re.fullmatch(
+        r"redis://([^:/]+):(\d+)/\d+", settings.limits_store.url.get_secret_value()
+    )
     assert match, "limits_store.url"
     redis = objects[("Service", match.group(1))]
     assert int(match.group(2)) in {p["port"] for p in redis["spec"]["ports"]}
@@ -272,7 +280,9 @@ def test_replicas_read_the_gateways_adapters_at_the_same_path() -> None:
             if "persistentVolumeClaim" in v
         }
         (c,) = [c for c in pod["containers"] if c["name"] == container]
-        return {claims[m["name"]]: (m["mountPath"], m) for m in c["volumeMounts"] if m["name"] in claims}
+        return {
+            claims[m["name"]]: (m["mountPath"], m) for m in c["volumeMounts"] if m["name"] in claims
+        }
 
     gateway, replica = mounts(gateway_pod, "gateway"), mounts(replica_pod, "vllm")
     shared = objects[("PersistentVolumeClaim", "loragate-shared")]
@@ -344,7 +354,9 @@ def test_inference_pool_variant(monkeypatch: pytest.MonkeyPatch) -> None:
     (gateway,) = of_kind(objects, "Gateway")
     assert [r["name"] for r in route["spec"]["parentRefs"]] == [gateway["metadata"]["name"]]
     backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
-    assert [(b["kind"], b["name"]) for b in backends] == [("InferencePool", pool["metadata"]["name"])]
+    assert [(b["kind"], b["name"]) for b in backends] == [
+        ("InferencePool", pool["metadata"]["name"])
+    ]
     # The gateways send to the pool as ONE replica; all else is the scale-out config.
     pool_config, config = gateway_config(objects), gateway_config(SCALEOUT_OBJECTS)
     engine = validated(pool_config, monkeypatch).engine
@@ -361,7 +373,9 @@ def test_inference_pool_variant(monkeypatch: pytest.MonkeyPatch) -> None:
     assert guard["podSelector"]["matchLabels"] == {
         "gateway.networking.k8s.io/gateway-name": gateway["metadata"]["name"]
     }
-    assert [p["podSelector"]["matchLabels"] for r in guard["ingress"] for p in r["from"]] == [GATEWAY]
+    assert [p["podSelector"]["matchLabels"] for r in guard["ingress"] for p in r["from"]] == [
+        GATEWAY
+    ]
     added = objects[("NetworkPolicy", "loragate-vllm-pool")]["spec"]
     assert selects(added["podSelector"]["matchLabels"], REPLICA)
     peers = [p["podSelector"]["matchLabels"] for r in added["ingress"] for p in r["from"]]
@@ -383,10 +397,10 @@ def test_compose_references_resolve() -> None:
     services = doc["services"]
     for name, service in services.items():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith(("./", "${")):
-                path = re.sub(r"\$\{[^:}]+:-([^}]+)\}", r"\1", source)
-                assert (DEPLOY / path).exists(), f"{name}: {path}"
+            # ${VAR:-default} -> default, then source:target[:mode]
+            source = re.sub(r"\$\{[^:}]+:-([^}]+)\}", r"\1", volume).split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{name}: {source}"
             else:
                 assert source in doc["volumes"], f"{name}: volume {source}"
         for secret in service.get("secrets", []):
@@ -458,11 +472,15 @@ def test_compose_load_balancer_and_prometheus_reach_everything() -> None:
     assert "8000:8000" in services["lb"]["ports"]
     assert not any("ports" in services[n] for n in gateways + replicas), "only the lb is published"
     (prom_mount,) = [
-        v for v in services["prometheus"]["volumes"] if v.endswith(":/etc/prometheus/prometheus.yml:ro")
+        v
+        for v in services["prometheus"]["volumes"]
+        if v.endswith(":/etc/prometheus/prometheus.yml:ro")
     ]
     prometheus = load_yaml(DEPLOY / prom_mount.split(":")[0])[0]
     jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
-    targets = {job: {t for c in j["static_configs"] for t in c["targets"]} for job, j in jobs.items()}
+    targets = {
+        job: {t for c in j["static_configs"] for t in c["targets"]} for job, j in jobs.items()
+    }
     assert targets["loragate"] == {f"{n}:8000" for n in gateways}
     assert targets["vllm"] == {f"{n}:8000" for n in replicas}
     secret = jobs["loragate"]["bearer_token_file"].removeprefix("/run/secrets/")
