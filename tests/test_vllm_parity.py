@@ -55,6 +55,7 @@ class StandInEngineArgs:
     )
     hf_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     hf_token: bool | str | None = None
+    # vLLM names this type for type checkers only: the annotation does not resolve.
     quantization_config: UndefinedHere | None = None  # type: ignore[name-defined]  # noqa: F821
     _api_process_count: int = 1
 
@@ -165,7 +166,9 @@ def test_no_extra_args_never_imports_vllm(monkeypatch: pytest.MonkeyPatch) -> No
 def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Settings, Path | None, Any]]:
     calls: list[tuple[Settings, Path | None, Any]] = []
 
-    def fake_serve(settings: Settings, config_path: Path | None = None, overrides: Any = None):  # type: ignore[no-untyped-def]
+    def fake_serve(
+        settings: Settings, config_path: Path | None = None, overrides: Any = None
+    ) -> None:
         calls.append((settings, config_path, overrides))
 
     monkeypatch.setattr(gateway.cli, "_serve", fake_serve)
@@ -321,3 +324,12 @@ def test_metrics_carry_vllms_own_series_next_to_loragates(live_gateway: LiveGate
     assert "loragate_requests" in families and "loragate_engine_running_requests" in families
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert len(names) == len(set(names))
+
+
+def test_readme_says_where_the_cpu_torch_comes_from() -> None:
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    for heading in ("## Prerequisites", "## Coming from vLLM", "## Coming from LiteLLM"):
+        assert heading in readme
+    assert "make install PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" in readme
+    assert "--extra-index-url $(PIP_EXTRA_INDEX_URL)" in (root / "Makefile").read_text()

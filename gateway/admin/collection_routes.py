@@ -21,10 +21,11 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 
-from gateway.admin.routes import AdminRequest, _declared_length, _read_json_body, _validated
+from gateway.admin.request_body import declared_length, read_json_body, validated
 from gateway.api.deps import RetrievalDep, SettingsDep, require_admin
 from gateway.config import MIB, Settings
 from gateway.errors import InvalidRequestError
+from gateway.protocol.common import AdminRequest
 from gateway.rag.protocol import (
     CollectionCard,
     CollectionList,
@@ -72,7 +73,7 @@ def allowed_files(path: str, roots: list[Path]) -> list[str]:
 
 
 async def _uploaded(request: Request, settings: Settings) -> tuple[list[SourceDocument], bool]:
-    if _declared_length(request, settings.retrieval.max_upload_mib * MIB) is None:
+    if declared_length(request, settings.retrieval.max_upload_mib * MIB) is None:
         raise InvalidRequestError(
             "Uploads must declare their size (Content-Length).", code="length_required"
         )
@@ -86,7 +87,7 @@ async def _uploaded(request: Request, settings: Settings) -> tuple[list[SourceDo
                 code="missing_required_parameter",
             )
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        meta = _validated(UploadFields, fields)
+        meta = validated(UploadFields, fields)
         documents = []
         for upload in uploads:
             name = Path(upload.filename or "upload").name
@@ -105,8 +106,8 @@ async def ingest_documents(
         inputs, skip_errors = await _uploaded(request, settings)
         results = await service.ingest(name, inputs, skip_errors=skip_errors)
     else:
-        raw = await _read_json_body(request, settings.limits.max_request_bytes)
-        body = _validated(IngestPathRequest, raw)
+        raw = await read_json_body(request, settings.limits.max_request_bytes)
+        body = validated(IngestPathRequest, raw)
         # Resolving symlinks and walking a folder is blocking file I/O (slow on a
         # network share): off the event loop.
         files = await asyncio.to_thread(allowed_files, body.path, settings.retrieval.allowed_roots)

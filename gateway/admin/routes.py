@@ -9,12 +9,7 @@ from the app-wide body limit and applies its own: the JSON limit for JSON, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
-
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from adapters.errors import AdapterNotFoundError
@@ -32,55 +27,19 @@ from gateway.admin.protocol import (
     RetireResponse,
     VersionRequest,
 )
+from gateway.admin.request_body import declared_length, read_json_body, validated
 from gateway.api.deps import LifecycleDep, SettingsDep, require_admin
 from gateway.config import Settings
-from gateway.errors import InvalidRequestError, PayloadTooLargeError
+from gateway.errors import InvalidRequestError
 
 REGISTER_PATH = "/admin/adapters"
 router = APIRouter(prefix=REGISTER_PATH, tags=["admin"], dependencies=[Depends(require_admin)])
-
-
-Body = TypeVar("Body", bound=AdminRequest)
 
 
 class UploadFields(AdminRequest):
     name: str
     version: str | None = None
     activate: bool | None = None
-
-
-def _declared_length(request: Request, limit: int) -> int | None:
-    value = request.headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        declared = int(value)
-    except ValueError:
-        raise InvalidRequestError("Invalid Content-Length header.") from None
-    if declared > limit:
-        raise PayloadTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
-    return declared
-
-
-async def _read_json_body(request: Request, limit: int) -> bytes:
-    _declared_length(request, limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLargeError(
-                f"The request body is larger than the limit of {limit} bytes."
-            )
-    return bytes(body)
-
-
-def _validated(model: type[Body], data: bytes | Mapping[str, object]) -> Body:
-    try:
-        if isinstance(data, bytes):
-            return model.model_validate_json(data)
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
 
 
 def _source(body: RegisterAdapterRequest, settings: Settings) -> AdapterSource:
@@ -106,7 +65,7 @@ async def _info(lifecycle: AdapterLifecycle, name: str) -> AdapterInfo:
 async def _register_upload(
     request: Request, lifecycle: AdapterLifecycle, settings: Settings
 ) -> AdapterEntry:
-    if _declared_length(request, settings.registry.max_upload_mib * MiB) is None:
+    if declared_length(request, settings.registry.max_upload_mib * MiB) is None:
         raise InvalidRequestError(
             "Uploads must declare their size (Content-Length).", code="length_required"
         )
@@ -120,7 +79,7 @@ async def _register_upload(
                 code="missing_required_parameter",
             )
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
-        meta = _validated(UploadFields, fields)
+        meta = validated(UploadFields, fields)
         source = ArchiveSource(upload.file, upload.filename or "upload")
         return await lifecycle.register(
             meta.name, source, version=meta.version, activate=meta.activate
@@ -136,8 +95,8 @@ async def register_adapter(
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         entry = await _register_upload(request, lifecycle, settings)
     else:
-        raw = await _read_json_body(request, settings.limits.max_request_bytes)
-        body = _validated(RegisterAdapterRequest, raw)
+        raw = await read_json_body(request, settings.limits.max_request_bytes)
+        body = validated(RegisterAdapterRequest, raw)
         entry = await lifecycle.register(
             body.name, _source(body, settings), version=body.version, activate=body.activate
         )
