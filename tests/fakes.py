@@ -57,7 +57,6 @@ class FakeEngine:
             produced = [0] * p.n
             texts = [""] * p.n
             done = [False] * p.n
-            pending: list[ChoiceOutput] = []
             step = 0
             while not all(done):
                 if self.fail_after_tokens is not None and step >= self.fail_after_tokens:
@@ -89,12 +88,7 @@ class FakeEngine:
                         logprobs = (TokenLogprob(word, -0.5, top),)
                     outs.append(ChoiceOutput(i, word, (1000 + produced[i],), logprobs, reason))
                 step += 1
-                if request.stream:
-                    yield GenerationOutput(request.request_id, outs, self.cached_tokens)
-                else:
-                    pending.extend(outs)
-            if not request.stream:
-                yield GenerationOutput(request.request_id, pending, self.cached_tokens)
+                yield GenerationOutput(request.request_id, outs, self.cached_tokens)
         except (asyncio.CancelledError, GeneratorExit):
             self.aborted.append(request.request_id)
             raise

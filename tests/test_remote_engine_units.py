@@ -257,7 +257,6 @@ def gen_request(
     params: GenerationParams | None = None,
     *,
     lora: AdapterRef | None = None,
-    stream: bool = True,
     salt: str | None = None,
 ) -> GenerationRequest:
     return GenerationRequest(
@@ -265,7 +264,6 @@ def gen_request(
         prompt_token_ids=[1, 2, 3],
         params=params or GenerationParams(max_tokens=4),
         adapter=lora,
-        stream=stream,
         cache_salt=salt,
     )
 
@@ -357,16 +355,6 @@ async def test_greedy_n_is_one_generation_copied(engine: RemoteEngine, fakes: li
     last = outs[-1].choices
     assert [c.index for c in last] == [0, 1, 2]
     assert {c.token_ids for c in last} == {(1001,)}
-
-
-async def test_final_only_request_gets_one_output(engine: RemoteEngine):
-    outs = await collect(engine, gen_request(GenerationParams(max_tokens=3, n=2), stream=False))
-    [out] = outs
-    assert [(c.index, c.token_ids, c.finish_reason) for c in out.choices] == [
-        (0, (1000, 1001, 1002), "length"),
-        (1, (1010, 1011, 1012), "length"),
-    ]
-    assert out.cached_tokens == 3
 
 
 async def test_upstream_400_is_an_invalid_request_with_its_message(engine: RemoteEngine):

@@ -60,12 +60,13 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One prompt for the engine. Outputs always carry deltas as they come, even for a
+    one-body response: a request cancelled midway is charged what it produced."""
+
     request_id: str
     prompt_token_ids: list[int]
     params: GenerationParams
     adapter: AdapterRef | None = None
-    stream: bool = True
-    """True: outputs carry deltas as they come; False: one final output."""
     cache_salt: str | None = None
 
 

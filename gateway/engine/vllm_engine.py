@@ -130,7 +130,7 @@ class VLLMEngine:
             repetition_penalty=p.repetition_penalty,
             min_tokens=p.min_tokens,
             ignore_eos=p.ignore_eos,
-            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY,
+            output_kind=RequestOutputKind.DELTA,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:

@@ -106,19 +106,12 @@ class ChatEndpoint:
 
     def sampling_fields(self, bounded: BoundedSampling) -> SamplingFields:
         r = self.request
-        return SamplingFields(
-            n=r.n,
-            temperature=bounded.temperature,
-            top_p=bounded.top_p,
-            max_tokens=bounded.max_tokens,
-            stop=r.stop,
-            seed=r.seed,
-            presence_penalty=r.presence_penalty,
-            frequency_penalty=r.frequency_penalty,
+        return SamplingFields.of(
+            r,
+            bounded,
             logprobs=(r.top_logprobs or 0) if r.logprobs else None,
             response_format=r.response_format,
             max_tokens_param=self._max_tokens_param,
-            extensions=r,
         )
 
     # ------------------------------------------------------------------ responses

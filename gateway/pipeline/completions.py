@@ -101,19 +101,7 @@ class CompletionEndpoint:
         return Rendered(prompts, echoes=echoes)
 
     def sampling_fields(self, bounded: BoundedSampling) -> SamplingFields:
-        r = self.request
-        return SamplingFields(
-            n=r.n,
-            temperature=bounded.temperature,
-            top_p=bounded.top_p,
-            max_tokens=bounded.max_tokens,
-            stop=r.stop,
-            seed=r.seed,
-            presence_penalty=r.presence_penalty,
-            frequency_penalty=r.frequency_penalty,
-            logprobs=r.logprobs,
-            extensions=r,
-        )
+        return SamplingFields.of(self.request, bounded, logprobs=self.request.logprobs)
 
     # ------------------------------------------------------------------ responses
 

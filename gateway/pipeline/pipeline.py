@@ -173,9 +173,6 @@ class GenerationPipeline:
                     prompt_token_ids=ids,
                     params=params,
                     adapter=route.served.adapter,
-                    # Deltas even when the response is one body: a request cancelled
-                    # midway is charged the tokens it really produced.
-                    stream=True,
                     cache_salt=route.cache_salt,
                 )
             )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationParams, StructuredOutput
 from gateway.errors import ContextLengthError, InvalidRequestError, UnsupportedParameterError
 from gateway.protocol.common import ResponseFormat, VLLMSamplingExtensions
+
+if TYPE_CHECKING:
+    from gateway.tenancy.policy import BoundedSampling
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,42 @@ class SamplingFields:
     response_format: ResponseFormat | None = None
     max_tokens_param: str = "max_tokens"
     extensions: VLLMSamplingExtensions | None = None
+
+    @classmethod
+    def of(
+        cls,
+        request: SamplingRequestFields,
+        bounded: BoundedSampling,
+        *,
+        logprobs: int | None,
+        response_format: ResponseFormat | None = None,
+        max_tokens_param: str = "max_tokens",
+    ) -> SamplingFields:
+        """The fields of a chat or completion request, after its policy bounded them."""
+        return cls(
+            n=request.n,
+            temperature=bounded.temperature,
+            top_p=bounded.top_p,
+            max_tokens=bounded.max_tokens,
+            stop=request.stop,
+            seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            logprobs=logprobs,
+            response_format=response_format,
+            max_tokens_param=max_tokens_param,
+            extensions=request if isinstance(request, VLLMSamplingExtensions) else None,
+        )
+
+
+class SamplingRequestFields(Protocol):
+    """What chat and completion request bodies both carry."""
+
+    n: int | None
+    stop: str | list[str] | None
+    seed: int | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
 
 
 def stop_sequences(stop: str | list[str] | None, limits: LimitSettings) -> tuple[str, ...]:

@@ -78,7 +78,6 @@ class StreamDecoder:
         self.request_id = request.request_id
         self.top_n = request.params.logprobs or 0
         self.copies = greedy_copies(request)
-        self.final_only = not request.stream
         self._held: list[ChoiceOutput] = []
         self.cached_tokens = 0
         self.tokens_seen = 0
@@ -94,7 +93,7 @@ class StreamDecoder:
         for raw in event.get("choices") or ():
             choice = self._choice(raw)
             self.tokens_seen += len(choice.token_ids)
-            if choice.finish_reason is not None or self.final_only:
+            if choice.finish_reason is not None:
                 self._held.append(choice)
             else:
                 now.append(choice)
@@ -105,8 +104,6 @@ class StreamDecoder:
         if not self._held:
             return None
         held, self._held = self._held, []
-        if self.final_only:
-            held = _merge(held)
         return self._output(held, cached=self.cached_tokens)
 
     def _output(self, choices: list[ChoiceOutput], cached: int) -> GenerationOutput:
@@ -139,24 +136,3 @@ def _logprobs(raw: dict[str, Any], top_n: int) -> tuple[TokenLogprob, ...]:
         top = tuple((str(t), float(lp)) for t, lp in ranked)
         result.append(TokenLogprob(str(token), float(value), top))
     return tuple(result)
-
-
-def _merge(choices: list[ChoiceOutput]) -> list[ChoiceOutput]:
-    """One output per choice index from its deltas (a final-only request)."""
-    merged: dict[int, ChoiceOutput] = {}
-    for c in choices:
-        before = merged.get(c.index)
-        if before is None:
-            merged[c.index] = c
-            continue
-        logprobs = None
-        if before.logprobs is not None or c.logprobs is not None:
-            logprobs = (before.logprobs or ()) + (c.logprobs or ())
-        merged[c.index] = ChoiceOutput(
-            c.index,
-            before.text + c.text,
-            before.token_ids + c.token_ids,
-            logprobs,
-            c.finish_reason or before.finish_reason,
-        )
-    return [merged[i] for i in sorted(merged)]
