@@ -20,20 +20,24 @@ LOADTEST_TIME ?= 30s
 
 install: system-packages $(STAMP)
 
-# Debian packages the tests start (checked on every run: cheap when present).
+# Debian packages the tests start (checked on every run: cheap when present). Each line:
+# a program to look for, the packages that provide it, what skips without them.
+SYSTEM_PACKAGES := \
+	chromium:chromium+chromium-driver:the-playground-browser-test \
+	chromedriver:chromium+chromium-driver:the-playground-browser-test \
+	redis-server:redis-server:the-shared-limits-tests \
+	/usr/lib/postgresql/15/bin/initdb:postgresql:the-shared-registry-and-usage-tests \
+	haproxy:haproxy:the-rolling-restart-test
+
 system-packages:
-	@# The playground's browser test drives Debian's chromium (it is skipped without one).
-	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
-	} || echo "warning: chromium + chromium-driver not installed: the browser test will skip"
-	@# The shared-limits tests start Debian's redis-server (they are skipped without one).
-	command -v redis-server >/dev/null 2>&1 || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
-		$$SUDO apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
-	} || echo "warning: redis-server not installed: the shared-limits tests will skip"
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); updated=; \
+	for spec in $(SYSTEM_PACKAGES); do \
+		prog=$${spec%%:*}; rest=$${spec#*:}; pkgs=$$(echo $${rest%%:*} | tr + ' '); why=$${rest#*:}; \
+		command -v $$prog >/dev/null 2>&1 && continue; \
+		{ [ -n "$$updated" ] || $$SUDO apt-get update -qq; } && updated=1 && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs \
+		|| echo "warning: $$pkgs not installed: $$(echo $$why | tr - ' ') will skip"; \
+	done
 
 
 $(STAMP):
