@@ -143,18 +143,20 @@ def _refuse_switching_keys_off(current: TenancyConfig, new: TenancyConfig) -> No
 
 def reload_tenancy(state: GatewayState, path: Path | None) -> ReloadReport:
     """Validate the file whole (with the flags the gateway started with); swap in its
-    tenants, keys, policies and admin key, or change nothing. Sections that changed but
-    only apply at start-up are reported and logged, not applied."""
+    tenants, keys, policies and admin key, or change nothing. Reloads are serialized
+    (``state.reload_lock``): the file read last is the one applied, whole. Sections that
+    changed but only apply at start-up are reported and logged, not applied."""
     if path is None:
         raise InvalidRequestError(
             "This gateway was not started from a config file; nothing to reload.",
             code="no_config_file",
         )
-    settings = _load(path, state.config_overrides)
-    tenancy = settings.tenancy()
-    _refuse_switching_keys_off(state.gatekeeper.directory.config, tenancy)
-    state.gatekeeper.reload(tenancy)
-    state.admin_guard.rotate(settings.admin.api_key)
+    with state.reload_lock:
+        settings = _load(path, state.config_overrides)
+        tenancy = settings.tenancy()
+        _refuse_switching_keys_off(state.gatekeeper.directory.config, tenancy)
+        state.gatekeeper.reload(tenancy)
+        state.admin_guard.rotate(settings.admin.api_key)
     report = ReloadReport(
         tenants=sorted(tenancy.tenants),
         applied=list(RELOADABLE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class GatewayState:
     """``loragate serve``'s flags (as sections), applied again on every reload."""
     residency_seen: dict[str, int] = field(default_factory=dict)
     """Adapters per residency tier at the last periodic refresh (for metrics)."""
+    reload_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    """Held while a reload reads the file and swaps it in (SIGHUP and the admin call can
+    come at once: each applies one whole file, never a mix of two)."""
 
 
 def open_registry(settings: Settings) -> AdapterRegistry:

@@ -7,9 +7,12 @@ import asyncio
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -19,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.config_reload import load_settings
+from gateway.config_reload import load_settings, reload_tenancy
 from gateway.metrics import GatewayMetrics
 from gateway.serving.prompt_renderer import PromptRenderer
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
@@ -198,3 +201,42 @@ async def test_metrics_route_serves_the_process_registry_too(fake_gateway: FakeG
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert "python_info" in names and "loragate_requests_total" in names
     assert len(names) == len(set(names))
+
+
+def test_two_reloads_at_once_apply_one_whole_file_each(fake_kit: FakeKit, tmp_path: Path) -> None:
+    """SIGHUP and the admin call at once: their swaps never interleave, so the tenants and
+    the admin key in effect always come from the same file."""
+    path = tmp_path / "config.yaml"
+    config = base_config(fake_kit, tmp_path / "registry")
+    path.write_text(yaml.safe_dump(config))
+    events: list[str] = []
+
+    class SlowGatekeeper:
+        directory = SimpleNamespace(config=load_settings(path).tenancy())
+
+        def reload(self, tenancy: Any) -> None:
+            events.append("enter")
+            time.sleep(0.05)  # a second reload arriving now must wait for this one
+            self.directory = SimpleNamespace(config=tenancy)
+            events.append("exit")
+
+    class Guard:
+        def rotate(self, key: Any) -> None:
+            events.append("rotate")
+
+    state = SimpleNamespace(
+        settings=load_settings(path),
+        config_overrides={},
+        gatekeeper=SlowGatekeeper(),
+        admin_guard=Guard(),
+        reload_lock=threading.Lock(),
+    )
+    threads = [
+        threading.Thread(target=reload_tenancy, args=(state, path))  # type: ignore[arg-type]
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events == ["enter", "exit", "rotate"] * 3
