@@ -80,9 +80,39 @@ check: lint typecheck imports test
 bench: install
 	$(PY) -m loadtests.bench_serving
 
+# Remote mode (minutes each on 2 cores): gateway vs the same vLLM server directly, then
+# adapter affinity vs round robin over two replicas.
+.PHONY: bench-remote
+bench-remote: install
+	$(PY) -m loadtests.bench_remote
+	$(PY) -m loadtests.bench_affinity
+
+# Pure overhead in front of an instant backend: loragate (remote mode) vs LiteLLM's proxy
+# (LITELLM_PYTHON: a venv with litellm 1.110.2, see loadtests/bench_overhead.py).
+.PHONY: bench-overhead
+bench-overhead: install
+	$(PY) -m loadtests.bench_overhead
+
+# SCENARIO=demo (the demo gateway, 1/4/8 users), or a reliability scenario against a
+# gateway in front of a paced fake replica: noisy-neighbour, overload (Locust, report in
+# loadtest-results/<scenario>/reliability.md), rolling-restart (two gateways behind HAProxy).
+SCENARIO ?= demo
 loadtest: install
+ifeq ($(SCENARIO),demo)
 	$(PY) -m loadtests.run --start demo --scenario loadtests/scenarios/demo.yaml \
 		--users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --out loadtest-results
+else ifeq ($(SCENARIO),rolling-restart)
+	$(PY) -m loadtests.rolling_restart --out loadtest-results/rolling-restart
+else
+	$(PY) -m loadtests.run --start paced --scenario loadtests/scenarios/$(SCENARIO).yaml \
+		--run-time $(LOADTEST_TIME) --out loadtest-results/$(SCENARIO)
+endif
+
+# Against a running `make demo` (another terminal): the shipped eval set through base,
+# base+RAG, LoRA, LoRA+RAG and the support-bot alias; resumable, e.g. COMPARE_ARGS="--limit 30".
+.PHONY: compare
+compare: install
+	$(VENV)/bin/loragate compare --demo --out compare-results $(COMPARE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results loadtest-results

@@ -7,6 +7,11 @@ The gateway builds one at start-up and keeps it for the process's life::
     entry = registry.register("support-tone", LocalDirectorySource(path, roots))
     hit = registry.resolve("support-tone")        # or "support-tone@v2"
     LoRARequest(hit.ref, hit.lora_int_id, str(hit.path))
+
+Several gateways share one registry by giving each a ``state_store`` that is shared
+(``adapters.pg_registry_state.PostgresStateStore``) and the same ``data_dir`` on a
+shared volume: every mutation is a compare-and-swap on the store's revision, and each
+registry re-reads the document when the revision moves (``refresh_seconds``).
 """
 
 from __future__ import annotations
@@ -17,20 +22,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from adapters import registry_changes as changes
 from adapters.base_model import BaseModelSpec
 from adapters.errors import (
     AdapterConflictError,
-    AdapterNotFoundError,
-    BaseModelMismatchError,
-    InvalidAdapterNameError,
     RegistryError,
 )
 from adapters.limits import AdapterLimits
 from adapters.manifest import AdapterEntry, AdapterStatus, RegistryState
 from adapters.naming import AdapterRef, check_name, check_version
+from adapters.registry_document import SAVE_ATTEMPTS, RegistryDocument, T
+from adapters.registry_state_store import (
+    FileStateStore,
+    RegistryStateStore,
+    RegistryUnavailableError,
+)
 from adapters.sources import AdapterSource
 from adapters.store import AdapterStore, file_sha256
 from adapters.validation import STORED_FILES, WEIGHTS_FILE, AdapterValidator
+
+ORPHAN_GRACE_SECONDS = 3600.0
+"""Shared mode: unknown adapter folders younger than this are left alone at start-up."""
 
 
 def _utc_now() -> datetime:
@@ -47,14 +59,24 @@ class AdapterRegistry:
       removal, because vLLM caches (prefix cache, loaded slots) key on them.
     * Files reach ``<data_dir>/adapters/<name>/<version>/`` only after validation.
 
-    Concurrency rule: one ``threading.RLock`` guards the in-memory state and the
-    registry file. Reads take it briefly and return immutable ``AdapterEntry`` objects.
+    Concurrency rule: one ``threading.RLock`` guards changes to the state and the
+    registry file. Reads take no lock: they read the current immutable state once and
+    return immutable ``AdapterEntry`` objects.
     A mutation builds a new ``RegistryState``, writes it atomically, and only then
     swaps it in, all under the lock, so readers see the old or the new state and a
     failed write changes nothing. ``register`` does its slow work (fetch, copy,
     validate, hash) outside the lock in a private work folder, having reserved its
     ``name@version`` first, and takes the lock only to commit. One process owns a data
     folder at a time (``flock``); call ``close()`` (or use ``with``) to release it.
+
+    Shared store (several processes): no ``flock``. Each mutation first re-reads the
+    document if its revision moved, applies the change, and saves it with
+    compare-and-swap; when another process saved first it re-reads and re-applies (a
+    change that is no longer valid raises its usual typed error, e.g. a version taken
+    meanwhile). Reads never do I/O: a ``RevisionWatcher`` thread re-reads the document
+    when its revision moves, so reads are at most ``refresh_seconds`` (plus one query)
+    stale; with the store unreachable they keep the last state and mutations raise
+    ``RegistryUnavailableError``.
     """
 
     def __init__(
@@ -63,31 +85,49 @@ class AdapterRegistry:
         validator: AdapterValidator,
         *,
         clock: Callable[[], datetime] = _utc_now,
+        state_store: RegistryStateStore | None = None,
+        refresh_seconds: float = 0.5,
     ) -> None:
         self._lock = threading.RLock()
         self._validator = validator
         self._clock = clock
         self._fingerprint = validator.base.fingerprint
         self._reserved: set[str] = set()
-        self._store = AdapterStore(data_dir)
+        shared = state_store is not None and state_store.shared
+        self._store = AdapterStore(data_dir, exclusive=not shared)
+        states = state_store or FileStateStore(self._store.registry_file)
         try:
-            state = self._store.registry_file.load() or RegistryState()
-            self._state = self._with_store_paths(state)
-            self._store.clean({(e.name, e.version) for e in state.entries})
+            self._doc = RegistryDocument(
+                states, self._with_store_paths, self._lock, refresh_seconds
+            )
+            known = {(e.name, e.version) for e in self._state.entries}
+            self._store.clean(known, older_than=ORPHAN_GRACE_SECONDS if shared else 0)
         except BaseException:
+            if hasattr(self, "_doc"):
+                self._doc.close()
+            else:
+                states.close()
             self._store.close()
             raise
         self._closed = False
 
     @classmethod
     def open(
-        cls, data_dir: Path | str, base: BaseModelSpec, limits: AdapterLimits | None = None
+        cls,
+        data_dir: Path | str,
+        base: BaseModelSpec,
+        limits: AdapterLimits | None = None,
+        *,
+        state_store: RegistryStateStore | None = None,
+        refresh_seconds: float = 0.5,
     ) -> AdapterRegistry:
-        """Shorthand for ``AdapterRegistry(data_dir, AdapterValidator(base, limits))``."""
-        return cls(data_dir, AdapterValidator(base, limits))
+        """Shorthand for ``AdapterRegistry(data_dir, AdapterValidator(base, limits), ...)``."""
+        validator = AdapterValidator(base, limits)
+        return cls(data_dir, validator, state_store=state_store, refresh_seconds=refresh_seconds)
 
     def close(self) -> None:
         """Release the data folder; later mutations raise ``RegistryError``."""
+        self._doc.close()
         with self._lock:
             self._closed = True
             self._store.close()
@@ -111,6 +151,24 @@ class AdapterRegistry:
     def base(self) -> BaseModelSpec:
         return self._validator.base
 
+    @property
+    def shared(self) -> bool:
+        """True when other processes share this registry (its state store is shared)."""
+        return self._doc.shared
+
+    @property
+    def revision(self) -> int:
+        """The store revision of the state served now (grows with every change seen)."""
+        return self._doc.revision
+
+    @property
+    def _state(self) -> RegistryState:
+        return self._doc.state
+
+    def refresh(self) -> bool:
+        """Re-read the document if another process changed it; True if it did (I/O)."""
+        return self._doc.refresh()
+
     # ----------------------------------------------------------------- queries
 
     def resolve(self, model: str) -> AdapterEntry:
@@ -119,39 +177,15 @@ class AdapterRegistry:
         Raises ``AdapterNotFoundError`` (404) when nothing servable matches and
         ``BaseModelMismatchError`` (422) for an entry validated on another base model.
         """
-        try:
-            ref = AdapterRef.parse(model)
-        except InvalidAdapterNameError:
-            raise AdapterNotFoundError(f"The model {model!r} does not exist.") from None
-        with self._lock:
-            entries = [e for e in self._state.entries if e.name == ref.name]
-        if ref.version is None:
-            hit = next((e for e in entries if e.status is AdapterStatus.ACTIVE), None)
-            if hit is None:
-                why = "has no active version" if entries else "does not exist"
-                raise AdapterNotFoundError(f"The model {model!r} {why}.")
-        else:
-            hit = next((e for e in entries if e.version == ref.version), None)
-            if hit is None or hit.status is AdapterStatus.RETIRING:
-                why = "is retiring" if hit else "does not exist"
-                raise AdapterNotFoundError(f"The model {model!r} {why}.")
-        if hit.base_fingerprint != self._fingerprint:
-            raise BaseModelMismatchError(
-                f"The adapter {hit.ref!r} was validated on another base model; register it "
-                "again for the one served now.",
-                param="model",
-            )
-        return hit
+        return changes.resolve(self._state, model, self._fingerprint)
 
     def get(self, name: str, version: str) -> AdapterEntry:
         """The entry ``name@version`` whatever its status; ``AdapterNotFoundError`` if none."""
-        with self._lock:
-            return self._find(name, version)
+        return changes.find(self._state, name, version)
 
     def entries(self, name: str | None = None) -> list[AdapterEntry]:
         """All entries (or those of ``name``), sorted by name then ``lora_int_id``."""
-        with self._lock:
-            found = [e for e in self._state.entries if name is None or e.name == name]
+        found = [e for e in self._state.entries if name is None or e.name == name]
         return sorted(found, key=lambda e: (e.name, e.lora_int_id))
 
     def verify(self) -> list[str]:
@@ -191,9 +225,8 @@ class AdapterRegistry:
                 f"{name!r} is the served base model's name; choose another adapter name.",
                 code="adapter_name_taken",
             )
+        auto_version = version is None
         ref = self._reserve(name, version)
-        version = AdapterRef.parse(ref).version
-        assert version is not None
         try:
             with self._store.workdir() as work:
                 limits = self._validator.limits
@@ -203,60 +236,63 @@ class AdapterRegistry:
                 info = self._validator.validate(staged)
                 with self._lock:
                     self._check_open()
-                    state = self._state
-                    has_active = any(
-                        e.name == name and e.status is AdapterStatus.ACTIVE for e in state.entries
-                    )
-                    make_active = activate is True or (activate is None and not has_active)
-                    entry = AdapterEntry(
-                        name=name,
-                        version=version,
-                        lora_int_id=state.next_lora_int_id,
-                        source=source.describe(),
-                        sha256=sha256,
-                        base_model=info.base_model,
-                        base_fingerprint=self._fingerprint,
-                        rank=info.rank,
-                        alpha=info.alpha,
-                        target_modules=info.target_modules,
-                        created_at=self._clock(),
-                        status=AdapterStatus.ACTIVE if make_active else AdapterStatus.INACTIVE,
-                        pinned=pinned,
-                        size_bytes=info.size_bytes,
-                        path=self._store.path_for(name, version),
-                    )
-                    others = self._demoted(state.entries, name) if make_active else state.entries
-                    new_state = state.model_copy(
-                        update={
-                            "entries": (*others, entry),
-                            "next_lora_int_id": state.next_lora_int_id + 1,
-                        }
-                    )
-                    self._store.commit(staged, name, version)
+                    self._doc.reload_if_moved()
+                    ref = self._commit_files(staged, ref, auto_version)
+                    committed = AdapterRef.parse(ref).version
+                    assert committed is not None
+
+                    def add(state: RegistryState) -> tuple[RegistryState, AdapterEntry]:
+                        if ref in state.used_refs():
+                            raise self._version_taken(ref)
+                        has_active = any(
+                            e.name == name and e.status is AdapterStatus.ACTIVE
+                            for e in state.entries
+                        )
+                        make_active = activate is True or (activate is None and not has_active)
+                        entry = AdapterEntry(
+                            name=name,
+                            version=committed,
+                            lora_int_id=state.next_lora_int_id,
+                            source=source.describe(),
+                            sha256=sha256,
+                            base_model=info.base_model,
+                            base_fingerprint=self._fingerprint,
+                            rank=info.rank,
+                            alpha=info.alpha,
+                            target_modules=info.target_modules,
+                            created_at=self._clock(),
+                            status=AdapterStatus.ACTIVE if make_active else AdapterStatus.INACTIVE,
+                            pinned=pinned,
+                            size_bytes=info.size_bytes,
+                            path=self._store.path_for(name, committed),
+                        )
+                        others = (
+                            changes.demoted(state.entries, name) if make_active else state.entries
+                        )
+                        new_state = state.model_copy(
+                            update={
+                                "entries": (*others, entry),
+                                "next_lora_int_id": state.next_lora_int_id + 1,
+                            }
+                        )
+                        return new_state, entry
+
                     try:
-                        self._save(new_state)
-                    except BaseException:
-                        self._store.remove(name, version)
+                        return self._mutate(add)
+                    except RegistryUnavailableError:
+                        # Maybe committed, maybe not: keep the files. Unknown to the
+                        # registry, they are an orphan that ``clean`` deletes later.
                         raise
-                    return entry
+                    except BaseException:
+                        self._store.remove(name, committed)
+                        raise
         finally:
             with self._lock:
                 self._reserved.discard(ref)
 
     def activate(self, name: str, version: str) -> AdapterEntry:
         """Make ``name@version`` the version ``resolve(name)`` returns, in one write."""
-        with self._lock:
-            self._check_open()
-            target = self._find(name, version)
-            if target.status is AdapterStatus.RETIRING:
-                raise AdapterConflictError(
-                    f"{target.ref!r} is retiring and cannot be activated.", code="adapter_retiring"
-                )
-            active = target.model_copy(update={"status": AdapterStatus.ACTIVE})
-            demoted = self._demoted(self._state.entries, name)
-            entries = tuple(active if e.ref == target.ref else e for e in demoted)
-            self._save(self._state.model_copy(update={"entries": entries}))
-            return active
+        return self._mutate(lambda state: changes.activate(state, name, version))
 
     def retire(
         self, name: str, version: str | None = None, *, purge: bool = False
@@ -267,36 +303,16 @@ class AdapterRegistry:
         can drain and unload them); ``purge=True`` removes them at once. Pinned entries
         refuse (``AdapterConflictError``): unpin first. Returns the affected entries.
         """
-        with self._lock:
-            self._check_open()
-            chosen = [self._find(name, version)] if version else self.entries(name)
-            if not chosen:
-                raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
-            pinned = [e.ref for e in chosen if e.pinned]
-            if pinned:
-                raise AdapterConflictError(
-                    f"{pinned} are pinned; unpin them before retiring.", code="adapter_pinned"
-                )
-            if purge:
-                return self._purge(chosen)
-            retired = {
-                e.ref: e.model_copy(update={"status": AdapterStatus.RETIRING}) for e in chosen
-            }
-            entries = tuple(retired.get(e.ref, e) for e in self._state.entries)
-            self._save(self._state.model_copy(update={"entries": entries}))
-            return list(retired.values())
+        affected = self._mutate(lambda state: changes.retire(state, name, version, purge=purge))
+        if purge:
+            self._delete_files(affected)
+        return affected
 
     def remove(self, name: str, version: str) -> AdapterEntry:
         """Delete a retiring version and its files; its id and ref stay used forever."""
-        with self._lock:
-            self._check_open()
-            entry = self._find(name, version)
-            if entry.status is not AdapterStatus.RETIRING:
-                raise AdapterConflictError(
-                    f"{entry.ref!r} is {entry.status.value}; retire it before removing it.",
-                    code="adapter_not_retired",
-                )
-            return self._purge([entry])[0]
+        removed = self._mutate(lambda state: changes.remove(state, name, version))
+        self._delete_files([removed])
+        return removed
 
     def pin(self, name: str, version: str | None = None) -> AdapterEntry:
         """Mark an entry (default: the active version) as pinned: never retired or evicted."""
@@ -312,72 +328,69 @@ class AdapterRegistry:
         if self._closed:
             raise RegistryError("The adapter registry is closed.")
 
-    def _find(self, name: str, version: str) -> AdapterEntry:
-        for entry in self._state.entries:
-            if entry.name == name and entry.version == version:
-                return entry
-        raise AdapterNotFoundError(f"No adapter {name}@{version}.", param="name")
+    @staticmethod
+    def _version_taken(ref: str) -> AdapterConflictError:
+        return AdapterConflictError(
+            f"{ref!r} is already registered (or was, and versions are never reused).",
+            code="adapter_version_exists",
+        )
+
+    def _next_free(self, name: str, taken: set[str]) -> str:
+        n = 1 + sum(1 for ref in taken if ref.startswith(f"{name}@"))
+        while f"{name}@v{n}" in taken or self._store.path_for(name, f"v{n}").exists():
+            n += 1
+        return f"{name}@v{n}"
 
     def _reserve(self, name: str, version: str | None) -> str:
         with self._lock:
             self._check_open()
             taken = self._state.used_refs() | self._reserved
-            if version is None:
-                n = 1 + sum(1 for ref in taken if ref.startswith(f"{name}@"))
-                while f"{name}@v{n}" in taken:
-                    n += 1
-                version = f"v{n}"
-            ref = str(AdapterRef(name, version))
+            ref = self._next_free(name, taken) if version is None else f"{name}@{version}"
             if ref in taken:
-                raise AdapterConflictError(
-                    f"{ref!r} is already registered (or was, and versions are never reused).",
-                    code="adapter_version_exists",
-                )
+                raise self._version_taken(ref)
             self._reserved.add(ref)
             return ref
 
-    @staticmethod
-    def _demoted(entries: tuple[AdapterEntry, ...], name: str) -> tuple[AdapterEntry, ...]:
-        return tuple(
-            e.model_copy(update={"status": AdapterStatus.INACTIVE})
-            if e.name == name and e.status is AdapterStatus.ACTIVE
-            else e
-            for e in entries
-        )
+    def _commit_files(self, staged: Path, ref: str, auto_version: bool) -> str:
+        """Move the staged copy to its final folder; return the ref it was committed as.
 
-    def _purge(self, chosen: list[AdapterEntry]) -> list[AdapterEntry]:
-        refs = {e.ref for e in chosen}
-        state = self._state
-        self._save(
-            state.model_copy(
-                update={
-                    "entries": tuple(e for e in state.entries if e.ref not in refs),
-                    "removed_refs": (*state.removed_refs, *sorted(refs)),
-                }
-            )
-        )
-        for entry in chosen:  # after the write: a crash here leaves orphans clean() deletes
+        Call with the lock held and the state fresh. Another gateway may have taken the
+        reserved ``name@version`` meanwhile (shared mode): an automatic version moves on
+        to the next free one, an explicit one is refused (409).
+        """
+        parsed = AdapterRef.parse(ref)
+        assert parsed.version is not None
+        for _ in range(SAVE_ATTEMPTS):
+            taken = self._state.used_refs() | (self._reserved - {ref})
+            if ref not in taken:
+                try:
+                    self._store.commit(staged, parsed.name, AdapterRef.parse(ref).version or "")
+                    break
+                except FileExistsError:
+                    pass  # another gateway committed these files and has not saved yet
+            if not auto_version:
+                raise self._version_taken(ref)
+            self._reserved.discard(ref)
+            ref = self._next_free(parsed.name, taken | {ref})
+            self._reserved.add(ref)
+        else:
+            raise RegistryError(f"No free version of {parsed.name!r} found; try again.")
+        return ref
+
+    def _mutate(self, change: Callable[[RegistryState], tuple[RegistryState, T]]) -> T:
+        self._check_open()
+        return self._doc.mutate(change)
+
+    def _delete_files(self, chosen: list[AdapterEntry]) -> None:
+        # After the write: a crash here leaves orphans that ``clean()`` deletes.
+        for entry in chosen:
             self._store.remove(entry.name, entry.version)
-        return chosen
 
     def _set_pinned(self, name: str, version: str | None, *, pinned: bool) -> AdapterEntry:
-        with self._lock:
-            self._check_open()
-            entry = self._find(name, version) if version else self.resolve(name)
-            if pinned and entry.status is AdapterStatus.RETIRING:
-                raise AdapterConflictError(
-                    f"{entry.ref!r} is retiring and cannot be pinned.", code="adapter_retiring"
-                )
-            updated = entry.model_copy(update={"pinned": pinned})
-            entries = tuple(updated if e.ref == entry.ref else e for e in self._state.entries)
-            self._save(self._state.model_copy(update={"entries": entries}))
-            return updated
-
-    def _save(self, state: RegistryState) -> None:
-        # Re-validate the invariants on the new state before it is written.
-        checked = RegistryState.model_validate(state.model_dump())
-        self._store.registry_file.save(checked)
-        self._state = checked
+        fingerprint = self._fingerprint
+        return self._mutate(
+            lambda state: changes.set_pinned(state, name, version, fingerprint, pinned=pinned)
+        )
 
     def _with_store_paths(self, state: RegistryState) -> RegistryState:
         entries = tuple(

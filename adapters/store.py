@@ -8,7 +8,12 @@ Layout::
         adapters/<name>/<version>/        validated copies: adapter_config.json,
                                           adapter_model.safetensors (all the engine reads)
         staging/                          private work folders of registrations in
-                                          progress; emptied when the registry opens
+                                          progress (one per registration, unique
+                                          names); emptied when the registry opens
+
+Shared mode (``exclusive=False``: several gateways, the registry document in a shared
+store, this folder on a shared volume): no lock is taken, and ``clean`` deletes only
+what is older than a grace period, never a folder another gateway is committing.
 
 A registration is staged, validated in ``staging/``, and moved into ``adapters/`` with
 one ``os.replace``, so the engine can never see a half-copied or unvalidated folder.
@@ -16,14 +21,16 @@ one ``os.replace``, so the engine can never see a half-copied or unvalidated fol
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from adapters.errors import RegistryLockedError
@@ -36,19 +43,29 @@ LOCK_FILE = ".lock"
 
 
 class AdapterStore:
-    """Owns one data folder exclusively (``flock``) until ``close()``.
+    """Owns one data folder exclusively (``flock``) until ``close()``, or shares it.
 
     Only the registry calls it, under the registry's lock for ``commit``/``remove``;
     ``workdir`` and ``stage`` touch only private folders and run outside that lock.
+    Shared: ``commit``'s rename is what decides between two gateways committing the same
+    ``name@version`` (it fails for the second); ``remove`` only ever deletes versions the
+    shared registry document already dropped, whose names are never reused.
     """
 
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, *, exclusive: bool = True) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.adapters_dir = self.data_dir / "adapters"
         self.staging_dir = self.data_dir / "staging"
         for folder in (self.data_dir, self.adapters_dir, self.staging_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        self.exclusive = exclusive
+        self.registry_file = RegistryFile(self.data_dir / REGISTRY_FILE)
+        self._lock_fd: int | None = None
+        if exclusive:
+            self._lock()
+
+    def _lock(self) -> None:
+        self._lock_fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -58,7 +75,6 @@ class AdapterStore:
                 f"The adapter data folder {self.data_dir} is already open in another registry "
                 "(this or another process); close that one first."
             ) from None
-        self.registry_file = RegistryFile(self.data_dir / REGISTRY_FILE)
 
     def close(self) -> None:
         """Release the data folder's lock (idempotent)."""
@@ -97,10 +113,25 @@ class AdapterStore:
         return staged, digest.hexdigest()
 
     def commit(self, staged: Path, name: str, version: str) -> Path:
-        """Move a validated staged folder into place with one rename; return its path."""
+        """Move a validated staged folder into place with one rename; return its path.
+
+        Raises ``FileExistsError`` when ``name@version`` is already there (in shared
+        mode: another gateway committed it first).
+        """
         final = self.path_for(name, version)
-        final.parent.mkdir(exist_ok=True)
-        os.rename(staged, final)  # fails if ``final`` exists and is not empty
+        for _ in range(3):
+            final.parent.mkdir(exist_ok=True)
+            try:
+                os.rename(staged, final)  # fails if ``final`` exists and is not empty
+                break
+            except FileNotFoundError:
+                if not staged.exists():
+                    raise
+                # ``remove`` of another version dropped the name folder in between.
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileExistsError(errno.EEXIST, f"{name}@{version} exists") from None
+                raise
         fsync_dir(final.parent)
         return final
 
@@ -110,24 +141,41 @@ class AdapterStore:
         if not final.exists():
             return
         trash = self.staging_dir / f"removed-{uuid.uuid4().hex}"
-        os.rename(final, trash)
+        try:
+            os.rename(final, trash)
+        except FileNotFoundError:
+            return  # another gateway removed it first
         shutil.rmtree(trash, ignore_errors=True)
-        if not any(final.parent.iterdir()):
+        with suppress(OSError):  # only if empty; another gateway may be committing there
             final.parent.rmdir()
 
-    def clean(self, known: set[tuple[str, str]]) -> list[Path]:
+    def clean(self, known: set[tuple[str, str]], *, older_than: float = 0.0) -> list[Path]:
         """Empty ``staging/`` and delete stored copies no entry knows; return the latter.
 
         A crash between ``commit`` and the registry write leaves such orphans behind.
+        ``older_than`` (seconds, shared mode) spares anything modified more recently: a
+        registration of another gateway in progress, or committed a moment ago and not
+        yet in the ``known`` set its caller read.
         """
+        cutoff = time.time() - older_than
+
+        def old(path: Path) -> bool:
+            try:
+                return older_than <= 0 or path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                return False  # another gateway removed it meanwhile
+
         for leftover in self.staging_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            if old(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
         orphans = [
             version_dir
             for name_dir in self.adapters_dir.iterdir()
             if name_dir.is_dir()
             for version_dir in name_dir.iterdir()
-            if version_dir.is_dir() and (name_dir.name, version_dir.name) not in known
+            if version_dir.is_dir()
+            and (name_dir.name, version_dir.name) not in known
+            and old(version_dir)
         ]
         for orphan in orphans:
             self.remove(orphan.parent.name, orphan.name)

@@ -27,6 +27,7 @@ from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
 from gateway.openapi_docs import docs_app_arguments
+from gateway.pipeline.drain import Drain
 from gateway.playground import routes as playground
 from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
@@ -51,6 +52,7 @@ def create_app(
     config_overrides: Mapping[str, Any] | None = None,
     metrics: GatewayMetrics | None = None,
     embedder: Embedder | None = None,
+    drain: Drain | None = None,
 ) -> FastAPI:
     """Build the app. The registry and the engine start when the app starts (lifespan).
 
@@ -58,6 +60,8 @@ def create_app(
     same folder fails at once instead of after the engine's start-up. The retrieval
     store (and its embedding model) loads in a thread while the engine starts when
     ``retrieval.preload`` says so, else on first use; tests pass a fake ``embedder``.
+    ``drain`` is the shutdown state the server's SIGTERM handler drives (default: one
+    of the app's own, for servers that stop it another way).
     """
 
     @asynccontextmanager
@@ -84,6 +88,7 @@ def create_app(
                     stores,
                     config_path,
                     config_overrides,
+                    drain,
                 )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
@@ -93,6 +98,10 @@ def create_app(
                 label_models(state)
                 app.state.gateway = state
                 background.append(asyncio.create_task(_flush_usage(state)))
+                if state.registry.shared:  # pins made through the other gateways
+                    interval = settings.shared_store.refresh_seconds
+                    follow = state.lifecycle.follow_registry(interval)
+                    background.append(asyncio.create_task(follow))
                 stop_sighup = _reload_on_sighup(state, config_path)
                 logger.info("loragate ready: model %s", settings.model.served_name)
                 yield

@@ -1,5 +1,5 @@
 """``loragate`` command line: serve, demo, adapters (admin API client and training),
-rag (retrieval collections), config, keys."""
+rag (retrieval collections), compare (eval sets over variants), config, keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
+from gateway.compare.commands import add_compare_parser
 from gateway.config import ServerSettings, Settings, VLLMEngineSettings
 from gateway.config_reload import ConfigOverrides, describe, load_settings
 from gateway.logging_setup import configure_logging
@@ -27,16 +28,21 @@ def _serve(
 ) -> None:
     import uvicorn
 
+    from gateway.api.graceful_server import GracefulServer
     from gateway.app import create_app
+    from gateway.pipeline.drain import Drain
 
     configure_logging(settings.server.log_level, settings.server.json_logs)
-    uvicorn.run(
-        create_app(settings, config_path=config_path, config_overrides=overrides),
+    drain = Drain(settings.server.drain_timeout)  # SIGTERM: drain, then exit 0
+    app = create_app(settings, config_path=config_path, config_overrides=overrides, drain=drain)
+    config = uvicorn.Config(
+        app,
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
         access_log=False,
     )
+    GracefulServer(config, drain).run()
 
 
 def _server_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -284,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_adapters_parser(sub)
     add_rag_parser(sub)
+    add_compare_parser(sub)
 
     config = sub.add_parser("config", help="configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True)

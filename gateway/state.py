@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,11 +15,14 @@ from adapters.limits import AdapterLimits, MiB
 from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.adapter_runtime.shared_registry import registry_store_options, settle_seconds
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
 from gateway.config import LimitStoreSettings, Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
+from gateway.pipeline.drain import Drain
+from gateway.pipeline.fair_queue import FairQueue
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
@@ -26,6 +31,7 @@ from gateway.tenancy.admin_guard import AdminGuard
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.limit_store import LimitStore, MemoryLimitStore
+from gateway.tenancy.pg_usage import PostgresUsageBackend
 from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.usage import UsageStore
 
@@ -72,11 +78,22 @@ def open_registry(settings: Settings) -> AdapterRegistry:
         max_weights_bytes=reg.max_weights_mib * MiB,
         max_archive_bytes=reg.max_upload_mib * MiB,
     )
-    return AdapterRegistry.open(reg.data_dir, base, limits)
+    options = registry_store_options(settings.shared_store)
+    return AdapterRegistry.open(reg.data_dir, base, limits, **options)
 
 
 def usage_path(settings: Settings) -> Path:
     return settings.usage_db or settings.registry.data_dir / "usage.db"
+
+
+def open_usage_store(settings: Settings) -> UsageStore:
+    """SQLite in the data folder, or the PostgreSQL every gateway shares (connects now)."""
+    shared = settings.shared_store
+    if shared.kind == "postgres":
+        gateway = f"{socket.gethostname()}:{os.getpid()}"
+        backend = PostgresUsageBackend(shared.url(), gateway=gateway, timeout=shared.timeout)
+        return UsageStore(backend=backend)
+    return UsageStore(usage_path(settings))
 
 
 def open_limit_store(settings: LimitStoreSettings) -> LimitStore:
@@ -95,11 +112,12 @@ def build_state(
     store_provider: StoreProvider | None = None,
     config_path: Path | None = None,
     config_overrides: Mapping[str, Any] | None = None,
+    drain: Drain | None = None,
 ) -> GatewayState:
     """Everything the routes use. ``store_provider`` (default: the configured store,
     built on first use) supplies the retrieval collections."""
     metrics = metrics or GatewayMetrics()
-    usage = UsageStore(usage_path(settings))
+    usage = open_usage_store(settings)
     gatekeeper = Gatekeeper(
         settings.tenancy(), usage, metrics, open_limit_store(settings.limits_store)
     )
@@ -129,7 +147,13 @@ def build_state(
         engine=tracked,
         registry=registry,
         catalog=catalog,
-        lifecycle=AdapterLifecycle(registry, tracked, tracker, max_pinned=max_pinned),
+        lifecycle=AdapterLifecycle(
+            registry,
+            tracked,
+            tracker,
+            max_pinned=max_pinned,
+            settle_seconds=settle_seconds(settings.shared_store),
+        ),
         admin_guard=AdminGuard(
             settings.admin.api_key,
             lookup=lookup,
@@ -143,6 +167,13 @@ def build_state(
             retrieval,
             settings.limits,
             settings.retrieval,
+            FairQueue(
+                settings.admission.engine_capacity(settings.engine),
+                settings.admission.max_queue,
+                settings.admission.max_queue_wait,
+                metrics,
+            ),
+            drain or Drain(settings.server.drain_timeout),
         ),
         gatekeeper=gatekeeper,
         metrics=metrics,

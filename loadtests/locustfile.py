@@ -14,6 +14,13 @@ Locust rewrites its ``<prefix>_stats.csv`` once a second while it runs, so that 
 can miss the last second of requests. On quit this file also writes
 ``<prefix>_summary.csv`` and ``<prefix>_summary_failures.csv`` (the columns of
 ``_stats.csv`` and ``_failures.csv``) from the final statistics; the report reads them.
+Every request is also one row of ``<prefix>_requests.csv`` (seconds since the run
+began, tenant, outcome ``ok``/``refused`` (429 or 503)/``failed``, HTTP status,
+latency, TTFT): the reliability report reads those.
+
+A scenario whose tenants have ``users`` pins each Locust user to one tenant (user k
+of the run to the tenant whose range holds k), with that tenant's think time, from
+``start_after_s`` on.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import itertools
 import random
 import time
 from functools import lru_cache
-from typing import Any
+from typing import IO, Any
 
 import requests
 from locust import User, events, task
@@ -43,6 +50,8 @@ from loadtests.stat_names import (
     CHAT_PATH,
     E2E_TYPE,
     FAILURES_SUFFIX,
+    REQUEST_COLUMNS,
+    REQUESTS_SUFFIX,
     SUMMARY_SUFFIX,
     TPOT_TYPE,
     TTFT_TYPE,
@@ -51,7 +60,33 @@ from loadtests.target import require_loopback
 from loadtests.workload import PlannedRequest, Workload
 
 SCENARIO_ENV = "LOADTEST_SCENARIO"
+REFUSAL_STATUSES = (429, 503)
 _user_numbers = itertools.count()
+_run_started = time.monotonic()
+
+
+class RequestLog:
+    """``<prefix>_requests.csv``, one row per request (gevent: one writer at a time)."""
+
+    handle: IO[str] | None = None
+    writer: Any = None
+
+    @classmethod
+    def open(cls, prefix: str) -> None:
+        cls.handle = open(prefix + REQUESTS_SUFFIX, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        cls.writer = csv.writer(cls.handle)
+        cls.writer.writerow(REQUEST_COLUMNS)
+
+    @classmethod
+    def row(cls, *values: Any) -> None:
+        if cls.writer is not None:
+            cls.writer.writerow(values)
+
+    @classmethod
+    def close(cls) -> None:
+        if cls.handle is not None:
+            cls.handle.close()
+            cls.handle = cls.writer = None
 
 
 class ChatFailure(Exception):
@@ -90,9 +125,11 @@ def _check_setup(environment: Environment, **_kwargs: Any) -> None:
         require_loopback(environment.host)
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
+        RequestLog.open(prefix)
 
         def write_summary(**_kwargs: Any) -> None:
             _write_summary(environment, prefix)
+            RequestLog.close()
 
         environment.events.quit.add_listener(write_summary)
 
@@ -119,8 +156,16 @@ class ChatUser(User):
             raise SystemExit("loadtests: give --host URL")
         self.base_url = require_loopback(self.host)
         number = next(_user_numbers)
-        self.workload = Workload(self.scenario, random.Random(f"{self.scenario.seed}/{number}"))
+        scenario = self.scenario
+        tenant = scenario.tenant_of_user(number)
+        if tenant is not None:  # this user sends only its tenant's requests
+            scenario = scenario.model_copy(
+                update={"tenants": [tenant], "think_time": tenant.think_time or scenario.think_time}
+            )
+            time.sleep(tenant.start_after_s)  # gevent-patched: only this user waits
+        self.workload = Workload(scenario, random.Random(f"{self.scenario.seed}/{number}"))
         self.session = requests.Session()
+        self.last_status = 0
 
     def on_stop(self) -> None:
         self.session.close()
@@ -133,6 +178,18 @@ class ChatUser(User):
         planned = self.workload.next_request()
         outcome = self._send(planned)
         context = {"tenant": planned.tenant, "model": planned.model, "stream": planned.stream}
+        outcome_name = "ok" if outcome.ok else "failed"
+        if self.last_status in REFUSAL_STATUSES:
+            outcome_name = "refused"
+        RequestLog.row(
+            round(time.monotonic() - _run_started - outcome.latency_s, 3),
+            planned.tenant,
+            int(planned.stream),
+            outcome_name,
+            self.last_status,
+            round(_millis(outcome.latency_s), 2),
+            "" if outcome.ttft_s is None else round(_millis(outcome.ttft_s), 2),
+        )
         fire = self.environment.events.request.fire
         fire(
             request_type=E2E_TYPE,
@@ -163,6 +220,7 @@ class ChatUser(User):
 
     def _send(self, planned: PlannedRequest) -> ChatOutcome:
         started = time.perf_counter()
+        self.last_status = 0
         try:
             with self.session.post(
                 self.base_url + CHAT_PATH,
@@ -171,6 +229,7 @@ class ChatUser(User):
                 stream=planned.stream,
                 timeout=self.scenario.request.timeout_s,
             ) as response:
+                self.last_status = response.status_code
                 if not 200 <= response.status_code < 300:
                     failure = http_failure(response.status_code, response.content)
                     return ChatOutcome(time.perf_counter() - started, error=failure)

@@ -7,6 +7,12 @@ for any OpenAI-compatible server, e.g. vLLM's own) or one already running (``--u
     python -m loadtests.run --url http://127.0.0.1:8000 --users 2 --run-time 10s
     python -m loadtests.run --server-cmd "python -m vllm.entrypoints.openai.api_server \\
         --model DIR --port {port}" --ready-path /health --users 1,4
+    python -m loadtests.run --start paced --scenario loadtests/scenarios/noisy-neighbour.yaml
+
+``--start paced`` runs a real gateway in front of a paced fake replica (the scenario's
+``paced:`` section; ``loadtests.paced_target``); a scenario whose tenants have their
+own ``users`` runs once with their sum. Every run also writes ``reliability.md`` and
+its plots (per-tenant latency over time, refusals; ``loadtests.report_reliability``).
 
 Each step is one Locust process (``u<users>_*.csv``, ``u<users>.html``, ``.log`` in
 ``--out``), bounded by its run time plus a grace period; targets are loopback only.
@@ -23,7 +29,9 @@ import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+from loadtests.paced_target import export_keys, paced_gateway
 from loadtests.report import step_prefix, write_report
+from loadtests.report_reliability import write_reliability_report
 from loadtests.scenario import Scenario, load_scenario
 from loadtests.stat_names import FAILURES_SUFFIX, SUMMARY_SUFFIX
 from loadtests.target import (
@@ -129,12 +137,18 @@ def run_step(args: argparse.Namespace, url: str, users: int) -> Path:
     return stats
 
 
-def server_target(args: argparse.Namespace) -> tuple[str, AbstractContextManager[str]]:
+def server_target(
+    args: argparse.Namespace, scenario: Scenario
+) -> tuple[str, AbstractContextManager[str]]:
     """A label for the report, and a context yielding the base URL (of ``--url``, or of a
     server started here and stopped on exit)."""
     if args.url:
         url = require_loopback(args.url)
         return url, nullcontext(url)
+    if args.start == "paced":
+        model_dir = args.model_dir or demo_base_dir()
+        context = paced_gateway(scenario, args.paced_keys, model_dir, args.out, args.ready_timeout)
+        return "loragate serve (remote mode) in front of a paced fake replica", context
     if args.start == "demo":
         loragate = Path(sys.executable).with_name("loragate")
         command = [str(loragate), "demo", "--host", "127.0.0.1", "--port", "{port}"]
@@ -166,6 +180,14 @@ def warn_unserved_models(url: str, scenario: Scenario) -> None:
         )
 
 
+def demo_base_dir() -> Path:
+    """The demo kit's base model folder (built on first use): the paced gateway's
+    tokenizer and base model spec."""
+    from adapters.demo_kit import default_cache_dir, ensure_demo_kit
+
+    return Path(ensure_demo_kit(default_cache_dir()).base_dir)
+
+
 DEMO_KEY_ENV = {"acme": "LORAGATE_DEMO_ACME_KEY", "globex": "LORAGATE_DEMO_GLOBEX_KEY"}
 
 
@@ -189,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a running OpenAI-compatible server (loopback)")
-    target.add_argument("--start", choices=["demo"], help="start `loragate demo` and test it")
+    target.add_argument(
+        "--start",
+        choices=["demo", "paced"],
+        help="start `loragate demo`, or a gateway in front of a paced fake replica",
+    )
     target.add_argument("--server-cmd", help="start this server command ({port} is replaced)")
     parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
     parser.add_argument("--users", type=parse_users, default=[1, 4, 8], help="e.g. 1,4,8")
@@ -209,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ready-path", default=None, help="readiness path of a started server")
     parser.add_argument("--ready-timeout", type=float, default=1800, help="s to wait for readiness")
     parser.add_argument("--title", default=None, help="report title")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="--start paced: base model folder"
+    )
     return parser
 
 
@@ -219,13 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--server-cmd without {port} needs --port")
     if args.start == "demo":
         export_demo_keys()
+    args.paced_keys = {}
+    if args.start == "paced":
+        try:
+            args.paced_keys = export_keys(args.scenario)
+        except (ValueError, OSError) as exc:
+            parser.error(f"invalid scenario {args.scenario}: {exc}")
     try:
         scenario = load_scenario(args.scenario)  # fail here, not in every step
     except (ValueError, OSError) as exc:
         parser.error(f"invalid scenario {args.scenario}: {exc}")
+    if scenario.pinned_users is not None:
+        args.users = [scenario.pinned_users]
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        label, target = server_target(args)
+        label, target = server_target(args, scenario)
         with target as url:
             warn_unserved_models(url, scenario)
             for users in args.users:
@@ -240,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report = write_report(args.out, title, notes, users=args.users)
     print(report.read_text(encoding="utf-8"))
+    reliability = write_reliability_report(args.out, scenario, title, users=args.users)
+    if reliability is not None:
+        print(reliability.read_text(encoding="utf-8"))
     print(f"loadtests: report, plots, Locust CSV and HTML in {args.out}/")
     return 0
 

@@ -43,6 +43,19 @@ class Tenant(ScenarioModel):
         default=None,
         description="Subset of the scenario's models this tenant calls (all if unset).",
     )
+    users: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="Users of its own (a pinned tenant): every tenant or none has them; "
+        "the run's user count is then their sum.",
+    )
+    start_after_s: float = Field(
+        default=0.0, ge=0, description="Pinned users start this long after the run."
+    )
+    think_time: ThinkTime | None = Field(
+        default=None, description="A pinned tenant's own think time (default: the scenario's)."
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Tenant:
@@ -105,6 +118,24 @@ class ThinkTime(ScenarioModel):
         return self
 
 
+Tenant.model_rebuild()
+
+
+class PacedTarget(ScenarioModel):
+    """``python -m loadtests.run --start paced``: a gateway (remote mode) in front of a
+    paced fake replica (``loadtests.paced_replica``); keys are made for the tenants."""
+
+    token_delay_s: float = Field(default=0.02, ge=0, description="Replica: seconds a token.")
+    tokens: int = Field(default=32, ge=1, description="Replica: tokens per answer (at most).")
+    first_token_s: float = Field(
+        default=0.0, ge=0, description="Replica: prefill time before the first token."
+    )
+    gateway: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Gateway config sections (e.g. admission), merged into the one made.",
+    )
+
+
 class RequestOptions(ScenarioModel):
     """Sampling fields sent with every request, and extra body fields (e.g. vLLM's)."""
 
@@ -133,11 +164,33 @@ class Scenario(ScenarioModel):
     rag: RagMix = RagMix()
     think_time: ThinkTime = ThinkTime()
     request: RequestOptions = RequestOptions()
+    paced: PacedTarget | None = None
+
+    @property
+    def pinned_users(self) -> int | None:
+        """Users of a scenario whose tenants each have their own (None: not pinned)."""
+        if self.tenants[0].users is None:
+            return None
+        return sum(t.users or 0 for t in self.tenants)
+
+    def tenant_of_user(self, number: int) -> Tenant | None:
+        """The tenant Locust user ``number`` is pinned to (None: not a pinned scenario)."""
+        total = self.pinned_users
+        if total is None:
+            return None
+        k = number % total
+        for tenant in self.tenants:
+            if k < (tenant.users or 0):
+                return tenant
+            k -= tenant.users or 0
+        return self.tenants[-1]
 
     @model_validator(mode="after")
     def _tenants_call_known_models(self) -> Scenario:
         if not self.tenants:
             raise ValueError("at least one tenant is required")
+        if len({t.users is None for t in self.tenants}) > 1:
+            raise ValueError("give users to every tenant or to none")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError("tenant names must be unique")

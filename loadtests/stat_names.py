@@ -16,3 +16,7 @@ TPOT_TYPE = "TPOT"
 # Written by the locustfile on quit from the final statistics (see locustfile.py).
 SUMMARY_SUFFIX = "_summary.csv"
 FAILURES_SUFFIX = "_summary_failures.csv"
+# One row per request (time, tenant, outcome, HTTP status, latency, TTFT): the
+# reliability report's per-tenant latency over time and refusals.
+REQUESTS_SUFFIX = "_requests.csv"
+REQUEST_COLUMNS = ("t_s", "tenant", "stream", "outcome", "status", "latency_ms", "ttft_ms")

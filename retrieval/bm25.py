@@ -8,55 +8,31 @@ Term statistics are stored as a CSR matrix of term frequencies (row = chunk), th
 only thing that must be persisted: removing rows or appending new ones never
 re-tokenises the old chunks, and the weights are recomputed from it in milliseconds.
 
-The analyzer lowercases, keeps compound tokens whole *and* split (``ERR-4013`` gives
-``err-4013``, ``err``, ``4013``; ``/etc/apt/sources.list`` gives the path and its
-parts), drops English stop words and strips plural ``s`` from alphabetic words.
+Terms come from :mod:`retrieval.analysis`: per-language stop words and Snowball stems,
+each chunk in its document's language; a query is stemmed in its own language and in
+every language the index holds. ``bm25_meta.json`` records the analyzer version and
+those languages; an index saved by another analyzer version is rebuilt from the chunk
+texts on load (see ``retrieval.collection``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-_TOKEN = re.compile(r"[^\W_]+(?:[-_.:/@+][^\W_]+)*")
-_SPLIT = re.compile(r"[-_.:/@+]")
-_MAX_TOKEN_CHARS = 64
-_STOP_WORDS_TEXT = """
-    a about an and are as at be but by can do does for from has have how i if in into is
-    it its of on or that the their then there these this to was were what when where which
-    who why will with you your
-    """
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+from retrieval.analysis import ANALYZER_VERSION, DEFAULT_LANGUAGE, Analyzer, detect_language
+
+_ANALYZER = Analyzer()
+META_FILE = "bm25_meta.json"
 
 
-def _stem(word: str) -> str:
-    if not word.isalpha() or len(word) <= 3:
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def analyze(text: str) -> list[str]:
-    """Index terms of ``text`` (also applied to queries)."""
-    terms: list[str] = []
-    for match in _TOKEN.finditer(text.lower()):
-        token = match.group()
-        parts = _SPLIT.split(token)
-        if len(parts) > 1:
-            if len(token) <= _MAX_TOKEN_CHARS:
-                terms.append(token)
-            terms.extend(_stem(p) for p in parts if len(p) > 1 and p not in STOP_WORDS)
-        elif token not in STOP_WORDS and len(token) <= _MAX_TOKEN_CHARS:
-            terms.append(_stem(token))
-    return terms
+def analyze(text: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """Index terms of ``text`` read as ``language``."""
+    return _ANALYZER.terms(text, language)
 
 
 class Bm25Index:
@@ -75,8 +51,11 @@ class Bm25Index:
         *,
         k1: float = 1.2,
         b: float = 0.75,
+        languages: Sequence[str] = (),
     ) -> None:
         self.vocabulary = vocabulary
+        self.languages: tuple[str, ...] = tuple(sorted(set(languages)))
+        """Languages of the indexed texts (a query is also stemmed in each)."""
         self.term_ids = {term: i for i, term in enumerate(vocabulary)}
         self.indptr = np.asarray(indptr, dtype=np.int64)
         self.terms = np.asarray(terms, dtype=np.int32)
@@ -89,12 +68,23 @@ class Bm25Index:
         return len(self.indptr) - 1
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> Bm25Index:
+    def build(cls, texts: Sequence[str], languages: Sequence[str] | None = None) -> Bm25Index:
         empty = cls([], np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
-        return empty.updated(None, texts)
+        return empty.updated(None, texts, languages)
 
-    def updated(self, keep: np.ndarray | None, added: Sequence[str]) -> Bm25Index:
-        """A new index: rows selected by ``keep`` (None = all), then ``added`` texts."""
+    def updated(
+        self,
+        keep: np.ndarray | None,
+        added: Sequence[str],
+        languages: Sequence[str] | None = None,
+    ) -> Bm25Index:
+        """A new index: rows selected by ``keep`` (None = all), then ``added`` texts,
+        each analysed in its entry of ``languages`` (None or ``""``: detected)."""
+        if languages is None:
+            languages = [""] * len(added)
+        languages = [
+            lang or detect_language(text) for text, lang in zip(added, languages, strict=True)
+        ]
         indptr, terms, frequencies = self.indptr, self.terms, self.frequencies
         if keep is not None:
             indptr, terms, frequencies = _select_rows(indptr, terms, frequencies, keep)
@@ -103,8 +93,8 @@ class Bm25Index:
         new_terms: list[int] = []
         new_frequencies: list[int] = []
         lengths: list[int] = []
-        for text in added:
-            counts = Counter(analyze(text))
+        for text, language in zip(added, languages, strict=True):
+            counts = Counter(analyze(text, language))
             for term, count in counts.items():
                 term_id = term_ids.get(term)
                 if term_id is None:
@@ -121,6 +111,7 @@ class Bm25Index:
             np.concatenate([frequencies, np.asarray(new_frequencies, dtype=np.float32)]),
             k1=self.k1,
             b=self.b,
+            languages=[*self.languages, *set(languages)],
         )
 
     def _build_postings(self) -> None:
@@ -138,9 +129,16 @@ class Bm25Index:
         self._posting_weights = weights[order].astype(np.float32)
         self._term_starts = np.concatenate([[0], np.cumsum(document_frequency)]).astype(np.int64)
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, rows) of chunks sharing at least one term with ``query``."""
-        counts = Counter(self.term_ids[t] for t in analyze(query) if t in self.term_ids)
+    def search(
+        self, query: str, k: int, language: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, rows) of chunks sharing at least one term with ``query``,
+        read as ``language`` (None: detected, defaulting to the index's language)."""
+        if language is None:
+            default = self.languages[0] if len(self.languages) == 1 else DEFAULT_LANGUAGE
+            language = detect_language(query, default=default)
+        terms = _ANALYZER.query_terms(query, language, self.languages)
+        counts = Counter(self.term_ids[t] for t in terms if t in self.term_ids)
         if not counts or k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         rows_parts, weight_parts = [], []
@@ -168,12 +166,28 @@ class Bm25Index:
         (directory / "bm25_vocabulary.json").write_text(
             json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
         )
+        meta = {"analyzer": ANALYZER_VERSION, "languages": list(self.languages)}
+        (directory / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path) -> Bm25Index:
+    def load(cls, directory: Path) -> Bm25Index | None:
+        """The saved index, or None when it was made by another analyzer version (the
+        caller rebuilds it from the chunk texts)."""
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("analyzer") != ANALYZER_VERSION:
+            return None
         vocabulary = json.loads((directory / "bm25_vocabulary.json").read_text(encoding="utf-8"))
         with np.load(directory / "bm25.npz", allow_pickle=False) as arrays:
-            return cls(vocabulary, arrays["indptr"], arrays["terms"], arrays["frequencies"])
+            return cls(
+                vocabulary,
+                arrays["indptr"],
+                arrays["terms"],
+                arrays["frequencies"],
+                languages=meta.get("languages", ()),
+            )
 
 
 def _select_rows(

@@ -1,11 +1,13 @@
 """Token-sized chunks that respect headings, paragraphs and sentences.
 
 A chunk never crosses a section (heading) boundary. Inside a section the chunker fills
-up to ``chunk_tokens`` cl100k tokens -- counting the heading line the embedder will
-also read -- and cuts at the best boundary in the second half of the window: a
-paragraph break, else a sentence end, else a line break, else a word break, else
-anywhere. The next chunk starts ``overlap`` tokens earlier, snapped to a sentence or
-word start, so a fact cut by a boundary appears whole in one of the two chunks.
+up to ``chunk_tokens`` tokens of its :class:`~retrieval.tokens.ChunkTokenizer` (the
+embedder's own word-pieces when it has a tokenizer, else cl100k) -- counting the
+heading line the embedder will also read -- and cuts at the best boundary in the
+second half of the window: a paragraph break, else a sentence end, else a line break,
+else a word break, else anywhere. The next chunk starts ``overlap`` tokens earlier,
+snapped to a sentence or word start, so a fact cut by a boundary appears whole in one
+of the two chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 
 from retrieval.extraction import ExtractedDocument
 from retrieval.records import Chunk, context_line
-from retrieval.tokens import cl100k
+from retrieval.tokens import ChunkTokenizer, Cl100kTokenizer, cl100k
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE = re.compile(r"[.!?:;][\"')\]]*(?=\s)")
@@ -27,7 +29,13 @@ class Chunker:
     """Splits an :class:`ExtractedDocument` into :class:`Chunk` records (stateless after
     construction, so one instance may be shared by threads)."""
 
-    def __init__(self, chunk_tokens: int = 180, overlap: int = 30) -> None:
+    def __init__(
+        self, chunk_tokens: int = 180, overlap: int = 30, tokenizer: ChunkTokenizer | None = None
+    ) -> None:
+        self.tokenizer: ChunkTokenizer = tokenizer or Cl100kTokenizer()
+        if self.tokenizer.max_tokens is not None:
+            chunk_tokens = min(chunk_tokens, self.tokenizer.max_tokens)
+            overlap = min(overlap, chunk_tokens // 2 - 1)
         if overlap >= chunk_tokens // 2:
             raise ValueError("overlap must be under half of chunk_tokens")
         self.chunk_tokens = chunk_tokens
@@ -35,12 +43,18 @@ class Chunker:
         self._encoding = cl100k()
 
     def chunk(
-        self, document: ExtractedDocument, *, document_id: str, source: str, content_hash: str
+        self,
+        document: ExtractedDocument,
+        *,
+        document_id: str,
+        source: str,
+        content_hash: str,
+        language: str = "",
     ) -> list[Chunk]:
         chunks: list[Chunk] = []
         for section in document.sections:
             header = context_line(document.title, section.heading_path)
-            header_tokens = len(self._encoding.encode_ordinary(header)) + 1
+            header_tokens = len(self.tokenizer.token_starts(header)) + 1
             budget = max(self.chunk_tokens - header_tokens, self.chunk_tokens // 2)
             text = document.text[section.start : section.end]
             for start, end in self._spans(text, budget):
@@ -61,22 +75,20 @@ class Chunker:
                         start=begin,
                         end=begin + len(stripped),
                         token_count=len(self._encoding.encode_ordinary(stripped)),
+                        language=language,
                     )
                 )
         return chunks
 
     def _spans(self, text: str, budget: int) -> list[tuple[int, int]]:
         """Character spans of the chunks of one section's text."""
-        tokens = self._encoding.encode_ordinary(text)
-        if len(tokens) <= budget:
+        offsets = self.tokenizer.token_starts(text)
+        if len(offsets) <= budget:
             return [(0, len(text))]
-        decoded, offsets = self._encoding.decode_with_offsets(tokens)
-        if decoded != text:  # cannot happen for str input; keep offsets honest anyway
-            offsets = _approximate_offsets(text, len(tokens))
         breaks = _BreakPoints(text, offsets)
         overlap = self.overlap
         spans: list[tuple[int, int]] = []
-        start, total = 0, len(tokens)
+        start, total = 0, len(offsets)
         while start < total:
             limit = start + budget
             end = total if limit >= total else breaks.best(start + budget // 2, limit)
@@ -118,8 +130,3 @@ class _BreakPoints:
             if index < len(level) and level[index] < high:
                 return level[index]
         return high if low >= high else max(low, 0)
-
-
-def _approximate_offsets(text: str, count: int) -> list[int]:
-    step = max(len(text) / max(count, 1), 1.0)
-    return [min(int(i * step), len(text)) for i in range(count)]

@@ -6,7 +6,7 @@ Layout under the store root::
       CURRENT               text file holding the committed version number
       v00000006/            the previous version (kept so a crash never loses data)
       v00000007/            manifest.json documents.json chunks.jsonl index.faiss
-                            bm25.npz bm25_vocabulary.json
+                            bm25.npz bm25_vocabulary.json bm25_meta.json
       .tmp-<random>/        a version being written (removed by the next writer)
     .locks/<name>.lock      flock'ed by the one process writing the collection (kept
                             outside it so that a rejected first ingest creates nothing)
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.bm25 import Bm25Index
+from retrieval.bm25 import META_FILE, Bm25Index
 from retrieval.errors import IndexCorruptError, InvalidCollectionNameError
 from retrieval.index import DenseIndex, IndexSettings
 from retrieval.records import Chunk, DocumentInfo
@@ -112,7 +112,9 @@ class Snapshot:
             kept_documents,
             [*kept_chunks, *chunks],
             self.dense.updated(keep, vectors),
-            self.bm25.updated(keep, [c.embedding_text() for c in chunks]),
+            self.bm25.updated(
+                keep, [c.embedding_text() for c in chunks], [c.language for c in chunks]
+            ),
         )
 
 
@@ -185,6 +187,10 @@ class CollectionDirectory:
                 chunks = [Chunk.from_dict(json.loads(line)) for line in handle if line.strip()]
             dense = DenseIndex.load(directory / "index.faiss", settings)
             bm25 = Bm25Index.load(directory)
+            if bm25 is None:  # saved by an older analyzer: re-analyse the stored texts
+                bm25 = Bm25Index.build(
+                    [c.embedding_text() for c in chunks], [c.language for c in chunks]
+                )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise IndexCorruptError(f"{directory}: cannot load collection version ({exc})") from exc
         if manifest.get("format") != FORMAT_VERSION:
@@ -237,7 +243,7 @@ class CollectionDirectory:
         _write_file(directory / "chunks.jsonl", lines.encode("utf-8"))
         snapshot.dense.save(directory / "index.faiss")
         snapshot.bm25.save(directory)
-        for name in ("index.faiss", "bm25.npz", "bm25_vocabulary.json"):
+        for name in ("index.faiss", "bm25.npz", "bm25_vocabulary.json", META_FILE):
             _fsync_file(directory / name)
         manifest = {
             "format": FORMAT_VERSION,

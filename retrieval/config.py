@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from retrieval import pdf_text
+from retrieval.analysis import check_language
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +19,17 @@ class RetrievalConfig:
     """
 
     chunk_tokens: int = 180
-    """Largest chunk in cl100k tokens, heading line included."""
+    """Largest chunk, heading line included, in the embedder's own tokens when it has a
+    tokenizer (capped at what it reads), else in cl100k tokens."""
     chunk_overlap: int = 30
     """Tokens repeated from the end of one chunk at the start of the next (same section)."""
+    chunk_in_embedder_tokens: bool = True
+    """Size chunks in the embedder's tokens (False: cl100k tokens, as before)."""
+    language: str = "auto"
+    """Language documents are analysed in for BM25 (stop words, Snowball stemmer):
+    ``auto`` detects it per document, or a code (``en fr de es it pt nl``)."""
+    query_language: str = "auto"
+    """Language of queries for BM25: ``auto`` detects it per query, or a code."""
     max_file_bytes: int = 20 * 1024 * 1024
     """Files larger than this are rejected with ``FileTooLargeError``."""
     pdf_max_pages: int = pdf_text.MAX_PAGES
@@ -62,5 +71,7 @@ class RetrievalConfig:
             raise ValueError("the pdf_max_* limits must be positive")
         if self.hnsw_threshold <= 0 or self.hnsw_m < 4:
             raise ValueError("hnsw_threshold must be positive and hnsw_m at least 4")
+        check_language(self.language)
+        check_language(self.query_language)
         if self.keep_versions < 2:
             raise ValueError("keep_versions must be at least 2 (current + previous)")

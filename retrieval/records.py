@@ -36,6 +36,9 @@ class Chunk:
     start: int
     end: int
     token_count: int
+    language: str = ""
+    """The document's language code (``en``, ``fr``...), which BM25 analyses it in;
+    empty in collections written before languages were recorded (then detected)."""
 
     @property
     def context_line(self) -> str:
@@ -57,6 +60,7 @@ class Chunk:
             "start": self.start,
             "end": self.end,
             "token_count": self.token_count,
+            "language": self.language,
         }
 
     @classmethod
@@ -71,6 +75,7 @@ class Chunk:
             start=int(data["start"]),
             end=int(data["end"]),
             token_count=int(data["token_count"]),
+            language=str(data.get("language", "")),
         )
 
 
@@ -88,6 +93,8 @@ class DocumentInfo:
     ingested_at: float
     chunking: str = ""
     """Chunking settings the chunks were made with; a change re-chunks on re-ingest."""
+    language: str = ""
+    """Language code the document was analysed in (detected or configured)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +107,7 @@ class DocumentInfo:
             "chunk_count": self.chunk_count,
             "ingested_at": self.ingested_at,
             "chunking": self.chunking,
+            "language": self.language,
         }
 
     @classmethod
@@ -114,6 +122,7 @@ class DocumentInfo:
             chunk_count=int(data["chunk_count"]),
             ingested_at=float(data["ingested_at"]),
             chunking=str(data.get("chunking", "")),
+            language=str(data.get("language", "")),
         )
 
 

@@ -24,6 +24,7 @@ def search_snapshots(
     mode: SearchMode,
     rrf_k: int = 60,
     hybrid_candidates: int = 50,
+    language: str | None = None,
 ) -> list[SearchHit]:
     """The ``k`` best chunks of ``snapshots`` for ``query``.
 
@@ -31,6 +32,7 @@ def search_snapshots(
     searches never pay for an embedding. ``dense`` merges the collections by cosine
     score and ``bm25`` by BM25 score; ``hybrid`` takes ``max(k, hybrid_candidates)``
     candidates from each ranker of each collection and fuses all those rankings.
+    ``language`` is the query's language for BM25 (None: detected).
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, not {mode!r}")
@@ -40,7 +42,7 @@ def search_snapshots(
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)
     if mode != "dense":
         for number, snapshot in enumerate(snapshots):
-            scores, rows = snapshot.bm25.search(query, depth)
+            scores, rows = snapshot.bm25.search(query, depth, language)
             rankings.append([(float(s), number, int(r)) for s, r in zip(scores, rows, strict=True)])
     if mode != "bm25":
         vector = query_vector()

@@ -14,7 +14,7 @@ import numpy as np
 from retrieval.chunking import Chunker
 from retrieval.collection import CollectionDirectory, Snapshot, validate_name
 from retrieval.config import RetrievalConfig
-from retrieval.embedding import Embedder
+from retrieval.embedding import Embedder, chunk_tokenizer_of
 from retrieval.errors import (
     CollectionNotFoundError,
     DocumentNotFoundError,
@@ -83,13 +83,16 @@ class CollectionStore:
         )
         if self.config.faiss_threads is not None:
             faiss.omp_set_num_threads(self.config.faiss_threads)
-        chunker = Chunker(self.config.chunk_tokens, self.config.chunk_overlap)
+        tokenizer = chunk_tokenizer_of(embedder) if self.config.chunk_in_embedder_tokens else None
+        chunker = Chunker(self.config.chunk_tokens, self.config.chunk_overlap, tokenizer)
         pdf_limits = PdfLimits(
             max_pages=self.config.pdf_max_pages,
             max_content_bytes=self.config.pdf_max_content_bytes,
             max_inflation=self.config.pdf_max_inflation,
         )
-        self.preparer = DocumentPreparer(chunker, self.config.max_file_bytes, pdf_limits)
+        self.preparer = DocumentPreparer(
+            chunker, self.config.max_file_bytes, pdf_limits, self.config.language
+        )
         self._state_lock = threading.Lock()
         self._snapshots: dict[str, tuple[object, Snapshot]] = {}
         self._writer_locks: dict[str, threading.Lock] = {}
@@ -156,13 +159,17 @@ class CollectionStore:
         *,
         k: int = 5,
         mode: SearchMode = "hybrid",
+        language: str | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best chunks for ``query`` in one or several collections.
 
         ``dense`` ranks by cosine similarity, ``bm25`` by keyword score, ``hybrid``
         fuses both rankings (of every collection) by reciprocal rank fusion; the hit's
-        ``score`` is that mode's score.
+        ``score`` is that mode's score. ``language`` is the query's language for BM25
+        (default: ``RetrievalConfig.query_language``, ``auto`` = detected).
         """
+        if language is None and self.config.query_language != "auto":
+            language = self.config.query_language
         names = [collections] if isinstance(collections, str) else list(collections)
         snapshots = [self.snapshot(name) for name in names]
 
@@ -179,6 +186,7 @@ class CollectionStore:
             mode=mode,
             rrf_k=self.config.rrf_k,
             hybrid_candidates=self.config.hybrid_candidates,
+            language=language,
         )
 
     # --- writing --------------------------------------------------------------------

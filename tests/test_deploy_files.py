@@ -69,6 +69,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     metrics.first_token(labels, 0.1)
     metrics.per_token(labels, 0.01)
     metrics.in_flight.labels("t").set(1)
+    metrics.fair_queue_waited("t", 0.1)
     series: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         for sample in family.samples:

@@ -131,6 +131,9 @@ def validated(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settin
     engine = config["engine"]
     if engine.get("api_key_env"):
         monkeypatch.setenv(engine["api_key_env"], "test-key")
+    url_env = config.get("shared_store", {}).get("url_env")
+    if url_env:
+        monkeypatch.setenv(url_env, "postgresql://loragate:test@db:5432/loragate")
     return Settings.load(None, **config)
 
 
@@ -174,7 +177,8 @@ def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:
             pod = obj["spec"]["template"]["spec"]
             mounts = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
             volumes = {v["name"]: v for v in pod.get("volumes", [])}
-            assert mounts <= set(volumes), key(obj)
+            claimed = {t["metadata"]["name"] for t in obj["spec"].get("volumeClaimTemplates", [])}
+            assert mounts <= set(volumes) | claimed, key(obj)
             for volume in volumes.values():
                 if "persistentVolumeClaim" in volume:
                     claim = volume["persistentVolumeClaim"]["claimName"]
@@ -291,14 +295,16 @@ def test_replicas_read_the_gateways_adapters_at_the_same_path() -> None:
     assert not gateway["loragate-shared"][1].get("readOnly")
     assert replica["loragate-shared"][1]["readOnly"] is True
     assert replica["loragate-models"][1]["readOnly"] is True
-    # Each gateway's registry folder (one per pod) lies on the shared volume.
+    # One registry folder for every gateway (its document in PostgreSQL), on the shared
+    # volume: no pod sets its own.
     (container,) = gateway_pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    data_dir = PurePosixPath(env["LORAGATE_REGISTRY__DATA_DIR"])
-    assert data_dir.is_relative_to(gateway["loragate-shared"][0])
-    assert "$(POD_NAME)" in str(data_dir)
-    # The replicas serve the model folder the gateway tokenizes with.
+    assert "LORAGATE_REGISTRY__DATA_DIR" not in env and "LORAGATE_USAGE_DB" not in env
     config = gateway_config(objects)
+    data_dir = PurePosixPath(config["registry"]["data_dir"])
+    assert data_dir.is_relative_to(gateway["loragate-shared"][0])
+    assert config["shared_store"]["kind"] == "postgres"
+    # The replicas serve the model folder the gateway tokenizes with.
     (vllm,) = [c for c in replica_pod["containers"] if c["name"] == "vllm"]
     assert vllm["args"][0] == config["model"]["path"]
     assert flags(vllm["args"])["--served-model-name"] == config["model"]["name"]
@@ -334,6 +340,43 @@ def test_only_gateways_reach_the_replicas_api_port() -> None:
     redis = objects[("NetworkPolicy", "loragate-redis")]["spec"]
     (rule,) = redis["ingress"]
     assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [GATEWAY]
+
+
+def test_gateways_share_registry_and_usage_through_postgres(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objects = SCALEOUT_OBJECTS
+    settings = validated(gateway_config(objects), monkeypatch)
+    assert settings.shared_store.kind == "postgres" and settings.shared_store.url_env
+    (gateway,) = workload(objects, "Deployment", "loragate")["containers"]
+    url = {e["name"]: e for e in gateway["env"]}[settings.shared_store.url_env]
+    secret = url["valueFrom"]["secretKeyRef"]  # the URL holds a password: from a Secret
+    assert secret["key"] == "url"
+    postgres = objects[("StatefulSet", "loragate-postgres")]
+    pod = postgres["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    password = {e["name"]: e for e in server["env"]}["POSTGRES_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"]["name"] == secret["name"]
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # durable, not the NFS volume
+    data = [m for m in server["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert data and data[0]["mountPath"] == "/var/lib/postgresql/data"
+    service = objects[("Service", postgres["spec"]["serviceName"])]
+    assert pods_selected(objects, service["spec"]["selector"]) == [postgres["spec"]["template"]]
+    assert {p["port"] for p in service["spec"]["ports"]} == {5432}
+    guard = objects[("NetworkPolicy", "loragate-postgres")]["spec"]
+    assert selects(guard["podSelector"]["matchLabels"], pod_labels(postgres))
+    (rule,) = guard["ingress"]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [GATEWAY]
+    # Usage is in PostgreSQL too: no per-pod SQLite left behind.
+    assert "usage" not in {
+        v["name"] for v in workload(objects, "Deployment", "loragate")["volumes"]
+    }
+
+
+def pod_labels(obj: Object) -> dict[str, str]:
+    labels: dict[str, str] = obj["spec"]["template"]["metadata"]["labels"]
+    return labels
 
 
 def test_prometheus_rule_equals_alerts_file() -> None:
@@ -444,16 +487,27 @@ def test_compose_gateways_use_both_replicas(monkeypatch: pytest.MonkeyPatch) -> 
         assert any(v.endswith(":/data:ro") for v in service["volumes"])
     binds = [s["environment"]["VLLM_CPU_OMP_THREADS_BIND"] for s in replicas.values()]
     assert len(set(binds)) == len(binds), "each replica needs its own cores"
-    data_dirs = [s["environment"]["LORAGATE_REGISTRY__DATA_DIR"] for s in gateways.values()]
-    assert len(set(data_dirs)) == len(data_dirs), "a registry folder is locked by one gateway"
-    for service, data_dir in zip(gateways.values(), data_dirs, strict=True):
+    # One registry for both: its folder on the shared volume, its document in PostgreSQL.
+    assert PurePosixPath(settings.registry.data_dir).is_relative_to("/data")
+    for service in gateways.values():
+        assert "LORAGATE_REGISTRY__DATA_DIR" not in service["environment"]
         (shared,) = [v for v in service["volumes"] if v.split(":")[1] == "/data"]
-        assert PurePosixPath(data_dir).is_relative_to("/data") and not shared.endswith(":ro")
+        assert not shared.endswith(":ro")
+        assert "postgres" in service["depends_on"]
+        url = service["environment"][settings.shared_store.url_env or ""]
+        assert re.fullmatch(
+            r"postgresql://loragate:\$\{POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/loragate", url
+        )
+    postgres = services["postgres"]
+    assert settings.shared_store.kind == "postgres"
+    assert "ports" not in postgres, "only the gateways reach PostgreSQL"
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
     match = re.fullmatch(r"redis://([^:/]+):6379/\d+", settings.limits_store.url.get_secret_value())
     assert settings.limits_store.kind == "redis" and match and match.group(1) in services
     # Only the engine, the shared stores and the folders differ from compose's config.
     plain = load_yaml(DEPLOY / "config" / "loragate.yaml")[0]
-    differing = {"engine", "limits_store", "registry", "retrieval"}
+    differing = {"engine", "limits_store", "shared_store", "registry", "retrieval"}
     assert {k: v for k, v in config.items() if k not in differing} == {
         k: v for k, v in plain.items() if k not in differing
     }

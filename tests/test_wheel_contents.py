@@ -53,6 +53,7 @@ def files_under(folder: str, pattern: str) -> list[str]:
     [
         ("gateway/playground/static", "*"),
         ("gateway/demo/kb", "**/*.md"),
+        ("gateway/demo/eval", "*"),
         ("adapters/data", "*.jsonl"),
         ("loadtests/scenarios", "*.yaml"),
     ],

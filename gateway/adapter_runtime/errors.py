@@ -6,6 +6,7 @@ They extend the tree of ``gateway.errors``::
     └── UnservableAdapterError      422 invalid_request_error (AdapterValidationError)
     NotFoundError                   404 (AdapterNotFoundError, code adapter_not_found)
     ConflictError                   409 invalid_request_error (AdapterConflictError)
+    RegistryUnavailableError        503 service_unavailable (the shared registry store)
     GatewayError                    500 (RegistryError: logged; the registry's state)
 
 ``as_gateway_error`` keeps each library error's message, ``code`` and ``param``, so one
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from adapters import errors as lib
+from adapters.registry_state_store import RegistryUnavailableError as StoreUnavailable
 from gateway.errors import ConflictError, GatewayError, InvalidRequestError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,14 @@ class UnservableAdapterError(InvalidRequestError):
     """The adapter's files were read but cannot be served (format, shapes, base, size)."""
 
     status_code = 422
+
+
+class RegistryUnavailableError(GatewayError):
+    """The shared registry (PostgreSQL) did not answer: a change cannot be made now."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "registry_unavailable"
 
 
 def as_gateway_error(exc: lib.AdapterError) -> GatewayError:
@@ -38,6 +48,9 @@ def as_gateway_error(exc: lib.AdapterError) -> GatewayError:
         kind = NotFoundError
     elif isinstance(exc, lib.AdapterConflictError):
         kind = ConflictError
+    elif isinstance(exc, StoreUnavailable):
+        logger.warning("adapter registry unavailable: %s", exc.message)
+        return RegistryUnavailableError(exc.message, code=exc.code, headers={"Retry-After": "1"})
     else:
         logger.error("adapter registry failure: %s: %s", type(exc).__name__, exc.message)
     return kind(exc.message, param=exc.param, code=exc.code)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from adapters.errors import AdapterConflictError, AdapterValidationError
+from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterValidationError
 from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.registry import AdapterRegistry
 from adapters.sources import AdapterSource
@@ -33,6 +33,14 @@ class AdapterLifecycle:
       the registry; at most ``max_loras - pin_reserve`` versions, so unpinned adapters
       always have a slot. vLLM cannot unpin, so unpinning reloads the weights unpinned.
 
+    * Several gateways (a shared registry): each gateway's registry sees the others'
+      changes within its refresh interval; ``follow_registry`` then pins (or unpins)
+      in this gateway's engine what another gateway pinned (or unpinned). Drain is per
+      gateway: the gateway that retires a version waits for its own requests, then
+      ``settle_seconds`` more (the others stop resolving the version by then), then
+      unloads and removes it. A request another gateway started on it just before is
+      not cut: vLLM's unload only drops the name, the running request keeps its weights.
+
     Concurrency rule: used from the event loop only. Registry calls that write to disk
     run in worker threads (the registry is thread-safe). Operations that change what
     the engine holds run one at a time under one ``asyncio.Lock``; a registration does
@@ -47,6 +55,7 @@ class AdapterLifecycle:
         tracker: InFlightTracker,
         *,
         max_pinned: int,
+        settle_seconds: float = 0.0,
     ) -> None:
         self.registry = registry
         self.engine = engine
@@ -54,6 +63,9 @@ class AdapterLifecycle:
         self.max_pinned = max_pinned
         self._lock = asyncio.Lock()
         self._drains: dict[int, asyncio.Task[None]] = {}
+        self.settle_seconds = settle_seconds
+        self._pinned_here: dict[int, AdapterEntry] = {}
+        """Versions pinned in this gateway's engine, by LoRA id."""
 
     @staticmethod
     async def _in_thread(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
@@ -149,6 +161,7 @@ class AdapterLifecycle:
                 # them is unaffected (the engine reloads an adapter a batch needs).
                 await self.engine.unload(engine_ref(entry))
                 await self._load(entry)
+            self._pinned_here.pop(entry.lora_int_id, None)
             return updated
 
     async def prewarm(self, name: str, version: str | None = None) -> AdapterEntry:
@@ -166,6 +179,39 @@ class AdapterLifecycle:
         """Load and pin a version the registry says is pinned (start-up), under the lock."""
         async with self._lock:
             await self._load_pinned(entry)
+
+    async def follow_registry(self, interval: float) -> None:
+        """Forever (a background task): apply pins made through other gateways."""
+        seen = -1
+        while True:
+            await asyncio.sleep(interval)
+            if self.registry.revision == seen:
+                continue
+            seen = self.registry.revision
+            try:
+                await self.sync_pins()
+            except Exception:
+                logger.exception("could not apply the shared registry's pins")
+
+    async def sync_pins(self) -> None:
+        """Pin in this engine what the registry says is pinned, unpin what it no longer does."""
+        pinned = {
+            e.lora_int_id: e
+            for e in self.registry.entries()
+            if e.pinned and e.status is not AdapterStatus.RETIRING
+        }
+        async with self._lock:
+            for lora_id, entry in list(self._pinned_here.items()):
+                if lora_id not in pinned:
+                    await self.engine.unload(engine_ref(entry))  # vLLM has no unpin
+                    self._pinned_here.pop(lora_id, None)
+                    current = self._current(entry)
+                    if current is not None:
+                        await self._load(current)
+            for lora_id, entry in pinned.items():
+                if lora_id not in self._pinned_here and len(self._pinned_here) < self.max_pinned:
+                    await self._load_pinned(entry)
+                    logger.info("pinned %s, as another gateway did", entry.ref)
 
     async def close(self) -> None:
         """Stop drain tasks (shutdown). Their versions stay ``retiring`` in the registry
@@ -197,6 +243,15 @@ class AdapterLifecycle:
         """Load and pin; call with the lock held."""
         await self._load(entry)
         await self.engine.pin(engine_ref(entry))
+        self._pinned_here[entry.lora_int_id] = entry
+
+    def _current(self, entry: AdapterEntry) -> AdapterEntry | None:
+        """``entry`` as the registry holds it now; None once it is retiring or gone."""
+        try:
+            now = self.registry.get(entry.name, entry.version)
+        except AdapterNotFoundError:
+            return None
+        return None if now.status is AdapterStatus.RETIRING else now
 
     async def _drain_and_remove(self, entry: AdapterEntry) -> None:
         try:
@@ -206,6 +261,8 @@ class AdapterLifecycle:
 
     async def _unload_when_idle(self, entry: AdapterEntry) -> None:
         await self.tracker.drain(entry.lora_int_id)
+        if self.settle_seconds > 0:
+            await asyncio.sleep(self.settle_seconds)
         async with self._lock:
             try:
                 await self.engine.unload(engine_ref(entry))

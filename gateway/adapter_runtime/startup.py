@@ -1,6 +1,8 @@
 """Start-up: put the registry and the engine in order before the first request.
 
 1. Versions left ``retiring`` by a previous process are removed (nothing runs now).
+   Not with a shared registry: another gateway may be draining them; they stay
+   ``retiring`` (never served) until that gateway, or an operator, removes them.
 2. Adapters named in the config file are imported into the registry, validated like
    any other: a config adapter is registered (as the next version, and activated)
    unless the registry already holds a version of that name with the same weights
@@ -31,7 +33,7 @@ async def prepare_adapters(
     lifecycle: AdapterLifecycle, config_adapters: Sequence[tuple[str, Path]]
 ) -> None:
     registry = lifecycle.registry
-    for entry in registry.entries():
+    for entry in [] if registry.shared else registry.entries():
         if entry.status is AdapterStatus.RETIRING:
             await asyncio.to_thread(registry.remove, entry.name, entry.version)
             logger.info("removed %s, retired before the last shutdown", entry.ref)

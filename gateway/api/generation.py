@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
 
 from gateway.pipeline.endpoint import Endpoint
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.serving.disconnect import cancel_on_disconnect
+from gateway.serving.event_stream import EventStreamResponse
 from gateway.serving.sse import with_error_events
 from gateway.tenancy.directory import Caller
 
@@ -19,11 +19,11 @@ async def respond(
 ) -> Response:
     """Every refusal is raised by ``start`` (a plain HTTP error); a failure after the
     stream began is an error event then ``[DONE]``; a client that leaves cancels the
-    engine request, streaming or not."""
-    started = await pipeline.start(caller, endpoint)
+    engine request, streaming or not, and one waiting in the engine's queue leaves it."""
+    started = await pipeline.start(caller, endpoint, gone=lambda: _disconnected(request))
     if endpoint.stream:
         events = await _prefetched(endpoint.events(started.prepared, started.outputs()))
-        return StreamingResponse(with_error_events(events), media_type="text/event-stream")
+        return EventStreamResponse(with_error_events(events))
     outputs = await cancel_on_disconnect(started.collect(), lambda: _disconnected(request))
     body = endpoint.response_body(started.prepared, outputs)
     return Response(body, media_type="application/json")

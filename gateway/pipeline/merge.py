@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from gateway.engine.interface import ChoiceOutput, GenerationOutput, GenerationRequest
 
@@ -12,7 +12,7 @@ Generate = Callable[[GenerationRequest], AsyncIterator[GenerationOutput]]
 
 async def merged(
     generate: Generate, generations: list[GenerationRequest]
-) -> AsyncIterator[tuple[int, GenerationOutput]]:
+) -> AsyncGenerator[tuple[int, GenerationOutput], None]:
     """Interleave the streams of ``generations`` as outputs arrive, tagged with their
     index. Closing this generator cancels every engine stream (and so the requests)."""
     if len(generations) == 1:

@@ -1,9 +1,11 @@
 """``GenerationPipeline``: every chat and completion request, top to bottom.
 
-    check (cheap caps) -> admit (in-flight slot, request + token budget)
+    check (cheap caps; 503 while draining) -> admit (in-flight slot, request + token
+      budget) -> queue check (503 if the engine's queue is full)
       -> resolve model -> apply policy -> retrieve (optional)
       -> render prompt (in a thread) -> exact token reservation
-      -> generate -> account (on leaving the admission block)
+      -> engine slot (fair queue: wait for room, or 503) -> generate
+      -> account (on leaving the admission block)
 
 The HTTP layer calls ``start``: it returns once every refusal has happened (so they are
 plain HTTP errors) with the ``Prepared`` request and the engine's output stream; the
@@ -13,8 +15,9 @@ admission is held until that stream ends or is closed.
 from __future__ import annotations
 
 import asyncio
-import uuid
+import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -22,7 +25,9 @@ from gateway.config import LimitSettings, RetrievalSettings
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
 from gateway.errors import InvalidRequestError
 from gateway.model_catalog import ModelCatalog
+from gateway.pipeline.drain import Drain
 from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
+from gateway.pipeline.fair_queue import Abandoned, FairQueue
 from gateway.pipeline.merge import ChoiceAccumulator, merged
 from gateway.rag.service import RetrievalService
 from gateway.serving.generation_params import build_generation_params
@@ -72,8 +77,12 @@ class GenerationPipeline:
         retrieval: RetrievalService,
         limits: LimitSettings,
         retrieval_settings: RetrievalSettings,
+        queue: FairQueue,
+        drain: Drain,
     ) -> None:
         self._gatekeeper = gatekeeper
+        self.queue = queue
+        self.drain = drain
         self._catalog = catalog
         self._generator = generator
         self._renderer = renderer
@@ -82,44 +91,73 @@ class GenerationPipeline:
         self._completion_reserve = retrieval_settings.completion_reserve
         self._context_tokens = retrieval_settings.context_tokens
 
-    async def start(self, caller: Caller, endpoint: Endpoint) -> Started:
-        steps = self._run(caller, endpoint)
+    async def start(
+        self, caller: Caller, endpoint: Endpoint, gone: Abandoned | None = None
+    ) -> Started:
+        """``gone`` returns when the client has left: a request waiting in the engine's
+        queue then leaves it (``ClientDisconnected``)."""
+        steps = self._run(caller, endpoint, gone)
         prepared = await anext(steps)
         assert isinstance(prepared, Prepared)
         return Started(prepared, steps)
 
     async def _run(
-        self, caller: Caller, endpoint: Endpoint
+        self, caller: Caller, endpoint: Endpoint, gone: Abandoned | None
     ) -> AsyncGenerator[Prepared | Output, None]:
+        if self.drain.draining:
+            self._gatekeeper.metrics.fair_queue_refused("shutting_down")
+            raise self.drain.refusal()
         endpoint.check(self._limits)
         if endpoint.n > self._limits.max_n:  # before it can inflate the token reservation
             raise InvalidRequestError(f"n must be at most {self._limits.max_n}.", param="n")
         # Before tokenizing, only the completion budget the client named is known.
         early = endpoint.n * (endpoint.max_tokens or endpoint.default_max_tokens or 0)
-        async with self._gatekeeper.admit(caller, early) as ticket:
-            route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
-            endpoint.check_route(route)
-            bounded = route.policy.bound_sampling(endpoint.sampling())
-            hits = await self._retrieve(caller, endpoint, route)
-            work = RenderInput(
-                self._renderer,
-                route,
-                caller.label,
-                hits,
-                room=self._prompt_room(route, bounded),
-                context_tokens=self._context_tokens,
-            )
-            rendered = await asyncio.to_thread(endpoint.render, work)
-            prepared = await self._prepare(endpoint, route, bounded, rendered, ticket)
-            yield prepared
-            ticket.engine_start()
-            async for p, out in merged(self._generator.generate, prepared.generations):
-                for choice in out.choices:
-                    ticket.produced(len(choice.token_ids))
-                ticket.schedule_wait(out.schedule_wait_seconds)
-                if out.cached_tokens:
-                    prepared.cached_tokens[p] = out.cached_tokens
-                yield p, out
+        self.drain.enter()
+        try:
+            # The caller's own limits first (429), then the engine's queue (503).
+            async with self._gatekeeper.admit(caller, early) as ticket:
+                weight = self._weight(caller)
+                self.queue.check(caller.label, weight)
+                prepared = await self._routed_and_rendered(caller, endpoint, ticket)
+                sequences = len(prepared.generations) * prepared.n
+                async with self.queue.slot(caller.label, weight, sequences, gone):
+                    yield prepared
+                    ticket.engine_start()
+                    outputs = merged(self._generator.generate, prepared.generations)
+                    async with aclosing(outputs):  # a drain's end closes the engine streams
+                        async for p, out in outputs:
+                            self.drain.check_expired()
+                            for choice in out.choices:
+                                ticket.produced(len(choice.token_ids))
+                            ticket.schedule_wait(out.schedule_wait_seconds)
+                            if out.cached_tokens:
+                                prepared.cached_tokens[p] = out.cached_tokens
+                            yield p, out
+        finally:
+            self.drain.leave()
+
+    async def _routed_and_rendered(
+        self, caller: Caller, endpoint: Endpoint, ticket: Ticket
+    ) -> Prepared:
+        route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
+        endpoint.check_route(route)
+        bounded = route.policy.bound_sampling(endpoint.sampling())
+        hits = await self._retrieve(caller, endpoint, route)
+        work = RenderInput(
+            self._renderer,
+            route,
+            caller.label,
+            hits,
+            room=self._prompt_room(route, bounded),
+            context_tokens=self._context_tokens,
+        )
+        rendered = await asyncio.to_thread(endpoint.render, work)
+        return await self._prepare(endpoint, route, bounded, rendered, ticket)
+
+    def _weight(self, caller: Caller) -> float:
+        directory = caller.directory or self._gatekeeper.directory
+        tenant = directory.tenant(caller)
+        return tenant.weight if tenant is not None else 1.0
 
     async def _retrieve(
         self, caller: Caller, endpoint: Endpoint, route: Route
@@ -151,7 +189,8 @@ class GenerationPipeline:
         rendered: Rendered,
         ticket: Ticket,
     ) -> Prepared:
-        request_id = f"{endpoint.id_prefix}-{uuid.uuid4().hex}"
+        # An id, not a secret: no system call for random bytes on every request.
+        request_id = f"{endpoint.id_prefix}-{random.getrandbits(128):032x}"
         fields = endpoint.sampling_fields(bounded)
         param = endpoint.prompt_param()
         generations = []

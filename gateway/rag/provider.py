@@ -12,6 +12,7 @@ import faiss
 from gateway.config import MIB, RetrievalSettings, Settings
 from gateway.rag.errors import RetrievalUnavailableError
 from retrieval import CollectionStore, Embedder, RetrievalConfig, SentenceTransformerEmbedder
+from retrieval.embedding import embedder_from_name
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +25,15 @@ def library_config(settings: RetrievalSettings) -> RetrievalConfig:
         chunk_overlap=settings.chunk_overlap,
         max_file_bytes=settings.max_file_mib * MIB,
         hnsw_threshold=settings.hnsw_threshold,
+        language=settings.language,
+        query_language=settings.query_language,
     )
 
 
 def build_embedder(settings: RetrievalSettings) -> Embedder:
-    """The configured sentence-transformers model (local files only; takes seconds)."""
+    """The configured model (local files only; takes seconds, a first minilm-int8 ~30 s)."""
+    if settings.embedder_dir is None and settings.embedder != "minilm":
+        return embedder_from_name(settings.embedder)
     return SentenceTransformerEmbedder(
         settings.embedder_dir,
         name=settings.embedder_name,

@@ -16,20 +16,30 @@ class ClientDisconnected(Exception):
 async def cancel_on_disconnect(
     work: Awaitable[T], wait_for_disconnect: Callable[[], Awaitable[None]]
 ) -> T:
-    """Run ``work``; if ``wait_for_disconnect`` returns first, cancel it and raise.
+    """Await ``work``; if ``wait_for_disconnect`` returns first, cancel it and raise.
 
-    Cancelling the work cancels the engine's generator, which aborts the request.
+    The work runs in the caller's task (no task of its own: this is on every request's
+    path); a watcher task cancels the caller's task when the client leaves, and that
+    cancellation, once ``work`` has unwound, becomes ``ClientDisconnected``. Cancelling
+    the work cancels the engine's generator, which aborts the request. A cancellation
+    from elsewhere (shutdown) propagates unchanged.
     """
-    work_task = asyncio.ensure_future(work)
-    watch_task = asyncio.ensure_future(wait_for_disconnect())
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await wait_for_disconnect()
+        left = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
-        if work_task in done:
-            return work_task.result()
-        work_task.cancel()
-        await asyncio.gather(work_task, return_exceptions=True)
-        raise ClientDisconnected()
+        return await work
+    except asyncio.CancelledError:
+        if left and task.uncancel() == 0:
+            raise ClientDisconnected() from None
+        raise
     finally:
-        for task in (work_task, watch_task):
-            if not task.done():
-                task.cancel()
+        watcher.cancel()

@@ -14,6 +14,7 @@ rendered to a string and tokenized; tokenized naively, a message containing
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import secrets
 from pathlib import Path
@@ -49,6 +50,11 @@ class PromptRenderer:
         if backend is None:
             raise TypeError("PromptRenderer needs a fast (Rust) Hugging Face tokenizer")
         self._tokenizer = tokenizer
+        # Placeholder nonces: a secret prefix (clients never see a rendering with
+        # placeholders, so they cannot write one) and a counter, instead of a system
+        # call for fresh random bytes on every request.
+        self._nonce_prefix = secrets.token_hex(16)
+        self._nonces = itertools.count()
         self._parsing = copy.deepcopy(backend)
         self._parsing.encode_special_tokens = False
         self._literal = copy.deepcopy(backend)
@@ -66,7 +72,7 @@ class PromptRenderer:
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of ``messages`` rendered with the chat template, plus the
         generation prompt. Special tokens come from the template only."""
-        nonce = secrets.token_hex(16)
+        nonce = f"{self._nonce_prefix}{next(self._nonces)}"
         contents = [m.get("content") or "" for m in messages]
         placeholders = [
             {**m, "content": f"@{nonce}:{i}@"} if contents[i] else m for i, m in enumerate(messages)

@@ -128,6 +128,12 @@ class TenantConfig(Section):
     collections: list[str] = Field(
         default=[], description="Retrieval collections it may search; '*' for all."
     )
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="Share of the engine when it is saturated, relative to other tenants.",
+    )
 
     @model_validator(mode="after")
     def _default_is_reachable(self) -> TenantConfig:

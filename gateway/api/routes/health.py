@@ -19,7 +19,9 @@ async def health(state: StateDep) -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(engine: EngineDep) -> dict[str, str]:
-    """The engine can serve now (readiness probe); 503 with an error body otherwise."""
+async def ready(state: StateDep, engine: EngineDep) -> dict[str, str]:
+    """The engine can serve now (readiness probe); 503 with an error body otherwise,
+    and from the moment a drain begins (SIGTERM), so load balancers stop sending."""
+    state.pipeline.drain.refuse_if_draining()
     await engine.check_health()
     return {"status": "ready"}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from typing import Any, cast
 
 import httpx
 from pydantic import SecretStr
+
+from gateway.engine.remote.stream_http import StreamError, StreamPool, StreamResponse
 
 
 class ReplicaError(Exception):
@@ -59,10 +63,12 @@ class Deadlines:
 
 
 class ReplicaClient:
-    """One replica's base URL, key and connection pool. Use from one event loop.
+    """One replica's base URL, key and connection pools. Use from one event loop.
 
     Every call has a deadline; closing a ``stream_completion`` iterator closes the
-    HTTP response, which makes vLLM abort the request.
+    HTTP response, which makes vLLM abort the request. Streams go through a
+    ``StreamPool`` (the hot path); other calls, and streams when a ``transport`` is
+    given or a proxy is configured in the environment, through httpx.
     """
 
     def __init__(
@@ -85,53 +91,89 @@ class ReplicaClient:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             transport=transport,
         )
+        direct = transport is None and not _proxied(base_url)
+        self._streams = StreamPool(base_url, headers) if direct else None
 
     async def aclose(self) -> None:
+        if self._streams is not None:
+            self._streams.close()
         await self._http.aclose()
 
     async def stream_completion(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """POST /v1/completions (``stream: true``) and yield each event's JSON object."""
+        """POST /v1/completions (``stream: true``) and yield each event's JSON object.
+
+        The body is split into lines as bytes (no text decoding, one deadline per read,
+        not per line). After ``[DONE]`` the rest of the response (the chunked body's
+        end) is read, so the connection goes back to the pool instead of being closed:
+        a new connection per request costs more than the request itself.
+        """
         loop = asyncio.get_running_loop()
         d = self.deadlines
         started = loop.time()
         end = started + d.request
         limit = started + min(d.first_event, d.request)
-        read = max(d.first_event, d.between_events)
-        timeout = httpx.Timeout(read, connect=d.connect, write=d.admin, pool=d.connect)
         try:
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout_at(limit):
-                    response = await stack.enter_async_context(
-                        self._http.stream("POST", "/v1/completions", json=body, timeout=timeout)
-                    )
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise _status_error(response)
-                lines = await stack.enter_async_context(
-                    aclosing(cast(AsyncGenerator[str, None], response.aiter_lines()))
-                )
-                while True:
+                    chunks = await self._open_stream(stack, body)
+                pending = b""
+                ended = False
+                while not ended:
                     try:
                         async with asyncio.timeout_at(limit):
-                            line = await anext(lines)
+                            chunk = await anext(chunks)
                     except StopAsyncIteration:
-                        raise ReplicaUnreachableError("the stream ended without [DONE]") from None
-                    if not line.startswith("data:"):
-                        continue  # blank separators, comments, other SSE fields
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    event = _json_object(data)
-                    if "error" in event:
-                        raise _event_error(event["error"])
-                    limit = min(loop.time() + d.between_events, end)
-                    yield event
+                        ended, chunk = True, b"\n"  # a last line without its newline
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # blank separators, comments, other SSE fields
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            await _drain(chunks, min(loop.time() + d.between_events, end))
+                            return
+                        event = _json_object(data)
+                        if "error" in event:
+                            raise _event_error(event["error"])
+                        limit = min(loop.time() + d.between_events, end)
+                        yield event
+                raise ReplicaUnreachableError("the stream ended without [DONE]")
         except TimeoutError:
             raise ReplicaUnreachableError(
                 f"{self.base_url}: no answer before the deadline"
             ) from None
         except httpx.HTTPError as exc:
             raise _transport_error(f"{self.base_url}", exc) from exc
+        except StreamError as exc:
+            raise ReplicaUnreachableError(f"{self.base_url}: {exc}", network=True) from exc
+
+    async def _open_stream(
+        self, stack: AsyncExitStack, body: dict[str, Any]
+    ) -> AsyncGenerator[bytes, None]:
+        """Send the request; its body's bytes as they come (after a 200, else raises).
+        The response closes with ``stack``."""
+        d = self.deadlines
+        if self._streams is None:
+            read = max(d.first_event, d.between_events)
+            timeout = httpx.Timeout(read, connect=d.connect, write=d.admin, pool=d.connect)
+            response = await stack.enter_async_context(
+                self._http.stream("POST", "/v1/completions", json=body, timeout=timeout)
+            )
+            if response.status_code != 200:
+                await response.aread()
+                raise _status_error(response.status_code, response.content, str(response.url))
+            chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        else:
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            streamed = await self._streams.post(
+                "/v1/completions", payload.encode(), connect_timeout=d.connect
+            )
+            stack.callback(streamed.close)
+            if streamed.status != 200:
+                url = f"{self.base_url}/v1/completions"
+                raise _status_error(streamed.status, await streamed.read_all(), url)
+            chunks = _body_chunks(streamed)
+        return await stack.enter_async_context(aclosing(chunks))
 
     async def health(self) -> None:
         """GET /health; raises unless it answers 200 within the health deadline."""
@@ -173,10 +215,15 @@ class ReplicaClient:
         except httpx.HTTPError as exc:
             raise _transport_error(f"{self.base_url}{path}", exc) from exc
         if response.status_code != 200:
-            raise _status_error(response)
+            raise _status_error(response.status_code, response.content, str(response.url))
         if "json" not in response.headers.get("content-type", ""):
             return response.text
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ReplicaUnreachableError(
+                f"{self.base_url}{path}: unreadable JSON answer"
+            ) from None
 
 
 def _transport_error(where: str, exc: httpx.HTTPError) -> ReplicaUnreachableError:
@@ -184,7 +231,35 @@ def _transport_error(where: str, exc: httpx.HTTPError) -> ReplicaUnreachableErro
     return ReplicaUnreachableError(f"{where}: {type(exc).__name__}", network=not slow)
 
 
-def _json_object(data: str) -> dict[str, Any]:
+async def _body_chunks(response: StreamResponse) -> AsyncGenerator[bytes, None]:
+    while chunk := await response.read():
+        yield chunk
+
+
+def _proxied(url: str) -> bool:
+    """Whether httpx would send requests to ``url`` through a proxy (from the
+    environment: HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY)."""
+    proxies = urllib.request.getproxies()
+    scheme = url.split("://", 1)[0]
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return not urllib.request.proxy_bypass(host)
+
+
+async def _drain(chunks: AsyncGenerator[bytes, None], deadline: float) -> None:
+    """Read what follows ``[DONE]`` (nothing but the body's end, from vLLM) until the
+    response ends, so its connection can be reused; give up quietly at ``deadline``
+    (closing the response then closes the connection)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError, StreamError):
+        pass
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
     try:
         event = json.loads(data)
     except ValueError:
@@ -212,15 +287,15 @@ REQUEST_FAULTS = frozenset({400, 404, 413, 422})
 the replica, so another one may serve the request."""
 
 
-def _status_error(response: httpx.Response) -> ReplicaError:
+def _status_error(status: int, content: bytes, url: str) -> ReplicaError:
     try:
-        payload = response.json()
+        payload = json.loads(content)
     except ValueError:
         payload = None
-    message, _ = _error_message(payload, f"HTTP {response.status_code}")
-    if response.status_code in REQUEST_FAULTS:
-        return ReplicaRejectedError(response.status_code, message)
-    return ReplicaUnreachableError(f"{response.request.url}: HTTP {response.status_code}")
+    message, _ = _error_message(payload, f"HTTP {status}")
+    if status in REQUEST_FAULTS:
+        return ReplicaRejectedError(status, message)
+    return ReplicaUnreachableError(f"{url}: HTTP {status}")
 
 
 def _event_error(error: Any) -> ReplicaError:

@@ -21,7 +21,7 @@ from gateway.engine.remote.client import (
     ReplicaUnreachableError,
 )
 from gateway.engine.remote.completions import StreamDecoder, completion_body
-from gateway.engine.remote.placement import BoundedLoad
+from gateway.engine.remote.placement import Placement
 from gateway.engine.remote.replicas import Replica, ReplicaPool
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
 
@@ -67,7 +67,7 @@ class RemoteEngine:
         *,
         base_model: str,
         max_model_len: int,
-        placement: BoundedLoad,
+        placement: Placement,
         cache_capacity: int,
     ) -> None:
         self.pool = pool

@@ -7,6 +7,10 @@ only the adapters whose top choice it is. An adapter's requests go to its first
 ones before it each hold ``spill_threshold`` of the adapter's requests, and never more
 than ``max_replicas`` replicas. The base model has no locality to keep: its requests
 go to the least-loaded replica.
+
+``RoundRobin`` is the baseline without locality (``engine.placement: round_robin``):
+every request goes to the next replica in turn, which loads the adapter on demand.
+Both answer the ``Placement`` protocol that ``RemoteEngine`` asks.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 
 def weight(key: str, replica: str) -> int:
@@ -25,6 +30,16 @@ def weight(key: str, replica: str) -> int:
 def ranking(key: str, replicas: Sequence[str]) -> list[str]:
     """``replicas`` in ``key``'s order of preference (its home replica first)."""
     return sorted(replicas, key=lambda r: weight(key, r), reverse=True)
+
+
+class Placement(Protocol):
+    """Picks the replica (by URL) for a new request; ``None`` when there is none."""
+
+    def for_adapter(
+        self, key: str, replicas: Sequence[str], in_flight: Callable[[str], int]
+    ) -> str | None: ...
+
+    def for_base(self, replicas: Sequence[str], in_flight: Callable[[str], int]) -> str | None: ...
 
 
 class BoundedLoad:
@@ -54,3 +69,20 @@ class BoundedLoad:
         start = next(self._ties) % len(replicas)
         rotated = [*replicas[start:], *replicas[:start]]
         return min(rotated, key=in_flight)
+
+
+class RoundRobin:
+    """Every request, adapter or base, to the next replica in turn (no affinity)."""
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def for_adapter(
+        self, key: str, replicas: Sequence[str], in_flight: Callable[[str], int]
+    ) -> str | None:
+        return self.for_base(replicas, in_flight)
+
+    def for_base(self, replicas: Sequence[str], in_flight: Callable[[str], int]) -> str | None:
+        if not replicas:
+            return None
+        return replicas[next(self._turn) % len(replicas)]

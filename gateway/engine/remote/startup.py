@@ -11,7 +11,7 @@ import httpx
 from gateway.config import ModelSettings, RemoteEngineSettings
 from gateway.engine.remote.client import Deadlines, ReplicaClient, ReplicaError
 from gateway.engine.remote.engine import RemoteEngine
-from gateway.engine.remote.placement import BoundedLoad
+from gateway.engine.remote.placement import BoundedLoad, Placement, RoundRobin
 from gateway.engine.remote.replicas import DnsTarget, ReplicaPool, Resolver, resolve_addresses
 from gateway.errors import EngineUnavailableError
 
@@ -103,9 +103,15 @@ def build_remote_engine(
         pool,
         base_model=name,
         max_model_len=length,
-        placement=BoundedLoad(settings.max_replicas_per_adapter, settings.spill_threshold),
+        placement=placement_for(settings),
         cache_capacity=settings.max_cpu_loras or settings.max_loras,
     )
+
+
+def placement_for(settings: RemoteEngineSettings) -> Placement:
+    if settings.placement == "round_robin":
+        return RoundRobin()
+    return BoundedLoad(settings.max_replicas_per_adapter, settings.spill_threshold)
 
 
 async def discover_base(engine: RemoteEngine, settings: RemoteEngineSettings) -> tuple[str, int]:

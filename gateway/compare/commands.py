@@ -1,0 +1,188 @@
+"""``loragate compare``: run an eval set through variants on a running gateway, report.
+
+Exit status: 0 done, 1 done but some requests failed (they are retried by a rerun),
+2 bad arguments or input files, 130 interrupted (finished answers are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gateway.compare.eval_set import EvalFileError, load_eval_set
+from gateway.compare.results import RESULTS_FILE, ResultsFile
+from gateway.compare.variants import load_variants
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+KEY_ENV = ("LORAGATE_API_KEY", "OPENAI_API_KEY")
+DEMO_KEYS_FILE = "demo-keys.json"  # written by `loragate demo` (gateway.demo.keys)
+DEMO_TENANT = "acme"
+
+
+def demo_key() -> str | None:
+    """Tenant acme's key from a local ``loragate demo`` (its keys file), if there is one."""
+    cache = Path(os.environ.get("LORAGATE_CACHE") or Path.home() / ".cache" / "loragate")
+    try:
+        data = json.loads((cache / DEMO_KEYS_FILE).read_text())
+        return str(data["keys"][DEMO_TENANT]["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def demo_eval_dir() -> Path:
+    """The eval set shipped for the demo's knowledge base (tenant acme, BrewPilot)."""
+    return Path(str(resources.files("gateway.demo") / "eval"))
+
+
+def add_compare_parser(sub: Any) -> None:
+    """Add ``compare`` to the top-level ``loragate`` parser."""
+    p = sub.add_parser(
+        "compare",
+        help="answer an eval set with several variants (prompt, RAG, LoRA) and compare them",
+        description="Runs every eval item through every variant against a running gateway "
+        "(OpenAI SDK, streaming, temperature 0), appends answers to OUT/results.jsonl as "
+        "they finish (a rerun does only the missing ones), and writes OUT/report.md, "
+        "report.json and PNG plots: fact accuracy and recall, citation accuracy, style, "
+        "latency and tokens per variant and language, with paired bootstrap intervals.",
+    )
+    p.add_argument(
+        "--base-url",
+        default=os.environ.get("LORAGATE_BASE_URL", DEFAULT_BASE_URL),
+        help="the gateway's OpenAI base URL, ending in /v1 (default: $LORAGATE_BASE_URL, "
+        f"else {DEFAULT_BASE_URL})",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="API key (default: $LORAGATE_API_KEY, else $OPENAI_API_KEY, else with --demo "
+        "the acme key of a local `loragate demo`)",
+    )
+    p.add_argument("--eval", type=Path, metavar="FILE", help="eval set (JSONL)")
+    p.add_argument("--variants", type=Path, metavar="FILE", help="variants (YAML)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="use the eval set and variants shipped for `loragate demo` where --eval / "
+        "--variants are not given, and the demo's acme key where no key is given",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
+    p.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)"
+    )
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="per answer (default: the variants file's, else 128)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="per request, seconds (default 600)",
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="no requests: report the saved answers"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    eval_path, variants_path = args.eval, args.variants
+    if args.demo:
+        eval_path = eval_path or demo_eval_dir() / "eval.jsonl"
+        variants_path = variants_path or demo_eval_dir() / "variants.yaml"
+    if eval_path is None or variants_path is None:
+        print("loragate compare: give --eval FILE and --variants FILE (or --demo)", file=sys.stderr)
+        return 2
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        print("loragate compare: --concurrency and --limit must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        items = load_eval_set(eval_path)
+        variants = load_variants(variants_path)
+    except EvalFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.limit is not None:
+        items = items[: args.limit]
+    if args.max_tokens is not None:
+        variants = variants.model_copy(update={"max_tokens": args.max_tokens})
+    results = ResultsFile(args.out / RESULTS_FILE)
+    failed = 0
+    if not args.report_only:
+        api_key = args.api_key or next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
+        if not api_key and args.demo:
+            api_key = demo_key()
+        if not api_key:
+            print("loragate compare: give --api-key or set $LORAGATE_API_KEY", file=sys.stderr)
+            return 2
+        try:
+            failed = asyncio.run(_run(args, api_key, items, variants, results))
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: {len(results.records)} answers are saved in {results.path}; "
+                "run the same command again to finish",
+                file=sys.stderr,
+            )
+            return 130
+        finally:
+            results.close()
+    return _report(args, items, variants, results) or (1 if failed else 0)
+
+
+async def _run(
+    args: argparse.Namespace, api_key: str, items: Any, variants: Any, results: ResultsFile
+) -> int:
+    import openai
+
+    from gateway.compare.runner import run_pairs
+
+    client = openai.AsyncOpenAI(
+        base_url=args.base_url, api_key=api_key, timeout=args.timeout, max_retries=2
+    )
+    try:
+        summary = await run_pairs(
+            client,
+            items,
+            variants,
+            results,
+            max_tokens=variants.max_tokens,
+            concurrency=args.concurrency,
+            progress=not args.no_progress,
+        )
+    finally:
+        await client.close()
+    print(
+        f"{summary.planned} pairs: {summary.skipped} already answered, "
+        f"{summary.answered} answered now, {summary.failed} failed"
+    )
+    for line in summary.errors[:10]:
+        print(f"  failed: {line}", file=sys.stderr)
+    return summary.failed
+
+
+def _report(args: argparse.Namespace, items: Any, variants: Any, results: ResultsFile) -> int:
+    from gateway.compare.plots import write_plots
+    from gateway.compare.report import build_report, write_report
+
+    report = build_report(
+        items, variants, results.records, seed=args.seed, resamples=args.resamples
+    )
+    paths = write_report(report, args.out) + write_plots(report, args.out)
+    for text in report.sentences.values():
+        print(f"- {text}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,204 @@
+"""Multilingual retrieval benchmark on the PostgreSQL manual (prints Markdown tables).
+
+    apt-get update && apt-get install -y postgresql-doc-15      # 1,173 HTML pages, 18 MB
+    .venv/bin/python -m retrieval.bench.multilingual            # ~300 pages, MiniLM
+    .venv/bin/python -m retrieval.bench.multilingual --embedders minilm,minilm-onnx,use
+
+``data/postgresql_questions.json`` holds 80 questions (20 topics x en/fr/de/es), each
+with its gold page and an answer string from that page. Per embedder it reports, per
+search mode and for English and non-English questions: gold-document recall@10 (a top-10
+hit comes from the gold page) and answer-in-top-5 (a top-5 hit from the gold page
+contains the answer string, case, accents and whitespace ignored); and ingestion
+chunks/s (extraction, chunking, embedding, indexing, commit).
+
+The corpus is the gold pages plus an even sample of the other pages, ``--pages`` in all
+(``--pages 0``: every page). Only the stable ``CollectionStore`` API is used, so the
+same script measures an older checkout (``PYTHONPATH=<old tree>``) for before/after.
+Without the package it prints how to install it and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from retrieval.bench.report import print_table
+from retrieval.config import RetrievalConfig
+from retrieval.embedding import Embedder
+from retrieval.store import CollectionStore
+
+DEFAULT_CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
+QUESTIONS = Path(__file__).with_name("data") / "postgresql_questions.json"
+MODES = ("dense", "bm25", "hybrid")
+INSTALL_HINT = (
+    "skipped: the PostgreSQL manual is not installed. Install it with\n"
+    "    apt-get update && apt-get install -y postgresql-doc-15\n"
+    "or pass --corpus DIR (a folder of the manual's *.html pages)."
+)
+
+
+def normal(text: str) -> str:
+    """Lowercase, accents removed, whitespace collapsed."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def select_pages(corpus: Path, gold: set[str], count: int) -> list[Path]:
+    """Gold pages plus every n-th other page (sorted by name) up to ``count`` pages."""
+    pages = sorted(corpus.glob("*.html"))
+    if count <= 0 or count >= len(pages):
+        return pages
+    chosen = [p for p in pages if p.name in gold]
+    others = [p for p in pages if p.name not in gold]
+    wanted = max(count - len(chosen), 0)
+    step = len(others) / max(wanted, 1)
+    chosen += [others[int(i * step)] for i in range(min(wanted, len(others)))]
+    return sorted(chosen)
+
+
+def make_embedder(name: str) -> Embedder:
+    """The embedders this benchmark knows, by short name."""
+    from retrieval import embedding
+
+    if name == "minilm":
+        return embedding.SentenceTransformerEmbedder()
+    factory = getattr(embedding, "embedder_from_name", None)  # absent in older checkouts
+    if factory is None:
+        raise SystemExit(f"embedder {name!r} is not available in this checkout")
+    result: Embedder = factory(name)
+    return result
+
+
+class Timed:
+    """Adds up the seconds spent embedding documents."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.seconds = 0.0
+        if hasattr(inner, "chunk_tokenizer"):
+            self.chunk_tokenizer = inner.chunk_tokenizer
+
+    def embed_documents(self, texts: Sequence[str]) -> Any:
+        start = time.perf_counter()
+        vectors = self.inner.embed_documents(texts)
+        self.seconds += time.perf_counter() - start
+        return vectors
+
+    def embed_query(self, text: str) -> Any:
+        return self.inner.embed_query(text)
+
+
+def library_config(chunk_tokens: int | None) -> RetrievalConfig:
+    """Default settings, with ``chunk_tokens`` if given (fields that exist only)."""
+    names = {f.name for f in dataclasses.fields(RetrievalConfig)}
+    values: dict[str, Any] = {}
+    if chunk_tokens:
+        values["chunk_tokens"] = chunk_tokens
+    return RetrievalConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def score(
+    store: CollectionStore, questions: Sequence[dict[str, Any]], mode: str
+) -> dict[str, tuple[float, float, int]]:
+    """Per language group: (gold recall@10, answer-in-top-5, questions)."""
+    groups: dict[str, list[tuple[bool, bool]]] = {"en": [], "non-en": []}
+    for q in questions:
+        hits = store.search("manual", q["question"], k=10, mode=mode)  # type: ignore[arg-type]
+        gold = [h for h in hits if Path(h.source).name == q["document"]]
+        answer = normal(q["answer"])
+        top5 = [h for h in hits[:5] if Path(h.source).name == q["document"]]
+        found = any(answer in normal(h.text) for h in top5)
+        groups["en" if q["lang"] == "en" else "non-en"].append((bool(gold), found))
+    return {
+        name: (
+            sum(g for g, _ in rows) / max(len(rows), 1),
+            sum(a for _, a in rows) / max(len(rows), 1),
+            len(rows),
+        )
+        for name, rows in groups.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrieval.bench.multilingual")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--pages", type=int, default=300, help="0: every page")
+    parser.add_argument("--embedders", default="minilm", help="comma-separated short names")
+    parser.add_argument("--chunk-tokens", type=int, default=0, help="0: the library default")
+    parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
+    parser.add_argument("--label", default="", help="shown in the tables (e.g. before/after)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not any(args.corpus.glob("*.html")):
+        print(INSTALL_HINT)
+        return 0
+    questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))["questions"]
+    gold = {q["document"] for q in questions}
+    missing = sorted(g for g in gold if not (args.corpus / g).is_file())
+    if missing:
+        print(f"skipped: gold pages missing from {args.corpus}: {missing}")
+        return 0
+    pages = select_pages(args.corpus, gold, args.pages)
+    load = os.getloadavg()
+    print(f"corpus: {len(pages)} pages of {args.corpus}; {len(questions)} questions")
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="bench-multilingual-") as scratch:
+        root = args.work_dir or Path(scratch)
+        quality: list[list[object]] = []
+        speed: list[list[object]] = []
+        for name in [n for n in args.embedders.split(",") if n]:
+            run_one(name, args, pages, questions, root, quality, speed)
+    label = f" ({args.label})" if args.label else ""
+    print_table(
+        f"Ingestion{label}",
+        ["embedder", "pages", "chunks", "total s", "chunks/s", "embed s", "embed chunks/s"],
+        speed,
+    )
+    print_table(
+        f"Quality{label}: gold-document recall@10 and answer-in-top-5",
+        ["embedder", "mode", "en R@10", "en ans@5", "non-en R@10", "non-en ans@5"],
+        quality,
+    )
+    return 0
+
+
+def run_one(
+    name: str,
+    args: argparse.Namespace,
+    pages: list[Path],
+    questions: list[dict[str, Any]],
+    root: Path,
+    quality: list[list[object]],
+    speed: list[list[object]],
+) -> None:
+    embedder = Timed(make_embedder(name))
+    config = library_config(args.chunk_tokens)
+    store = CollectionStore(root / f"{name}-{args.chunk_tokens}", embedder, config)
+    start = time.perf_counter()
+    results = store.ingest("manual", [str(p) for p in pages], on_error="skip")
+    total = time.perf_counter() - start
+    chunks = sum(d.chunk_count for d in store.list_documents("manual"))
+    embedded = sum(r.chunk_count for r in results if r.status != "unchanged")
+    rate = f"{embedded / total:.1f}" if embedded else "- (re-used)"
+    embed_rate = f"{embedded / embedder.seconds:.1f}" if embedder.seconds else "-"
+    speed.append([name, len(pages), chunks, total, rate, embedder.seconds, embed_rate])
+    for mode in MODES:
+        groups = score(store, questions, mode)
+        en, other = groups["en"], groups["non-en"]
+        quality.append([name, mode, en[0], en[1], other[0], other[1]])
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

