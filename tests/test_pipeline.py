@@ -74,6 +74,33 @@ async def test_a_caller_over_its_limit_costs_no_rendering(gw: Tenanted) -> None:
     assert rendered == []
 
 
+async def test_small_prompts_render_on_the_loop_and_large_ones_in_a_thread(
+    gw: Tenanted,  # noqa: F811
+) -> None:
+    """A short chat is tokenized inline (cheaper than a thread hop); a long one goes to a
+    worker thread so it never stalls the event loop."""
+    where: list[threading.Thread] = []
+    real = gw.state.pipeline._renderer.chat
+
+    def spy(messages: Any) -> list[int]:
+        where.append(threading.current_thread())
+        return real(messages)
+
+    gw.state.pipeline._renderer.chat = spy  # type: ignore[method-assign]
+    try:
+        short = [{"role": "user", "content": "hi"}]
+        r = await gw.chat("globex", model="robot", messages=short, max_tokens=2)
+        assert r.status_code == 200, r.text
+        # Longer than the tiny model's context: refused, but only once rendered.
+        long = [{"role": "user", "content": "word " * 1_000}]
+        r = await gw.chat("globex", model="robot", messages=long, max_tokens=2)
+        assert r.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        gw.state.pipeline._renderer.chat = real  # type: ignore[method-assign]
+    assert where[0] is threading.main_thread()
+    assert where[1] is not threading.main_thread()
+
+
 async def test_a_refused_request_costs_no_request_from_the_limit(gw: Tenanted) -> None:  # noqa: F811
     """globex: max_in_flight 1. A request refused for concurrency takes nothing from the
     request bucket (it was never served), so the next one is admitted."""

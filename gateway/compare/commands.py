@@ -63,8 +63,18 @@ def add_compare_parser(sub: Any) -> None:
         help="API key (default: $LORAGATE_API_KEY, else $OPENAI_API_KEY, else with --demo "
         "the acme key of a local `loragate demo`)",
     )
-    p.add_argument("--eval", type=Path, metavar="FILE", help="eval set (JSONL)")
-    p.add_argument("--variants", type=Path, metavar="FILE", help="variants (YAML)")
+    p.add_argument(
+        "--eval",
+        type=Path,
+        metavar="FILE",
+        help="eval set (JSONL; default: none, or the shipped one with --demo)",
+    )
+    p.add_argument(
+        "--variants",
+        type=Path,
+        metavar="FILE",
+        help="variants (YAML; default: none, or the shipped ones with --demo)",
+    )
     p.add_argument(
         "--demo",
         action="store_true",
@@ -75,7 +85,9 @@ def add_compare_parser(sub: Any) -> None:
     p.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)"
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="only the first N items (default: all)"
+    )
     p.add_argument(
         "--max-tokens",
         type=int,

@@ -89,6 +89,9 @@ class ChatEndpoint:
     def prompt_param(self) -> str:
         return "messages"
 
+    def prompt_chars(self) -> int:
+        return sum(len(m["content"]) for m in self._messages)
+
     def render(self, work: RenderInput) -> Rendered:
         prompt = ChatPrompt(
             work.renderer,

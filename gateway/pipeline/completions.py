@@ -84,6 +84,9 @@ class CompletionEndpoint:
     def prompt_param(self) -> str:
         return "prompt"
 
+    def prompt_chars(self) -> int:
+        return sum(len(p) for p in completion_prompts(self.request.prompt))
+
     def render(self, work: RenderInput) -> Rendered:
         renderer = work.renderer
         prompts: list[list[int]] = []

@@ -116,6 +116,9 @@ class Endpoint(Protocol):
     def prompt_param(self) -> str:
         """The request field errors about the prompt name (``messages`` or ``prompt``)."""
 
+    def prompt_chars(self) -> int:
+        """About how much text rendering will tokenize (cheap: no tokenizer)."""
+
     def response_body(self, prepared: Prepared, outputs: ChoiceAccumulator) -> str:
         """The JSON body of a non-streaming response."""
 

@@ -65,6 +65,12 @@ class Started:
         return acc
 
 
+INLINE_RENDER_CHARS = 4096
+"""Prompts this small (and without retrieved sources) are tokenized on the event loop:
+that takes well under a millisecond, less than the hop to a worker thread costs in CPU.
+Longer ones go to a thread so a large prompt never stalls other requests."""
+
+
 class GenerationPipeline:
     """Built once at start-up; holds no per-request state."""
 
@@ -151,7 +157,10 @@ class GenerationPipeline:
             room=self._prompt_room(route, bounded),
             context_tokens=self._context_tokens,
         )
-        rendered = await asyncio.to_thread(endpoint.render, work)
+        if hits is None and endpoint.prompt_chars() <= INLINE_RENDER_CHARS:
+            rendered = endpoint.render(work)
+        else:
+            rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
 
     def _weight(self, caller: Caller) -> float:
