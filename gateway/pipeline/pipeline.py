@@ -3,7 +3,7 @@
     check (cheap caps; 503 while draining) -> admit (in-flight slot, request + token
       budget) -> queue check (503 if the engine's queue is full)
       -> resolve model -> apply policy -> retrieve (optional)
-      -> render prompt (in a thread) -> exact token reservation
+      -> render prompt (large ones in a thread) -> exact token reservation
       -> engine slot (fair queue: wait for room, or 503) -> generate
       -> account (on leaving the admission block)
 
