@@ -32,6 +32,7 @@ from gateway.playground import routes as playground
 from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState, build_state, open_registry
+from gateway.tenancy.usage import UsageUnavailableError
 from retrieval import Embedder
 
 logger = logging.getLogger(__name__)
@@ -155,19 +156,28 @@ USAGE_FLUSH_SECONDS = 5.0
 
 
 async def _flush_usage(state: GatewayState) -> None:
-    """Every few seconds: write usage to SQLite, refresh metric label bounds and adapter
-    residency (an adapter registered at runtime is labelled "other" until then)."""
+    """Every few seconds: write usage to its store, refresh metric label bounds and adapter
+    residency (an adapter registered at runtime is labelled "other" until then). A store
+    that is down does not stop the refresh."""
     while True:
         await asyncio.sleep(USAGE_FLUSH_SECONDS)
         try:
             await asyncio.to_thread(state.usage.flush)
+        except UsageUnavailableError as exc:
+            # Expected while the shared store is down: one line, the rows stay queued.
+            logger.warning(
+                "usage not written yet (%d rows queued): %s", state.usage.unsent_rows, exc.message
+            )
+        except Exception:
+            logger.exception("periodic usage flush failed")
+        try:
             label_models(state)  # adapters registered or aliases reloaded since
             resident = await state.lifecycle.residency()
             state.residency_seen["cpu_cache"] = len(resident.loaded)
             if resident.slots is not None:
                 state.residency_seen["gpu_slot"] = len(resident.slots)
         except Exception:
-            logger.exception("periodic usage/residency refresh failed")
+            logger.exception("periodic label/residency refresh failed")
 
 
 def _no_op() -> None:

@@ -21,10 +21,12 @@ import yaml
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import app as app_module
 from gateway.app import create_app
 from gateway.config_reload import load_settings, reload_tenancy
 from gateway.metrics import GatewayMetrics
 from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.usage import UsageUnavailableError
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
 from tests.fakes import FakeEngine
 
@@ -240,3 +242,30 @@ def test_two_reloads_at_once_apply_one_whole_file_each(fake_kit: FakeKit, tmp_pa
     for t in threads:
         t.join()
     assert events == ["enter", "exit", "rotate"] * 3
+
+
+async def test_a_usage_store_that_is_down_does_not_stop_the_refresh(
+    fake_gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the shared usage store down, the periodic task still refreshes adapter
+    residency and metric labels, and says so in one line (no traceback every 5 s)."""
+    state = fake_gateway.app.state.gateway
+    monkeypatch.setattr(app_module, "USAGE_FLUSH_SECONDS", 0.01)
+
+    def down() -> int:
+        raise UsageUnavailableError("the usage database did not answer")
+
+    monkeypatch.setattr(state.usage, "flush", down)
+    state.residency_seen.clear()
+    caplog.set_level(logging.WARNING, logger="gateway.app")
+    task = asyncio.create_task(app_module._flush_usage(state))
+    try:
+        for _ in range(200):
+            if "cpu_cache" in state.residency_seen:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+    assert "cpu_cache" in state.residency_seen
+    warnings = [r for r in caplog.records if "usage not written yet" in r.getMessage()]
+    assert warnings and all(r.exc_info is None for r in warnings)
