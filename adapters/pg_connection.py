@@ -61,6 +61,12 @@ class PostgresConnection:
                 reused = self._conn is not None
                 try:
                     return fn(self._connection())
+                except psycopg.errors.QueryCanceled:
+                    # statement_timeout: the server is up and the connection usable; a
+                    # slow statement is not a reason to reconnect and run it again.
+                    raise self._unavailable(
+                        f"The {self._what} (PostgreSQL) did not answer within {self._timeout:g} s"
+                    ) from None
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     self._drop()
                     if reused and idempotent and attempt == 1:
@@ -78,9 +84,17 @@ class PostgresConnection:
     def _connection(self) -> Any:
         psycopg = self._psycopg
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=max(1, round(self._timeout))
-            )
+            try:
+                self._conn = psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=max(1, round(self._timeout))
+                )
+            except psycopg.ProgrammingError:
+                # libpq's URL parser quotes the token it cannot read, which may be the
+                # password: say only that the URL is invalid.
+                raise self._unavailable(
+                    f"The {self._what}: the PostgreSQL URL is invalid (not shown: it may "
+                    "hold a password)"
+                ) from None
             # Not ``options=``: it would replace options the URL carries (search_path).
             self._conn.execute(
                 "SELECT set_config('statement_timeout', %s, false)",

@@ -36,7 +36,9 @@ from typing import Any
 import httpx
 import yaml
 
-from loadtests.replica_process import ReplicaProcess, exit_on_sigterm, free_port
+from loadtests.bench_serving import wait_ready
+from loadtests.replica_process import ReplicaProcess, exit_on_sigterm
+from loadtests.target import free_port
 
 MODEL_ID = "smollm2-135m-instruct"
 POLICIES = ("affinity", "round_robin")
@@ -197,20 +199,6 @@ def forget_adapters(replicas: list[ReplicaProcess]) -> None:
                 ).raise_for_status()
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"not ready: {url}")
-
-
 def run_policy(
     policy: str,
     config: dict[str, Any],
@@ -228,7 +216,7 @@ def run_policy(
     gateway = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{config['server']['port']}"
-        wait_ready(url + "/ready", gateway)
+        wait_ready(url + "/ready", gateway, 600, interval=0.5)
         loads_at_ready = [len(r.adapter_loads()) for r in replicas]
         served_before = [r.completions_served() for r in replicas]
         result = asyncio.run(

@@ -1,7 +1,7 @@
 """Pure gateway overhead: loragate (remote mode) and LiteLLM's proxy in front of the same
 instant backend, side by side in one run. Prints a Markdown table.
 
-    python -m loadtests.bench_overhead [--litellm-python /work/litellm-venv/bin/python]
+    python -m loadtests.bench_overhead [--litellm-python .litellm-venv/bin/python]
 
 For each target (the backend directly, loragate, LiteLLM) a cheap raw-asyncio client
 (``loadtests.raw_load``, in this process) sends a short chat completion:
@@ -16,8 +16,8 @@ pointed at the backend, a tenant with an API key, rate limits and a system-promp
 policy, metrics on). LiteLLM 1.110.2 runs its proxy with one worker, from its own
 virtual environment (it pins packages loragate's venv must not get)::
 
-    python3 -m venv /work/litellm-venv
-    /work/litellm-venv/bin/pip install litellm==1.110.2 pyjwt semver fastapi-sso mcp \\
+    python3 -m venv .litellm-venv
+    .litellm-venv/bin/pip install litellm==1.110.2 pyjwt semver fastapi-sso mcp \\
         soundfile backoff orjson apscheduler python-multipart redis expression \\
         'uvicorn[standard]'
 
@@ -31,34 +31,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import yaml
 
+from loadtests.bench_serving import wait_ready
 from loadtests.instant_backend import MODEL
 from loadtests.raw_load import LoadResult, build_request, run_load
+from loadtests.target import free_port
 
 HOST = "127.0.0.1"
-DEFAULT_LITELLM_PYTHON = "/work/litellm-venv/bin/python"
+DEFAULT_LITELLM_PYTHON = ".litellm-venv/bin/python"
+"""Where the module docstring's commands put LiteLLM's venv (beside the checkout)."""
 LITELLM_KEY = "sk-bench-master-key"
 POLICY = "You are the benchmark assistant of {tenant}. Answer briefly and cite nothing."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def chat_body(stream: bool, max_tokens: int) -> dict[str, Any]:
@@ -83,20 +77,6 @@ class Target:
     note: str = ""
     results: dict[str, LoadResult] = field(default_factory=dict)
     cpu_ms_per_request: float | None = None
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"not ready after {timeout}s: {url}\n{log.read_text()[-2000:]}")
 
 
 @contextmanager
@@ -245,7 +225,9 @@ def main() -> int:
         backend = stack.enter_context(
             started([*serve_backend, "--port", str(backend_port)], backend_log)
         )
-        wait_ready(f"http://{HOST}:{backend_port}/health", backend, backend_log)
+        wait_ready(
+            f"http://{HOST}:{backend_port}/health", backend, 300, interval=0.3, log=backend_log
+        )
         targets.append(Target("backend directly", backend_port, backend))
         if "loragate" in only:
             model_dir = args.model or _tiny_model()
@@ -254,7 +236,7 @@ def main() -> int:
             log = work / "loragate.log"
             cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
             proc = stack.enter_context(started(cmd, log))
-            wait_ready(f"http://{HOST}:{port}/ready", proc, log)
+            wait_ready(f"http://{HOST}:{port}/ready", proc, 300, interval=0.3, log=log)
             targets.append(Target("loragate (remote)", port, proc, key=key))
         for tree in args.compare_tree or ():
             port = free_port()
@@ -262,7 +244,7 @@ def main() -> int:
             log = work / f"loragate-{port}.log"
             cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
             proc = stack.enter_context(started(cmd, log, cwd=tree))
-            wait_ready(f"http://{HOST}:{port}/ready", proc, log)
+            wait_ready(f"http://{HOST}:{port}/ready", proc, 300, interval=0.3, log=log)
             targets.append(Target(f"loragate @ {tree}", port, proc, key=key))
         if "litellm" in only:
             targets.append(_start_litellm(stack, args, backend_port, work))
@@ -304,7 +286,7 @@ def _start_litellm(
     ]  # fmt: skip
     proc = stack.enter_context(started(cmd, log, env))
     try:
-        wait_ready(f"http://{HOST}:{port}/health/liveliness", proc, log, timeout=300)
+        wait_ready(f"http://{HOST}:{port}/health/liveliness", proc, 300, interval=0.3, log=log)
     except RuntimeError as exc:
         last = str(exc).strip().splitlines()[-1]
         return Target(f"LiteLLM {version} proxy", 0, None, note=f"did not start: {last}")

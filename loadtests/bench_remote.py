@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,9 @@ from typing import Any
 
 import yaml
 
-from loadtests.replica_process import ReplicaProcess, exit_on_sigterm, free_port
+from loadtests.bench_serving import wait_ready
+from loadtests.replica_process import ReplicaProcess, exit_on_sigterm
+from loadtests.target import free_port
 
 MODEL_ID = "smollm2-135m-instruct"
 TARGET_TPS = 0.97
@@ -171,22 +172,6 @@ def start_gateway(config: dict[str, Any], workdir: Path, log: Path) -> subproces
     )
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"not ready: {url}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -233,7 +218,7 @@ def main() -> int:
         gateway = start_gateway(config, Path(tmp), args.out / "gateway.log")
         stack.callback(gateway.wait, 60)
         stack.callback(gateway.terminate)
-        wait_http(f"http://127.0.0.1:{port}/ready", gateway)
+        wait_ready(f"http://127.0.0.1:{port}/ready", gateway, 600, interval=0.5)
         urls = {"direct": replica.url, "gateway": f"http://127.0.0.1:{port}"}
         for r in range(args.rounds):
             for server in round_order(r):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,29 +28,34 @@ import httpx
 import yaml
 
 from gateway.engine.dtype import choose_dtype
+from loadtests.target import free_port
 
 MODEL_ID = "smollm2-135m-instruct"
 ENGINE = {"max_model_len": 2048, "max_loras": 2, "max_lora_rank": 8, "kv_cache_gib": 2}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 300,
+    *,
+    interval: float = 1.0,
+    log: Path | None = None,
+) -> None:
+    """Until ``url`` answers 200 (loopback: no proxy from the environment); a process
+    that exits first, or the timeout, raises with the tail of ``log`` when given."""
+    tail = (lambda: "\n" + log.read_text(errors="replace")[-2000:]) if log else (lambda: "")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {url}")
+            raise RuntimeError(f"server exited with {proc.returncode}: {url}{tail()}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(1)
-    raise RuntimeError(f"server not ready: {url}")
+        time.sleep(interval)
+    raise RuntimeError(f"server not ready after {timeout:.0f} s: {url}{tail()}")
 
 
 def own_cores(index: int, of: int = 2) -> dict[str, str]:

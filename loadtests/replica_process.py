@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from loadtests.bench_serving import wait_ready
+from loadtests.target import free_port
 
 LOADED_LINE = re.compile(r"Loaded new LoRA adapter: name '([^']+)'")
 """What a replica logs for each successful ``/v1/load_lora_adapter``."""
@@ -31,12 +30,6 @@ def exit_on_sigterm() -> None:
     """Turn SIGTERM (``timeout``, a CI cancel) into ``SystemExit`` so that the caller's
     ``finally``/``ExitStack`` kills the replicas it started instead of orphaning them."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -97,17 +90,9 @@ class ReplicaProcess:
             )
 
     def wait_ready(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"replica exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"replica did not start: {self.log.read_text()[-3000:]}")
+        if self.proc is None:
+            raise RuntimeError("replica not started")
+        wait_ready(self.url + "/health", self.proc, timeout, interval=0.5, log=self.log)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

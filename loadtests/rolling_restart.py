@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,9 @@ from typing import Any
 
 import httpx
 import yaml
+
+from loadtests.bench_serving import wait_ready
+from loadtests.target import free_port
 
 HAPROXY_CFG = """\
 global
@@ -62,26 +64,6 @@ backend gateways
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
-
-
 @dataclass
 class GatewayProcess:
     """One ``loragate serve`` on a fixed loopback port (it keeps the port across restarts)."""
@@ -107,7 +89,7 @@ class GatewayProcess:
 
     def wait_ready(self, timeout: float = 900) -> None:
         assert self.process is not None
-        wait_http(self.url + "/ready", self.process, timeout)
+        wait_ready(self.url + "/ready", self.process, timeout, interval=0.1)
 
     def stop(self, timeout: float = 180) -> int:
         """SIGTERM (drain), then wait for the exit; returns its code."""
@@ -162,7 +144,7 @@ class Rig:
             ]
         )
         self._others.append(replica)
-        wait_http(f"http://127.0.0.1:{replica_port}/health", replica, 60)
+        wait_ready(f"http://127.0.0.1:{replica_port}/health", replica, 60, interval=0.1)
         for i in range(count):
             port = free_port()
             config = gateway_config(
@@ -188,7 +170,7 @@ class Rig:
         with (self.workdir / "haproxy.log").open("ab") as log:
             proxy = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stdout=log, stderr=log)
         self._others.append(proxy)
-        wait_http(self.url + "/ready", proxy, 30)
+        wait_ready(self.url + "/ready", proxy, 30, interval=0.1)
 
     def stop(self) -> None:
         for g in self.gateways:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.embedding import normalize_rows
 from retrieval.tokens import ChunkTokenizer, HuggingFaceTokenizer
 
 EXPORT_VERSION = 2
@@ -131,6 +132,8 @@ class OnnxEmbedder:
         from retrieval.embedding import BUNDLED_MODEL_NAME, bundled_model_dir
 
         path = Path(model_dir) if model_dir is not None else bundled_model_dir()
+        if not path.is_dir():
+            raise FileNotFoundError(f"embedding model directory not found: {path}")
         self.model_dir = path
         base = BUNDLED_MODEL_NAME if model_dir is None else path.name
         self.name = name or f"{base}-int8"
@@ -175,8 +178,7 @@ class OnnxEmbedder:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             vectors[batch] = self._embed_batch([ids[i] for i in batch])
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+        return normalize_rows(vectors)
 
     def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
         width = max(len(row) for row in batch)

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,10 +22,12 @@ from adapters.base_model import BaseModelSpec
 from adapters.errors import AdapterConflictError, AdapterNotFoundError
 from adapters.limits import AdapterLimits
 from adapters.manifest import AdapterStatus
+from adapters.pg_connection import PostgresConnection
 from adapters.pg_registry_state import PostgresStateStore
 from adapters.registry import AdapterRegistry
 from adapters.registry_state_store import RegistryUnavailableError
 from adapters.sources import LocalDirectorySource
+from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.config import SharedStoreSettings
 from gateway.serving.prompt_renderer import PromptRenderer
 from tests.admin_requests import ADMIN, chat, new_adapter, register
@@ -392,3 +395,39 @@ async def test_a_gateway_cannot_start_without_its_postgres(
         async with run_fake_gateway(settings, renderer):
             pass
     assert "hunter2" not in str(refused.value)
+
+
+def test_an_unreadable_url_never_shows_its_password() -> None:
+    """libpq quotes the token it cannot parse; a bad escape in the password must not
+    reach the error (it ends in start-up logs)."""
+    conn = PostgresConnection(
+        "postgresql://loragate:s3cr%zzet@127.0.0.1:9/registry",
+        timeout=1,
+        schema=(),
+        unavailable=RegistryUnavailableError,
+        what="adapter registry",
+    )
+    with pytest.raises(RegistryUnavailableError) as caught:
+        conn.run(lambda c: c.execute("SELECT 1"))
+    assert "s3cr" not in str(caught.value) and "invalid" in str(caught.value)
+
+
+async def test_pins_that_failed_to_apply_are_tried_again() -> None:
+    """A pin from another gateway that this engine could not load (yet) is retried on
+    the next interval, not only after the next registry change."""
+    calls: list[int] = []
+
+    async def sync_pins() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("engine busy")
+
+    stub = SimpleNamespace(registry=SimpleNamespace(revision=7), sync_pins=sync_pins)
+    task = asyncio.create_task(AdapterLifecycle.follow_registry(stub, 0.001))  # type: ignore[arg-type]
+    for _ in range(200):
+        if len(calls) >= 2:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.02)  # once applied, an unchanged revision is not applied again
+    task.cancel()
+    assert len(calls) == 2

@@ -185,11 +185,12 @@ class AdapterLifecycle:
         seen = -1
         while True:
             await asyncio.sleep(interval)
-            if self.registry.revision == seen:
+            revision = self.registry.revision
+            if revision == seen:
                 continue
-            seen = self.registry.revision
             try:
                 await self.sync_pins()
+                seen = revision  # a failure is tried again next interval
             except Exception:
                 logger.exception("could not apply the shared registry's pins")
 

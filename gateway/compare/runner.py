@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,11 +171,15 @@ async def answer(client: openai.AsyncOpenAI, pair: Pair, max_tokens: int) -> Ans
             )
             for c in citations
         ]
-        if pair.item.source and record.citations and cited_numbers(record.text):
-            await attach_chunk_texts(client, pair, record)
     except openai.OpenAIError as exc:
         record.error = _describe(exc)
         record.text = "".join(parts)
+        return record
+    if pair.item.source and record.citations and cited_numbers(record.text):
+        # The answer stands without them: a failed lookup leaves the chunks' text unknown
+        # (citation accuracy then cannot confirm the fact), it does not void the answer.
+        with suppress(openai.OpenAIError):
+            await attach_chunk_texts(client, pair, record)
     return record
 
 

@@ -14,7 +14,7 @@ Errors (``StreamError``; the caller maps them to its own):
     └── StreamBrokenError    the connection broke or the answer was not HTTP
 
 Deadlines are the caller's (``asyncio.timeout`` around each await). Concurrency rule:
-one event loop; a connection serves one request at a time; ``aclose`` of a response
+one event loop; a connection serves one request at a time; ``close`` of a response
 that did not end closes its connection (a replica aborts the request on that).
 """
 
@@ -54,7 +54,6 @@ class _Connection(asyncio.Protocol):
 
     def reset(self) -> None:
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -91,9 +90,6 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()
@@ -145,13 +141,13 @@ class _Connection(asyncio.Protocol):
 
 
 class StreamResponse:
-    """A response being read: ``status``, ``headers``, then ``read`` until ``b""``."""
+    """A response being read: ``status``, then ``read`` until ``b""`` (no caller reads the
+    replica's headers: httptools calls no header callback, so none are collected)."""
 
     def __init__(self, pool: StreamPool, conn: _Connection) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self.status = conn.status
-        self.headers = dict(conn.headers)
 
     async def read(self) -> bytes:
         """The body bytes that have arrived (waiting for some); ``b""`` at its end."""
@@ -181,9 +177,6 @@ class StreamResponse:
             self._pool.release(conn)
         else:
             conn.close()
-
-    async def aclose(self) -> None:
-        self.close()
 
 
 class StreamPool:
