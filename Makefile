@@ -95,14 +95,16 @@ bench-overhead: install
 
 # SCENARIO=demo (the demo gateway, 1/4/8 users), or a reliability scenario against a
 # gateway in front of a paced fake replica: noisy-neighbour, overload (Locust, report in
-# loadtest-results/<scenario>/reliability.md), rolling-restart (two gateways behind HAProxy).
+# loadtest-results/<scenario>/reliability.md), rolling-restart (Locust through HAProxy while
+# two gateways restart in turn; loadtest-results/rolling-restart/rolling-restart.md).
 SCENARIO ?= demo
 loadtest: install
 ifeq ($(SCENARIO),demo)
 	$(PY) -m loadtests.run --start demo --scenario loadtests/scenarios/demo.yaml \
 		--users $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --out loadtest-results
 else ifeq ($(SCENARIO),rolling-restart)
-	$(PY) -m loadtests.rolling_restart --out loadtest-results/rolling-restart
+	$(PY) -m loadtests.rolling_restart --scenario loadtests/scenarios/rolling-restart.yaml \
+		--run-time $(LOADTEST_TIME) --out loadtest-results/rolling-restart
 else
 	$(PY) -m loadtests.run --start paced --scenario loadtests/scenarios/$(SCENARIO).yaml \
 		--run-time $(LOADTEST_TIME) --out loadtest-results/$(SCENARIO)

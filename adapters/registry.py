@@ -278,7 +278,8 @@ class AdapterRegistry:
                         return new_state, entry
 
                     try:
-                        return self._mutate(add)
+                        # Reloaded above, under this same lock: no second revision query.
+                        return self._doc.mutate(add, fresh=True)
                     except RegistryUnavailableError:
                         # Maybe committed, maybe not: keep the files. Unknown to the
                         # registry, they are an orphan that ``clean`` deletes later.

@@ -61,16 +61,23 @@ class RegistryDocument:
         if self.shared and self._store.revision() != self.revision:
             self._reload()
 
-    def mutate(self, change: Callable[[RegistryState], tuple[RegistryState, T]]) -> T:
+    def mutate(
+        self, change: Callable[[RegistryState], tuple[RegistryState, T]], *, fresh: bool = False
+    ) -> T:
         """Apply ``change`` to the current state and save it; return what ``change`` gave.
 
         ``change`` must depend only on the state it is given: it is applied again to a
         fresher state when another process saved first, and raises the usual typed
         error when the change is no longer valid there. A save cut off by a connection
         failure counts as done if the store holds its document afterwards.
+
+        ``fresh``: the caller holds the lock and has just called ``reload_if_moved``, so
+        the revision is not asked again (a save made since is still refused by the
+        compare-and-swap, and ``change`` re-applied).
         """
         with self._lock:
-            self.reload_if_moved()
+            if not fresh:
+                self.reload_if_moved()
             for _ in range(SAVE_ATTEMPTS):
                 new_state, result = change(self.state)
                 # Re-validate the invariants on the new state before it is written.

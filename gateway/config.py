@@ -140,13 +140,19 @@ class ReplicaSettings(Section):
         return read_api_key(self.api_key_env, self.api_key_file) or default
 
 
-def check_api_key_source(env: str | None, file: Path | None) -> None:
+def check_api_key_source(
+    env: str | None, file: Path | None, *, names: tuple[str, str] = ("api_key_env", "api_key_file")
+) -> None:
+    """A secret comes from at most one of an environment variable and a file, and the
+    one named must exist now (a typo fails at start-up, not at the first request).
+    ``names`` are the two fields' names, for the error messages."""
+    env_field, file_field = names
     if env is not None and file is not None:
-        raise ValueError("set api_key_env or api_key_file, not both")
+        raise ValueError(f"set {env_field} or {file_field}, not both")
     if env is not None and not os.environ.get(env):
-        raise ValueError(f"the environment variable {env} (api_key_env) is not set")
+        raise ValueError(f"the environment variable {env} ({env_field}) is not set")
     if file is not None and not file.is_file():
-        raise ValueError(f"api_key_file {file} is not a readable file")
+        raise ValueError(f"{file_field} {file} is not a readable file")
 
 
 def read_api_key(env: str | None, file: Path | None) -> SecretStr | None:
@@ -453,6 +459,14 @@ class AdmissionSettings(Section):
     max_queue_wait: float = Field(
         default=10.0, gt=0, description="Longest wait for the engine, in seconds."
     )
+    headroom: int = Field(
+        default=1,
+        ge=0,
+        description="Engine slots kept free for each active tenant below its weighted share "
+        "(a request within the last few seconds): a tenant at or over its share leaves them "
+        "free, so a light tenant's request starts at once while another floods. At most "
+        "max_concurrency // 4 slots in all; a tenant alone gets every slot. 0: off.",
+    )
 
     def engine_capacity(self, engine: EngineSettings) -> int:
         if self.max_concurrency is not None:
@@ -520,10 +534,7 @@ class SharedStoreSettings(Section):
         if self.kind == "postgres":
             if (self.url_env is None) == (self.url_file is None):
                 raise ValueError("kind postgres needs url_env or url_file (one of them)")
-            if self.url_env is not None and not os.environ.get(self.url_env):
-                raise ValueError(f"the environment variable {self.url_env} (url_env) is not set")
-            if self.url_file is not None and not self.url_file.is_file():
-                raise ValueError(f"url_file {self.url_file} is not a readable file")
+            check_api_key_source(self.url_env, self.url_file, names=("url_env", "url_file"))
         return self
 
     def url(self) -> str:
@@ -606,6 +617,12 @@ class RetrievalSettings(Section):
         "cl100k tokens for an embedder without a tokenizer.",
     )
     chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
+    passage_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Grow each source with the adjacent chunks of its own section up to "
+        "this many tokens, a lower hit it covers freeing its slot (0: single chunks).",
+    )
     hnsw_threshold: int = Field(
         default=50_000, ge=1, description="Collections this large use HNSW, smaller exact search."
     )

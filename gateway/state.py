@@ -172,6 +172,7 @@ def build_state(
                 settings.admission.max_queue,
                 settings.admission.max_queue_wait,
                 metrics,
+                headroom=settings.admission.headroom,
             ),
             drain or Drain(settings.server.drain_timeout),
         ),

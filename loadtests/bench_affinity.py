@@ -36,13 +36,13 @@ from typing import Any
 import httpx
 import yaml
 
+from adapters.random_lora import write_random_lora
 from loadtests.bench_serving import wait_ready
 from loadtests.replica_process import ReplicaProcess, exit_on_sigterm
 from loadtests.target import free_port
 
 MODEL_ID = "smollm2-135m-instruct"
 POLICIES = ("affinity", "round_robin")
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)
@@ -74,52 +74,6 @@ def run_order(rounds: int) -> list[str]:
     for r in range(rounds):
         order += list(POLICIES) if r % 2 == 0 else list(reversed(POLICIES))
     return order
-
-
-def write_random_lora(base: Path, out: Path, seed: int, rank: int = 8) -> Path:
-    """A PEFT LoRA (rank ``rank`` on q/k/v/o) with small random weights: it costs what a
-    trained one costs to load and apply, which is all a throughput benchmark needs."""
-    import torch
-    from safetensors.torch import save_file
-
-    if (out / "adapter_config.json").exists():
-        return out
-    config = json.loads((base / "config.json").read_text())
-    hidden = config["hidden_size"]
-    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
-    q_out, kv_out = (
-        config["num_attention_heads"] * head_dim,
-        config["num_key_value_heads"] * head_dim,
-    )
-    shapes = {
-        "q_proj": (hidden, q_out),
-        "k_proj": (hidden, kv_out),
-        "v_proj": (hidden, kv_out),
-        "o_proj": (q_out, hidden),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for layer in range(config["num_hidden_layers"]):
-        for module, (fan_in, fan_out) in shapes.items():
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * 0.01
-            tensors[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * 0.01
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()}, str(out / "adapter_model.safetensors")
-    )
-    peft = {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": str(base),
-        "r": rank,
-        "lora_alpha": 2 * rank,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "target_modules": list(ATTENTION),
-    }
-    (out / "adapter_config.json").write_text(json.dumps(peft, indent=2))
-    return out
 
 
 def gateway_config(
@@ -304,10 +258,12 @@ def main() -> int:
     base = ensure_demo_kit().base_dir
     args.out.mkdir(parents=True, exist_ok=True)
     adapter_root = args.out / "adapters"
-    adapters = {
-        f"z{i}": write_random_lora(base, adapter_root / f"z{i}", seed=i)
-        for i in range(1, args.adapters + 1)
-    }
+    # Small random weights: they cost what a trained adapter costs to load and apply,
+    # which is all a throughput benchmark needs; kept from an earlier run.
+    adapters = {f"z{i}": adapter_root / f"z{i}" for i in range(1, args.adapters + 1)}
+    for i, path in enumerate(adapters.values(), start=1):
+        if not (path / "adapter_config.json").exists():
+            write_random_lora(base, path, seed=i)
     vocab = int(json.loads((base / "config.json").read_text())["vocab_size"])
     jobs = request_sequence(
         list(adapters),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,12 @@ def _ratio_lines(rows: list[Row], scenario: Scenario) -> list[str]:
     t0 = min(r.t for r in rows)
     start = t0 + min(t.start_after_s for t in late)
     lines = ["", "### Noisy neighbour (same run)", ""]
+    admission = (scenario.paced.gateway.get("admission") if scenario.paced else None) or {}
+    if admission:  # which queue settings gave these figures (headroom on or off)
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(admission.items()))
+        lines += [f"Gateway admission: {settings}.", ""]
+    load = os.getloadavg()
+    lines += [f"Load average when reported: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.", ""]
     lines += [
         "| tenant | TTFT p99 alone ms | TTFT p99 under load (steady) ms | ratio "
         "| with the ramp ms | ratio | target |"

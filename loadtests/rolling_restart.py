@@ -1,282 +1,265 @@
-"""Rolling restart on loopback: gateways (real ``loragate serve`` processes, remote mode)
-behind a real HAProxy, restarted one at a time under streaming load.
+"""Zero lost streams in a rolling restart, under real Locust load.
 
-Every request must either complete (its stream ends with a finish reason and
-``[DONE]``) or be refused before it starts (an HTTP error status); none may be cut
-mid-stream. HAProxy health-checks ``/ready`` (503 from the moment a gateway drains),
-and retries a request that met a closed port or a 503 on the other gateway.
+Two real ``loragate serve`` gateways (remote mode, a paced fake replica behind them)
+behind a real HAProxy that health-checks ``/ready`` (``loadtests.haproxy_rig``).
+Locust (headless, one process, ``loadtests/locustfile.py`` with the scenario's
+pinned tenants) streams through HAProxy while each gateway in turn gets SIGTERM,
+drains, exits 0, starts again on its port, answers ``/ready`` and is back UP in
+HAProxy before the next one goes. Every request must complete or be refused before it
+starts; none may be cut mid-stream (``loadtests.report_rolling`` classifies Locust's
+per-request records and writes the report)::
 
-    python -m loadtests.rolling_restart --workers 8 --out loadtest-results/rolling-restart
+    python -m loadtests.rolling_restart --run-time 90s --out loadtest-results/rolling-restart
 
-starts a paced fake replica (``loadtests.paced_replica``), two gateways and HAProxy,
-restarts each gateway once (SIGTERM, wait for exit 0, start, wait for ``/ready``) while
-the workers stream, and prints the outcome counts. Blocking; the processes it starts
-are its own and are stopped on the way out.
+Exit status 0 when nothing was cut or failed and every gateway exited 0; 1 otherwise.
+``--signal KILL`` restarts abruptly instead (no drain): the negative control, which
+must fail. Blocking; every process it starts is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
-import yaml
+from loadtests.haproxy_rig import GatewayProcess, Rig
+from loadtests.paced_target import export_keys
+from loadtests.report import step_prefix
+from loadtests.report_reliability import Row, read_rows
+from loadtests.report_rolling import Restart, verdict, write_report
+from loadtests.run import REPO_ROOT, locust_command, parse_duration, run_time_arg
+from loadtests.scenario import Scenario, load_scenario
+from loadtests.stat_names import REQUESTS_SUFFIX
 
-from loadtests.bench_serving import wait_ready
-from loadtests.target import free_port
-
-HAPROXY_CFG = """\
-global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 120s
-    timeout server 120s
-    timeout http-request 30s
-    # A request that met a closed port or a draining gateway's 503 goes to the other
-    # one: it never started, so it is safe to send again.
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response 503
-    option http-buffer-request
-frontend loragate
-    bind 127.0.0.1:{port}
-    default_backend gateways
-backend gateways
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /ready
-    http-check expect status 200
-    default-server check inter 250ms fall 1 rise 2
-{servers}
-"""
+# Read by loadtests/locustfile.py (importing it here would import Locust, which
+# monkey-patches the standard library for gevent).
+CLOCK_ZERO_ENV = "LOADTEST_CLOCK_ZERO"
+DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "rolling-restart.yaml"
+# Locust's own bound, far past any run: the orchestrator ends it with SIGTERM.
+LOCUST_SAFETY_S = 3600
+LOCUST_GRACE_S = 60
+IN_FLIGHT_WAIT_S = 10.0
 
 
-@dataclass
-class GatewayProcess:
-    """One ``loragate serve`` on a fixed loopback port (it keeps the port across restarts)."""
+@dataclass(frozen=True)
+class Plan:
+    """How one run goes. Times in seconds."""
 
-    config: Path
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    exit_codes: list[int] = field(default_factory=list)
+    warmup_s: float = 5.0  # load before the first restart
+    settle_s: float = 2.0  # load after a gateway is back UP, before the next one goes
+    min_run_s: float = 0.0  # keep the load at least this long in all
+    stop_signal: signal.Signals = signal.SIGTERM
+    drain_wait_s: float = 120.0  # for a gateway's exit after the signal
+    ready_timeout_s: float = 900.0
+    stop_timeout_s: int = 30  # Locust: for requests in flight at the end
+    gateways: tuple[int, ...] | None = None  # which to restart, in order (None: all)
+    in_flight_at_least: int = 1  # streams on a gateway before its signal (bounded wait)
+    bring_back: bool = True  # False: stop only (a short negative control)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        with self.log.open("ab") as log:
+@dataclass(frozen=True)
+class RunResult:
+    rows: list[Row]
+    restarts: list[Restart]
+    locust_exit: int
+    load_s: float
+    requests_csv: Path
+
+
+class _Locust:
+    """The Locust process (its requests' ``t_s`` is on the orchestrator's clock)."""
+
+    def __init__(self, scenario_path: Path, url: str, users: int, out: Path, plan: Plan):
+        self.zero = time.monotonic()
+        self.prefix = out / step_prefix(users)
+        Path(f"{self.prefix}{REQUESTS_SUFFIX}").unlink(missing_ok=True)
+        command = locust_command(
+            scenario=scenario_path,
+            url=url,
+            users=users,
+            spawn_rate=users,
+            run_time=f"{LOCUST_SAFETY_S}s",
+            stop_timeout=plan.stop_timeout_s,
+            prefix=self.prefix,
+        )
+        paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+            CLOCK_ZERO_ENV: repr(self.zero),
+        }
+        with open(f"{self.prefix}.log", "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
             )
 
-    def wait_ready(self, timeout: float = 900) -> None:
-        assert self.process is not None
-        wait_ready(self.url + "/ready", self.process, timeout, interval=0.1)
+    def now(self) -> float:
+        return time.monotonic() - self.zero
 
-    def stop(self, timeout: float = 180) -> int:
-        """SIGTERM (drain), then wait for the exit; returns its code."""
-        assert self.process is not None
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"locust exited early ({self.process.returncode}); see its .log")
+
+    def finish(self, timeout: float) -> int:
+        """SIGTERM: users finish the request in hand (``--stop-timeout``), files written."""
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self.exit_codes.append(code)
-        return code
+        return self.process.wait(timeout)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
 
-def gateway_config(
-    model_dir: Path, data_dir: Path, replica: str, port: int, drain: float
-) -> dict[str, Any]:
-    return {
-        "model": {"path": str(model_dir), "name": "tiny-base"},
-        "registry": {"data_dir": str(data_dir)},
-        "engine": {"kind": "remote", "replicas": [replica], "health_interval": 0.5},
-        "server": {"host": "127.0.0.1", "port": port, "drain_timeout": drain},
-    }
+def _wait_for_load(rig: Rig, locust: _Locust, requests: int, timeout: float) -> None:
+    """Until ``requests`` more requests went through HAProxy: Locust's users are running."""
+    before = rig.stats()[0]
+    deadline = time.monotonic() + timeout
+    while rig.stats()[0] - before < requests:
+        locust.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no Locust load through HAProxy within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
-@dataclass
-class Rig:
-    """The replica, the gateways and HAProxy, all on loopback."""
-
-    workdir: Path
-    model_dir: Path
-    gateways: list[GatewayProcess] = field(default_factory=list)
-    port: int = 0
-    _others: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(
-        self, count: int = 2, token_delay: float = 0.02, tokens: int = 20, drain: float = 20
-    ) -> None:
-        haproxy = shutil.which("haproxy")
-        if haproxy is None:
-            raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
-        replica_port = free_port()
-        replica = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "loadtests.paced_replica", "--port", str(replica_port)),
-                *("--token-delay", str(token_delay), "--tokens", str(tokens)),
-            ]
-        )
-        self._others.append(replica)
-        wait_ready(f"http://127.0.0.1:{replica_port}/health", replica, 60, interval=0.1)
-        for i in range(count):
-            port = free_port()
-            config = gateway_config(
-                self.model_dir,
-                self.workdir / f"registry-{i}",
-                f"http://127.0.0.1:{replica_port}",
-                port,
-                drain,
-            )
-            path = self.workdir / f"gateway-{i}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            self.gateways.append(GatewayProcess(path, port, self.workdir / f"gateway-{i}.log"))
-        for g in self.gateways:
-            g.start()
-        for g in self.gateways:
-            g.wait_ready()
-        self.port = free_port()
-        servers = "\n".join(
-            f"    server g{i} 127.0.0.1:{g.port}" for i, g in enumerate(self.gateways)
-        )
-        cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(HAPROXY_CFG.format(port=self.port, servers=servers))
-        with (self.workdir / "haproxy.log").open("ab") as log:
-            proxy = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stdout=log, stderr=log)
-        self._others.append(proxy)
-        wait_ready(self.url + "/ready", proxy, 30, interval=0.1)
-
-    def stop(self) -> None:
-        for g in self.gateways:
-            g.kill()
-        for p in reversed(self._others):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+def _in_flight(rig: Rig, gateway: GatewayProcess, locust: _Locust, at_least: int) -> int:
+    """Streams HAProxy has on ``gateway``, waiting (bounded) until there are ``at_least``,
+    so the signal meets requests in flight."""
+    deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+    while True:
+        current = rig.stats()[1][gateway.name].current
+        if current >= at_least or time.monotonic() > deadline:
+            return current
+        locust.check_alive()
+        time.sleep(0.01)
 
 
-CHAT = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+def _restart(rig: Rig, gateway: GatewayProcess, locust: _Locust, plan: Plan) -> Restart:
+    in_flight = _in_flight(rig, gateway, locust, plan.in_flight_at_least)
+    signal_s = locust.now()
+    code = gateway.stop(plan.stop_signal, plan.drain_wait_s)
+    exit_s = ready_s = up_s = locust.now()
+    if plan.bring_back:
+        gateway.start()
+        gateway.wait_ready(plan.ready_timeout_s)
+        ready_s = locust.now()
+        rig.wait_up([gateway.name], 60)
+        up_s = locust.now()
+    locust.check_alive()
+    print(
+        f"rolling restart: {gateway.name} {plan.stop_signal.name} with {in_flight} in flight,"
+        f" exit {code} after {exit_s - signal_s:.1f} s, in rotation again after"
+        f" {up_s - signal_s:.1f} s",
+        flush=True,
+    )
+    name = plan.stop_signal.name.removeprefix("SIG")
+    return Restart(gateway.name, name, in_flight, signal_s, exit_s, code, ready_s, up_s)
 
 
-async def one_request(client: httpx.AsyncClient, url: str) -> str:
-    """``completed``, ``refused`` (an error status, nothing started) or ``cut``."""
-    started = False
+def run_rolling_restart(
+    rig: Rig, scenario_path: Path, scenario: Scenario, out: Path, plan: Plan
+) -> RunResult:
+    """Locust through ``rig`` (started) while its gateways restart one at a time."""
+    users = scenario.pinned_users or 8
+    locust = _Locust(scenario_path, rig.url, users, out, plan)
+    restarts: list[Restart] = []
     try:
-        async with client.stream("POST", url + "/v1/chat/completions", json=CHAT) as r:
-            if r.status_code != 200:
-                await r.aread()
-                return "refused"
-            started = True
-            last: str | None = None
-            finished = False
-            async for line in r.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                last = line[6:]
-                if last != "[DONE]":
-                    event = json.loads(last)
-                    if "error" in event:
-                        return "cut"
-                    finished = finished or any(
-                        c.get("finish_reason") for c in event.get("choices", [])
-                    )
-            return "completed" if last == "[DONE]" and finished else "cut"
-    except httpx.HTTPError:
-        return "cut" if started else "refused"
+        _wait_for_load(rig, locust, users, plan.ready_timeout_s)
+        load_began = locust.now()
+        time.sleep(plan.warmup_s)
+        order = plan.gateways if plan.gateways is not None else range(len(rig.gateways))
+        for index in order:
+            restarts.append(_restart(rig, rig.gateways[index], locust, plan))
+            time.sleep(plan.settle_s)
+        while locust.now() - load_began < plan.min_run_s:
+            locust.check_alive()
+            time.sleep(0.2)
+        load_s = locust.now() - load_began
+        code = locust.finish(plan.stop_timeout_s + LOCUST_GRACE_S)
+    finally:
+        locust.kill()
+    if code not in (0, 1):  # 1: some requests failed, which the verdict reports
+        raise RuntimeError(f"locust failed (exit {code}); see {locust.prefix}.log")
+    requests_csv = Path(f"{locust.prefix}{REQUESTS_SUFFIX}")
+    return RunResult(read_rows(requests_csv), restarts, code, load_s, requests_csv)
 
 
-async def stream_load(url: str, workers: int, stop: asyncio.Event) -> Counter[str]:
-    outcomes: Counter[str] = Counter()
-    async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
-
-        async def worker() -> None:
-            while not stop.is_set():
-                outcomes[await one_request(client, url)] += 1
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-    return outcomes
-
-
-async def rolling_restart(rig: Rig, workers: int, settle: float = 1.0) -> Counter[str]:
-    """Stream through HAProxy while each gateway is restarted in turn."""
-    stop = asyncio.Event()
-    load = asyncio.create_task(stream_load(rig.url, workers, stop))
-    await asyncio.sleep(settle)
-    for g in rig.gateways:
-        code = await asyncio.to_thread(g.stop)
-        if code != 0:
-            raise RuntimeError(f"gateway on {g.port} exited with {code}, not 0")
-        g.start()
-        await asyncio.to_thread(g.wait_ready)
-        await asyncio.sleep(settle)  # HAProxy's rise: 2 checks
-    stop.set()
-    return await load
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.rolling_restart",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
+    parser.add_argument(
+        "--run-time", type=run_time_arg, default="60s", help="load in all, at least (e.g. 90s)"
+    )
+    parser.add_argument("--warmup", type=float, default=10.0, help="s of load before a restart")
+    parser.add_argument("--settle", type=float, default=5.0, help="s between two restarts")
+    parser.add_argument(
+        "--signal",
+        choices=["TERM", "KILL"],
+        default="TERM",
+        help="TERM: graceful drain; KILL: the abrupt negative control (must fail)",
+    )
+    parser.add_argument("--gateways", type=int, default=2, help="gateways behind HAProxy")
+    parser.add_argument("--out", type=Path, default=Path("loadtest-results/rolling-restart"))
     parser.add_argument(
         "--model-dir", type=Path, default=None, help="base model folder (default: the demo's)"
     )
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("loadtest-results/rolling-restart"))
-    args = parser.parse_args()
+    parser.add_argument("--ready-timeout", type=float, default=900, help="s for a gateway start")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    keys = export_keys(args.scenario)  # before Locust starts: it inherits the keys
+    scenario = load_scenario(args.scenario)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.model_dir is None:
         from loadtests.run import demo_base_dir
 
         args.model_dir = demo_base_dir()
-    rig = Rig(args.out, args.model_dir)
+    plan = Plan(
+        warmup_s=args.warmup,
+        settle_s=args.settle,
+        min_run_s=parse_duration(args.run_time),
+        stop_signal=signal.Signals[f"SIG{args.signal}"],
+        ready_timeout_s=args.ready_timeout,
+    )
+    load_before = os.getloadavg()
+    rig = Rig(args.out, args.model_dir, scenario, keys, ready_timeout=args.ready_timeout)
     try:
-        rig.start()
-        began = time.monotonic()
-        outcomes = asyncio.run(rolling_restart(rig, args.workers))
+        rig.start(args.gateways)
+        result = run_rolling_restart(rig, args.scenario, scenario, args.out, plan)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"rolling restart: {exc}", file=sys.stderr)
+        return 1
     finally:
         rig.stop()
-    lines = [
-        "# Rolling restart: two gateways behind HAProxy, each restarted once under load",
-        "",
-        f"{args.workers} streaming workers for {time.monotonic() - began:.0f} s;"
-        f" gateway exit codes {[g.exit_codes for g in rig.gateways]}.",
-        "",
-        "| completed | refused before start | cut mid-stream |",
-        "|---|---|---|",
-        f"| {outcomes['completed']} | {outcomes['refused']} | {outcomes['cut']} |",
+    load_after = os.getloadavg()
+    notes = [
+        f"scenario `{args.scenario}`: {scenario.pinned_users or 8} Locust users (headless),"
+        f" {result.load_s:.0f} s of load; {args.gateways} `loragate serve` gateways (remote"
+        " mode, one paced fake replica) behind HAProxy checking `/ready` every 250 ms",
+        f"Locust exit code {result.locust_exit} (1 when any request failed or was refused);"
+        f" per-request records `{result.requests_csv.name}`",
+        "load average (1, 5, 15 min) before "
+        + ", ".join(f"{v:.2f}" for v in load_before)
+        + "; after "
+        + ", ".join(f"{v:.2f}" for v in load_after)
+        + f"; {os.cpu_count()} CPUs",
     ]
-    report = args.out / "rolling-restart.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tenants = [t.name for t in scenario.tenants]
+    report = write_report(args.out, result.rows, result.restarts, tenants, notes)
     print(report.read_text(encoding="utf-8"))
+    return 0 if verdict(result.rows, result.restarts).passed else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -21,6 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,15 @@ class Bm25Index:
         k1: float = 1.2,
         b: float = 0.75,
         languages: Sequence[str] = (),
+        row_languages: Sequence[str] | None = None,
     ) -> None:
         self.vocabulary = vocabulary
+        self.row_languages = None if row_languages is None else tuple(row_languages)
+        """Each row's language, when known (indexes saved before it was recorded lack
+        it); with it, ``languages`` is exactly the rows' and a language whose rows were
+        all removed is dropped."""
+        if self.row_languages is not None:
+            languages = self.row_languages
         self.languages: tuple[str, ...] = tuple(sorted(set(languages)))
         """Languages of the indexed texts (a query is also stemmed in each)."""
         self.term_ids = {term: i for i, term in enumerate(vocabulary)}
@@ -69,7 +77,10 @@ class Bm25Index:
 
     @classmethod
     def build(cls, texts: Sequence[str], languages: Sequence[str] | None = None) -> Bm25Index:
-        empty = cls([], np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        empty = cls(
+            [], np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+            row_languages=(),
+        )  # fmt: skip
         return empty.updated(None, texts, languages)
 
     def updated(
@@ -112,7 +123,14 @@ class Bm25Index:
             k1=self.k1,
             b=self.b,
             languages=[*self.languages, *set(languages)],
+            row_languages=self._kept_languages(keep, languages),
         )
+
+    def _kept_languages(self, keep: np.ndarray | None, added: list[str]) -> list[str] | None:
+        if self.row_languages is None:
+            return None  # unknown per row: ``languages`` only grows
+        kept = self.row_languages if keep is None else [self.row_languages[i] for i in keep]
+        return [*kept, *added]
 
     def _build_postings(self) -> None:
         n = self.size
@@ -157,12 +175,17 @@ class Bm25Index:
         return scores[order].astype(np.float32), order.astype(np.int64)
 
     def save(self, directory: Path) -> None:
-        np.savez(
-            directory / "bm25.npz",
-            indptr=self.indptr,
-            terms=self.terms,
-            frequencies=self.frequencies,
-        )
+        arrays: dict[str, Any] = {
+            "indptr": self.indptr,
+            "terms": self.terms,
+            "frequencies": self.frequencies,
+        }
+        if self.row_languages is not None:  # as positions in the saved ``languages``
+            position = {lang: i for i, lang in enumerate(self.languages)}
+            arrays["row_languages"] = np.array(
+                [position[lang] for lang in self.row_languages], dtype=np.int16
+            )
+        np.savez(directory / "bm25.npz", **arrays)
         (directory / "bm25_vocabulary.json").write_text(
             json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8"
         )
@@ -180,13 +203,20 @@ class Bm25Index:
         if meta.get("analyzer") != ANALYZER_VERSION:
             return None
         vocabulary = json.loads((directory / "bm25_vocabulary.json").read_text(encoding="utf-8"))
+        languages = list(meta.get("languages", ()))
         with np.load(directory / "bm25.npz", allow_pickle=False) as arrays:
+            row_languages = None
+            if "row_languages" in arrays.files:
+                row_languages = [languages[i] for i in arrays["row_languages"].tolist()]
+                if len(row_languages) != len(arrays["indptr"]) - 1:
+                    raise ValueError("bm25: row languages and rows disagree")
             return cls(
                 vocabulary,
                 arrays["indptr"],
                 arrays["terms"],
                 arrays["frequencies"],
-                languages=meta.get("languages", ()),
+                languages=languages,
+                row_languages=row_languages,
             )
 
 

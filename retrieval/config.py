@@ -57,6 +57,10 @@ class RetrievalConfig:
     """Reciprocal rank fusion constant: fused score = sum of 1 / (rrf_k + rank)."""
     hybrid_candidates: int = 50
     """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
+    passage_tokens: int = 0
+    """Grow each search hit with the adjacent chunks of its own section up to this many
+    cl100k tokens, a lower hit it swallows freeing its slot (0: single chunks). See
+    ``retrieval/expand.py`` and the measurement in ``retrieval/bench/README.md``."""
     keep_versions: int = 2
     """Committed versions kept on disk per collection (the current one included)."""
 
@@ -73,5 +77,7 @@ class RetrievalConfig:
             raise ValueError("hnsw_threshold must be positive and hnsw_m at least 4")
         check_language(self.language)
         check_language(self.query_language)
+        if self.passage_tokens < 0:
+            raise ValueError("passage_tokens must be >= 0 (0: single chunks)")
         if self.keep_versions < 2:
             raise ValueError("keep_versions must be at least 2 (current + previous)")

@@ -272,7 +272,8 @@ def embed_chunks(
     progress: bool,
 ) -> np.ndarray:
     """Vectors for the new chunks, in order; a chunk whose text is unchanged from the
-    document's previous version reuses its stored vector instead of being re-embedded."""
+    document's previous version reuses its stored vector instead of being re-embedded.
+    The embedder is called with ``batch_size`` texts at a time, sorted by length."""
     texts = [c.embedding_text() for p in prepared for c in p.chunks]
     old_rows = {
         base.chunks[row].embedding_text(): row
@@ -283,7 +284,12 @@ def embed_chunks(
     reused = [i for i, text in enumerate(texts) if text in old_rows]
     if reused:
         vectors[reused] = base.dense.rows(np.array([old_rows[texts[i]] for i in reused]))
-    missing = [i for i, text in enumerate(texts) if text not in old_rows]
+    # Longest first, so each call gets texts of similar length: a batch is padded to its
+    # longest text, and in document order most of a batch would be padding. Vectors are
+    # written back by index, so the order of the result does not change.
+    missing = sorted(
+        (i for i, text in enumerate(texts) if text not in old_rows), key=lambda i: -len(texts[i])
+    )
     with tqdm(total=len(missing), desc="Embedding", unit="chunk", disable=not progress) as bar:
         for start in range(0, len(missing), batch_size):
             batch = missing[start : start + batch_size]
@@ -293,6 +299,6 @@ def embed_chunks(
                     f"embedder {embedder.name!r} returned shape {embedded.shape}, "
                     f"expected ({len(batch)}, {embedder.dimension})"
                 )
-            vectors[batch] = embedded
+            vectors[batch[::-1]] = embedded
             bar.update(len(batch))
     return vectors

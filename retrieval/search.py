@@ -8,11 +8,14 @@ from typing import Literal, get_args
 import numpy as np
 
 from retrieval.collection import Snapshot
+from retrieval.expand import build_passages
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.records import SearchHit
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+PASSAGE_CANDIDATES = 3
+"""Candidates per requested hit when hits grow into passages (they may absorb others)."""
 
 
 def search_snapshots(
@@ -25,6 +28,7 @@ def search_snapshots(
     rrf_k: int = 60,
     hybrid_candidates: int = 50,
     language: str | None = None,
+    passage_tokens: int = 0,
 ) -> list[SearchHit]:
     """The ``k`` best chunks of ``snapshots`` for ``query``.
 
@@ -33,12 +37,18 @@ def search_snapshots(
     score and ``bm25`` by BM25 score; ``hybrid`` takes ``max(k, hybrid_candidates)``
     candidates from each ranker of each collection and fuses all those rankings.
     ``language`` is the query's language for BM25 (None: detected).
+
+    ``passage_tokens > 0`` returns passages instead of single chunks: each hit grows
+    with adjacent chunks of its own section up to that many cl100k tokens, and lower
+    hits it swallows free their slot (``retrieval.expand``); ``PASSAGE_CANDIDATES``
+    times ``k`` candidates are ranked so the freed slots can be filled.
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, not {mode!r}")
     if k <= 0 or not query.strip() or not any(s.chunks for s in snapshots):
         return []
-    depth = k if mode != "hybrid" else max(k, hybrid_candidates)
+    wanted = k * PASSAGE_CANDIDATES if passage_tokens > 0 else k
+    depth = wanted if mode != "hybrid" else max(wanted, hybrid_candidates)
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)
     if mode != "dense":
         for number, snapshot in enumerate(snapshots):
@@ -51,11 +61,14 @@ def search_snapshots(
             rankings.append([(float(s), number, int(r)) for s, r in zip(scores, rows, strict=True)])
     if mode == "hybrid":
         fused = reciprocal_rank_fusion(
-            [[(n, r) for _, n, r in ranking] for ranking in rankings], k=rrf_k, limit=k
+            [[(n, r) for _, n, r in ranking] for ranking in rankings], k=rrf_k, limit=wanted
         )
         best = [(score, n, r) for (n, r), score in fused]
     else:
-        best = sorted((hit for ranking in rankings for hit in ranking), key=lambda h: -h[0])[:k]
+        merged = (hit for ranking in rankings for hit in ranking)
+        best = sorted(merged, key=lambda h: -h[0])[:wanted]
+    if passage_tokens > 0:
+        return build_passages(snapshots, best, k=k, passage_tokens=passage_tokens)
     return [
         SearchHit.from_chunk(snapshots[n].chunks[r], score, snapshots[n].name)
         for score, n, r in best

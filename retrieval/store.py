@@ -187,6 +187,7 @@ class CollectionStore:
             rrf_k=self.config.rrf_k,
             hybrid_candidates=self.config.hybrid_candidates,
             language=language,
+            passage_tokens=self.config.passage_tokens,
         )
 
     # --- writing --------------------------------------------------------------------

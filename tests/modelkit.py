@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from adapters.random_lora import ATTENTION_MODULES, write_random_lora
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_KIT_VERSION = "1"
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def cache_root() -> Path:
@@ -114,50 +113,18 @@ def write_random_adapter(
     zero: bool = False,
     target_modules: tuple[str, ...] = ATTENTION_MODULES,
 ) -> Path:
-    """Write a PEFT LoRA adapter (safetensors) for the model in ``base_dir``."""
-    config = json.loads((base_dir / "config.json").read_text())
-    hidden = config["hidden_size"]
-    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
-    q_out = config["num_attention_heads"] * head_dim
-    kv_out = config["num_key_value_heads"] * head_dim
-    shapes = {
-        "q_proj": (hidden, q_out),
-        "k_proj": (hidden, kv_out),
-        "v_proj": (hidden, kv_out),
-        "o_proj": (q_out, hidden),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    tensors: dict[str, torch.Tensor] = {}
-    for layer in range(config["num_hidden_layers"]):
-        for module in target_modules:
-            fan_in, fan_out = shapes[module]
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            a = torch.randn(rank, fan_in, generator=gen) * scale
-            b = torch.randn(fan_out, rank, generator=gen) * scale
-            if zero:
-                a.zero_()
-                b.zero_()
-            tensors[f"{prefix}.lora_A.weight"] = a.to(torch.bfloat16).contiguous()
-            tensors[f"{prefix}.lora_B.weight"] = b.to(torch.bfloat16).contiguous()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
-    (out_dir / "adapter_config.json").write_text(
-        json.dumps(
-            {
-                "peft_type": "LORA",
-                "task_type": "CAUSAL_LM",
-                "base_model_name_or_path": str(base_dir),
-                "r": rank,
-                "lora_alpha": alpha,
-                "lora_dropout": 0.0,
-                "bias": "none",
-                "fan_in_fan_out": False,
-                "target_modules": list(target_modules),
-            },
-            indent=2,
-        )
+    """Write a PEFT LoRA adapter (safetensors, bf16) for the model in ``base_dir``."""
+    return write_random_lora(
+        base_dir,
+        out_dir,
+        seed=seed,
+        rank=rank,
+        alpha=alpha,
+        scale=scale,
+        zero=zero,
+        target_modules=target_modules,
+        dtype="bfloat16",
     )
-    return out_dir
 
 
 def fingerprint(path: Path) -> str:

@@ -35,6 +35,7 @@ class ChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), ChatHandler)
         self.asked: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.busy_left = 0  # requests for ``m-busy`` refused with 429 before it answers
 
 
 class ChatHandler(BaseHTTPRequestHandler):
@@ -52,16 +53,21 @@ class ChatHandler(BaseHTTPRequestHandler):
         question = body["messages"][-1]["content"]
         with self.server.lock:
             self.server.asked.append((body["model"], question))
-        if body["model"] == "broken":
+        refused = 0
+        if body["model"] == "m-busy":
+            with self.server.lock:
+                refused, self.server.busy_left = self.server.busy_left, self.server.busy_left - 1
+        if body["model"] == "broken" or refused > 0:
             payload = json.dumps({"error": {"message": "no such model", "type": "x"}})
-            self.send_response(404)
+            self.send_response(404 if body["model"] == "broken" else 429)
+            self.send_header("Retry-After", "0")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload.encode())
             return
         time.sleep(ANSWER_DELAY_S)
-        text = "Paris it is." if body["model"] == "m-alpha" else "No idea."
+        text = "Paris it is." if body["model"] in ("m-alpha", "m-busy") else "No idea."
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -194,6 +200,35 @@ def test_failed_pairs_are_retried_and_changed_variants_redone(
     )
     assert main(args) == 0  # beta now sends a system prompt: its answers are redone
     assert sorted(server.asked) == [("m-beta", "Q0?"), ("m-beta", "Q1?")]
+
+
+def test_a_busy_gateway_is_waited_out_not_recorded_as_failed(
+    server: ChatServer, tmp_path: Path
+) -> None:
+    # 429 (the tenant's in-flight cap) more times than the SDK's own two retries cover.
+    eval_file, variants = write_inputs(tmp_path, "  - {name: busy, model: m-busy}\n")
+    server.busy_left = 5
+    out = tmp_path / "out"
+    assert main([*compare_args(server, eval_file, variants, out), "--limit", "1"]) == 0
+    busy = [r for r in lines(out / "results.jsonl") if r["variant"] == "busy"]
+    assert [(r["error"], r["text"]) for r in busy] == [(None, "Paris it is.")]
+    assert server.asked.count(("m-busy", "Q0?")) == 6
+
+
+def test_a_report_leaves_out_answers_made_with_other_settings(
+    server: ChatServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eval_file, variants = write_inputs(tmp_path)
+    out = tmp_path / "out"
+    args = [*compare_args(server, eval_file, variants, out), "--limit", "2"]
+    assert main([*args, "--max-tokens", "48"]) == 0
+    assert "2 items x 2 variants: 4 answers" in (out / "report.md").read_text()
+    capsys.readouterr()
+    # answers made at 48 tokens are not reported as answers made at 96
+    assert main([*args, "--report-only", "--max-tokens", "96"]) == 0
+    assert "4 saved answers were made with other inputs" in capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert "2 items x 2 variants: 0 answers" in report and "max_tokens 96" in report
 
 
 def test_bad_input_files_exit_2_with_line_numbers(

@@ -110,6 +110,40 @@ async def test_streams_past_the_drain_timeout_end_with_an_error_event(gw: FakeGa
     assert state_of(gw).pipeline.queue.in_use == 0
 
 
+async def test_requests_waiting_for_the_engine_are_refused_when_the_drain_begins(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+):
+    engine = FakeEngine(reply_words=400)
+    engine.token_delay = 0.01
+    settings = fake_settings(
+        fake_kit,
+        tmp_path / "registry",
+        server={"drain_timeout": 30},
+        admission={"max_concurrency": 1, "max_queue": 8, "max_queue_wait": 30},
+    )
+    async with run_fake_gateway(settings, renderer, engine) as gw:
+        state = state_of(gw)
+        queue, drain = state.pipeline.queue, state.pipeline.drain
+        stream = asyncio.create_task(stream_body(gw, 40))  # ~0.4 s, holds the one slot
+        await until(lambda: queue.in_use == 1)
+        queued = [
+            asyncio.create_task(gw.client.post("/v1/chat/completions", json=CHAT)) for _ in range(2)
+        ]
+        await until(lambda: queue.depth == 2)
+        began = time.monotonic()
+        drain.begin()
+        for response in await asyncio.gather(*queued):
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "shutting_down"
+            assert int(response.headers["Retry-After"]) >= 1
+        assert time.monotonic() - began < 0.3  # at once, not after the stream or a timeout
+        assert not stream.done()
+        assert await drain.run() is True  # the running stream finishes normally
+        events = parse_sse(await stream)
+        assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "length"
+        assert len(engine.requests) == 1 and queue.in_use == 0 and queue.depth == 0
+
+
 # ---------------------------------------------------------------- real process
 
 

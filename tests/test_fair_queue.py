@@ -1,24 +1,27 @@
-"""``FairQueue`` on its own: capacity, fair order by weight, bounds, cancellation."""
+"""``FairQueue`` on its own: capacity, fair order by weight, headroom for tenants below
+their share, bounds, cancellation, drain."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.errors import OverloadedError
+from gateway.errors import OverloadedError, ShuttingDownError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.fair_queue import FairQueue
 
 
 def make_queue(
-    capacity: int = 1, depth: int = 100, wait: float = 30.0
+    capacity: int = 1, depth: int = 100, wait: float = 30.0, **options: Any
 ) -> tuple[FairQueue, GatewayMetrics]:
     metrics = GatewayMetrics(CollectorRegistry(), also_render=None)
     metrics.labels.update(tenants=["a", "b", "c"])
-    return FairQueue(capacity, depth, wait, metrics), metrics
+    return FairQueue(capacity, depth, wait, metrics, **options), metrics
 
 
 class Runner:
@@ -211,4 +214,197 @@ async def test_granted_then_cancelled_before_running_gives_the_slot_back():
     waiter.cancel()
     results = await asyncio.gather(waiter, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError)
+    assert queue.in_use == 0
+
+
+# ---------------------------------------------------------------- headroom
+
+
+def running(r: Runner, tenant: str) -> list[str]:
+    """Names of ``tenant``'s requests granted and not finished."""
+    return [n for n in r.granted if n.startswith(tenant) and not r.tasks[n].done()]
+
+
+async def test_a_flooder_alone_gets_every_slot():
+    queue, _ = make_queue(capacity=8, headroom=1)
+    r = Runner(queue)
+    for i in range(20):
+        r.submit(f"a{i}", "a")
+    await r.settle()
+    assert queue.in_use == 8 and queue.depth == 12
+    await r.finish("a0")
+    await r.settle()
+    assert queue.in_use == 8  # nobody else is active: nothing is kept free
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+
+
+@pytest.mark.parametrize("headroom", [1, 0])
+async def test_headroom_starts_a_light_tenants_request_at_once_during_a_flood(headroom: int):
+    queue, _ = make_queue(capacity=8, headroom=headroom)
+    r = Runner(queue)
+    r.submit("b0", "b")  # the light tenant has been active lately
+    await r.settle()
+    await r.finish("b0")
+    for i in range(20):
+        r.submit(f"a{i}", "a")
+    await r.settle()
+    assert len(running(r, "a")) == 8 - headroom
+    r.submit("b1", "b")
+    await r.settle()
+    if not headroom:  # off: it waits for a flooder's slot (the tail latency headroom cuts)
+        assert "b1" not in r.granted
+        await r.finish("a0")
+        await r.settle()
+    assert "b1" in r.granted
+    if headroom:
+        assert queue.in_use == 8 and len(running(r, "a")) == 7
+        await r.finish("a0")  # the flooder's freed slot stays free: b is below its share
+        await r.settle()
+        assert queue.in_use == 7 and len(running(r, "a")) == 6
+        r.submit("b2", "b")
+        await r.settle()
+        assert "b2" in r.granted
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+    assert queue.in_use == 0 and queue.depth == 0
+
+
+async def test_headroom_is_capped_at_a_quarter_of_the_slots():
+    queue, _ = make_queue(capacity=8, headroom=1)
+    r = Runner(queue)
+    for tenant in ("b", "c", "d"):  # three light tenants, active, holding nothing
+        r.submit(f"{tenant}0", tenant)
+        await r.settle()
+        await r.finish(f"{tenant}0")
+    for i in range(20):
+        r.submit(f"a{i}", "a")
+    await r.settle()
+    assert len(running(r, "a")) == 6  # 3 tenants below share, but at most 8 // 4 kept
+    for i in range(3):
+        await r.finish(f"a{i}")
+        await r.settle()
+        assert len(running(r, "a")) == 6 and queue.in_use == 6
+    r.submit("b1", "b")
+    r.submit("c1", "c")
+    r.submit("d1", "d")
+    await r.settle()
+    assert {"b1", "c1"} <= set(r.granted) and "d1" not in r.granted
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+
+
+async def test_a_tenant_below_its_weighted_share_takes_the_reserve():
+    queue, _ = make_queue(capacity=8, headroom=1)
+    r = Runner(queue)
+    r.submit("c0", "c")  # a light tenant, active
+    await r.settle()
+    await r.finish("c0")
+    for i in range(12):
+        r.submit(f"a{i}", "a", weight=1.0)
+    await r.settle()
+    assert len(running(r, "a")) == 7
+    for i in range(12):
+        r.submit(f"b{i}", "b", weight=6.0)  # share 8 x 6/8 = 6
+    await r.settle()
+    assert len(running(r, "b")) == 1  # below its share: it took the free slot
+    for i in range(6):
+        await r.finish(f"a{i}")
+        await r.settle()
+    # b took a's slots until at its share; then one stays free for c
+    assert len(running(r, "b")) == 6 and len(running(r, "a")) == 1 and queue.in_use == 7
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+
+
+async def test_a_reserve_lapses_with_its_tenant_and_the_slot_is_used():
+    queue, _ = make_queue(capacity=4, headroom=1, active_seconds=0.05)
+    r = Runner(queue)
+    r.submit("b0", "b")
+    await r.settle()
+    await r.finish("b0")
+    for i in range(10):
+        r.submit(f"a{i}", "a")
+    await r.settle()
+    assert len(running(r, "a")) == 3
+    began = time.monotonic()
+    async with asyncio.timeout(2):
+        while queue.in_use < 4:  # noqa: ASYNC110 (no arrival, no release: only the lapse)
+            await asyncio.sleep(0.005)
+    assert time.monotonic() - began < 0.5
+    await r.settle()
+    assert len(running(r, "a")) == 4
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+
+
+async def test_with_headroom_no_more_than_the_reserve_idles_while_requests_wait():
+    queue, _ = make_queue(capacity=8, depth=1000, headroom=1, active_seconds=0.02)
+    rng = random.Random(11)
+    worst = 0
+
+    async def request(tenant: str) -> None:
+        async with queue.slot(tenant, rng.choice([1.0, 2.0]), 1):
+            await asyncio.sleep(rng.random() * 0.01)
+
+    async def tenant_load(tenant: str, count: int, pause: float) -> None:
+        tasks = []
+        for _ in range(count):
+            tasks.append(asyncio.create_task(request(tenant)))
+            await asyncio.sleep(rng.random() * pause)
+        await asyncio.gather(*tasks)
+
+    async def watch() -> None:
+        nonlocal worst
+        while True:
+            if queue.depth:
+                worst = max(worst, queue.capacity - queue.in_use)
+            await asyncio.sleep(0.0005)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(
+        tenant_load("a", 300, 0.0005), tenant_load("b", 30, 0.01), tenant_load("c", 15, 0.03)
+    )
+    watcher.cancel()
+    assert 0 < worst <= 8 // 4
+    assert queue.in_use == 0 and queue.depth == 0 and queue.depths() == {}
+
+
+# ---------------------------------------------------------------- drain
+
+
+async def test_close_refuses_the_waiters_at_once_and_whatever_would_wait():
+    queue, metrics = make_queue(capacity=1)
+    r = Runner(queue)
+    for name, tenant in (("a0", "a"), ("a1", "a"), ("b0", "b")):
+        r.submit(name, tenant)
+    await r.settle()
+    assert queue.depth == 2
+
+    def refusal() -> ShuttingDownError:
+        return ShuttingDownError("draining", headers={"Retry-After": "1"})
+
+    queue.close(refusal)
+    await r.settle()
+    for name in ("a1", "b0"):
+        assert r.tasks[name].done()
+        assert isinstance(r.tasks[name].exception(), ShuttingDownError)
+    assert queue.depth == 0 and queue.depths() == {} and r.granted == ["a0"]
+    with pytest.raises(ShuttingDownError):
+        queue.check("c")
+    with pytest.raises(ShuttingDownError):
+        async with queue.slot("c", 1.0, 1):
+            pass
+    assert (
+        metrics.registry.get_sample_value(
+            "loragate_fair_queue_refusals_total", {"reason": "shutting_down"}
+        )
+        == 4
+    )
+    await r.finish("a0")  # what runs finishes
     assert queue.in_use == 0

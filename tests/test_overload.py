@@ -98,6 +98,30 @@ async def test_a_flooding_tenant_does_not_delay_a_light_one(slow_gw: FakeGateway
     assert state.pipeline.queue.in_use == 0 and state.pipeline.queue.depth == 0
 
 
+@pytest.mark.parametrize("headroom", [1, 0])
+async def test_headroom_starts_a_light_tenants_requests_without_waiting(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, headroom: int
+):
+    engine = FakeEngine(reply_words=8)
+    engine.token_delay = 0.01
+    async for gw in gateway(
+        fake_kit, tmp_path, renderer, engine, max_concurrency=8, max_queue=64, headroom=headroom
+    ):
+        queue = state_of(gw).pipeline.queue
+        assert (await chat(gw, "b"))[0].status_code == 200  # b is active from now on
+        flood = [asyncio.create_task(chat(gw, "a")) for _ in range(32)]
+        await until(lambda: queue.depth > 0)  # noqa: B023 (awaited here, not later)
+        assert queue.in_use == 8 - headroom  # one slot kept for b
+        for _ in range(3):
+            assert (await chat(gw, "b"))[0].status_code == 200
+        assert all(r.status_code == 200 for r, _ in await asyncio.gather(*flood))
+        metrics = state_of(gw).metrics.registry
+        sample = {"tenant": "b"}
+        assert metrics.get_sample_value("loragate_fair_queue_wait_seconds_count", sample) == 4
+        waited = metrics.get_sample_value("loragate_fair_queue_wait_seconds_sum", sample)
+        assert (waited == 0) == bool(headroom)  # with headroom b never waited for a slot
+
+
 async def test_overload_is_a_fast_503_with_retry_after(
     fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
 ):

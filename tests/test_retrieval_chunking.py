@@ -88,3 +88,54 @@ def test_text_without_any_boundary_is_still_cut_to_size() -> None:
     assert len(chunks) > 5
     assert all(count_tokens(c.embedding_text()) <= 66 for c in chunks)
     assert chunks[-1].end == len(text)
+
+
+DEFINITIONS = b"""<html><head><title>Server Configuration</title></head><body>
+<h2>Memory</h2>
+<p>Settings that control memory use.</p>
+<dl class="variablelist">
+  <dt id="guc-a"><code>shared_buffers</code> (<code>integer</code>)</dt>
+  <dd><p>Sets the shared memory buffers. The default is typically 128 megabytes.</p></dd>
+  <dt><code>-a</code><br><code>--all</code></dt><dt><code>--every</code></dt>
+  <dd><p>Processes everything.</p>
+    <dl><dt>inner</dt><dd><p>A nested option.</p></dd></dl>
+    <p>Back in the outer definition.</p></dd>
+</dl>
+<p>After the list, still under Memory.</p>
+<h2>Disk</h2><p>Disk settings.</p>
+</body></html>"""
+
+
+def test_definition_list_terms_open_sub_sections() -> None:
+    document = extract(DEFINITIONS, "text/html", "config.html", "config")
+    sections = {document.text[s.start : s.end].strip(): s.heading_path for s in document.sections}
+
+    assert sections["Sets the shared memory buffers. The default is typically 128 megabytes."] == (
+        "Memory",
+        "shared_buffers (integer)",
+    )
+    assert sections["Processes everything."] == ("Memory", "-a --all, --every")
+    assert sections["A nested option."] == ("Memory", "-a --all, --every", "inner")
+    assert sections["Back in the outer definition."] == ("Memory", "-a --all, --every")
+    assert sections["After the list, still under Memory."] == ("Memory",)
+    assert sections["Disk settings."] == ("Disk",)
+    assert "shared_buffers (integer)" in document.text, "terms stay in the text"
+    chunks = Chunker(120, 20).chunk(
+        document, document_id="d", source="config.html", content_hash="0123456789abcdef"
+    )
+    default = next(c for c in chunks if "128 megabytes" in c.text)
+    assert default.context_line == "Server Configuration > Memory > shared_buffers (integer)"
+
+
+def test_deeply_nested_definition_lists_extract_in_linear_time() -> None:
+    import time
+
+    def seconds(depth: int) -> float:
+        data = b"<html><body>" + b"<dl><dt>term</dt><dd>text " * depth + b"</body></html>"
+        start = time.perf_counter()
+        document = extract(data, "text/html", "deep.html", "deep")
+        assert max(len(s.heading_path) for s in document.sections) <= 3
+        return time.perf_counter() - start
+
+    seconds(500)
+    assert min(seconds(8000) for _ in range(2)) < 32 * min(seconds(1000) for _ in range(2)) + 0.05

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrieval import (
@@ -175,3 +177,38 @@ def test_directories_expand_to_supported_files_and_bytes_can_be_ingested(tmp_pat
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+class RecordingEmbedder(WordHashEmbedder):
+    """Remembers the texts of every ``embed_documents`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        return super().embed_documents(texts)
+
+
+def test_chunks_are_embedded_by_length_and_each_keeps_its_own_vector(tmp_path: Path) -> None:
+    sizes = [3, 40, 1, 25, 8, 60, 2, 15]  # sections of very different lengths, mixed
+    body = "\n\n".join(
+        f"## Part {n}\n\n" + " ".join(f"word{n} apple{n} pear{i % 7}" for i in range(size))
+        for n, size in enumerate(sizes)
+    )
+    _write(tmp_path / "mixed.md", f"# Mixed\n\n{body}\n")
+    embedder = RecordingEmbedder()
+    config = RetrievalConfig(embed_batch_size=3, chunk_tokens=64, chunk_overlap=0)
+    store = CollectionStore(tmp_path / "store", embedder, config)
+
+    store.ingest("kb", [tmp_path / "mixed.md"])
+
+    lengths = [len(text) for batch in embedder.batches for text in batch]
+    assert len(embedder.batches) >= 3 and all(len(b) <= 3 for b in embedder.batches)
+    assert lengths == sorted(lengths, reverse=True)  # longest first, across batches
+    snapshot = store.snapshot("kb")
+    alone = np.stack(
+        [WordHashEmbedder().embed_documents([c.embedding_text()])[0] for c in snapshot.chunks]
+    )
+    assert np.allclose(snapshot.dense.vectors(), alone, atol=1e-6)

@@ -99,6 +99,22 @@ def test_an_index_saved_by_an_older_analyzer_is_rebuilt_on_load(tmp_path: Path) 
     assert [h.chunk_id for h in hits] == [chunk.chunk_id]
 
 
+def test_a_language_whose_documents_are_all_deleted_is_dropped(tmp_path: Path) -> None:
+    store = CollectionStore(tmp_path, HashingEmbedder(), RetrievalConfig())
+    store.ingest_bytes("docs", SENTENCES["fr"].encode(), name="fr.txt")
+    store.ingest_bytes("docs", SENTENCES["en"].encode(), name="en.txt")
+    assert store.snapshot("docs").bm25.languages == ("en", "fr")
+    (french,) = [d for d in store.list_documents("docs") if d.language == "fr"]
+
+    store.delete_document("docs", french.document_id)
+
+    assert store.snapshot("docs").bm25.languages == ("en",)
+    reopened = CollectionStore(tmp_path, HashingEmbedder(), RetrievalConfig())
+    assert reopened.snapshot("docs").bm25.languages == ("en",)  # saved per row
+    reopened.ingest_bytes("docs", SENTENCES["de"].encode(), name="de.txt")
+    assert reopened.snapshot("docs").bm25.languages == ("de", "en")
+
+
 def test_configured_languages_override_detection(tmp_path: Path) -> None:
     config = RetrievalConfig(language="de", query_language="de")
     store = CollectionStore(tmp_path, HashingEmbedder(), config)

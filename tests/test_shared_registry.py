@@ -191,6 +191,21 @@ def test_a_stale_writer_loses_the_swap_and_reapplies(open_shared, source_root, m
         b.activate("chat", "v1")
 
 
+def test_register_asks_the_revision_once(open_shared, source_root, monkeypatch):
+    """One revision query per registration (before the files are committed); a save
+    made by another gateway after it is caught by the compare-and-swap (test above)."""
+    a = open_shared(refresh_seconds=60)
+    store = a._doc._store
+    asked: list[int] = []
+    real_revision = store.revision
+    monkeypatch.setattr(store, "revision", lambda: asked.append(1) or real_revision())
+    a.register("tone", source(source_root, 0))
+    assert len(asked) == 1
+    asked.clear()
+    a.activate("tone", "v1")  # other changes check it themselves
+    assert len(asked) == 1
+
+
 def test_a_save_whose_ack_was_lost_counts_as_done(open_shared, source_root, monkeypatch):
     """The UPDATE committed but the connection broke before its answer: the registry
     reads the document back, finds its own change, and keeps the files."""
@@ -243,8 +258,15 @@ def test_an_unreachable_postgres_fails_at_start_without_the_password(tmp_path, b
 def test_shared_store_settings_need_a_url_source(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="url_env or url_file"):
         SharedStoreSettings(kind="postgres")
-    with pytest.raises(ValueError, match="LG_TEST_PG_URL"):
+    with pytest.raises(ValueError, match=r"LG_TEST_PG_URL \(url_env\) is not set"):
         SharedStoreSettings(kind="postgres", url_env="LG_TEST_PG_URL")
+    with pytest.raises(ValueError, match=r"url_file .*missing is not a readable file"):
+        SharedStoreSettings(kind="postgres", url_file=tmp_path / "missing")
+    secret = tmp_path / "pg-url"
+    secret.write_text("postgresql://u:filepw@db/x\n")
+    assert (
+        SharedStoreSettings(kind="postgres", url_file=secret).url() == "postgresql://u:filepw@db/x"
+    )
     monkeypatch.setenv("LG_TEST_PG_URL", "postgresql://u:pw@db/x")
     settings = SharedStoreSettings(kind="postgres", url_env="LG_TEST_PG_URL")
     assert settings.url() == "postgresql://u:pw@db/x"

@@ -21,8 +21,9 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 
-from gateway.admin.request_body import declared_length, read_json_body, validated
+from gateway.admin.request_body import declared_length, read_json_body
 from gateway.api.deps import RetrievalDep, SettingsDep, require_admin
+from gateway.api.json_body import validated
 from gateway.config import MIB, Settings
 from gateway.errors import InvalidRequestError
 from gateway.protocol.common import AdminRequest

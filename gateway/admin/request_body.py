@@ -1,19 +1,12 @@
 """Admin request bodies read by hand: routes exempt from the app-wide body limit (uploads
-and ingestion) read and validate their JSON here, under a limit of their own."""
+and ingestion) read their JSON here, under a limit of their own
+(``gateway.api.json_body.validated`` validates it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
-
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from gateway.errors import InvalidRequestError, PayloadTooLargeError
-from gateway.protocol.common import AdminRequest
-
-Body = TypeVar("Body", bound=AdminRequest)
 
 
 def declared_length(request: Request, limit: int) -> int | None:
@@ -41,13 +34,3 @@ async def read_json_body(request: Request, limit: int) -> bytes:
                 f"The request body is larger than the limit of {limit} bytes."
             )
     return bytes(body)
-
-
-def validated(model: type[Body], data: bytes | Mapping[str, object]) -> Body:
-    """``data`` as ``model``; errors in the same body as FastAPI's own validation."""
-    try:
-        if isinstance(data, bytes):
-            return model.model_validate_json(data)
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None

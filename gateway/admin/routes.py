@@ -27,8 +27,9 @@ from gateway.admin.protocol import (
     RetireResponse,
     VersionRequest,
 )
-from gateway.admin.request_body import declared_length, read_json_body, validated
+from gateway.admin.request_body import declared_length, read_json_body
 from gateway.api.deps import LifecycleDep, SettingsDep, require_admin
+from gateway.api.json_body import validated
 from gateway.config import Settings
 from gateway.errors import InvalidRequestError
 

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.api.generation_route import current_state
 from gateway.config import Settings
 from gateway.engine.interface import Generator
-from gateway.errors import EngineUnavailableError
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.service import RetrievalService
@@ -23,10 +23,7 @@ from gateway.tenancy.gatekeeper import Gatekeeper
 
 
 async def get_state(request: Request) -> GatewayState:
-    state = getattr(request.app.state, "gateway", None)
-    if not isinstance(state, GatewayState):
-        raise EngineUnavailableError("The gateway is still starting.")
-    return state
+    return current_state(request)
 
 
 StateDep = Annotated[GatewayState, Depends(get_state)]

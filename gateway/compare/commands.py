@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.compare.eval_set import EvalFileError, load_eval_set
-from gateway.compare.results import RESULTS_FILE, ResultsFile
-from gateway.compare.variants import load_variants
+from gateway.compare.results import RESULTS_FILE, ResultsFile, item_fingerprint
+from gateway.compare.variants import fingerprint, load_variants
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 KEY_ENV = ("LORAGATE_API_KEY", "OPENAI_API_KEY")
@@ -174,6 +174,7 @@ async def _run(
             max_tokens=variants.max_tokens,
             concurrency=args.concurrency,
             progress=not args.no_progress,
+            busy_wait_s=args.timeout,
         )
     finally:
         await client.close()
@@ -190,9 +191,17 @@ def _report(args: argparse.Namespace, items: Any, variants: Any, results: Result
     from gateway.compare.plots import write_plots
     from gateway.compare.report import build_report, write_report
 
-    report = build_report(
-        items, variants, results.records, seed=args.seed, resamples=args.resamples
+    records, stale = results.current(
+        {item.id: item_fingerprint(item) for item in items},
+        {v.name: fingerprint(v, variants.max_tokens) for v in variants.variants},
     )
+    if stale:
+        print(
+            f"{stale} saved answers were made with other inputs (item, variant or "
+            "--max-tokens) and are left out; run without --report-only to redo them",
+            file=sys.stderr,
+        )
+    report = build_report(items, variants, records, seed=args.seed, resamples=args.resamples)
     paths = write_report(report, args.out) + write_plots(report, args.out)
     for text in report.sentences.values():
         print(f"- {text}")

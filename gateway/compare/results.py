@@ -107,6 +107,27 @@ class ResultsFile:
             and record.variant_hash == variant_hash
         )
 
+    def current(
+        self, item_hashes: dict[str, str], variant_hashes: dict[str, str]
+    ) -> tuple[dict[tuple[str, str], AnswerRecord], int]:
+        """The answers (failed ones too) made from these items and variants as they are
+        now (``id``/``name`` -> fingerprint), and how many saved answers of the same
+        pairs were made from other inputs (an edited item, variant or ``max_tokens``):
+        those are left out of a report, as a run would ask for them again."""
+        current: dict[tuple[str, str], AnswerRecord] = {}
+        stale = 0
+        for (item_id, variant), record in self.records.items():
+            if item_id not in item_hashes or variant not in variant_hashes:
+                continue
+            if (record.item_hash, record.variant_hash) == (
+                item_hashes[item_id],
+                variant_hashes[variant],
+            ):
+                current[(item_id, variant)] = record
+            else:
+                stale += 1
+        return current, stale
+
     def append(self, record: AnswerRecord) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,12 @@ chunks' text is fetched from ``/v1/retrieval/search`` (same query, same collecti
 so scoring can check that the chunk holds the fact.
 
 Concurrency rule: at most ``concurrency`` requests are in flight (that many worker
-tasks pull pairs from one queue); answers are appended to the results file as each
-finishes, from the event loop, so stopping the run at any moment keeps all finished
-answers, and a rerun sends only the pairs that are missing or failed. Pairs run item
-by item (every variant of item 1, then of item 2, ...), so a partial run is still a
-paired comparison.
+tasks pull pairs from one queue; a 429 from the gateway is waited out, not recorded,
+so a concurrency above the tenant's in-flight cap only queues); answers are appended
+to the results file as each finishes, from the event loop, so stopping the run at any
+moment keeps all finished answers, and a rerun sends only the pairs that are missing
+or failed. Pairs run item by item (every variant of item 1, then of item 2, ...), so
+a partial run is still a paired comparison.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from gateway.compare.variants import Variant, VariantSet, fingerprint
 SEARCH_TOP_K = 20
 """Chunks asked of the search endpoint to find the cited ones (the gateway's default
 ``retrieval.max_top_k``)."""
+
+BUSY_WAIT_S = 600.0
+"""How long one pair waits in all for a gateway that answers 429 (busy) before its
+failure is recorded (the CLI passes ``--timeout``)."""
+BUSY_FIRST_PAUSE_S = 0.5
+BUSY_MAX_PAUSE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ async def run_pairs(
     max_tokens: int,
     concurrency: int = 4,
     progress: bool = True,
+    busy_wait_s: float = BUSY_WAIT_S,
 ) -> RunSummary:
     """Answer every pair not already in ``results``; append each answer as it ends."""
     todo, skipped = plan(items, variants, results, max_tokens)
@@ -97,7 +105,7 @@ async def run_pairs(
                 pair = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            record = await answer(client, pair, max_tokens)
+            record = await answer(client, pair, max_tokens, busy_wait_s)
             results.append(record)
             summary.answered += 1
             if record.error is not None:
@@ -131,7 +139,9 @@ def request_body(pair: Pair, max_tokens: int) -> dict[str, Any]:
     return body
 
 
-async def answer(client: openai.AsyncOpenAI, pair: Pair, max_tokens: int) -> AnswerRecord:
+async def answer(
+    client: openai.AsyncOpenAI, pair: Pair, max_tokens: int, busy_wait_s: float = BUSY_WAIT_S
+) -> AnswerRecord:
     """One streamed answer; a failed request becomes a record with ``error`` set."""
     record = AnswerRecord(
         item_id=pair.item.id,
@@ -141,9 +151,8 @@ async def answer(client: openai.AsyncOpenAI, pair: Pair, max_tokens: int) -> Ans
     )
     parts: list[str] = []
     citations: list[dict[str, Any]] = []
-    started = time.perf_counter()
     try:
-        stream = await client.chat.completions.create(**request_body(pair, max_tokens))
+        stream, started = await _create(client, request_body(pair, max_tokens), busy_wait_s)
         async for chunk in stream:
             extra = chunk.model_extra or {}
             if extra.get("citations"):
@@ -201,6 +210,35 @@ async def attach_chunk_texts(client: openai.AsyncOpenAI, pair: Pair, record: Ans
     texts = {hit["chunk_id"]: hit["text"] for hit in (found or {}).get("data", [])}
     for chunk in record.citations:
         chunk.text = texts.get(chunk.chunk_id)
+
+
+async def _create(
+    client: openai.AsyncOpenAI, body: dict[str, Any], busy_wait_s: float
+) -> tuple[Any, float]:
+    """The stream of ``body`` and when the accepted attempt started (latency counts from
+    there). A 429 (the tenant's in-flight cap or rate limit) means the gateway refused
+    before doing any work: wait (``Retry-After``, else doubling pauses) and ask again,
+    for up to ``busy_wait_s`` in all, instead of recording a failure: the SDK's own two
+    quick retries are too few when every slot is held by a minute-long CPU answer."""
+    waited, pause = 0.0, BUSY_FIRST_PAUSE_S
+    while True:
+        started = time.perf_counter()
+        try:
+            return await client.chat.completions.create(**body), started
+        except openai.RateLimitError as exc:
+            if True:  # BREAK
+                raise
+            delay = min(max(pause, _retry_after(exc)), busy_wait_s - waited)
+            await asyncio.sleep(delay)
+            waited += delay
+            pause = min(pause * 2, BUSY_MAX_PAUSE_S)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float:
+    try:
+        return max(0.0, float(exc.response.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
 
 
 def _describe(exc: openai.OpenAIError) -> str:

@@ -7,7 +7,8 @@ streams them). Everything else is the pipeline's.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 
 from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationOutput, TokenLogprob
@@ -170,6 +171,8 @@ class ChatEndpoint:
             return event(body, exclude=exclude if cited is not None else exclude | {"citations"})
 
         want_logprobs = bool(self.request.logprobs)
+        # Per choice: the text chunk's event around its content (see _text_chunk_template).
+        text_chunks: dict[int, tuple[str, str]] = {}
         announced: set[int] = set()
         finished = 0
         async for _, out in outputs:
@@ -178,7 +181,12 @@ class ChatEndpoint:
                     announced.add(c.index)
                     role = ChoiceDelta(role="assistant", content="")
                     yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
-                if c.text or c.logprobs:
+                if c.text and not want_logprobs:
+                    around = text_chunks.get(c.index)
+                    if around is None:
+                        around = text_chunks[c.index] = _text_chunk_template(chunk, c.index)
+                    yield around[0] + json.dumps(c.text, ensure_ascii=False) + around[1]
+                elif c.text or c.logprobs:
                     lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
                     yield chunk(
                         [
@@ -200,6 +208,21 @@ class ChatEndpoint:
         if self.include_usage:
             yield chunk([], prepared.usage())
         yield DONE
+
+
+TEXT_MARK = "\x00text\x00"
+"""Stands for a chunk's content while its template is made (no JSON string holds it raw)."""
+
+
+def _text_chunk_template(
+    chunk: Callable[[list[ChatCompletionChunkChoice]], str], index: int
+) -> tuple[str, str]:
+    """The event of a text-only chunk of choice ``index``, cut around its content: most
+    chunks of a stream are these, and only the text changes (so each costs one JSON
+    string, not three models built and serialized)."""
+    choice = ChatCompletionChunkChoice(index=index, delta=ChoiceDelta(content=TEXT_MARK))
+    before, after = chunk([choice]).split(json.dumps(TEXT_MARK, ensure_ascii=False))
+    return before, after
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:

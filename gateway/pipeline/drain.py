@@ -2,7 +2,10 @@
 
     drain.begin()            /ready answers 503; new generation requests get a 503
                              ``shutting_down`` with Retry-After (a load balancer sends
-                             them elsewhere)
+                             them elsewhere), and so do those still waiting for an
+                             engine slot (``on_begin`` hooks: the fair queue's ``close``):
+                             they have not started, and one started late in the drain
+                             could be cut mid-stream at the timeout
     await drain.run()        waits until the requests in flight have finished, at most
                              ``timeout`` seconds; then ends the rest: each stream gets an
                              error event and ``data: [DONE]`` at its next output
@@ -18,6 +21,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from gateway.errors import ShuttingDownError
 
@@ -36,6 +40,13 @@ class Drain:
         self._idle = asyncio.Event()
         self._idle.set()
         self._began_at: float | None = None
+        self._on_begin: list[Callable[[], None]] = []
+
+    def on_begin(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when the drain begins (at once if it has begun)."""
+        self._on_begin.append(hook)
+        if self.draining:
+            hook()
 
     def begin(self) -> None:
         if self.draining:
@@ -43,6 +54,8 @@ class Drain:
         self.draining = True
         self._began_at = time.monotonic()
         logger.info("draining: %d request(s) in flight, up to %.0f s", self.active, self.timeout)
+        for hook in self._on_begin:
+            hook()
 
     def refuse_if_draining(self) -> None:
         if self.draining:

@@ -15,13 +15,24 @@ tag of the last one dispatched. A tenant that was idle starts at ``V`` (no saved
 credit); one that floods gets tags further and further ahead, so another tenant's
 occasional request passes its whole backlog. Within a tenant, first come first served.
 
+Headroom (``slot_shares``): a tenant at or over its weighted share of the slots (among
+the tenants active lately) leaves ``headroom`` slots free for each active tenant below
+its share (at most a quarter of them), so a light tenant's request starts at once while
+another floods; a tenant alone gets every slot. Cost: those few slots may idle while a
+light tenant is active; none idles forever (a timer re-dispatches when a reserve lapses).
+
 Bounds, each a 503 with ``Retry-After`` at once (never a request left to time out):
 - depth: at most ``max_depth`` waiters; each tenant at most its weighted share of
   them while others wait too (a full queue pushes out the newest waiter of the tenant
   furthest over its share to make room for a tenant under its share);
 - wait: a request whose predicted wait (the work queued ahead of it, at the rate slots
   have been freed lately) exceeds ``max_wait`` is refused on arrival; one that still
-  waits ``max_wait`` leaves with the same 503.
+  waits ``max_wait`` leaves with the same 503;
+- drain: ``close(refusal)`` refuses every waiter at once, and from then on any request
+  that would have to wait (a drain lets running requests finish, not queued ones).
+
+Cost per request: O(log tenants) heap work (only each tenant's oldest waiter is in the
+heap) plus O(tenants) scans (shares, predicted wait); nothing walks the waiters.
 
 Concurrency rule: event loop only (no locks; every state change is synchronous).
 Cancellation-safe: a waiter cancelled (client gone) leaves the queue, and one
@@ -31,19 +42,16 @@ cancelled just after it was granted a slot gives the slot back.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import time
-from asyncio import FIRST_COMPLETED
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-from gateway.errors import OverloadedError
+from gateway.errors import GatewayError, OverloadedError
 from gateway.metrics import GatewayMetrics
-from gateway.serving.disconnect import ClientDisconnected
+from gateway.pipeline.slot_shares import ACTIVE_SECONDS, SlotShares
+from gateway.pipeline.wait_line import TenantState, Waiter, WaitLine
+from gateway.serving.disconnect import cancel_on_disconnect
 
 Abandoned = Callable[[], Awaitable[None]]
 """Returns when the client has gone (the request should leave the queue)."""
@@ -51,28 +59,8 @@ Abandoned = Callable[[], Awaitable[None]]
 SERVICE_EWMA = 0.2
 """Weight of the newest slot hold time in the service-time estimate."""
 MAX_RETRY_AFTER = 60
-
-
-@dataclass(eq=False)
-class _Waiter:
-    tenant: str
-    cost: int
-    start: float
-    seq: int
-    future: asyncio.Future[None]
-    queued: bool = True
-    granted: bool = False
-    refusal: OverloadedError | None = None
-
-    def __lt__(self, other: _Waiter) -> bool:
-        return (self.start, self.seq) < (other.start, other.seq)
-
-
-@dataclass
-class _Tenant:
-    finish: float = 0.0
-    weight: float = 1.0
-    waiting: deque[_Waiter] = field(default_factory=deque)
+WAKE_SLACK = 0.001
+"""Past a reserve's lapse, so the re-dispatch finds it lapsed."""
 
 
 class FairQueue:
@@ -85,31 +73,34 @@ class FairQueue:
         max_wait: float,
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.monotonic,
+        headroom: int = 1,
+        active_seconds: float = ACTIVE_SECONDS,
     ) -> None:
         self.capacity = max(1, capacity)
         self.max_depth = max_depth
         self.max_wait = max_wait
+        self._shares = SlotShares(self.capacity, headroom, active_seconds)
         self._metrics = metrics
         self._clock = clock
         self.in_use = 0
         self._virtual = 0.0
-        self._heap: list[_Waiter] = []
-        self._depth = 0
-        self._tenants: dict[str, _Tenant] = {}
-        self._seq = itertools.count()
+        self._line = WaitLine()
+        self._tenants: dict[str, TenantState] = {}
         self._service: float | None = None
         """Mean seconds one unit of cost holds a slot (None: nothing finished yet)."""
+        self._closed: Callable[[], GatewayError] | None = None
+        self._wake: asyncio.TimerHandle | None = None
         metrics.set_queue_source(self.depths)
 
     # ------------------------------------------------------------------ reading
 
     @property
     def depth(self) -> int:
-        return self._depth
+        return self._line.depth
 
     def depths(self) -> dict[str, int]:
         """Waiters per tenant (raw tenant names; metrics bound them)."""
-        return {name: len(t.waiting) for name, t in self._tenants.items() if t.waiting}
+        return {name: t.count for name, t in self._tenants.items() if t.count}
 
     def estimated_wait(self, ahead: int) -> float | None:
         """Seconds until ``ahead`` units of queued cost have been dispatched."""
@@ -118,7 +109,7 @@ class FairQueue:
         return ahead * self._service / self.capacity
 
     def retry_after(self) -> str:
-        wait = self.estimated_wait(self._depth)
+        wait = self.estimated_wait(self._line.depth)
         seconds = 1 if wait is None else math.ceil(wait)
         return str(min(MAX_RETRY_AFTER, max(1, seconds)))
 
@@ -127,13 +118,26 @@ class FairQueue:
     def check(self, tenant: str, weight: float = 1.0) -> None:
         """Refuse now (503) what ``slot`` would refuse on arrival for a cost-1 request:
         called before the costly steps (tokenizing) so refusals stay fast."""
-        if self.in_use < self.capacity and self._depth == 0:
-            return
         state = self._tenants.get(tenant)
+        if self.in_use < self.capacity and (
+            self._line.depth == 0  # nobody waits: it starts (or waits for headroom only)
+            or (self._shares.on and (state is None or self._may_start(state, 1)))
+        ):
+            return
+        if self._closed is not None:
+            raise self._refused("shutting_down")
         start = max(self._virtual, state.finish if state else 0.0)
-        reason = self._verdict(tenant, weight, 1, start)
+        reason = self._verdict(state, weight, 1, start)
         if reason is not None and reason != "push_out":
             raise self._refused(reason)
+
+    def close(self, refusal: Callable[[], GatewayError]) -> None:
+        """Drain: refuse every waiter now with ``refusal()``, and from now on any request
+        that cannot start at once; requests holding slots are left to finish."""
+        self._closed = refusal
+        for waiter in self._line.waiters(iter(list(self._tenants.values()))):
+            self._remove(waiter)
+            self._turn_away(waiter, "shutting_down")
 
     @asynccontextmanager
     async def slot(
@@ -143,166 +147,243 @@ class FairQueue:
         waits, ``gone`` returning (the client left) makes it leave the queue and raise
         ``ClientDisconnected``; it is only watched when the request has to wait."""
         cost = min(max(1, cost), self.capacity)
-        waited = await self._acquire(tenant, weight, cost, gone)
+        state, waited = await self._acquire(tenant, weight, cost, gone)
         self._metrics.fair_queue_waited(tenant, waited)
         held_from = self._clock()
         try:
             yield
         finally:
             self._observe_service(self._clock() - held_from, cost)
-            self._release(cost)
+            self._release(state, cost)
 
     async def _acquire(
         self, tenant: str, weight: float, cost: int, gone: Abandoned | None
-    ) -> float:
-        state = self._tenants.setdefault(tenant, _Tenant())
-        state.weight = weight
+    ) -> tuple[TenantState, float]:
+        now = self._clock()
+        state = self._arrive(tenant, weight, now)
         start = max(self._virtual, state.finish)
-        if self._depth == 0 and self.in_use + cost <= self.capacity:
+        if self._line.depth == 0 and self._may_start(state, cost):
             state.finish = start + cost / weight
             self._virtual = start
+            state.held += cost
             self.in_use += cost
-            return 0.0
-        reason = self._verdict(tenant, weight, cost, start)
+            return state, 0.0
+        reason = "shutting_down" if self._closed is not None else None
+        reason = reason or self._verdict(state, weight, cost, start)
+        waiter = self._line.add(state, cost, start)
+        self._dispatch()  # it may start at once (a slot kept free for it)
+        if waiter.granted:
+            return state, 0.0
         if reason == "push_out":
-            victim = self._most_over_share(tenant, weight)
-            assert victim is not None
-            self._push_out(victim)
-        elif reason is not None:
+            victim = self._most_over_share(state, 0.0)  # (it waits now: counted)
+            if victim is not None:
+                self._push_out(victim)
+                reason = None
+            else:
+                reason = "queue_full"
+        if reason is not None:
+            self._leave(waiter)
             raise self._refused(reason)
-        now = self._clock()
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(tenant, cost, start, next(self._seq), loop.create_future())
-        state.finish = start + cost / weight
-        state.waiting.append(waiter)
-        heapq.heappush(self._heap, waiter)
-        self._depth += 1
-        watch = asyncio.ensure_future(gone()) if gone is not None else None
+        work = waiter.future if gone is None else cancel_on_disconnect(waiter.future, gone)
         try:
             async with asyncio.timeout(self.max_wait):
-                if watch is None:
-                    await waiter.future
-                else:
-                    await asyncio.wait({waiter.future, watch}, return_when=FIRST_COMPLETED)
-                    if not waiter.future.done():
-                        raise ClientDisconnected()
+                await work
         except TimeoutError:
             if not waiter.granted:  # (granted just as the time ran out: keep the slot)
                 self._leave(waiter)
                 raise self._refused("queue_wait") from None
         except BaseException:
             if waiter.granted:  # granted, then cancelled before it ran: give the slot back
-                self._release(cost)
+                self._release(state, cost)
             else:
                 self._leave(waiter)
             raise
-        finally:
-            if watch is not None:
-                watch.cancel()
         if waiter.refusal is not None:
             raise waiter.refusal
-        return self._clock() - now
+        return state, self._clock() - now
 
-    def _verdict(self, tenant: str, weight: float, cost: int, start: float) -> str | None:
+    def _arrive(self, tenant: str, weight: float, now: float) -> TenantState:
+        state = self._tenants.get(tenant)
+        if state is None:
+            state = self._tenants[tenant] = TenantState(tenant)
+        self._line.reweigh(state, weight)
+        state.seen = now
+        return state
+
+    def _verdict(
+        self, state: TenantState | None, weight: float, cost: int, start: float
+    ) -> str | None:
         """Why a request arriving now is refused (``queue_full``, ``queue_wait``),
         ``push_out`` (the queue is full, but another tenant is over its share), or None."""
         if self.max_depth <= 0:
             return "queue_full"
-        ahead = sum(w.cost for w in self._heap if w.queued and w.start <= start)
-        wait = self.estimated_wait(ahead + cost)
+        wait = self.estimated_wait(self._cost_ahead(start) + cost)
         if wait is not None and wait > self.max_wait:
             return "queue_wait"
-        state = self._tenants.get(tenant)
-        if state is not None and len(state.waiting) >= self._share(tenant, weight, tenant, weight):
+        extra = 0.0 if state is not None and state.count else weight
+        if state is not None and state.count >= self._depth_share(weight, extra):
             return "queue_full"
-        if self._depth >= self.max_depth:
-            over = self._most_over_share(tenant, weight)
+        if self._line.depth >= self.max_depth:
+            over = self._most_over_share(state, extra)
             return "queue_full" if over is None else "push_out"
         return None
 
-    def _share(self, tenant: str, weight: float, joining: str, joining_weight: float) -> int:
-        """Most waiters ``tenant`` may hold: its weighted share of the depth among the
-        tenants waiting now and ``joining`` (the tenant of the request arriving)."""
-        weights = {name: t.weight for name, t in self._tenants.items() if t.waiting}
-        weights[joining] = joining_weight
-        weights[tenant] = weight
-        return max(1, math.floor(self.max_depth * weight / sum(weights.values())))
+    def _cost_ahead(self, start: float) -> int:
+        """Queued cost with a start tag at most ``start``. A tenant's tags are spaced by
+        cost/weight up to its finish tag, so the part past ``start`` is about
+        ``(F - start) x w`` (exact but for gaps a left waiter made: within a request)."""
+        ahead = 0.0
+        for t in self._tenants.values():
+            if t.count:
+                ahead += min(t.queued_cost, max(0.0, t.queued_cost - (t.finish - start) * t.weight))
+        return round(ahead)
 
-    def _most_over_share(self, tenant: str, weight: float) -> _Tenant | None:
+    def _depth_share(self, weight: float, extra: float) -> int:
+        """Most waiters a tenant of ``weight`` may hold: its weighted share of the depth
+        among the tenants waiting now and the one arriving (``extra``: its weight if it
+        has no waiter yet, else 0)."""
+        total = self._line.waiting_weight + extra
+        return max(1, math.floor(self.max_depth * weight / total))
+
+    def _most_over_share(self, joining: TenantState | None, extra: float) -> TenantState | None:
         """The other waiting tenant with the most waiters per unit of weight, if it
-        holds more than its share once ``tenant`` waits too (else None)."""
-        best: _Tenant | None = None
-        for name, t in self._tenants.items():
-            if name == tenant or len(t.waiting) <= self._share(name, t.weight, tenant, weight):
+        holds more than its share once ``joining`` waits too (else None)."""
+        best: TenantState | None = None
+        for t in self._tenants.values():
+            if t is joining or not t.count or t.count <= self._depth_share(t.weight, extra):
                 continue
-            if best is None or len(t.waiting) / t.weight > len(best.waiting) / best.weight:
+            if best is None or t.count / t.weight > best.count / best.weight:
                 best = t
         return best
 
-    def _push_out(self, victim: _Tenant) -> None:
+    def _push_out(self, victim: TenantState) -> None:
         waiter = victim.waiting[-1]
         self._leave(waiter)
-        waiter.refusal = self._refused("queue_full")
-        waiter.future.set_result(None)
+        self._turn_away(waiter, "queue_full")
 
-    def _refused(self, reason: str) -> OverloadedError:
+    def _turn_away(self, waiter: Waiter, reason: str) -> None:
+        waiter.refusal = self._refused(reason)
+        if not waiter.future.done():
+            waiter.future.set_result(None)
+
+    def _refused(self, reason: str) -> GatewayError:
         """The 503 for ``reason`` (counted once here)."""
         self._metrics.fair_queue_refused(reason)
+        if reason == "shutting_down" and self._closed is not None:
+            return self._closed()
         what = "the queue is full" if reason == "queue_full" else "the wait would be too long"
         return OverloadedError(
             f"The server is overloaded ({what}). Retry shortly.",
             headers={"Retry-After": self.retry_after()},
         )
 
-    # ------------------------------------------------------------------ release
+    # ------------------------------------------------------------------ shares
 
-    def _leave(self, waiter: _Waiter) -> None:
+    def _survey(self) -> None:
+        self._shares.survey(self._tenants, self._clock(), self._virtual)
+
+    def _may_start(self, t: TenantState, cost: int) -> bool:
+        """Whether a request of ``t`` may take ``cost`` of the free slots now."""
+        free = self.capacity - self.in_use
+        if cost > free:
+            return False
+        if not self._shares.on or free - cost >= self._shares.cap:
+            return True  # (no reserve can be larger)
+        self._survey()
+        return self._shares.may_take(t, cost, free)
+
+    # ------------------------------------------------------------------ queue
+
+    def _leave(self, waiter: Waiter) -> None:
         """Take a waiter out (it was not granted), and let the next ones in."""
         self._remove(waiter)
         self._dispatch()
 
-    def _remove(self, waiter: _Waiter) -> None:
-        state = self._tenants.get(waiter.tenant)
-        if not waiter.queued or state is None:
-            return
-        waiter.queued = False  # its heap entry goes lazily
-        was_last = state.waiting[-1] is waiter
-        state.waiting.remove(waiter)
-        self._depth -= 1
-        if was_last:  # it was this tenant's newest: its finish tag goes back
-            state.finish = waiter.start
-        if not state.waiting:
+    def _remove(self, waiter: Waiter) -> None:
+        self._line.remove(waiter)
+        if not waiter.tenant.count:
             self._forget_if_idle(waiter.tenant)
 
-    def _release(self, cost: int) -> None:
+    def _release(self, t: TenantState, cost: int) -> None:
+        t.held -= cost
         self.in_use -= cost
         self._dispatch()
+        if not t.held and not t.count:
+            self._forget_if_idle(t)
+        shares = self._shares
+        if shares.on and self._clock() - shares.surveyed_at > shares.active_seconds:
+            self._survey()  # forgets tenants gone quiet, even when nobody waits
+
+    def _forget_if_idle(self, t: TenantState) -> None:
+        if (
+            not self._shares.on  # (else ``_survey`` forgets it once inactive)
+            and not t.held
+            and not t.count
+            and t.finish <= self._virtual
+            and self._tenants.get(t.name) is t
+        ):
+            del self._tenants[t.name]
 
     def _dispatch(self) -> None:
-        """Grant slots to the smallest start tags while they fit (head of line waits
-        for room, so a costly request is not starved by cheap ones)."""
-        while self._heap:
-            head = self._heap[0]
+        """Grant slots by smallest start tag while they fit. The head of line waits for
+        room (a costly request is not starved by cheap ones); with headroom, a tenant at
+        or over its share is passed over while only the reserve is free (and the ones at
+        or over share behind it too, for the same reason)."""
+        if not self._line.depth:
+            return
+        shares = self._shares if self._shares.on else None
+        if shares is not None:
+            self._survey()
+        passed: list[Waiter] = []
+        while (head := self._line.head()) is not None:
             if head.future.done():  # cancelled, its task not yet resumed to leave
                 self._remove(head)
-            if not head.queued:
-                heapq.heappop(self._heap)  # it left already
                 continue
-            if self.in_use + head.cost > self.capacity:
-                return
-            heapq.heappop(self._heap)
-            self._tenants[head.tenant].waiting.remove(head)
-            head.queued = False
-            head.granted = True
-            self._depth -= 1
-            self._virtual = max(self._virtual, head.start)
-            self.in_use += head.cost
-            head.future.set_result(None)
+            free = self.capacity - self.in_use
+            if free <= 0:
+                break
+            t = head.tenant
+            below = shares is None or shares.below(t)
+            if (
+                shares is not None
+                and not below
+                and (passed or not shares.may_take(t, head.cost, free))
+            ):
+                passed.append(self._line.pop())
+                continue
+            if head.cost > free:
+                break
+            self._grant(head)
+            if shares is not None:
+                shares.taken(t, below)
+        for waiter in passed:
+            self._line.push(waiter)
+        if passed and self.in_use < self.capacity:
+            self._wake_at(self._shares.lapse)
 
-    def _forget_if_idle(self, tenant: str) -> None:
-        state = self._tenants.get(tenant)
-        if state is not None and not state.waiting and state.finish <= self._virtual:
-            del self._tenants[tenant]
+    def _grant(self, waiter: Waiter) -> None:
+        self._line.pop()
+        self._line.take(waiter)
+        waiter.granted = True
+        self._virtual = max(self._virtual, waiter.start)
+        waiter.tenant.held += waiter.cost
+        self.in_use += waiter.cost
+        waiter.future.set_result(None)
+
+    def _wake_at(self, when: float) -> None:
+        """Re-dispatch when an idle tenant's reserve lapses (the only change that no
+        arrival or release announces)."""
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if when == math.inf:
+            return
+        delay = max(0.0, when - self._clock()) + WAKE_SLACK
+        self._wake = asyncio.get_running_loop().call_later(delay, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self._dispatch()
 
     def _observe_service(self, seconds: float, cost: int) -> None:
         per_unit = seconds / cost

@@ -89,6 +89,7 @@ class GenerationPipeline:
         self._gatekeeper = gatekeeper
         self.queue = queue
         self.drain = drain
+        drain.on_begin(lambda: queue.close(drain.refusal))  # queued requests: 503 at once
         self._catalog = catalog
         self._generator = generator
         self._renderer = renderer

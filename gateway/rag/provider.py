@@ -23,6 +23,7 @@ def library_config(settings: RetrievalSettings) -> RetrievalConfig:
     return RetrievalConfig(
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
+        passage_tokens=settings.passage_tokens,
         max_file_bytes=settings.max_file_mib * MIB,
         hnsw_threshold=settings.hnsw_threshold,
         language=settings.language,

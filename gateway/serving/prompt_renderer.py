@@ -24,19 +24,20 @@ from gateway.errors import InvalidRequestError
 
 
 class PromptRenderer:
-    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Stateless
-    and safe to call from several threads at once (prompts are rendered in threads).
+    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Safe to
+    call from several threads at once (prompts are rendered in threads): its only state
+    is a cache of plain dict operations.
 
-    ``chat`` renders the template twice: with the real contents (what the template
-    makes of them, its filters included) and with each content replaced by a random
-    placeholder. When no content holds the text of a special token and the real
-    rendering's special tokens are exactly the template's own (those around the
-    placeholders), the real rendering's ids are used: they are the ids a plain
-    tokenization gives. Otherwise the placeholder rendering is cut at the template's
-    special tokens and each run of text between them, contents put back in, is
-    tokenized as text, so a content's ``<|im_end|>`` stays the characters
-    ``<|im_end|>``. The contents then go in as sent (a template filter such as
-    ``| trim`` is not applied to them).
+    ``chat`` renders the template with the real contents (what the template makes of
+    them, its filters included) and knows the template's own special tokens for the
+    conversation's shape: those of a rendering with each content replaced by a random
+    placeholder, worked out once per shape. When no content holds the text of a special
+    token and the real rendering's special tokens are exactly the template's own, the
+    real rendering's ids are used: they are the ids a plain tokenization gives.
+    Otherwise the placeholder rendering is cut at the template's special tokens and
+    each run of text between them, contents put back in, is tokenized as text, so a
+    content's ``<|im_end|>`` stays the characters ``<|im_end|>``. The contents then go
+    in as sent (a template filter such as ``| trim`` is not applied to them).
 
     Encoding goes through two private copies of the Rust tokenizer, one that parses
     special tokens and one that does not, each set once: Hugging Face's per-call
@@ -55,6 +56,9 @@ class PromptRenderer:
         # call for fresh random bytes on every request.
         self._nonce_prefix = secrets.token_hex(16)
         self._nonces = itertools.count()
+        # Shape of a conversation -> the template's own special tokens (see
+        # ``_template_specials``); plain dict operations, safe across threads.
+        self._specials_by_shape: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._parsing = copy.deepcopy(backend)
         self._parsing.encode_special_tokens = False
         self._literal = copy.deepcopy(backend)
@@ -72,20 +76,16 @@ class PromptRenderer:
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of ``messages`` rendered with the chat template, plus the
         generation prompt. Special tokens come from the template only."""
-        nonce = f"{self._nonce_prefix}{next(self._nonces)}"
         contents = [m.get("content") or "" for m in messages]
-        placeholders = [
-            {**m, "content": f"@{nonce}:{i}@"} if contents[i] else m for i, m in enumerate(messages)
-        ]
-        rendered = self._render(placeholders)
-        encoding = self._parsing.encode(rendered, add_special_tokens=False)
-        template_ids: list[int] = list(encoding.ids)
-        template_specials = [t for t in template_ids if t in self._special_ids]
         if not any(s in c for c in contents for s in self._special_texts):
             ids = self._encode(self._render(messages), parse_special=True)
-            if [t for t in ids if t in self._special_ids] == template_specials:
+            specials = tuple(t for t in ids if t in self._special_ids)
+            if specials == self._template_specials(messages):
                 return ids
-        runs = _split_at_specials(rendered, template_ids, encoding.offsets, self._special_ids)
+        nonce = self._nonce()
+        rendered = self._render(_with_placeholders(messages, contents, nonce))
+        encoding = self._parsing.encode(rendered, add_special_tokens=False)
+        runs = _split_at_specials(rendered, encoding.ids, encoding.offsets, self._special_ids)
         placeholder = re.compile(rf"@{nonce}:(\d+)@")
         ids = []
         for run in runs:
@@ -95,6 +95,32 @@ class PromptRenderer:
                 text = placeholder.sub(lambda m: contents[int(m.group(1))], run)
                 ids.extend(self._encode(text, parse_special=False))
         return ids
+
+    def _template_specials(self, messages: list[dict[str, str]]) -> tuple[int, ...]:
+        """The special tokens the template itself puts around these messages: those of
+        the rendering with every content replaced by a placeholder. They depend on the
+        messages' shape only (roles, other fields, which contents are empty), never on
+        the nonce, so they are kept per shape: one rendering and one encoding fewer per
+        request for the conversations a gateway sees again and again."""
+        shape = _shape(messages)
+        if shape is None:  # a field that cannot be a key: work it out
+            return self._placeholder_specials(messages)
+        cached = self._specials_by_shape.get(shape)
+        if cached is None:
+            cached = self._placeholder_specials(messages)
+            if len(self._specials_by_shape) >= SHAPES_KEPT:
+                self._specials_by_shape.clear()
+            self._specials_by_shape[shape] = cached
+        return cached
+
+    def _placeholder_specials(self, messages: list[dict[str, str]]) -> tuple[int, ...]:
+        contents = [m.get("content") or "" for m in messages]
+        rendered = self._render(_with_placeholders(messages, contents, self._nonce()))
+        ids = self._parsing.encode(rendered, add_special_tokens=False).ids
+        return tuple(t for t in ids if t in self._special_ids)
+
+    def _nonce(self) -> str:
+        return f"{self._nonce_prefix}{next(self._nonces)}"
 
     def text(self, prompt: str) -> list[int]:
         """Token ids of a raw completion prompt, special tokens parsed (as vLLM's own
@@ -131,6 +157,33 @@ class PromptRenderer:
     def _encode(self, text: str, *, parse_special: bool) -> list[int]:
         backend = self._parsing if parse_special else self._literal
         return list(backend.encode(text, add_special_tokens=False).ids)
+
+
+SHAPES_KEPT = 4096
+"""Conversation shapes whose template special tokens are kept (then the cache restarts)."""
+
+_FILLED = object()
+"""Stands for a non-empty content in a conversation's shape."""
+
+
+def _shape(messages: list[dict[str, str]]) -> tuple[object, ...] | None:
+    """Everything the template sees except the contents' text; None if unhashable."""
+    shape = tuple(
+        tuple((k, _FILLED if k == "content" and v else v) for k, v in m.items()) for m in messages
+    )
+    try:
+        hash(shape)
+    except TypeError:
+        return None
+    return shape
+
+
+def _with_placeholders(
+    messages: list[dict[str, str]], contents: list[str], nonce: str
+) -> list[dict[str, str]]:
+    return [
+        {**m, "content": f"@{nonce}:{i}@"} if contents[i] else m for i, m in enumerate(messages)
+    ]
 
 
 def _split_at_specials(

@@ -12,13 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.pg_connection import PostgresConnection
-from gateway.tenancy.usage import (
-    QUERY_COLUMNS,
-    QUERY_ORDER,
-    UsageBatch,
-    UsageRow,
-    UsageUnavailableError,
-)
+from gateway.tenancy.usage import UsageBatch, UsageRow, UsageUnavailableError, usage_query
 
 SCHEMA = (
     """
@@ -77,13 +71,9 @@ class PostgresUsageBackend:
         self._db.run(insert)  # retried once if cut off: the batch id makes it idempotent
 
     def query(self, tenant: str | None, since_minute: int) -> list[UsageRow]:
-        sql = QUERY_COLUMNS.format(table="loragate_usage", ph="%s")
-        params: list[object] = [since_minute]
-        if tenant is not None:
-            sql += " AND tenant = %s"
-            params.append(tenant)
-        rows = self._db.run(lambda c: c.execute(sql + QUERY_ORDER, params).fetchall())
-        return [UsageRow(t, k, m, a, int(r), int(p), int(c)) for t, k, m, a, r, p, c in rows]
+        sql, params = usage_query("loragate_usage", "%s", tenant, since_minute)
+        rows = self._db.run(lambda c: c.execute(sql, params).fetchall())
+        return [UsageRow.from_db(row) for row in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -22,9 +22,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from gateway.errors import GatewayError
 
@@ -33,11 +34,24 @@ logger = logging.getLogger(__name__)
 Key = tuple[int, str, str, str, str]
 """(minute, tenant, key_id, model, adapter): ``key_id``/``adapter`` are "" when none."""
 
-QUERY_COLUMNS = (
-    "SELECT tenant, key_id, model, adapter, SUM(requests), SUM(prompt_tokens), "
-    "SUM(completion_tokens) FROM {table} WHERE minute >= {ph}"
-)
-QUERY_ORDER = " GROUP BY tenant, key_id, model, adapter ORDER BY tenant, key_id, model, adapter"
+_GROUPS = "tenant, key_id, model, adapter"
+
+
+def usage_query(
+    table: str, placeholder: str, tenant: str | None, since_minute: int
+) -> tuple[str, list[object]]:
+    """The one usage query of every backend: rows since ``since_minute`` (of ``tenant``
+    when given) summed per tenant, key, model and adapter, in that order; as SQL with
+    ``placeholder`` (``?`` for SQLite, ``%s`` for PostgreSQL) and its parameters."""
+    sql = (
+        f"SELECT {_GROUPS}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) "
+        f"FROM {table} WHERE minute >= {placeholder}"
+    )
+    params: list[object] = [since_minute]
+    if tenant is not None:
+        sql += f" AND tenant = {placeholder}"
+        params.append(tenant)
+    return f"{sql} GROUP BY {_GROUPS} ORDER BY {_GROUPS}", params
 
 
 class UsageUnavailableError(GatewayError):
@@ -63,6 +77,12 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+
+    @classmethod
+    def from_db(cls, row: Sequence[Any]) -> UsageRow:
+        """A row of ``usage_query`` (PostgreSQL sums come back as ``Decimal``)."""
+        tenant, key_id, model, adapter, requests, prompt, completion = row
+        return cls(tenant, key_id, model, adapter, int(requests), int(prompt), int(completion))
 
 
 @dataclass(frozen=True)
@@ -133,14 +153,10 @@ class SqliteUsageBackend:
                 raise
 
     def query(self, tenant: str | None, since_minute: int) -> list[UsageRow]:
-        sql = QUERY_COLUMNS.format(table="usage", ph="?")
-        params: list[object] = [since_minute]
-        if tenant is not None:
-            sql += " AND tenant = ?"
-            params.append(tenant)
+        sql, params = usage_query("usage", "?", tenant, since_minute)
         with self._lock:
-            rows = self._db.execute(sql + QUERY_ORDER, params).fetchall()
-        return [UsageRow(*row) for row in rows]
+            rows = self._db.execute(sql, params).fetchall()
+        return [UsageRow.from_db(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -35,10 +36,14 @@ from retrieval.bench.report import print_table
 from retrieval.config import RetrievalConfig
 from retrieval.embedding import Embedder
 from retrieval.store import CollectionStore
+from retrieval.tokens import count_tokens
 
 DEFAULT_CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
 QUESTIONS = Path(__file__).with_name("data") / "postgresql_questions.json"
 MODES = ("dense", "bm25", "hybrid")
+BUDGET_TOKENS = 1500
+"""Context budget of the answer-in-budget score (the gateway's default context_tokens)."""
+BUDGET_HITS = 20
 INSTALL_HINT = (
     "skipped: the PostgreSQL manual is not installed. Install it with\n"
     "    apt-get update && apt-get install -y postgresql-doc-15\n"
@@ -108,26 +113,44 @@ def library_config(chunk_tokens: int | None) -> RetrievalConfig:
     return RetrievalConfig(**{k: v for k, v in values.items() if k in names})
 
 
+def with_passages(config: RetrievalConfig, passage_tokens: int) -> RetrievalConfig:
+    """``config`` returning passages of ``passage_tokens`` (a checkout without the
+    setting only measures 0)."""
+    names = {f.name for f in dataclasses.fields(RetrievalConfig)}
+    if "passage_tokens" not in names:
+        if passage_tokens:
+            raise SystemExit("--passages needs a checkout with RetrievalConfig.passage_tokens")
+        return config
+    return dataclasses.replace(config, passage_tokens=passage_tokens)  # type: ignore[call-arg]
+
+
 def score(
     store: CollectionStore, questions: Sequence[dict[str, Any]], mode: str
-) -> dict[str, tuple[float, float, int]]:
-    """Per language group: (gold recall@10, answer-in-top-5, questions)."""
-    groups: dict[str, list[tuple[bool, bool]]] = {"en": [], "non-en": []}
+) -> dict[str, tuple[float, ...]]:
+    """Per language group: (gold recall@10, answer-in-top-5, answer-in-budget,
+    questions); under ``"tokens"``: (mean cl100k tokens of the top 5 hits' text,).
+
+    Answer-in-budget reads the hits in rank order while they fit in ``BUDGET_TOKENS``
+    (the gateway's default ``context_tokens``): it compares single chunks and passages
+    at the same prompt cost, where answer-in-top-5 favours longer hits."""
+    groups: dict[str, list[tuple[bool, bool, bool]]] = {"en": [], "non-en": []}
+    tokens: list[int] = []
     for q in questions:
-        hits = store.search("manual", q["question"], k=10, mode=mode)  # type: ignore[arg-type]
-        gold = [h for h in hits if Path(h.source).name == q["document"]]
+        hits = store.search("manual", q["question"], k=BUDGET_HITS, mode=mode)  # type: ignore[arg-type]
+        sizes = [count_tokens(h.text) for h in hits]
+        tokens.append(sum(sizes[:5]))
         answer = normal(q["answer"])
-        top5 = [h for h in hits[:5] if Path(h.source).name == q["document"]]
-        found = any(answer in normal(h.text) for h in top5)
-        groups["en" if q["lang"] == "en" else "non-en"].append((bool(gold), found))
-    return {
-        name: (
-            sum(g for g, _ in rows) / max(len(rows), 1),
-            sum(a for _, a in rows) / max(len(rows), 1),
-            len(rows),
-        )
+        holding = [Path(h.source).name == q["document"] and answer in normal(h.text) for h in hits]
+        gold = any(Path(h.source).name == q["document"] for h in hits[:10])
+        fits = [used <= BUDGET_TOKENS for used in itertools.accumulate(sizes)]
+        row = (gold, any(holding[:5]), any(h and f for h, f in zip(holding, fits, strict=True)))
+        groups["en" if q["lang"] == "en" else "non-en"].append(row)
+    result: dict[str, tuple[float, ...]] = {
+        name: (*(sum(r[i] for r in rows) / max(len(rows), 1) for i in range(3)), len(rows))
         for name, rows in groups.items()
     }
+    result["tokens"] = (sum(tokens) / max(len(tokens), 1),)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedders", default="minilm", help="comma-separated short names")
     parser.add_argument("--chunk-tokens", type=int, default=0, help="0: the library default")
     parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
+    parser.add_argument(
+        "--passages",
+        default="0",
+        help="comma-separated passage_tokens values searched on the same store (0: chunks)",
+    )
     parser.add_argument("--label", default="", help="shown in the tables (e.g. before/after)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -167,7 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_table(
         f"Quality{label}: gold-document recall@10 and answer-in-top-5",
-        ["embedder", "mode", "en R@10", "en ans@5", "non-en R@10", "non-en ans@5"],
+        [
+            "embedder",
+            "passage",
+            "mode",
+            "en R@10",
+            "en ans@5",
+            f"en ans@{BUDGET_TOKENS}t",
+            "non-en R@10",
+            "non-en ans@5",
+            f"non-en ans@{BUDGET_TOKENS}t",
+            "top-5 tokens",
+        ],
         quality,
     )
     return 0
@@ -193,10 +232,12 @@ def run_one(
     rate = f"{embedded / total:.1f}" if embedded else "- (re-used)"
     embed_rate = f"{embedded / embedder.seconds:.1f}" if embedder.seconds else "-"
     speed.append([name, len(pages), chunks, total, rate, embedder.seconds, embed_rate])
-    for mode in MODES:
-        groups = score(store, questions, mode)
-        en, other = groups["en"], groups["non-en"]
-        quality.append([name, mode, en[0], en[1], other[0], other[1]])
+    for passage in [int(p) for p in args.passages.split(",") if p]:
+        searcher = CollectionStore(store.root, embedder, with_passages(config, passage))
+        for mode in MODES:
+            groups = score(searcher, questions, mode)
+            en, other, cost = groups["en"], groups["non-en"], groups["tokens"][0]
+            quality.append([name, passage, mode, *en[:3], *other[:3], round(cost)])
     sys.stdout.flush()
 
 

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.api.deps import CallerDep, PipelineDep
 from gateway.api.generation import respond
+from gateway.api.generation_route import GenerationRoute
 from gateway.pipeline.chat import ChatEndpoint
 from gateway.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 
-router = APIRouter()
+router = APIRouter(route_class=GenerationRoute)  # no per-request dependency solving
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
