@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -127,6 +128,7 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._also_render = also_render
         self.labels = LabelBounds()
+        self._children: dict[tuple[Any, ...], Any] = {}  # see ``child``
         r = self.registry
         self.requests = Counter(
             "loragate_requests",
@@ -235,6 +237,17 @@ class GatewayMetrics:
 
     # --- recording helpers: all label values pass through the bounds ---
 
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus_client validates the values and
+        takes a lock on every ``labels`` call, several per request. The label values
+        are bounded (``labels``), and no series is ever removed, so this stays small
+        and never goes stale."""
+        key = (metric, *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def request_done(
         self,
         *,
@@ -249,8 +262,8 @@ class GatewayMetrics:
             return
         t, a = self.labels.tenant(tenant), self.labels.adapter(adapter)
         ep = endpoint if endpoint in ENDPOINTS else "other"
-        self.requests.labels(t, self.labels.model(model), a, ep, f"{status // 100}xx").inc()
-        self.e2e.labels(t, a, ep).observe(duration)
+        self.child(self.requests, t, self.labels.model(model), a, ep, f"{status // 100}xx").inc()
+        self.child(self.e2e, t, a, ep).observe(duration)
 
     def series(self, *, tenant: str | None, adapter: str | None) -> Series:
         return Series(self.labels.tenant(tenant), self.labels.adapter(adapter))
@@ -258,16 +271,16 @@ class GatewayMetrics:
     def tokens(self, series: Series, *, prompt: int, completion: int) -> None:
         if not self.enabled:
             return
-        self.prompt_tokens.labels(series.tenant, series.adapter).inc(prompt)
-        self.completion_tokens.labels(series.tenant, series.adapter).inc(completion)
+        self.child(self.prompt_tokens, series.tenant, series.adapter).inc(prompt)
+        self.child(self.completion_tokens, series.tenant, series.adapter).inc(completion)
 
     def first_token(self, series: Series, seconds: float) -> None:
         if self.enabled:
-            self.ttft.labels(series.tenant, series.adapter).observe(seconds)
+            self.child(self.ttft, series.tenant, series.adapter).observe(seconds)
 
     def per_token(self, series: Series, seconds: float) -> None:
         if self.enabled:
-            self.tpot.labels(series.tenant, series.adapter).observe(seconds)
+            self.child(self.tpot, series.tenant, series.adapter).observe(seconds)
 
     def schedule_wait(self, seconds: float) -> None:
         if self.enabled:
@@ -275,7 +288,7 @@ class GatewayMetrics:
 
     def fair_queue_waited(self, tenant: str, seconds: float) -> None:
         if self.enabled:
-            self.fair_queue_wait.labels(self.labels.tenant(tenant)).observe(seconds)
+            self.child(self.fair_queue_wait, self.labels.tenant(tenant)).observe(seconds)
 
     def fair_queue_refused(self, reason: str) -> None:
         if self.enabled and reason in QUEUE_REFUSAL_REASONS:

@@ -200,7 +200,7 @@ class Gatekeeper:
             )
         slot = entry.slot
         ticket = Ticket(self, caller, limits, reserve_tokens)
-        gauge = self.metrics.in_flight.labels(ticket.series.tenant)
+        gauge = self.metrics.child(self.metrics.in_flight, ticket.series.tenant)
         gauge.inc()
         try:
             yield ticket
