@@ -123,7 +123,7 @@ class GenerationPipeline:
         try:
             # The caller's own limits first (429), then the engine's queue (503).
             async with self._gatekeeper.admit(caller, early) as ticket:
-                weight = self._weight(caller)
+                weight = ticket.weight
                 self.queue.check(caller.label, weight)
                 prepared = await self._routed_and_rendered(caller, endpoint, ticket)
                 sequences = len(prepared.generations) * prepared.n
@@ -163,11 +163,6 @@ class GenerationPipeline:
         else:
             rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
-
-    def _weight(self, caller: Caller) -> float:
-        directory = caller.directory or self._gatekeeper.directory
-        tenant = directory.tenant(caller)
-        return tenant.weight if tenant is not None else 1.0
 
     async def _retrieve(
         self, caller: Caller, endpoint: Endpoint, route: Route

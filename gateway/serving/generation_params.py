@@ -103,9 +103,7 @@ def build_generation_params(
     default_max_tokens: int | None = None,
     prompt_param: str = "messages",
 ) -> GenerationParams:
-    n = fields.n or 1
-    if n > limits.max_n:
-        raise InvalidRequestError(f"n must be at most {limits.max_n}.", param="n")
+    n = fields.n or 1  # at most limits.max_n: the pipeline checks it before admission
     if prompt_tokens >= max_model_len:
         raise ContextLengthError(
             f"This model's maximum context length is {max_model_len} tokens. However, your "

@@ -44,11 +44,17 @@ class Ticket:
     """
 
     def __init__(
-        self, gatekeeper: Gatekeeper, caller: Caller, limits: dict[str, Limit], reserved: int
+        self,
+        gatekeeper: Gatekeeper,
+        caller: Caller,
+        limits: dict[str, Limit],
+        reserved: int,
+        weight: float = 1.0,
     ) -> None:
         self._gatekeeper = gatekeeper
         self.caller = caller
         self.limits = limits
+        self.weight = weight  # the tenant's share of a saturated engine (fair queue)
         self.reserved = reserved
         self.series: Series = gatekeeper.metrics.series(tenant=caller.tenant, adapter=None)
         self.route: Route | None = None
@@ -199,7 +205,8 @@ class Gatekeeper:
                 headers={"Retry-After": "1"},
             )
         slot = entry.slot
-        ticket = Ticket(self, caller, limits, reserve_tokens)
+        weight = tenant.weight if tenant is not None else 1.0
+        ticket = Ticket(self, caller, limits, reserve_tokens, weight)
         gauge = self.metrics.child(self.metrics.in_flight, ticket.series.tenant)
         gauge.inc()
         try:
