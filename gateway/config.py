@@ -618,7 +618,7 @@ class RetrievalSettings(Section):
     )
     chunk_overlap: int = Field(default=30, ge=0, description="Tokens shared by adjacent chunks.")
     passage_tokens: int = Field(
-        default=0,
+        default=300,
         ge=0,
         description="Grow each source with the adjacent chunks of its own section up to "
         "this many tokens, a lower hit it covers freeing its slot (0: single chunks).",

@@ -5,7 +5,8 @@ HAProxy health-checks each gateway's ``/ready`` (503 from the moment a gateway d
 every 250 ms, and sends a request again to another gateway when it met a closed port,
 an empty answer or a 503: such a request never started, so that is safe. Its stats page
 (``/stats;csv`` on a port of its own) tells the orchestrator how many requests went
-through, which gateways HAProxy considers UP, and how many streams each one serves.
+through, which gateways HAProxy considers UP, how many streams each one serves and
+whether answers are flowing from it (bytes out).
 
 The gateways' config is the paced gateway's (``loadtests.paced_target``: a key per
 scenario tenant, the scenario's ``paced.gateway`` sections merged in), with a registry
@@ -50,7 +51,7 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout http-request 30s
-    # A check may be slow on a busy machine: only a 503 or a closed port means "out".
+    # A check may be slow on a busy machine (2 cores shared): wait for its answer.
     timeout check 5s
     # A request that met a closed port or a draining gateway's 503 goes to the other
     # one: it never started, so it is safe to send again.
@@ -70,7 +71,9 @@ backend gateways
     option httpchk
     http-check send meth GET uri /ready
     http-check expect status 200
-    default-server check inter 250ms fall 1 rise 2
+    # Two failed checks take a gateway out: one slow check on a starved machine does not
+    # leave HAProxy with no server. Meanwhile a draining gateway's 503s are sent again.
+    default-server check inter 250ms fall 2 rise 2
 {servers}
 """
 
@@ -117,10 +120,12 @@ class GatewayProcess:
 
 @dataclass(frozen=True)
 class ServerStats:
-    """One gateway's row of HAProxy's stats: its check status and streams it serves now."""
+    """One gateway's row of HAProxy's stats: its check status, streams it serves now, and
+    bytes it sent to clients so far (grows while an answer's body flows)."""
 
     status: str
     current: int
+    bytes_out: int
 
 
 def parse_stats(text: str) -> tuple[int, dict[str, ServerStats]]:
@@ -136,7 +141,8 @@ def parse_stats(text: str) -> tuple[int, dict[str, ServerStats]]:
         if row["pxname"] == "loragate" and row["svname"] == "FRONTEND":
             requests = int(row["req_tot"] or 0)
         elif row["pxname"] == "gateways" and row["svname"] not in ("FRONTEND", "BACKEND"):
-            servers[row["svname"]] = ServerStats(row["status"], int(row["scur"] or 0))
+            current, sent = int(row["scur"] or 0), int(row["bout"] or 0)
+            servers[row["svname"]] = ServerStats(row["status"], current, sent)
     return requests, servers
 
 

@@ -128,13 +128,18 @@ def _wait_for_load(rig: Rig, locust: _Locust, requests: int, timeout: float) -> 
 
 
 def _in_flight(rig: Rig, gateway: GatewayProcess, locust: _Locust, at_least: int) -> int:
-    """Streams HAProxy has on ``gateway``, waiting (bounded) until there are ``at_least``,
-    so the signal meets requests in flight."""
+    """Streams HAProxy has on ``gateway``, waiting (bounded) until there are ``at_least``
+    and its bytes out grew since the last look: answers are mid-body, so the signal
+    meets streams that have begun (a gateway sends its headers with the first token;
+    one killed before that is only re-sent by HAProxy, not cut)."""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+    sent = rig.stats()[1][gateway.name].bytes_out
     while True:
-        current = rig.stats()[1][gateway.name].current
-        if current >= at_least or time.monotonic() > deadline:
-            return current
+        server = rig.stats()[1][gateway.name]
+        flowing = server.bytes_out > sent
+        if (server.current >= at_least and flowing) or time.monotonic() > deadline:
+            return server.current
+        sent = server.bytes_out
         locust.check_alive()
         time.sleep(0.01)
 
@@ -151,10 +156,10 @@ def _restart(rig: Rig, gateway: GatewayProcess, locust: _Locust, plan: Plan) -> 
         rig.wait_up([gateway.name], 60)
         up_s = locust.now()
     locust.check_alive()
+    back = f"in rotation again after {up_s - signal_s:.1f} s" if plan.bring_back else "left out"
     print(
         f"rolling restart: {gateway.name} {plan.stop_signal.name} with {in_flight} in flight,"
-        f" exit {code} after {exit_s - signal_s:.1f} s, in rotation again after"
-        f" {up_s - signal_s:.1f} s",
+        f" exit {code} after {exit_s - signal_s:.1f} s, {back}",
         flush=True,
     )
     name = plan.stop_signal.name.removeprefix("SIG")

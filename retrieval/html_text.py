@@ -51,12 +51,7 @@ _HIDING_STYLE = re.compile(
 )
 
 # What an open element does with the text inside it.
-_INLINE, _BLOCK, _HEADING, _PRE, _ROW, _CELL, _TITLE, _TERM, _LIST = range(9)
-_TERM_LEVEL = 7
-"""Heading level of the terms of an outermost ``dl``: below ``h6``; nested lists deeper."""
-_TERM_LISTS = 3
-"""Definition lists nested deeper than this keep their terms as plain paragraphs, so
-heading paths stay short (a path is copied per section: deep nesting would be quadratic)."""
+_INLINE, _BLOCK, _HEADING, _PRE, _ROW, _CELL, _TITLE = range(7)
 
 
 def is_hidden(attrs: dict[str, str]) -> bool:
@@ -118,7 +113,6 @@ class _Flattener:
         self.capture: list[str] = []
         self.cells: list[list[str]] = []
         self.open_cells: list[int] = []
-        self.lists = 0  # open definition lists (outside captures)
 
     def write(self, paragraph: str) -> None:
         if paragraph:
@@ -154,14 +148,10 @@ class _Flattener:
                 self.cells.append([])
         elif self.capture_kind is not None:
             pass
-        elif name in _HEADINGS or name in ("pre", "tr") or (name == "dt" and self.term_list):
-            kind = {"pre": _PRE, "tr": _ROW, "dt": _TERM}.get(name, _HEADING)
+        elif name in _HEADINGS or name in ("pre", "tr"):
+            kind = _HEADING if name in _HEADINGS else _PRE if name == "pre" else _ROW
             self.flush()
             self.capture_kind = kind
-        elif name == "dl":
-            kind = _LIST
-            self.flush()
-            self.lists += 1
         elif name in _BLOCK_TAGS:
             kind = _BLOCK
             self.flush()
@@ -198,17 +188,11 @@ class _Flattener:
         kind = entry.kind
         if kind == _BLOCK:
             self.flush()
-        elif kind == _LIST:
-            self.flush()
-            self.builder.end_level(_TERM_LEVEL + self.lists - 1, self.length)
-            self.lists -= 1
         elif kind == _CELL:
             self.open_cells.pop()
         elif kind == self.capture_kind:
             if kind == _HEADING:
                 self.heading(_HEADINGS[entry.name], " ".join(self.capture))
-            elif kind == _TERM:
-                self.term("".join(self.capture))
             elif kind == _PRE:
                 self.write("".join(self.capture).strip("\n").rstrip())
             else:
@@ -223,22 +207,6 @@ class _Flattener:
         self.builder.start = self.length
         if level == 1 and not self.first_h1:
             self.first_h1 = heading
-
-    @property
-    def term_list(self) -> bool:
-        """Whether a ``dt`` here starts a sub-section (inside 1 to ``_TERM_LISTS`` lists)."""
-        return 0 < self.lists <= _TERM_LISTS
-
-    def term(self, text: str) -> None:
-        """A ``dt`` opens a sub-section under the current heading, so every chunk of
-        its definition carries the term (``shared_buffers (integer)``) in its heading
-        line; the list's end returns to the enclosing heading."""
-        term = _SPACES.sub(" ", text).strip()
-        if not term:
-            return
-        self.builder.term(_TERM_LEVEL + self.lists - 1, term, self.length, self.length)
-        self.write(term)
-        self.builder.start = self.length
 
     def finish(self) -> str:
         while self.stack:

@@ -299,6 +299,6 @@ def embed_chunks(
                     f"embedder {embedder.name!r} returned shape {embedded.shape}, "
                     f"expected ({len(batch)}, {embedder.dimension})"
                 )
-            vectors[batch[::-1]] = embedded
+            vectors[batch] = embedded
             bar.update(len(batch))
     return vectors

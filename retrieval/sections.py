@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TERM_CHARS = 120
-"""Longest definition-list term kept in a heading path (longer ones are cut)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Section:
@@ -46,24 +43,6 @@ class SectionBuilder:
         if title:
             self.stack.append((level, title))
         self.start = body_start
-
-    def term(self, level: int, title: str, heading_start: int, body_start: int) -> None:
-        """A definition-list term: a heading of ``level``, except that terms following
-        each other with no text between them (``<dt>a</dt><dt>b</dt>``) share one
-        section titled ``a, b``."""
-        top = self.stack[-1] if self.stack else None
-        if top is not None and top[0] == level and self.start == heading_start:
-            self.stack[-1] = (level, f"{top[1]}, {title}"[:TERM_CHARS])
-            self.start = body_start
-            return
-        self.heading(level, title[:TERM_CHARS], heading_start, body_start)
-
-    def end_level(self, level: int, end: int) -> None:
-        """Close the sections of headings at ``level`` and deeper (a definition list
-        ended): the text after it belongs to the enclosing heading again."""
-        self.close(end)
-        while self.stack and self.stack[-1][0] >= level:
-            self.stack.pop()
 
     def close(self, end: int) -> None:
         if end > self.start:

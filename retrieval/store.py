@@ -166,7 +166,10 @@ class CollectionStore:
         ``dense`` ranks by cosine similarity, ``bm25`` by keyword score, ``hybrid``
         fuses both rankings (of every collection) by reciprocal rank fusion; the hit's
         ``score`` is that mode's score. ``language`` is the query's language for BM25
-        (default: ``RetrievalConfig.query_language``, ``auto`` = detected).
+        (default: ``RetrievalConfig.query_language``, ``auto`` = detected). With
+        ``RetrievalConfig.passage_tokens`` set, a hit is a passage: its chunk plus the
+        adjacent chunks of its section (``chunk_id`` and ``score`` are its best chunk's,
+        ``text``/``start``/``end`` the whole run's; ``retrieval/expand.py``).
         """
         if language is None and self.config.query_language != "auto":
             language = self.config.query_language

@@ -193,8 +193,10 @@ class RecordingEmbedder(WordHashEmbedder):
 
 def test_chunks_are_embedded_by_length_and_each_keeps_its_own_vector(tmp_path: Path) -> None:
     sizes = [3, 40, 1, 25, 8, 60, 2, 15]  # sections of very different lengths, mixed
+    fruit = ["apple", "pear", "plum", "cherry", "melon", "grape", "lemon", "mango", "peach"]
     body = "\n\n".join(
-        f"## Part {n}\n\n" + " ".join(f"word{n} apple{n} pear{i % 7}" for i in range(size))
+        f"## Part {n}\n\n"
+        + " ".join(f"{fruit[(n + i) % 9]} {fruit[(n * i) % 9]}" for i in range(size))
         for n, size in enumerate(sizes)
     )
     _write(tmp_path / "mixed.md", f"# Mixed\n\n{body}\n")

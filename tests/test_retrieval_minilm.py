@@ -63,3 +63,22 @@ def test_default_chunks_fit_the_models_word_piece_window(
 
     assert len(chunks) > 5
     assert max(pieces) <= minilm.max_seq_length == 256
+
+
+def test_batching_by_length_keeps_each_chunks_own_vector(
+    minilm: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    # Ingest sorts chunks by length before batching; padding is masked, so each stored
+    # vector must equal the chunk embedded on its own, and sit on its own chunk's row.
+    (tmp_path / "router.md").write_text(ROUTER_MANUAL)
+    (tmp_path / "billing.md").write_text(BILLING_FAQ)
+    config = RetrievalConfig(chunk_tokens=48, chunk_overlap=0, embed_batch_size=3)
+    store = CollectionStore(tmp_path / "store", minilm, config)
+    store.ingest("support", [tmp_path])
+
+    snapshot = store.snapshot("support")
+    texts = [c.embedding_text() for c in snapshot.chunks]
+    alone = np.stack([minilm.embed_documents([text])[0] for text in texts])
+
+    assert len(set(map(len, texts))) > 3  # lengths differ, so batches were reordered
+    assert np.allclose(snapshot.dense.vectors(), alone, atol=2e-5)

@@ -113,3 +113,15 @@ def test_unknown_embedder_names_are_refused() -> None:
 
     with pytest.raises(ValueError, match="minilm-int8"):
         embedder_from_name("e5-large")
+
+
+def test_the_session_uses_the_allowed_cores_and_does_not_spin() -> None:
+    import os
+
+    from retrieval.onnx_embedding import session_options
+
+    options = session_options()
+
+    assert options.intra_op_num_threads == min(len(os.sched_getaffinity(0)), 8)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session_options(1).intra_op_num_threads == 1

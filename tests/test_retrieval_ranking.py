@@ -85,7 +85,9 @@ def test_a_passage_stays_within_its_token_budget(tmp_path: Path) -> None:
 
     assert single.text == seed.text
     assert (grown.start, grown.end) != (seed.start, seed.end)
-    assert grown.end - grown.start < snapshot.chunks[memory[-1]].end - snapshot.chunks[memory[0]].start
+    assert (
+        grown.end - grown.start < snapshot.chunks[memory[-1]].end - snapshot.chunks[memory[0]].start
+    )
 
 
 def test_hits_inside_a_passage_free_their_slot(tmp_path: Path) -> None:
@@ -108,7 +110,10 @@ def test_a_passage_grows_towards_the_better_ranked_neighbour(tmp_path: Path) -> 
     memory = rows(snapshot, "Memory")
     middle = memory[1]
     before, after = snapshot.chunks[middle - 1], snapshot.chunks[middle + 1]
-    costs = [added_tokens(before, snapshot.chunks[middle]), added_tokens(snapshot.chunks[middle], after)]
+    costs = [
+        added_tokens(before, snapshot.chunks[middle]),
+        added_tokens(snapshot.chunks[middle], after),
+    ]
     budget = snapshot.chunks[middle].token_count + max(costs)  # room for one neighbour only
     assert min(costs) > 0
 
@@ -128,6 +133,10 @@ def test_chunks_of_different_sections_are_never_joined(tmp_path: Path) -> None:
 
     assert same_section(chunks[last_memory - 1], chunks[last_memory])
     assert not same_section(chunks[last_memory], chunks[first_connection])
+    relabelled = dataclasses.replace(chunks[last_memory], heading_path=("Server Manual", "Other"))
+    assert not same_section(chunks[last_memory - 1], relabelled)
+    elsewhere = dataclasses.replace(chunks[last_memory], document_id="another")
+    assert not same_section(chunks[last_memory - 1], elsewhere)
     assert joined_text([chunks[0]]) == chunks[0].text
 
 

@@ -74,15 +74,16 @@ def test_report_counts_per_tenant_and_restart_window(tmp_path: Path):
 
 def test_haproxy_stats_csv_is_read_by_column_name():
     text = (
-        "# pxname,svname,scur,status,req_tot,\n"
-        "loragate,FRONTEND,3,OPEN,120,\n"
-        "gateways,g0,2,UP,,\n"
-        "gateways,g1,0,DOWN,,\n"
-        "gateways,BACKEND,2,UP,,\n"
+        "# pxname,svname,scur,bout,status,req_tot,\n"
+        "loragate,FRONTEND,3,900,OPEN,120,\n"
+        "gateways,g0,2,500,UP,,\n"
+        "gateways,g1,0,400,DOWN,,\n"
+        "gateways,BACKEND,2,900,UP,,\n"
     )
     requests, servers = parse_stats(text)
     assert requests == 120
     assert servers["g0"].current == 2 and servers["g0"].status == "UP"
+    assert servers["g0"].bytes_out == 500
     assert servers["g1"].status == "DOWN" and set(servers) == {"g0", "g1"}
 
 
@@ -129,8 +130,9 @@ def test_rolling_restart_under_locust_loses_no_stream(rig: Rig, tmp_path: Path):
 
 @needs_haproxy
 def test_abrupt_kill_instead_of_drain_is_caught(rig: Rig, tmp_path: Path):
-    # Last in the module: g0 is not brought back (saves a gateway start). Headers go out
-    # with a stream's first token, so wait for a few streams in flight: some have begun.
+    # Last in the module: g0 is not brought back (saves a gateway start). The signal
+    # waits for streams mid-body on g0 (a stream killed before its first token, when
+    # the gateway sends its headers, is re-sent by HAProxy: not cut).
     plan = Plan(
         warmup_s=1,
         settle_s=2,

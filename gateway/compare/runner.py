@@ -226,7 +226,7 @@ async def _create(
         try:
             return await client.chat.completions.create(**body), started
         except openai.RateLimitError as exc:
-            if True:  # BREAK
+            if waited >= busy_wait_s:
                 raise
             delay = min(max(pause, _retry_after(exc)), busy_wait_s - waited)
             await asyncio.sleep(delay)

@@ -8,8 +8,11 @@
 with its gold page and an answer string from that page. Per embedder it reports, per
 search mode and for English and non-English questions: gold-document recall@10 (a top-10
 hit comes from the gold page) and answer-in-top-5 (a top-5 hit from the gold page
-contains the answer string, case, accents and whitespace ignored); and ingestion
-chunks/s (extraction, chunking, embedding, indexing, commit).
+contains the answer string, case, accents and whitespace ignored), answer-in-budget
+(the same, over the hits that fit in 1,500 cl100k tokens: chunks and passages compared
+at equal prompt cost) and the mean tokens of the top 5 hits; and ingestion chunks/s
+(extraction, chunking, embedding, indexing, commit). ``--passages 0,300`` scores
+several ``RetrievalConfig.passage_tokens`` values on one ingested store.
 
 The corpus is the gold pages plus an even sample of the other pages, ``--pages`` in all
 (``--pages 0``: every page). Only the stable ``CollectionStore`` API is used, so the
@@ -162,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
     parser.add_argument(
         "--passages",
-        default="0",
-        help="comma-separated passage_tokens values searched on the same store (0: chunks)",
+        default="",
+        help="comma-separated passage_tokens values searched on the same store "
+        "(0: single chunks; default: the library's)",
     )
     parser.add_argument("--label", default="", help="shown in the tables (e.g. before/after)")
     args = parser.parse_args(argv)
@@ -232,7 +236,8 @@ def run_one(
     rate = f"{embedded / total:.1f}" if embedded else "- (re-used)"
     embed_rate = f"{embedded / embedder.seconds:.1f}" if embedder.seconds else "-"
     speed.append([name, len(pages), chunks, total, rate, embedder.seconds, embed_rate])
-    for passage in [int(p) for p in args.passages.split(",") if p]:
+    default = getattr(config, "passage_tokens", 0)
+    for passage in [int(p) for p in args.passages.split(",") if p] or [default]:
         searcher = CollectionStore(store.root, embedder, with_passages(config, passage))
         for mode in MODES:
             groups = score(searcher, questions, mode)
