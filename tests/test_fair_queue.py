@@ -272,6 +272,31 @@ async def test_headroom_starts_a_light_tenants_request_at_once_during_a_flood(he
     assert queue.in_use == 0 and queue.depth == 0
 
 
+async def test_a_tenant_that_ran_two_at_once_gets_two_slots_kept():
+    """The reserve follows what a light tenant ran at once lately: two of its requests
+    arriving together during a flood both start at once (not the second after a
+    flooder's slot frees), and the flooder still gets the rest."""
+    queue, _ = make_queue(capacity=8, headroom=1)
+    r = Runner(queue)
+    r.submit("b0", "b")
+    r.submit("b1", "b")  # b ran two at once
+    await r.settle()
+    await r.finish("b0")
+    await r.finish("b1")
+    for i in range(20):
+        r.submit(f"a{i}", "a")
+    await r.settle()
+    assert len(running(r, "a")) == 6
+    r.submit("b2", "b")
+    r.submit("b3", "b")
+    await r.settle()
+    assert {"b2", "b3"} <= set(r.granted)
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+    assert queue.in_use == 0
+
+
 async def test_headroom_is_capped_at_a_quarter_of_the_slots():
     queue, _ = make_queue(capacity=8, headroom=1)
     r = Runner(queue)

@@ -15,7 +15,10 @@ read like any route), but requests reach them through one small handler:
   like FastAPI's own body errors: ``gateway.api.json_body``);
 - ``pipeline``: the state's, and ``request`` itself.
 
-An endpoint asking for anything else is refused when the route is built.
+An endpoint asking for anything else is refused when the route is built. The route's
+ASGI app is that handler and the response, nothing around them: FastAPI's own wrapper
+adds two exit stacks (for dependencies with ``yield``: none here) and an exception
+layer that the app's ``ExceptionMiddleware`` provides anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, get_type_hints
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.json_body import validated
 from gateway.errors import EngineUnavailableError
@@ -43,6 +47,16 @@ def current_state(request: Request) -> GatewayState:
 
 
 class GenerationRoute(APIRoute):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        handle = self.get_route_handler()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handle(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
         names = set(inspect.signature(endpoint).parameters)

@@ -7,8 +7,8 @@ streams them). Everything else is the pipeline's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
+from json.encoder import encode_basestring as json_string  # C; UTF-8 kept as is
 
 from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationOutput, TokenLogprob
@@ -185,7 +185,7 @@ class ChatEndpoint:
                     around = text_chunks.get(c.index)
                     if around is None:
                         around = text_chunks[c.index] = _text_chunk_template(chunk, c.index)
-                    yield around[0] + json.dumps(c.text, ensure_ascii=False) + around[1]
+                    yield around[0] + json_string(c.text) + around[1]
                 elif c.text or c.logprobs:
                     lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
                     yield chunk(
@@ -221,7 +221,7 @@ def _text_chunk_template(
     chunks of a stream are these, and only the text changes (so each costs one JSON
     string, not three models built and serialized)."""
     choice = ChatCompletionChunkChoice(index=index, delta=ChoiceDelta(content=TEXT_MARK))
-    before, after = chunk([choice]).split(json.dumps(TEXT_MARK, ensure_ascii=False))
+    before, after = chunk([choice]).split(json_string(TEXT_MARK))
     return before, after
 
 

@@ -166,6 +166,7 @@ class FairQueue:
             state.finish = start + cost / weight
             self._virtual = start
             state.held += cost
+            state.peak = max(state.peak, state.held)
             self.in_use += cost
             return state, 0.0
         reason = "shutting_down" if self._closed is not None else None
@@ -344,6 +345,7 @@ class FairQueue:
                 break
             t = head.tenant
             below = shares is None or shares.below(t)
+            needed_before = shares.need(t) if shares is not None else 0
             if (
                 shares is not None
                 and not below
@@ -355,7 +357,7 @@ class FairQueue:
                 break
             self._grant(head)
             if shares is not None:
-                shares.taken(t, below)
+                shares.taken(t, needed_before)
         for waiter in passed:
             self._line.push(waiter)
         if passed and self.in_use < self.capacity:
@@ -367,6 +369,7 @@ class FairQueue:
         waiter.granted = True
         self._virtual = max(self._virtual, waiter.start)
         waiter.tenant.held += waiter.cost
+        waiter.tenant.peak = max(waiter.tenant.peak, waiter.tenant.held)
         self.in_use += waiter.cost
         waiter.future.set_result(None)
 

@@ -8,14 +8,16 @@ first slot a flooder frees (8 slots held ~0.5 s each: a p99 of ~0.25 s). So:
   ``active_seconds`` after its last arrival. Its share is ``capacity x w / W`` (``W``:
   the weights of the active tenants).
 - A tenant below its share takes any free slot.
-- A tenant at or over its share takes slots only if at least ``reserve`` stay free:
-  ``headroom`` per active tenant below its share, at most ``capacity // 4`` in all (many
-  tenants cannot idle the engine). A tenant alone is below its share until it holds
-  every slot; once a light tenant is active, a slot stays free for it and its request
-  starts at once.
+- A tenant at or over its share takes slots only if at least ``reserve`` stay free: for
+  each active tenant below its share, what it may need at once (its peak concurrency
+  while active, less what it holds, at least ``headroom``, at most the rest of its
+  share), at most ``capacity // 4`` in all (many tenants cannot idle the engine). A
+  tenant alone is below its share until it holds every slot; once a light tenant is
+  active, slots stay free for it and its requests start at once, also two of them that
+  arrive together if it has run two at a time.
 
-Cost: while tenants below their share are active, up to ``headroom`` slots each (at most
-a quarter of the slots) may idle. None idles forever: a reserve held for a tenant with
+Cost: while tenants below their share are active, the slots kept for them (at most a
+quarter of the slots) may idle. None idles forever: a reserve held for a tenant with
 nothing waiting or running lapses with its activity (``lapse``: when; the fair queue
 re-dispatches then). ``headroom`` 0 turns all of this off.
 
@@ -40,6 +42,8 @@ class TenantLoad(Protocol):
     """Clock time of its last arrival."""
     held: int
     """Slots its requests hold now."""
+    peak: int
+    """The most slots it held at once while active (0 once inactive)."""
     count: int
     """Its requests waiting."""
 
@@ -48,8 +52,8 @@ T = TypeVar("T", bound=TenantLoad)
 
 
 class SlotShares:
-    """``survey`` (O(tenants)) before the other questions; ``taken`` keeps its count of
-    tenants below their share right as slots are granted in one dispatch."""
+    """``survey`` (O(tenants)) before the other questions; ``taken`` keeps the reserve
+    right as slots are granted in one dispatch."""
 
     def __init__(self, capacity: int, headroom: int, active_seconds: float) -> None:
         self.capacity = capacity
@@ -61,48 +65,60 @@ class SlotShares:
         """When the earliest reserve kept for a tenant with nothing in flight lapses."""
         self.surveyed_at = -math.inf
         self._active_weight = 0.0
-        self._below = 0
+        self._needed = 0
+        """Slots the active tenants below their share may need (``need``), summed."""
 
     @property
     def on(self) -> bool:
         return self.headroom > 0 and self.cap > 0
 
     def survey(self, tenants: MutableMapping[str, T], now: float, virtual: float) -> None:
-        """Weigh the active tenants, count those below their share; forget the tenants
+        """Weigh the active tenants, sum what those below their share need; forget the tenants
         that are inactive and have no fair-queuing credit left (finish tag <= ``virtual``)."""
         active = 0.0
         for t in tenants.values():
             if t.held or t.count or now - t.seen < self.active_seconds:
                 active += t.weight
-        below = 0
+        self._active_weight = active
+        needed = 0
         lapse = math.inf
         stale: list[str] = []
         for name, t in tenants.items():
             if t.held or t.count:
-                below += t.held * active < self.capacity * t.weight
+                needed += self.need(t)
             elif now - t.seen < self.active_seconds:
-                below += 1  # holds nothing: below any share
+                needed += self.need(t)  # holds nothing: below any share
                 lapse = min(lapse, t.seen + self.active_seconds)
-            elif t.finish <= virtual:
-                stale.append(name)
+            else:
+                t.peak = 0
+                if t.finish <= virtual:
+                    stale.append(name)
         for name in stale:
             del tenants[name]
-        self._active_weight, self._below, self.lapse = active, below, lapse
+        self._needed, self.lapse = needed, lapse
         self.surveyed_at = now
 
     def below(self, t: TenantLoad) -> bool:
         """Holds less than its weighted share of the slots."""
         return t.held * self._active_weight < self.capacity * t.weight
 
+    def need(self, t: TenantLoad) -> int:
+        """Slots kept for an active tenant ``t``: none at or over its share, else what it
+        ran at once lately beyond what it holds (at least ``headroom``), within its share."""
+        if not self.below(t):
+            return 0
+        room = math.ceil(self.capacity * t.weight / self._active_weight) - t.held
+        return max(0, min(max(self.headroom, t.peak - t.held), room))
+
     def reserve(self) -> int:
         """Slots a tenant at or over its share must leave free."""
-        return min(self.cap, self.headroom * self._below)
+        return min(self.cap, self._needed)
 
     def may_take(self, t: TenantLoad, cost: int, free: int) -> bool:
         """Whether ``t`` may take ``cost`` of the ``free`` slots (it fits)."""
         return self.below(t) or free - cost >= self.reserve()
 
-    def taken(self, t: TenantLoad, was_below: bool) -> None:
-        """``t`` was granted slots: it may have reached its share."""
-        if was_below and not self.below(t):
-            self._below -= 1
+    def taken(self, t: TenantLoad, needed_before: int) -> None:
+        """``t`` was granted slots (``needed_before``: its ``need`` before): it needs
+        fewer kept for it now, or none once at its share."""
+        self._needed += self.need(t) - needed_before

@@ -33,6 +33,8 @@ class TenantState:
     """Clock time of its last arrival."""
     held: int = 0
     """Slots its requests hold now."""
+    peak: int = 0
+    """The most slots it held at once while active (see ``SlotShares``)."""
     count: int = 0
     """Its waiters."""
     queued_cost: int = 0
