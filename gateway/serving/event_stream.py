@@ -86,17 +86,18 @@ class EventStreamResponse(Response):
             while True:
                 await ready.wait()
                 ready.clear()
-                if buffer:
+                last = ended and failure is None and not left
+                if buffer or last:
                     body = "".join(buffer).encode()
                     buffer.clear()
                     room.set()
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    # The last events and the body's end in one write when they are
+                    # ready together (one write and one client wake-up fewer).
+                    await send({"type": "http.response.body", "body": body, "more_body": not last})
                 if ended and not buffer:
                     break
             if failure is not None:
                 raise failure
-            if not left:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client is gone (an ASGI 2.4 server raises on send)
         finally:
