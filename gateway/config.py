@@ -218,6 +218,14 @@ class RemoteEngineSettings(Section):
         description="Requests of one adapter in flight on a replica before new ones spill "
         "to its next replica (bounded by max_replicas_per_adapter).",
     )
+    balance_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        description="Bounded load: a replica takes an adapter's new request only while all "
+        "its requests in flight stay under balance_factor x the average per replica (+1); "
+        "past it the next replica in the adapter's ranking (HAProxy's hash-balance-factor "
+        "/ 100). Large: locality only.",
+    )
     connect_timeout: float = Field(default=3.0, gt=0)
     first_token_timeout: float = Field(
         default=120.0, gt=0, description="Longest wait for a request's first stream event."

@@ -173,7 +173,7 @@ def measure(target: Target, args: argparse.Namespace) -> None:
         )
         target.results[f"c1-{'stream' if stream else 'json'}"] = asyncio.run(
             run_load(HOST, target.port, request, stream=stream, concurrency=1,
-                     seconds=args.seconds, warmup=20)
+                     seconds=args.seconds, warmup=200)
         )  # fmt: skip
     request = build_request(
         HOST, target.port, "/v1/chat/completions", chat_body(True, args.tokens), target.key

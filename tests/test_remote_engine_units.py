@@ -378,17 +378,37 @@ def test_rendezvous_moves_only_the_adapters_of_a_leaving_replica():
 def test_bounded_load_spills_in_ranking_order_and_stops_at_the_cap():
     replicas = ["a", "b", "c"]
     order = ranking("x@1", replicas)
-    rule = BoundedLoad(max_replicas=2, spill_threshold=2)
+    rule = BoundedLoad(max_replicas=2, spill_threshold=2, balance_factor=100)
     load = dict.fromkeys(replicas, 0)
     picks = []
     for _ in range(7):
-        pick = rule.for_adapter("x@1", replicas, load.__getitem__)
+        pick = rule.for_adapter("x@1", replicas, load.__getitem__, load.__getitem__)
         assert pick is not None
         load[pick] += 1
         picks.append(pick)
     assert picks[:4] == [order[0], order[0], order[1], order[1]]
     assert set(picks) == set(order[:2])  # never the third
     assert load[order[0]] + load[order[1]] == 7
+
+
+def test_a_home_replica_past_the_balance_bound_spills_to_the_next():
+    """Hashing can home the popular adapters on one replica: once it holds more than
+    balance_factor x the average, an adapter's new request goes to its next replica;
+    at low load every request stays home."""
+    replicas = ["a", "b"]
+    key = "x@1"
+    home, other = ranking(key, replicas)
+    rule = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=1.25)
+    mine = dict.fromkeys(replicas, 0)
+    load = dict.fromkeys(replicas, 0)
+    assert rule.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
+    load[home] = 5  # other adapters' requests, all homed there too
+    assert rule.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == other
+    load[other] = 4  # bound ceil(1.25 x 10 / 2) = 7: home is under it again
+    assert rule.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
+    only_locality = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=100)
+    load = {home: 7, other: 0}
+    assert only_locality.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
 
 
 async def test_adapter_requests_stay_on_the_home_replica(

@@ -34,7 +34,7 @@ def pair() -> Iterator[list[FakeReplica]]:
 def test_round_robin_rotates_and_ignores_the_adapter() -> None:
     policy = RoundRobin()
     urls = ["http://a", "http://b", "http://c"]
-    picks = [policy.for_adapter(f"x{i % 2}", urls, lambda _: 0) for i in range(6)]
+    picks = [policy.for_adapter(f"x{i % 2}", urls, lambda _: 0, lambda _: 0) for i in range(6)]
     assert picks == urls * 2
     assert policy.for_base([], lambda _: 0) is None
 

@@ -151,7 +151,10 @@ class RemoteEngine:
         else:
             name = adapter.engine_name
             url = self.placement.for_adapter(
-                name, urls, lambda u: healthy[u].adapter_in_flight[name]
+                name,
+                urls,
+                lambda u: healthy[u].adapter_in_flight[name],
+                lambda u: healthy[u].in_flight,
             )
         if url is None:
             raise EngineUnavailableError("No healthy replica is available.")

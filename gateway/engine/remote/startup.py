@@ -111,7 +111,9 @@ def build_remote_engine(
 def placement_for(settings: RemoteEngineSettings) -> Placement:
     if settings.placement == "round_robin":
         return RoundRobin()
-    return BoundedLoad(settings.max_replicas_per_adapter, settings.spill_threshold)
+    return BoundedLoad(
+        settings.max_replicas_per_adapter, settings.spill_threshold, settings.balance_factor
+    )
 
 
 async def discover_base(engine: RemoteEngine, settings: RemoteEngineSettings) -> tuple[str, int]:
