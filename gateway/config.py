@@ -226,6 +226,13 @@ class RemoteEngineSettings(Section):
         "past it the next replica in the adapter's ranking (HAProxy's hash-balance-factor "
         "/ 100). Large: locality only.",
     )
+    balance_floor: int = Field(
+        default=8,
+        ge=0,
+        description="Requests in flight below which a replica is never full by balance: "
+        "locality first while it is not busy (0: balance from the first request, for CPU "
+        "replicas).",
+    )
     connect_timeout: float = Field(default=3.0, gt=0)
     first_token_timeout: float = Field(
         default=120.0, gt=0, description="Longest wait for a request's first stream event."

@@ -95,6 +95,9 @@ def gateway_config(
             "max_loras": max_loras,
             "max_cpu_loras": max_loras,
             "max_lora_rank": 8,
+            # CPU replicas: a bigger batch costs about as much as another replica's
+            # time, so balance from the first request (see engine.balance_floor).
+            "balance_floor": 0,
         },
         "server": {"host": "127.0.0.1", "port": port, "log_level": "warning"},
         "registry": {"data_dir": str(data_dir)},

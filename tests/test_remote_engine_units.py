@@ -393,12 +393,12 @@ def test_bounded_load_spills_in_ranking_order_and_stops_at_the_cap():
 
 def test_a_home_replica_past_the_balance_bound_spills_to_the_next():
     """Hashing can home the popular adapters on one replica: once it holds more than
-    balance_factor x the average, an adapter's new request goes to its next replica;
-    at low load every request stays home."""
+    balance_factor x the average (and at least balance_floor), an adapter's new request
+    goes to its next replica; below the floor every request stays home."""
     replicas = ["a", "b"]
     key = "x@1"
     home, other = ranking(key, replicas)
-    rule = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=1.25)
+    rule = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=1.25, balance_floor=0)
     mine = dict.fromkeys(replicas, 0)
     load = dict.fromkeys(replicas, 0)
     assert rule.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
@@ -409,6 +409,10 @@ def test_a_home_replica_past_the_balance_bound_spills_to_the_next():
     only_locality = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=100)
     load = {home: 7, other: 0}
     assert only_locality.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
+    floored = BoundedLoad(max_replicas=2, spill_threshold=8, balance_factor=1.25)
+    assert floored.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == home
+    load = {home: 8, other: 0}  # busy now: past the floor and the bound
+    assert floored.for_adapter(key, replicas, mine.__getitem__, load.__getitem__) == other
 
 
 async def test_adapter_requests_stay_on_the_home_replica(

@@ -6,11 +6,14 @@ only the adapters whose top choice it is. An adapter's requests go to its first
 (home) replica; a further replica in its ranking takes new requests only while the
 ones before it are full, never more than ``max_replicas`` replicas. A replica is full
 for an adapter when it holds ``spill_threshold`` of the adapter's requests, or when all
-its requests in flight reach the bound ``ceil(balance_factor x (requests in flight on
-all replicas + 1) / replicas)`` (consistent hashing with bounded loads, Mirrokni et
-al. 2018; HAProxy's ``hash-balance-factor``): without it, hashing that happens to home
-most popular adapters on one replica leaves the other idle (measured: 43 of 48
-requests on one of two replicas). At low load every request stays home. The base
+its requests in flight reach the bound ``max(balance_floor, ceil(balance_factor x
+(requests in flight on all replicas + 1) / replicas))`` (consistent hashing with
+bounded loads, Mirrokni et al. 2018; HAProxy's ``hash-balance-factor``): without it,
+hashing that happens to home most popular adapters on one replica leaves the other
+idle (measured on CPU replicas: 43 of 48 requests on one of two). ``balance_floor``
+keeps locality first while a replica is not busy (on a GPU a batch of a few more
+sequences costs little, a load and a slot cost more); 0 balances from the first
+request, which suits CPU replicas. The base
 model has no locality to keep: its requests go to the least-loaded replica.
 
 ``RoundRobin`` is the baseline without locality (``engine.placement: round_robin``):
@@ -55,14 +58,19 @@ class Placement(Protocol):
 
 class BoundedLoad:
     """The placement rule: ``max_replicas`` per adapter, spill at ``spill_threshold`` or
-    past the balance bound (``balance_factor``; large: locality only)."""
+    past the balance bound (``balance_factor``, ``balance_floor``; large: locality only)."""
 
     def __init__(
-        self, max_replicas: int = 2, spill_threshold: int = 8, balance_factor: float = 1.25
+        self,
+        max_replicas: int = 2,
+        spill_threshold: int = 8,
+        balance_factor: float = 1.25,
+        balance_floor: int = 8,
     ) -> None:
         self.max_replicas = max_replicas
         self.spill_threshold = spill_threshold
         self.balance_factor = balance_factor
+        self.balance_floor = balance_floor
         self._ties = itertools.count()
 
     def for_adapter(
@@ -77,7 +85,9 @@ class BoundedLoad:
         if not allowed:
             return None
         total = sum(load(r) for r in replicas)
-        bound = math.ceil(self.balance_factor * (total + 1) / len(replicas))
+        bound = max(
+            self.balance_floor, math.ceil(self.balance_factor * (total + 1) / len(replicas))
+        )
         for replica in allowed:
             if in_flight(replica) < self.spill_threshold and load(replica) < bound:
                 return replica

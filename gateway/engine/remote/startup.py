@@ -112,7 +112,10 @@ def placement_for(settings: RemoteEngineSettings) -> Placement:
     if settings.placement == "round_robin":
         return RoundRobin()
     return BoundedLoad(
-        settings.max_replicas_per_adapter, settings.spill_threshold, settings.balance_factor
+        settings.max_replicas_per_adapter,
+        settings.spill_threshold,
+        settings.balance_factor,
+        settings.balance_floor,
     )
 
 
