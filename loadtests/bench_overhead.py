@@ -6,8 +6,9 @@ instant backend, side by side in one run. Prints a Markdown table.
 For each target (the backend directly, loragate, LiteLLM) a cheap raw-asyncio client
 (``loadtests.raw_load``, in this process) sends a short chat completion:
 
-- concurrency 1, streamed and not: end-to-end latency p50/p99; *added* is the
-  target's figure minus the backend's own (the direct row);
+- concurrency 1, streamed and not, after 200 warm-up requests (fewer measured the
+  first seconds after start-up, which swung runs by half): end-to-end latency
+  p50/p99; *added* is the target's figure minus the backend's own (the direct row);
 - concurrency 32, streamed: requests/s, and the CPU time the target's process tree
   spent in the timed window (``/proc`` user+system via psutil) per request.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from retrieval.collection import Snapshot
 from retrieval.records import Chunk, SearchHit
@@ -141,15 +141,4 @@ def _hit(snapshot: Snapshot, run: _Run) -> SearchHit:
     if run.first == run.last:
         return hit
     chunks = snapshot.chunks[run.first : run.last + 1]
-    return SearchHit(
-        chunk_id=hit.chunk_id,
-        document_id=hit.document_id,
-        title=hit.title,
-        source=hit.source,
-        heading_path=hit.heading_path,
-        text=joined_text(chunks),
-        score=hit.score,
-        start=chunks[0].start,
-        end=chunks[-1].end,
-        collection=hit.collection,
-    )
+    return replace(hit, text=joined_text(chunks), start=chunks[0].start, end=chunks[-1].end)
