@@ -62,6 +62,9 @@ class FakeReplica:
         self.url = ""
 
     def reset(self) -> None:
+        # Streams left over from an earlier test (a replica still sleeping past a deadline
+        # the gateway gave up on) must not touch this test's counters when they end.
+        self.epoch = getattr(self, "epoch", 0) + 1
         self.down = False
         self.api_key: str | None = None
         self.adapters: dict[str, str] = {}
@@ -133,6 +136,7 @@ class FakeReplica:
         return StreamingResponse(self._stream(body), media_type="text/event-stream")
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        epoch = self.epoch
         self.open_streams += 1
         try:
             await asyncio.sleep(self.first_delay)
@@ -154,10 +158,12 @@ class FakeReplica:
             yield _sse({"id": "cmpl-x", "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
         except (asyncio.CancelledError, GeneratorExit):
-            self.disconnected += 1
+            if epoch == self.epoch:
+                self.disconnected += 1
             raise
         finally:
-            self.open_streams -= 1
+            if epoch == self.epoch:
+                self.open_streams -= 1
 
 
 def _error(status: int, message: str) -> Response:
