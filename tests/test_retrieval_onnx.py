@@ -7,8 +7,10 @@ ones. The real MiniLM's int8 quality is measured in ``retrieval/bench/multilingu
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +117,51 @@ def test_unknown_embedder_names_are_refused() -> None:
         embedder_from_name("e5-large")
 
 
-def test_the_session_uses_the_allowed_cores_and_does_not_spin() -> None:
+def test_batches_run_one_per_allowed_core_each_on_one_thread_without_spinning(
+    embedder: OnnxEmbedder,
+) -> None:
     import os
 
     from retrieval.onnx_embedding import session_options
 
     options = session_options()
 
-    assert options.intra_op_num_threads == min(len(os.sched_getaffinity(0)), 8)
+    assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert session_options(1).intra_op_num_threads == 1
+    assert embedder.workers == min(len(os.sched_getaffinity(0)), 8)
+
+
+def test_batches_run_side_by_side_give_the_vectors_of_one_batch_after_another(
+    tiny_model: Path, embedder: OnnxEmbedder
+) -> None:
+    texts = [f"{TEXTS[1][: 7 * k]} number {k}" for k in range(1, 23)]
+    serial = OnnxEmbedder(tiny_model, cache_dir=embedder.onnx_path.parent, threads=1, batch_size=2)
+    parallel = OnnxEmbedder(
+        tiny_model, cache_dir=embedder.onnx_path.parent, threads=4, batch_size=2
+    )
+    threads: set[str] = set()
+    together = threading.Barrier(2, timeout=10)  # one batch after another breaks it
+    calls = itertools.count()
+    run = parallel._embed_batch
+
+    def recording(batch: list[list[int]]) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        if next(calls) < 2:
+            together.wait()  # the first two batches must be running at the same time
+        return run(batch)
+
+    parallel._embed_batch = recording  # type: ignore[method-assign]
+
+    assert np.array_equal(parallel.embed_documents(texts), serial.embed_documents(texts))
+    assert len(threads) > 1 and all(name.startswith("onnx-embed") for name in threads)
+
+
+def test_the_export_fuses_attention_before_quantizing(embedder: OnnxEmbedder) -> None:
+    import onnx
+
+    graph = onnx.load(str(embedder.onnx_path)).graph
+    kinds = {node.op_type for node in graph.node}
+
+    # one fused, int8 attention per layer; no sdpa mask left (Where ran 15% of the time)
+    assert sum(node.op_type == "QAttention" for node in graph.node) == 2
+    assert "SkipLayerNormalization" in kinds and "Where" not in kinds
