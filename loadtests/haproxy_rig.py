@@ -33,7 +33,7 @@ import httpx
 import yaml
 
 from loadtests.bench_serving import wait_ready
-from loadtests.paced_target import gateway_config
+from loadtests.paced_target import gateway_config, start_paced_replica
 from loadtests.scenario import Scenario
 from loadtests.target import free_port
 
@@ -171,18 +171,8 @@ class Rig:
         paced = self.scenario.paced
         if paced is None:
             raise ValueError("the rolling restart needs the scenario's `paced:` section")
-        replica_port = free_port()
-        replica = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "loadtests.paced_replica", "--port", str(replica_port)),
-                *("--token-delay", str(paced.token_delay_s), "--tokens", str(paced.tokens)),
-                *("--first-delay", str(paced.first_token_s)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        replica, replica_url = start_paced_replica(paced)
         self._others.append(replica)
-        replica_url = f"http://127.0.0.1:{replica_port}"
         wait_ready(replica_url + "/health", replica, 120, interval=0.1)
         for i in range(count):
             config = gateway_config(

@@ -26,7 +26,7 @@ import psutil
 import yaml
 
 from gateway.tenancy.keys import generate_key, hash_secret, parse_key
-from loadtests.scenario import Scenario
+from loadtests.scenario import PacedTarget, Scenario
 from loadtests.target import ServerProcess, free_port
 
 BASE_NAME = "paced-base"
@@ -107,6 +107,22 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) ->
     raise RuntimeError(f"the paced replica did not answer {url}")
 
 
+def start_paced_replica(paced: PacedTarget) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``loadtests.paced_replica`` process on a free loopback port, and its base URL
+    (started, not yet answering: wait on ``/health``)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "loadtests.paced_replica", "--port", str(port)),
+            *("--token-delay", str(paced.token_delay_s), "--tokens", str(paced.tokens)),
+            *("--first-delay", str(paced.first_token_s)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
 @contextmanager
 def paced_gateway(
     scenario: Scenario,
@@ -119,19 +135,10 @@ def paced_gateway(
     paced = scenario.paced
     if paced is None:
         raise ValueError("--start paced needs the scenario's `paced:` section")
-    replica_port = free_port()
-    replica = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "loadtests.paced_replica", "--port", str(replica_port)),
-            *("--token-delay", str(paced.token_delay_s), "--tokens", str(paced.tokens)),
-            *("--first-delay", str(paced.first_token_s)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    replica, replica_url = start_paced_replica(paced)
     try:
-        _wait_healthy(f"http://127.0.0.1:{replica_port}/health", replica, ready_timeout_s)
-        config = gateway_config(scenario, keys, model_dir, out, f"http://127.0.0.1:{replica_port}")
+        _wait_healthy(f"{replica_url}/health", replica, ready_timeout_s)
+        config = gateway_config(scenario, keys, model_dir, out, replica_url)
         path = out / "paced-gateway.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         loragate = str(Path(sys.executable).with_name("loragate"))

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving.prompt_renderer import PromptRenderer
+from retrieval.embedding import Embedder
 from tests.fakes import FakeEngine
 from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
 
@@ -77,11 +78,18 @@ def fake_settings(kit: FakeKit, data_dir: Path, **overrides: object) -> Settings
 
 @asynccontextmanager
 async def run_fake_gateway(
-    settings: Settings, renderer: PromptRenderer, engine: FakeEngine | None = None
+    settings: Settings,
+    renderer: PromptRenderer,
+    engine: FakeEngine | None = None,
+    *,
+    embedder: Embedder | None = None,
 ) -> AsyncIterator[FakeGateway]:
-    """The app over ASGI with a fake engine, from start-up to shutdown."""
+    """The app over ASGI with a fake engine (and ``embedder`` for retrieval, when given),
+    from start-up to shutdown."""
     engine = engine or FakeEngine()
-    app = create_app(settings, engine_factory=lambda _: engine, renderer=renderer)
+    app = create_app(
+        settings, engine_factory=lambda _: engine, renderer=renderer, embedder=embedder
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

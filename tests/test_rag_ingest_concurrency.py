@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
-
-from gateway.app import create_app
 from gateway.serving.prompt_renderer import PromptRenderer
 from tests.admin_requests import ADMIN
-from tests.conftest import FakeKit, fake_settings
+from tests.conftest import FakeKit, fake_settings, run_fake_gateway
 from tests.fakes import FakeEngine
 from tests.test_retrieval_fakes import GatedEmbedder
 
@@ -31,43 +28,39 @@ async def test_a_rag_chat_is_answered_while_an_upload_is_being_embedded(
     embedder.release.set()  # the first upload goes straight through
     settings = fake_settings(fake_kit, tmp_path / "data")
     engine = FakeEngine(max_model_len=2048)
-    app = create_app(
-        settings, engine_factory=lambda _: engine, renderer=renderer, embedder=embedder
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            url = "/admin/collections/kb/documents"
-            first = await client.post(
-                url, files=[("file", ("guide.md", GUIDE, "text/markdown"))], headers=ADMIN
-            )
-            assert first.status_code == 200, first.text
+    async with run_fake_gateway(settings, renderer, engine, embedder=embedder) as gateway:
+        client = gateway.client
+        url = "/admin/collections/kb/documents"
+        first = await client.post(
+            url, files=[("file", ("guide.md", GUIDE, "text/markdown"))], headers=ADMIN
+        )
+        assert first.status_code == 200, first.text
 
-            embedder.release.clear()
-            embedder.entered.clear()
-            upload = asyncio.create_task(
-                client.post(
-                    url, files=[("file", ("manual.md", MANUAL, "text/markdown"))], headers=ADMIN
-                )
+        embedder.release.clear()
+        embedder.entered.clear()
+        upload = asyncio.create_task(
+            client.post(
+                url, files=[("file", ("manual.md", MANUAL, "text/markdown"))], headers=ADMIN
             )
-            # wait until the upload is inside embed_documents (off the loop: a thread)
-            assert await asyncio.to_thread(embedder.entered.wait, 10)
-            chat = await asyncio.wait_for(
-                client.post(
-                    "/v1/chat/completions",
-                    json={
-                        "model": "tiny-base",
-                        "messages": [{"role": "user", "content": "When do backups run?"}],
-                        "max_tokens": 4,
-                        "rag": {"collection": "kb"},
-                    },
-                    headers=ADMIN,
-                ),
-                timeout=10,
-            )
-            held = not upload.done()
-            embedder.release.set()
-            finished = await upload
+        )
+        # wait until the upload is inside embed_documents (off the loop: a thread)
+        assert await asyncio.to_thread(embedder.entered.wait, 10)
+        chat = await asyncio.wait_for(
+            client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "tiny-base",
+                    "messages": [{"role": "user", "content": "When do backups run?"}],
+                    "max_tokens": 4,
+                    "rag": {"collection": "kb"},
+                },
+                headers=ADMIN,
+            ),
+            timeout=10,
+        )
+        held = not upload.done()
+        embedder.release.set()
+        finished = await upload
 
     assert chat.status_code == 200, chat.text
     assert held  # the chat was answered while the upload was still embedding

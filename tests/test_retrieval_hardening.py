@@ -19,11 +19,10 @@ import httpx
 import pytest
 
 from gateway.admin import collection_routes
-from gateway.app import create_app
 from gateway.serving.prompt_renderer import PromptRenderer
 from retrieval import CollectionStore, ExtractionLimitError, RetrievalConfig
 from retrieval.extraction import HTML, MARKDOWN, PDF, PdfLimits, atx_heading, extract
-from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings
+from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
 from tests.fakes import FakeEngine
 from tests.test_retrieval_fakes import GatedEmbedder, WordHashEmbedder, make_pdf
 
@@ -301,13 +300,8 @@ async def _gateway(
         kit, tmp_path / "data", retrieval={"allowed_roots": [str(allowed)], "max_file_mib": 1}
     )
     engine = FakeEngine(max_model_len=2048)
-    app = create_app(
-        settings, engine_factory=lambda _: engine, renderer=renderer, embedder=embedder
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield FakeGateway(client, engine, settings, app)
+    async with run_fake_gateway(settings, renderer, engine, embedder=embedder) as gateway:
+        yield gateway
 
 
 async def _loop_latencies(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -27,11 +26,9 @@ from typing import Any
 from retrieval import ingest
 from retrieval.bench.multilingual import (
     DEFAULT_CORPUS,
-    INSTALL_HINT,
-    QUESTIONS,
     make_embedder,
+    questions_and_pages,
     score,
-    select_pages,
 )
 from retrieval.bench.report import print_table
 from retrieval.collection import CollectionDirectory, Snapshot
@@ -99,11 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-quality", action="store_true", help="skip the recall table")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not any(args.corpus.glob("*.html")):
-        print(INSTALL_HINT)
+    found = questions_and_pages(args.corpus, args.pages)
+    if found is None:
         return 0
-    questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))["questions"]
-    pages = select_pages(args.corpus, {q["document"] for q in questions}, args.pages)
+    questions, pages = found
     cores = len(os.sched_getaffinity(0))
     print(f"corpus: {len(pages)} pages of {args.corpus}; {cores} cores")
     speed: list[list[object]] = []

@@ -73,6 +73,21 @@ def select_pages(corpus: Path, gold: set[str], count: int) -> list[Path]:
     return sorted(chosen)
 
 
+def questions_and_pages(corpus: Path, count: int) -> tuple[list[dict[str, Any]], list[Path]] | None:
+    """The question set and the pages to ingest (``select_pages``); ``None``, with the
+    reason printed, when the corpus or one of its gold pages is not installed."""
+    if not any(corpus.glob("*.html")):
+        print(INSTALL_HINT)
+        return None
+    questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))["questions"]
+    gold = {q["document"] for q in questions}
+    missing = sorted(g for g in gold if not (corpus / g).is_file())
+    if missing:
+        print(f"skipped: gold pages missing from {corpus}: {missing}")
+        return None
+    return questions, select_pages(corpus, gold, count)
+
+
 def make_embedder(name: str) -> Embedder:
     """The embedders this benchmark knows, by short name."""
     from retrieval import embedding
@@ -172,16 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="shown in the tables (e.g. before/after)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not any(args.corpus.glob("*.html")):
-        print(INSTALL_HINT)
+    found = questions_and_pages(args.corpus, args.pages)
+    if found is None:
         return 0
-    questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))["questions"]
-    gold = {q["document"] for q in questions}
-    missing = sorted(g for g in gold if not (args.corpus / g).is_file())
-    if missing:
-        print(f"skipped: gold pages missing from {args.corpus}: {missing}")
-        return 0
-    pages = select_pages(args.corpus, gold, args.pages)
+    questions, pages = found
     load = os.getloadavg()
     print(f"corpus: {len(pages)} pages of {args.corpus}; {len(questions)} questions")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
