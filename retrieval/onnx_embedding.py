@@ -185,7 +185,9 @@ class OnnxEmbedder:
             str(self.onnx_path), session_options(), providers=["CPUExecutionProvider"]
         )
         self.workers = threads or min(len(os.sched_getaffinity(0)), 8)
-        self._pool: ThreadPoolExecutor | None = None
+        # ONNX Runtime releases the GIL while it runs, so threads give real parallelism
+        # (the executor starts its threads on first use)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed")
         self._tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
         self._tokenizer = Tokenizer.from_str(self._tokenizer_json)
         self._tokenizer.enable_truncation(self.max_seq_length)
@@ -216,18 +218,12 @@ class OnnxEmbedder:
         vectors = np.zeros((len(ids), self.dimension), dtype=np.float32)
         feeds = ([ids[i] for i in batch] for batch in batches)
         if len(batches) > 1 and self.workers > 1:
-            outputs = self._workers().map(self._embed_batch, feeds)
+            outputs = self._pool.map(self._embed_batch, feeds)
         else:
             outputs = map(self._embed_batch, feeds)
         for batch, output in zip(batches, outputs, strict=True):
             vectors[batch] = output
         return normalize_rows(vectors)
-
-    def _workers(self) -> ThreadPoolExecutor:
-        # ONNX Runtime releases the GIL while it runs, so threads give real parallelism
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx-embed")
-        return self._pool
 
     def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
         width = max(len(row) for row in batch)
