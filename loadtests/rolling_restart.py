@@ -145,6 +145,9 @@ def _in_flight(rig: Rig, gateway: GatewayProcess, locust: _Locust, at_least: int
 
 
 def _restart(rig: Rig, gateway: GatewayProcess, locust: _Locust, plan: Plan) -> Restart:
+    # in rotation first: a gateway HAProxy took out (a slow check on a busy machine) has
+    # no streams, and signalling it would prove nothing
+    rig.wait_up([gateway.name], 60)
     in_flight = _in_flight(rig, gateway, locust, plan.in_flight_at_least)
     signal_s = locust.now()
     code = gateway.stop(plan.stop_signal, plan.drain_wait_s)

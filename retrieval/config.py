@@ -40,9 +40,10 @@ class RetrievalConfig:
     pdf_max_inflation: int = pdf_text.MAX_INFLATION
     """PDF content may also decompress to at most this many times the file's size
     (beyond the first MiB): the zip-bomb ratio test. Real PDFs measured 0.6-4x."""
-    embed_batch_size: int = 256
+    embed_batch_size: int = 1024
     """Chunks per embedder call (the embedder cuts them into its own batches by length;
-    the int8 embedder runs those side by side, and each call ends waiting for its last)."""
+    the int8 embedder runs those side by side, and each call ends waiting for its last:
+    1,123 manual chunks in calls of 256 embed at 0.90x the speed of calls of 1,024)."""
     hnsw_threshold: int = 50_000
     """Collections with at least this many chunks use HNSW; smaller ones exact search."""
     hnsw_m: int = 32

@@ -143,5 +143,5 @@ def test_abrupt_kill_instead_of_drain_is_caught(rig: Rig, tmp_path: Path):
     )
     result, counts = run(rig, plan, tmp_path)
     assert [r.exit_code for r in result.restarts] == [-signal.SIGKILL]
-    assert counts["cut"] >= 1, counts
+    assert counts["cut"] >= 1, (counts, result.restarts)
     assert not verdict(result.rows, result.restarts).passed
