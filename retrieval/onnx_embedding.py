@@ -2,8 +2,9 @@
 
 The ONNX file is made *locally* from the model's own weights (nothing is downloaded):
 on first use the model is exported with ``torch.onnx`` (eager attention, mean pooling
-inside the graph), ONNX Runtime's BERT optimizer fuses each layer's attention, layer
-norms and GELU into single operators, weights are quantized to int8 with dynamic
+inside the graph), ONNX Runtime's BERT optimizer fuses each layer's attention and its
+bias + GELU into single operators (residual adds and layer norms stay apart: the fused
+CPU kernel is slower), weights are quantized to int8 with dynamic
 quantization, and the result is cached (``cache_dir``, default ``~/.cache/loragate/onnx``)
 under a name that holds a digest of the weights, so a changed model is exported again.
 Export needs ``torch``, ``transformers`` and ``onnx`` (about 30 s); running needs only
