@@ -5,8 +5,9 @@ HAProxy health-checks each gateway's ``/ready`` (503 from the moment a gateway d
 every 250 ms, and sends a request again to another gateway when it met a closed port,
 an empty answer or a 503: such a request never started, so that is safe. Its stats page
 (``/stats;csv`` on a port of its own) tells the orchestrator how many requests went
-through, which gateways HAProxy considers UP, how many streams each one serves and
-whether answers are flowing from it (bytes out).
+through, which gateways HAProxy considers UP and how many streams each one serves;
+each gateway's own ``/metrics`` (open on this loopback rig) tells how many of its answers
+are mid-body.
 
 The gateways' config is the paced gateway's (``loadtests.paced_target``: a key per
 scenario tenant, the scenario's ``paced.gateway`` sections merged in), with a registry
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.bench_serving import wait_ready
 from loadtests.paced_target import gateway_config, start_paced_replica
@@ -117,15 +119,35 @@ class GatewayProcess:
             self.process.kill()
             self.process.wait()
 
+    def streams_mid_body(self) -> int:
+        """Answers this gateway has begun and not finished, from its own ``/metrics``:
+        first tokens observed less requests done with a 2xx status (a stream's status is
+        sent with its first token, and it is counted done when its body ends)."""
+        text = httpx.get(self.url + "/metrics", timeout=5, trust_env=False).text
+        return mid_body(text)
+
+
+def mid_body(metrics_text: str) -> int:
+    """``loragate_time_to_first_token_seconds_count`` less the 2xx
+    ``loragate_requests_total`` of a gateway's Prometheus exposition."""
+    begun = done = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "loragate_time_to_first_token_seconds_count":
+                begun += sample.value
+            elif sample.name == "loragate_requests_total":
+                done += sample.value if sample.labels.get("status_class") == "2xx" else 0
+    return max(0, round(begun - done))
+
 
 @dataclass(frozen=True)
 class ServerStats:
-    """One gateway's row of HAProxy's stats: its check status, streams it serves now, and
-    bytes it sent to clients so far (grows while an answer's body flows)."""
+    """One gateway's row of HAProxy's stats: its check status and the streams it serves
+    now (its bytes counters are not used: HAProxy updates them when a stream wakes up,
+    which forwarding a body may not do)."""
 
     status: str
     current: int
-    bytes_out: int
 
 
 def parse_stats(text: str) -> tuple[int, dict[str, ServerStats]]:
@@ -141,8 +163,7 @@ def parse_stats(text: str) -> tuple[int, dict[str, ServerStats]]:
         if row["pxname"] == "loragate" and row["svname"] == "FRONTEND":
             requests = int(row["req_tot"] or 0)
         elif row["pxname"] == "gateways" and row["svname"] not in ("FRONTEND", "BACKEND"):
-            current, sent = int(row["scur"] or 0), int(row["bout"] or 0)
-            servers[row["svname"]] = ServerStats(row["status"], current, sent)
+            servers[row["svname"]] = ServerStats(row["status"], int(row["scur"] or 0))
     return requests, servers
 
 
@@ -181,6 +202,8 @@ class Rig:
             config["registry"] = {"data_dir": str(self.workdir / f"registry-{i}")}
             port = free_port()
             config["server"] = {**config["server"], "port": port}
+            # loopback only: the orchestrator reads each gateway's streams from /metrics
+            config["metrics"] = {"require_admin": False}
             path = self.workdir / f"gateway-{i}.yaml"
             path.write_text(yaml.safe_dump(config), encoding="utf-8")
             log_path = self.workdir / f"gateway-{i}.log"

@@ -53,7 +53,7 @@ class Restart:
 
     gateway: str
     signal: str
-    in_flight: int  # streams HAProxy had on it when the signal went
+    in_flight: int  # streams mid-body on it when the signal went (its metrics)
     signal_s: float
     exit_s: float
     exit_code: int
@@ -106,7 +106,7 @@ def _count_row(label: str, rows: list[Row]) -> str:
 def _timeline(rows: list[Row], restarts: list[Restart]) -> list[str]:
     lines = [
         "",
-        "| gateway | signal | streams on it | drain s | exit code | back /ready s "
+        "| gateway | signal | streams mid-body on it | drain s | exit code | back /ready s "
         "| UP in HAProxy s | requests sent meanwhile | of which completed |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -127,19 +127,16 @@ def _wait_for_load(rig: Rig, locust: _Locust, requests: int, timeout: float) -> 
         time.sleep(0.1)
 
 
-def _in_flight(rig: Rig, gateway: GatewayProcess, locust: _Locust, at_least: int) -> int:
-    """Streams HAProxy has on ``gateway``, waiting (bounded) until there are ``at_least``
-    and its bytes out grew since the last look: answers are mid-body, so the signal
-    meets streams that have begun (a gateway sends its headers with the first token;
-    one killed before that is only re-sent by HAProxy, not cut)."""
+def _in_flight(gateway: GatewayProcess, locust: _Locust, at_least: int) -> int:
+    """Streams mid-body on ``gateway`` (its own metrics), waiting (bounded) until there
+    are ``at_least``: the signal then meets answers that have begun. (A stream killed
+    before its first token, when a gateway sends its headers, is only re-sent by HAProxy,
+    not cut; HAProxy's own counters cannot tell the two apart.)"""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_S
-    sent = rig.stats()[1][gateway.name].bytes_out
     while True:
-        server = rig.stats()[1][gateway.name]
-        flowing = server.bytes_out > sent
-        if (server.current >= at_least and flowing) or time.monotonic() > deadline:
-            return server.current
-        sent = server.bytes_out
+        streams = gateway.streams_mid_body()
+        if streams >= at_least or time.monotonic() > deadline:
+            return streams
         locust.check_alive()
         time.sleep(0.01)
 
@@ -148,7 +145,8 @@ def _restart(rig: Rig, gateway: GatewayProcess, locust: _Locust, plan: Plan) -> 
     # in rotation first: a gateway HAProxy took out (a slow check on a busy machine) has
     # no streams, and signalling it would prove nothing
     rig.wait_up([gateway.name], 60)
-    in_flight = _in_flight(rig, gateway, locust, plan.in_flight_at_least)
+    looking_s = locust.now()
+    in_flight = _in_flight(gateway, locust, plan.in_flight_at_least)
     signal_s = locust.now()
     code = gateway.stop(plan.stop_signal, plan.drain_wait_s)
     exit_s = ready_s = up_s = locust.now()
@@ -161,7 +159,8 @@ def _restart(rig: Rig, gateway: GatewayProcess, locust: _Locust, plan: Plan) -> 
     locust.check_alive()
     back = f"in rotation again after {up_s - signal_s:.1f} s" if plan.bring_back else "left out"
     print(
-        f"rolling restart: {gateway.name} {plan.stop_signal.name} with {in_flight} in flight,"
+        f"rolling restart: {gateway.name} {plan.stop_signal.name} with {in_flight} streams"
+        f" mid-body (after {signal_s - looking_s:.1f} s waiting for them),"
         f" exit {code} after {exit_s - signal_s:.1f} s, {back}",
         flush=True,
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.tenancy.keys import generate_key
-from loadtests.haproxy_rig import Rig, parse_stats
+from loadtests.haproxy_rig import Rig, mid_body, parse_stats
 from loadtests.paced_target import export_keys
 from loadtests.report_reliability import Row
 from loadtests.report_rolling import Restart, classify, verdict, write_report
@@ -83,8 +83,26 @@ def test_haproxy_stats_csv_is_read_by_column_name():
     requests, servers = parse_stats(text)
     assert requests == 120
     assert servers["g0"].current == 2 and servers["g0"].status == "UP"
-    assert servers["g0"].bytes_out == 500
     assert servers["g1"].status == "DOWN" and set(servers) == {"g0", "g1"}
+
+
+def test_streams_mid_body_are_first_tokens_less_answers_done():
+    from gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics(also_render=None)
+    for tenant in ("acme", "acme", "globex"):  # three streams sent their first token
+        metrics.first_token(metrics.series(tenant=tenant, adapter=None), 0.05)
+    for tenant, status in (("acme", 200), ("globex", 429)):  # one ended; one refused
+        metrics.request_done(
+            tenant=tenant,
+            model="paced-base",
+            adapter=None,
+            endpoint="chat",
+            status=status,
+            duration=0.5,
+        )
+
+    assert mid_body(metrics.render().decode()) == 2
 
 
 def test_locustfile_reads_the_clock_zero_the_orchestrator_sets():
