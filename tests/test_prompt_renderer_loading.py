@@ -13,6 +13,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gateway.serving.prompt_renderer import PromptRenderer
 from tests.test_security_prompt_injection import ORDINARY
@@ -22,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import sys
 from pathlib import Path
+from typing import Any
 from gateway.serving.prompt_renderer import PromptRenderer
 renderer = PromptRenderer.from_model_dir(Path(sys.argv[1]))
 renderer.chat([{"role": "user", "content": "Hi"}])
@@ -48,8 +52,28 @@ def test_a_gateway_loads_its_tokenizer_without_importing_torch(tokenizer_dir: Pa
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
 
 
-def test_the_named_class_gives_auto_tokenizers_ids(tokenizer_dir: Path) -> None:
-    direct, auto = PromptRenderer.from_model_dir(tokenizer_dir), auto_renderer(tokenizer_dir)
+def naming(tokenizer_dir: Path, folder: Path, tokenizer_class: str) -> Path:
+    """A copy of ``tokenizer_dir`` whose config names ``tokenizer_class``."""
+    shutil.copytree(tokenizer_dir, folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = tokenizer_class
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "tokenizer_class",
+    # the folder's own; one whose fast variant AutoTokenizer picks; transformers 4's name
+    [None, "GPT2Tokenizer", "PreTrainedTokenizerFast"],
+)
+def test_the_named_class_gives_auto_tokenizers_ids(
+    tokenizer_dir: Path, tmp_path: Path, tokenizer_class: str | None
+) -> None:
+    folder = tokenizer_dir
+    if tokenizer_class is not None:
+        folder = naming(tokenizer_dir, tmp_path / "tokenizer", tokenizer_class)
+    direct, auto = PromptRenderer.from_model_dir(folder), auto_renderer(folder)
 
     assert type(direct._tokenizer) is type(auto._tokenizer)
     for messages in ORDINARY:
@@ -61,13 +85,29 @@ def test_the_named_class_gives_auto_tokenizers_ids(tokenizer_dir: Path) -> None:
 def test_a_folder_naming_no_known_class_falls_back_to_auto_tokenizer(
     tokenizer_dir: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "tokenizer"
-    shutil.copytree(tokenizer_dir, folder)
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["tokenizer_class"] = "NoSuchTokenizerAnywhere"
-    config_path.write_text(json.dumps(config), encoding="utf-8")
+    folder = naming(tokenizer_dir, tmp_path / "tokenizer", "NoSuchTokenizerAnywhere")
 
     renderer = PromptRenderer.from_model_dir(folder)
 
     assert renderer.chat(ORDINARY[0]) == auto_renderer(tokenizer_dir).chat(ORDINARY[0])
+
+
+def test_the_fast_variant_is_preferred_as_auto_tokenizer_prefers_it(
+    tokenizer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In transformers 4 ``GPT2Tokenizer`` is the slow Python class and
+    ``GPT2TokenizerFast`` the Rust one ``AutoTokenizer`` loads; transformers 5 makes them
+    one class. Stand a slow class in for the name to see which one is picked."""
+    import transformers
+
+    class SlowTokenizer(transformers.PreTrainedTokenizerBase):
+        @classmethod
+        def from_pretrained(cls, *args: object, **kwargs: object) -> Any:
+            raise AssertionError("the slow class was loaded")
+
+    monkeypatch.setattr(transformers, "GPT2Tokenizer", SlowTokenizer)
+    folder = naming(tokenizer_dir, tmp_path / "tokenizer", "GPT2Tokenizer")
+
+    renderer = PromptRenderer.from_model_dir(folder)
+
+    assert type(renderer._tokenizer) is transformers.GPT2TokenizerFast  # type: ignore[attr-defined]
