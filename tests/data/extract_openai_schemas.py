@@ -26,6 +26,10 @@ ROOTS = (
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    "CreateEmbeddingResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
 )
 REF_PREFIX = "#/components/schemas/"
 OUTPUT = Path(__file__).with_name("openai-openapi-subset.json")
