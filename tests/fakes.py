@@ -129,3 +129,24 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         self.shut_down = True
+
+
+class ScriptedEngine(FakeEngine):
+    """Each choice writes ``script``'s pieces as they are, one token per piece (tool-call
+    tests: exact JSON, split where a real engine might split it)."""
+
+    def __init__(self, script: list[str], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.script = script
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        self.requests.append(request)
+        n = request.params.n
+        for step, piece in enumerate(self.script):
+            await asyncio.sleep(0)
+            last = step == len(self.script) - 1
+            outs = [
+                ChoiceOutput(i, piece, (2000 + step,), None, "stop" if last else None)
+                for i in range(n)
+            ]
+            yield GenerationOutput(request.request_id, outs)

@@ -195,11 +195,7 @@ def assert_openai_error(
 @pytest.mark.parametrize(
     ("fields", "param", "code"),
     [
-        (
-            {"tools": [{"type": "function", "function": {"name": "f"}}]},
-            "tools",
-            "unsupported_parameter",
-        ),
+        ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
         ({"logit_bias": {"1": 2}}, "logit_bias", "unsupported_parameter"),
         ({"store": True}, "store", "unsupported_parameter"),
         ({"modalities": ["text", "audio"]}, "modalities", "unsupported_parameter"),
@@ -220,7 +216,7 @@ def assert_openai_error(
         ({"messages": []}, "messages", None),
         (
             {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
-            "messages[0].tool_calls",
+            "messages[0].tool_call_id",
             None,
         ),
         (

@@ -115,6 +115,7 @@ def test_legacy_completions_and_models(client: OpenAI, gateway: LiveGateway) -> 
     assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
     ids = {m.id for m in client.models.list()}
     configured = {gateway.settings.model.served_name, *(a.name for a in gateway.settings.adapters)}
+    configured.add("all-minilm-l6-v2")  # the embedder of /v1/embeddings
     assert {"tiny-llama", "a1", "a2", "a3", "a4", "a5", "a6"} <= configured
     assert ids == configured
     assert client.models.retrieve("a2").id == "a2"
@@ -137,8 +138,9 @@ def test_typed_errors(client: OpenAI) -> None:
             model="tiny-llama",
             messages=MESSAGES,
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            tool_choice={"type": "function", "function": {"name": "g"}},
         )
-    assert tools.value.param == "tools"
+    assert tools.value.param == "tool_choice.function.name"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("missing")
 

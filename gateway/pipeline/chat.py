@@ -31,9 +31,13 @@ from gateway.protocol.chat import (
 )
 from gateway.protocol.common import Usage
 from gateway.protocol.logprobs import ChatLogprobs, ChatTokenLogprob, TopLogprob
+from gateway.protocol.tools import FunctionDelta, ToolCall, ToolCallDelta
 from gateway.rag.grounding import RagPlan, last_user_turn, plan_for
 from gateway.serving.generation_params import SamplingFields, refuse_unsupported
 from gateway.serving.sse import DONE, event
+from gateway.serving.tool_format import call_text, result_text, tools_text
+from gateway.serving.tool_set import ToolBounds, ToolSet
+from gateway.serving.tool_stream import ArgumentsPiece, CallExtractor, CallStart, Piece, TextPiece
 from gateway.serving.usage import finish_reason
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
@@ -55,6 +59,7 @@ class ChatEndpoint:
             "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         )
         self._messages: list[dict[str, str]] = []
+        self.tools: ToolSet | None = None
 
     def check(self, limits: LimitSettings) -> None:
         request = self.request
@@ -64,6 +69,18 @@ class ChatEndpoint:
             raise InvalidRequestError(
                 f"At most {limits.max_messages} messages are allowed.", param="messages"
             )
+        bounds = ToolBounds(limits.max_tools, limits.max_tool_definition_bytes)
+        self.tools = ToolSet.of(
+            request.tools, request.tool_choice, request.parallel_tool_calls, bounds
+        )
+        if self.tools is not None and self.tools.parsed:
+            if request.logprobs:
+                raise UnsupportedParameterError("logprobs", "logprobs with tools")
+            if self.tools.constraint() is not None and request.response_format is not None:
+                raise InvalidRequestError(
+                    "response_format cannot be combined with a required or named tool_choice.",
+                    param="response_format",
+                )
         if request.top_logprobs is not None and not request.logprobs:
             raise InvalidRequestError(
                 "top_logprobs requires logprobs to be true.", param="top_logprobs"
@@ -75,7 +92,8 @@ class ChatEndpoint:
         self._messages = template_messages(request.messages)
 
     def check_route(self, route: Route) -> None:
-        pass
+        if self.request.tools:
+            route.policy.check_tools([t.function.name for t in self.request.tools])
 
     def sampling(self) -> SamplingRequest:
         r = self.request
@@ -100,6 +118,7 @@ class ChatEndpoint:
             self._messages,
             tenant=work.tenant,
             model=work.route.reported_id,
+            tools=tools_text(self.tools) if self.tools and self.tools.rendered else None,
         )
         if work.hits is None:
             return Rendered([prompt.render()])
@@ -116,6 +135,7 @@ class ChatEndpoint:
             logprobs=(r.top_logprobs or 0) if r.logprobs else None,
             response_format=r.response_format,
             max_tokens_param=self._max_tokens_param,
+            constraint=self.tools.constraint() if self.tools else None,
         )
 
     # ------------------------------------------------------------------ responses
@@ -125,12 +145,25 @@ class ChatEndpoint:
         choices = []
         for c in outputs.choices(0):
             logprobs = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
+            calls = CallExtractor(self.tools)
+            calls.feed(c.text)
+            calls.finish()
+            message = ChatCompletionMessage(content=calls.text or None)
+            if calls.called:
+                message.tool_calls = [
+                    ToolCall.model_validate(
+                        {"id": k.id, "function": {"name": k.name, "arguments": k.arguments}}
+                    )
+                    for k in calls.calls
+                ]
+            else:
+                message.content = calls.text
             choices.append(
                 ChatCompletionChoice(
                     index=c.index,
-                    message=ChatCompletionMessage(content=c.text),
+                    message=message,
                     logprobs=logprobs if want_logprobs else None,
-                    finish_reason=finish_reason(c.finish_reason or "stop"),
+                    finish_reason=calls.finish_reason(finish_reason(c.finish_reason or "stop")),
                 )
             )
         body = ChatCompletionResponse(
@@ -175,12 +208,28 @@ class ChatEndpoint:
         text_chunks: dict[int, tuple[str, str]] = {}
         announced: set[int] = set()
         finished = 0
+        extractors: dict[int, CallExtractor] = {}
         async for _, out in outputs:
             for c in out.choices:
                 if c.index not in announced:
                     announced.add(c.index)
                     role = ChoiceDelta(role="assistant", content="")
                     yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
+                if self.tools is not None and self.tools.parsed:
+                    calls = extractors.setdefault(c.index, CallExtractor(self.tools))
+                    pieces = calls.feed(c.text)
+                    if c.finish_reason:
+                        pieces += calls.finish()
+                    for piece in pieces:
+                        yield chunk([_piece_choice(c.index, piece)])
+                    if c.finish_reason:
+                        finished += 1
+                        reason = calls.finish_reason(finish_reason(c.finish_reason))
+                        done = ChatCompletionChunkChoice(
+                            index=c.index, delta=ChoiceDelta(), finish_reason=reason
+                        )
+                        yield chunk([done], cited=citations if finished == prepared.n else None)
+                    continue
                 if c.text and not want_logprobs:
                     around = text_chunks.get(c.index)
                     if around is None:
@@ -210,6 +259,25 @@ class ChatEndpoint:
         yield DONE
 
 
+def _piece_choice(index: int, piece: Piece) -> ChatCompletionChunkChoice:
+    """A chunk's choice for one piece of text or of a tool call."""
+    if isinstance(piece, TextPiece):
+        delta = ChoiceDelta(content=piece.text)
+    elif isinstance(piece, CallStart):
+        call = ToolCallDelta(
+            index=piece.index,
+            id=piece.id,
+            type="function",
+            function=FunctionDelta(name=piece.name, arguments=""),
+        )
+        delta = ChoiceDelta(tool_calls=[call])
+    else:
+        assert isinstance(piece, ArgumentsPiece)
+        fragment = ToolCallDelta(index=piece.index, function=FunctionDelta(arguments=piece.text))
+        delta = ChoiceDelta(tool_calls=[fragment])
+    return ChatCompletionChunkChoice(index=index, delta=delta)
+
+
 TEXT_MARK = "\x00text\x00"
 """Stands for a chunk's content while its template is made (no JSON string holds it raw)."""
 
@@ -226,11 +294,40 @@ def _text_chunk_template(
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """OpenAI messages to the plain role/content dicts chat templates expect."""
+    """OpenAI messages to the plain role/content dicts chat templates expect.
+
+    Calls in assistant turns become the fallback format's call text; a tool turn keeps
+    the role ``tool`` (so retrieval still searches for the user's last question, and
+    sources go into the user's turn) with the fallback format's result text, and becomes
+    a user turn when the prompt is rendered (``ChatPrompt``)."""
     rendered = []
+    call_names: dict[str, str] = {}
     for i, m in enumerate(messages):
-        if m.role == "tool" or m.tool_calls is not None or m.tool_call_id is not None:
-            raise UnsupportedParameterError(f"messages[{i}].tool_calls", "tool calling")
+        if m.tool_calls is not None and m.role != "assistant":
+            raise InvalidRequestError(
+                "Only assistant messages may carry tool_calls.", param=f"messages[{i}].tool_calls"
+            )
+        if m.role == "tool":
+            if m.tool_call_id is None or m.tool_call_id not in call_names:
+                raise InvalidRequestError(
+                    "A tool message's tool_call_id must name a call of an earlier assistant "
+                    "message.",
+                    param=f"messages[{i}].tool_call_id",
+                )
+            name = call_names[m.tool_call_id]
+            rendered.append({"role": "tool", "content": result_text(name, m.text())})
+            continue
+        if m.tool_call_id is not None:
+            raise InvalidRequestError(
+                "Only tool messages may carry tool_call_id.", param=f"messages[{i}].tool_call_id"
+            )
+        if m.tool_calls:
+            lines = [m.text()] if m.text() else []
+            for call in m.tool_calls:
+                call_names[call.id] = call.function.name
+                lines.append(call_text(call.function.name, call.function.arguments))
+            rendered.append({"role": "assistant", "content": "\n".join(lines)})
+            continue
         if isinstance(m.content, list):
             for j, part in enumerate(m.content):
                 if not isinstance(part, TextContentPart):

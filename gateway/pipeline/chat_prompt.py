@@ -26,24 +26,39 @@ class ChatPrompt:
         *,
         tenant: str,
         model: str,
+        tools: str | None = None,
     ) -> None:
         self._renderer = renderer
         self._policy = policy
         self._messages = messages
         self._tenant = tenant
         self._model = model
+        self._tools = tools
 
     def render(self, sources: str | None = None) -> list[int]:
         """Token ids of the prompt; ``sources`` None: no retrieval for this request."""
         policy = self._policy
         if sources is not None and policy.has_sources_slot:
             system = policy.system_text(tenant=self._tenant, model=self._model, sources=sources)
-            return self._renderer.chat(policy.apply_messages(self._messages, system))
+            return self._render(policy.apply_messages(self._messages, system))
         system = policy.system_text(tenant=self._tenant, model=self._model)
         placed = policy.apply_messages(self._messages, system)
         if sources is not None:
             placed = with_sources(placed, sources)
-        return self._renderer.chat(placed)
+        return self._render(placed)
+
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        """The tools' text after the system text (the policy's stays first), and tool
+        results as user turns (``template_messages``)."""
+        messages = [{**m, "role": "user"} if m["role"] == "tool" else m for m in messages]
+        if self._tools is not None:
+            if messages and messages[0]["role"] == "system":
+                first = messages[0]
+                system = {"role": "system", "content": f"{first['content']}\n\n{self._tools}"}
+                messages = [system, *messages[1:]]
+            else:
+                messages = [{"role": "system", "content": self._tools}, *messages]
+        return self._renderer.chat(messages)
 
     def render_grounded(
         self, hits: Sequence[SearchHit], *, room: int, context_tokens: int

@@ -18,6 +18,13 @@ from gateway.protocol.common import (
     is_none,
 )
 from gateway.protocol.logprobs import ChatLogprobs
+from gateway.protocol.tools import (
+    ChatTool,
+    MessageToolCall,
+    NamedToolChoice,
+    ToolCall,
+    ToolCallDelta,
+)
 from retrieval import SearchMode
 
 
@@ -30,9 +37,12 @@ class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextContentPart] | list[dict[str, Any]] | None = None
     name: str | None = None
-    # Tool calling is not offered: these are refused in the service with a 400.
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    tool_calls: list[MessageToolCall] | None = Field(
+        default=None, description="An assistant turn's calls (role assistant only)."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="The call a tool turn answers (role tool only)."
+    )
     refusal: str | None = None
 
     def text(self) -> str:
@@ -88,11 +98,8 @@ class ChatCitation(BaseModel):
 # Parameters of OpenAI's API that this server does not offer: accepted by the schema
 # only so that the service can refuse them with a 400 naming the parameter.
 UNSUPPORTED_CHAT_PARAMS = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
     "logit_bias",
     "audio",
     "prediction",
@@ -133,11 +140,13 @@ class ChatCompletionRequest(OpenAIModel, VLLMSamplingExtensions):
         default=None,
         description="vLLM extension. Ignored: the gateway sets the prefix-cache salt itself.",
     )
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[ChatTool] | None = Field(
+        default=None, description="Function tools (the only kind offered)."
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: Any = None
-    parallel_tool_calls: bool | None = None
     logit_bias: dict[str, float] | None = None
     audio: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
@@ -160,6 +169,7 @@ class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=is_none)
 
 
 class ChatCompletionChoice(BaseModel):
@@ -194,6 +204,7 @@ class ChoiceDelta(BaseModel):
 
     role: Literal["assistant"] | None = Field(default=None, exclude_if=is_none)
     content: str | None = Field(default=None, exclude_if=is_none)
+    tool_calls: list[ToolCallDelta] | None = Field(default=None, exclude_if=is_none)
 
 
 class ChatCompletionChunkChoice(BaseModel):

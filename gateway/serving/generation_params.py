@@ -30,6 +30,8 @@ class SamplingFields:
     response_format: ResponseFormat | None = None
     max_tokens_param: str = "max_tokens"
     extensions: VLLMSamplingExtensions | None = None
+    constraint: StructuredOutput | None = None
+    """A structured output the gateway sets itself (tool calls); wins over response_format."""
 
     @classmethod
     def of(
@@ -40,6 +42,7 @@ class SamplingFields:
         logprobs: int | None,
         response_format: ResponseFormat | None = None,
         max_tokens_param: str = "max_tokens",
+        constraint: StructuredOutput | None = None,
     ) -> SamplingFields:
         """The fields of a chat or completion request, after its policy bounded them."""
         return cls(
@@ -55,6 +58,7 @@ class SamplingFields:
             response_format=response_format,
             max_tokens_param=max_tokens_param,
             extensions=request if isinstance(request, VLLMSamplingExtensions) else None,
+            constraint=constraint,
         )
 
 
@@ -132,7 +136,7 @@ def build_generation_params(
         presence_penalty=fields.presence_penalty or 0.0,
         frequency_penalty=fields.frequency_penalty or 0.0,
         logprobs=fields.logprobs,
-        structured_output=structured_output(fields.response_format),
+        structured_output=fields.constraint or structured_output(fields.response_format),
         **_extensions(fields.extensions, max_tokens),
     )
 

@@ -63,6 +63,16 @@ class RagPolicyConfig(Section):
     mode: SearchMode | None = Field(default=None, description="Default: retrieval.mode.")
 
 
+class ToolsPolicyConfig(Section):
+    """What a policy lets requests do with function tools."""
+
+    allowed: bool = Field(default=True, description="false: requests with tools get a 400.")
+    max_tools: int | None = Field(default=None, ge=1, description="Most tools per request.")
+    functions: list[str] | None = Field(
+        default=None, description="Function names requests may define (default: any)."
+    )
+
+
 class PolicyConfig(Section):
     """A system-prompt policy. Every field is optional; an alias's policy overrides its tenant's."""
 
@@ -86,6 +96,9 @@ class PolicyConfig(Section):
         default=None,
         description="Answer every request from these collections, with cited sources. A "
         "request's own `rag` adds collections and may set top_k and mode.",
+    )
+    tools: ToolsPolicyConfig | None = Field(
+        default=None, description="Forbid or limit function tools (default: allowed)."
     )
 
     @field_validator("system_prompt")

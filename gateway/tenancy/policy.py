@@ -7,6 +7,7 @@ never into a response, an error message or a log line.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ContextLengthError, InvalidRequestError
@@ -107,6 +108,31 @@ class Policy:
                 )
             max_tokens = max_tokens or cap
         return BoundedSampling(temperature, top_p, max_tokens)
+
+    def check_tools(self, names: Sequence[str], param: str = "tools") -> None:
+        """Refuse tools this policy forbids, too many of them, or functions it does not
+        name (400 naming ``param``)."""
+        rules = self.config.tools
+        if rules is None or not names:
+            return
+        if not rules.allowed:
+            raise InvalidRequestError(
+                "Function tools are not allowed for this model.",
+                param=param,
+                code="tools_not_allowed",
+            )
+        if rules.max_tools is not None and len(names) > rules.max_tools:
+            raise InvalidRequestError(
+                f"At most {rules.max_tools} tools are allowed for this model.", param=param
+            )
+        if rules.functions is not None:
+            for i, name in enumerate(names):
+                if name not in rules.functions:
+                    raise InvalidRequestError(
+                        f"Function '{name}' is not allowed for this model.",
+                        param=f"{param}[{i}].function.name",
+                        code="tools_not_allowed",
+                    )
 
     def check_prompt_tokens(self, prompt_tokens: int, param: str = "messages") -> None:
         cap = self.config.max_prompt_tokens
