@@ -452,6 +452,23 @@ class LimitSettings(Section):
     max_messages: int = Field(
         default=1024, ge=1, description="Most chat messages (or completion prompts) in one request."
     )
+    max_embedding_inputs: int = Field(
+        default=2048, ge=1, description="Most inputs in one /v1/embeddings request (OpenAI's)."
+    )
+    max_embedding_input_tokens: int = Field(
+        default=8192,
+        ge=1,
+        description="Most tokens in one /v1/embeddings input, in the embedder's own tokens "
+        "(cl100k for an embedder without a tokenizer), and never more than the embedder "
+        "reads (all-MiniLM-L6-v2: 254 word-pieces besides its two special tokens).",
+    )
+    max_tools: int = Field(default=128, ge=0, description="Most function tools in one request.")
+    max_tool_definition_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest size of one request's tool definitions, as JSON (they are "
+        "checked, rendered into the prompt and compiled into grammars).",
+    )
 
 
 class AdmissionSettings(Section):
@@ -560,6 +577,23 @@ class SharedStoreSettings(Section):
         return secret.get_secret_value()
 
 
+class ResponsesSettings(Section):
+    """Stored responses of ``/v1/responses`` (``store: true``, OpenAI's default): kept in
+    SQLite in ``registry.data_dir``, or in the shared PostgreSQL (``shared_store``)."""
+
+    retention_seconds: float = Field(
+        default=30 * 24 * 3600,
+        gt=0,
+        description="How long a stored response can be retrieved or continued (then purged).",
+    )
+    max_stored_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest conversation (earlier turns plus this input, as JSON) a stored "
+        "response may hold; a longer one is refused unless it is sent with store: false.",
+    )
+
+
 class RetrievalSettings(Section):
     """Retrieval-augmented generation: where collections live, which embedder builds
     them, and how many sources a chat request gets.
@@ -644,6 +678,29 @@ class RetrievalSettings(Section):
     search_threads: int = Field(
         default=4, ge=1, description="Worker threads for searches (ingestion has its own)."
     )
+    embedder_served_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Model id /v1/embeddings serves the embedder under (default: its name in "
+        "lower case: all-minilm-l6-v2, all-minilm-l6-v2-int8, use-multilingual-v3, or "
+        "embedder_name / the folder's name). Tenants use it when their models allow it.",
+    )
+    embedder_dimensions: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[],
+        description="Smaller sizes the embedder was trained to be cut to (Matryoshka, e.g. "
+        "[256, 128, 64] for nomic-embed-text-v1.5): /v1/embeddings' dimensions may name one "
+        "of these or the native size. Empty: the native size only (the bundled embedders).",
+    )
+    embed_batch_size: int = Field(
+        default=64, ge=1, description="Most /v1/embeddings inputs combined into one embedder call."
+    )
+    embed_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description="How long an idle embedder waits for more /v1/embeddings requests to "
+        "combine with the first (a busy one takes whatever has queued meanwhile).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RetrievalSettings:
@@ -676,6 +733,7 @@ class Settings(BaseSettings):
     limits_store: LimitStoreSettings = LimitStoreSettings()
     shared_store: SharedStoreSettings = SharedStoreSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     usage_db: Path | None = Field(
         default=None,
         description="SQLite file of usage records (default: usage.db in registry.data_dir).",
