@@ -19,7 +19,15 @@ from gateway.admin import routes as admin_routes
 from gateway.admin.upload_limit import BodySizeLimitWithUploads
 from gateway.api import error_handlers
 from gateway.api.observer import RequestObserver
-from gateway.api.routes import chat, completions, health, models, operations, retrieval
+from gateway.api.routes import (
+    chat,
+    completions,
+    health,
+    models,
+    operations,
+    responses,
+    retrieval,
+)
 from gateway.config import Settings
 from gateway.config_reload import reload_tenancy
 from gateway.engine.factory import start_engine
@@ -115,6 +123,7 @@ def create_app(
                     await state.lifecycle.close()
                     await state.gatekeeper.close()
                     await asyncio.to_thread(state.usage.close)
+                    await asyncio.to_thread(state.responses.close)
                     await asyncio.to_thread(state.retrieval.close)
                 await engine.shutdown()
         finally:
@@ -131,6 +140,7 @@ def create_app(
     for router in (
         chat.router,
         completions.router,
+        responses.router,
         models.router,
         health.router,
         admin_routes.router,

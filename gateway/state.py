@@ -31,8 +31,10 @@ from gateway.tenancy.admin_guard import AdminGuard
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.limit_store import LimitStore, MemoryLimitStore
+from gateway.tenancy.pg_response_store import PostgresResponseStore
 from gateway.tenancy.pg_usage import PostgresUsageBackend
 from gateway.tenancy.redis_limits import RedisLimitStore
+from gateway.tenancy.response_store import ResponseStore, SqliteResponseStore
 from gateway.tenancy.usage import UsageStore
 
 
@@ -50,6 +52,8 @@ class GatewayState:
     metrics: GatewayMetrics
     usage: UsageStore
     retrieval: RetrievalService
+    responses: ResponseStore
+    """Stored responses of ``/v1/responses``."""
     config_path: Path | None = None
     """The file ``reload`` re-reads (None: started without one)."""
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -94,6 +98,18 @@ def open_usage_store(settings: Settings) -> UsageStore:
         backend = PostgresUsageBackend(shared.url(), gateway=gateway, timeout=shared.timeout)
         return UsageStore(backend=backend)
     return UsageStore(usage_path(settings))
+
+
+def open_response_store(settings: Settings) -> ResponseStore:
+    """Stored responses: SQLite in the data folder, or the shared PostgreSQL (connects now)."""
+    shared = settings.shared_store
+    retention = settings.responses.retention_seconds
+    if shared.kind == "postgres":
+        return PostgresResponseStore(
+            shared.url(), retention_seconds=retention, timeout=shared.timeout
+        )
+    path = settings.registry.data_dir / "responses.db"
+    return SqliteResponseStore(path, retention_seconds=retention)
 
 
 def open_limit_store(settings: LimitStoreSettings) -> LimitStore:
@@ -180,6 +196,7 @@ def build_state(
         metrics=metrics,
         usage=usage,
         retrieval=retrieval,
+        responses=open_response_store(settings),
         config_path=config_path,
         config_overrides=config_overrides or {},
     )

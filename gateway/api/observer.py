@@ -23,6 +23,8 @@ ENDPOINTS = {
 def endpoint_of(path: str) -> str:
     if path in ENDPOINTS:
         return ENDPOINTS[path]
+    if path.startswith("/v1/responses"):
+        return "responses"
     if path.startswith("/v1/models/"):
         return "models"
     if path.startswith("/admin"):
