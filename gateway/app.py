@@ -28,6 +28,7 @@ from gateway.api.routes import (
     responses,
     retrieval,
 )
+from gateway.api.routes import embeddings as embedding_routes
 from gateway.config import Settings
 from gateway.config_reload import reload_tenancy
 from gateway.engine.factory import start_engine
@@ -121,6 +122,7 @@ def create_app(
                     for task in background:
                         task.cancel()
                     await state.lifecycle.close()
+                    await state.embeddings.close()
                     await state.gatekeeper.close()
                     await asyncio.to_thread(state.usage.close)
                     await asyncio.to_thread(state.responses.close)
@@ -140,6 +142,7 @@ def create_app(
     for router in (
         chat.router,
         completions.router,
+        embedding_routes.router,
         responses.router,
         models.router,
         health.router,
@@ -225,7 +228,8 @@ def label_models(state: GatewayState) -> None:
     aliases = {a for t in state.gatekeeper.directory.config.tenants.values() for a in t.aliases}
     adapters = {e.name for e in state.registry.entries()}
     state.metrics.labels.update(
-        models={state.catalog.base_id, *adapters, *aliases}, adapters=adapters
+        models={state.catalog.base_id, state.embeddings.model_id, *adapters, *aliases},
+        adapters=adapters,
     )
 
 

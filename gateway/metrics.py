@@ -36,7 +36,7 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 1
 TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-ENDPOINTS = ("chat", "completions", "responses", "retrieval", "models", "admin", "other")
+ENDPOINTS = ("chat", "completions", "responses", "retrieval", "models", "admin", "embeddings", "other")
 REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
 QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
 """Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
@@ -204,6 +204,18 @@ class GatewayMetrics:
         )
         for reason in QUEUE_REFUSAL_REASONS:
             self.fair_queue_refusals.labels(reason)
+        self.embedding_batch_inputs = Histogram(
+            "loragate_embedding_batch_inputs",
+            "Inputs per embedder call of /v1/embeddings (concurrent requests combined).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.embedding_batch_seconds = Histogram(
+            "loragate_embedding_batch_seconds",
+            "Embedder call time per /v1/embeddings batch.",
+            buckets=SHORT_BUCKETS,
+            registry=r,
+        )
         self._engine_source: Callable[[], EngineSnapshot] = EngineSnapshot
         self._queue_source: Callable[[], dict[str, int]] = dict
         r.register(_EngineCollector(self))
@@ -293,6 +305,11 @@ class GatewayMetrics:
     def fair_queue_refused(self, reason: str) -> None:
         if self.enabled and reason in QUEUE_REFUSAL_REASONS:
             self.fair_queue_refusals.labels(reason).inc()
+
+    def embedding_batch(self, inputs: int, seconds: float) -> None:
+        if self.enabled:
+            self.embedding_batch_inputs.observe(inputs)
+            self.embedding_batch_seconds.observe(seconds)
 
     def rejected(self, reason: str) -> None:
         if self.enabled:

@@ -24,6 +24,7 @@ from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.drain import Drain
 from gateway.pipeline.fair_queue import FairQueue
 from gateway.pipeline.pipeline import GenerationPipeline
+from gateway.rag.embeddings import EmbeddingService
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
 from gateway.serving.prompt_renderer import PromptRenderer
@@ -52,6 +53,8 @@ class GatewayState:
     metrics: GatewayMetrics
     usage: UsageStore
     retrieval: RetrievalService
+    embeddings: EmbeddingService
+    """``/v1/embeddings``: the retrieval store's embedder, batched."""
     responses: ResponseStore
     """Stored responses of ``/v1/responses``."""
     config_path: Path | None = None
@@ -196,6 +199,9 @@ def build_state(
         metrics=metrics,
         usage=usage,
         retrieval=retrieval,
+        embeddings=EmbeddingService(
+            settings.retrieval, settings.limits, store_provider, gatekeeper, metrics
+        ),
         responses=open_response_store(settings),
         config_path=config_path,
         config_overrides=config_overrides or {},

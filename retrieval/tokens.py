@@ -9,7 +9,7 @@ which works offline only if the file sits in ``TIKTOKEN_CACHE_DIR``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import tiktoken
@@ -67,6 +67,11 @@ class Cl100kTokenizer:
             return [min(int(i * step), len(text)) for i in range(len(tokens))]
         return list(offsets)
 
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """cl100k tokens per text (special-token strings count as text)."""
+        encoding = cl100k()
+        return [len(encoding.encode_ordinary(text)) for text in texts]
+
 
 class HuggingFaceTokenizer:
     """A ``tokenizers.Tokenizer`` (an embedder's word-pieces), truncation and padding
@@ -84,6 +89,12 @@ class HuggingFaceTokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_str(serialized), name, max_tokens)
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens excluded (``encode_batch``: the GIL is released
+        while it runs, unlike ``encode``)."""
+        encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(item.ids) for item in encoded]
 
     def token_starts(self, text: str) -> list[int]:
         encoding = self._tokenizer.encode(text, add_special_tokens=False)

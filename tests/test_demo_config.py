@@ -311,7 +311,7 @@ async def test_the_demo_gateway_serves_tenants_aliases_rag_admin_and_playground(
         for tenant in (ACME, GLOBEX):
             r = await client.get("/v1/models", headers=auth(keys, tenant.name))
             cards = {c["id"]: c for c in r.json()["data"]}
-            assert set(cards) == {DEMO_MODEL_ID, tenant.adapter, tenant.alias}
+            assert set(cards) == {DEMO_MODEL_ID, tenant.adapter, tenant.alias, "all-minilm-l6-v2"}
             alias = cards[tenant.alias]  # how the playground tells an alias: root == id
             assert alias["root"] == alias["id"] and alias["parent"] == DEMO_MODEL_ID
             assert cards[tenant.adapter]["root"] != tenant.adapter
@@ -337,7 +337,8 @@ async def test_the_demo_gateway_serves_tenants_aliases_rag_admin_and_playground(
 
         assert (await client.get("/admin/adapters", headers=auth(keys, "admin"))).status_code == 200
         r = await client.get("/v1/models", headers=auth(keys, "admin"))  # as the banner says
-        assert {c["id"] for c in r.json()["data"]} == {DEMO_MODEL_ID, "pirate", "robot"}
+        served = {DEMO_MODEL_ID, "pirate", "robot", "all-minilm-l6-v2"}
+        assert {c["id"] for c in r.json()["data"]} == served
         assert (
             await client.get("/admin/adapters", headers=auth(keys, ACME.name))
         ).status_code == 403

@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.engine.interface import Generator
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.pipeline import GenerationPipeline
+from gateway.rag.embeddings import EmbeddingService
 from gateway.rag.service import RetrievalService
 from gateway.state import GatewayState
 from gateway.tenancy.directory import Caller
@@ -57,6 +58,10 @@ async def get_retrieval(state: StateDep) -> RetrievalService:
     return state.retrieval
 
 
+async def get_embeddings(state: StateDep) -> EmbeddingService:
+    return state.embeddings
+
+
 async def authenticate(
     state: StateDep, authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
@@ -78,4 +83,5 @@ LifecycleDep = Annotated[AdapterLifecycle, Depends(get_lifecycle)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GatekeeperDep = Annotated[Gatekeeper, Depends(get_gatekeeper)]
 RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
+EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 CallerDep = Annotated[Caller, Depends(authenticate)]

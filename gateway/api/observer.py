@@ -16,6 +16,7 @@ ENDPOINTS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completions",
     "/v1/retrieval/search": "retrieval",
+    "/v1/embeddings": "embeddings",
     "/v1/models": "models",
 }
 

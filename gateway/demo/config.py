@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from gateway.config import Settings
+from gateway.config import RetrievalSettings, Settings
 from gateway.demo.keys import DemoKeys
+from gateway.rag.embeddings import served_embedder_id
 
 DEMO_MODEL_ID = "smollm2-135m-instruct"
 CONFIG_FILE = "demo-config.yaml"
@@ -86,6 +87,9 @@ class DemoPaths:
 def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dict[str, Any]:
     """The demo's config as plain data (what ``demo-config.yaml`` holds)."""
     acme, globex = ACME, GLOBEX
+    retrieval = {"root": str(paths.collections_root), "top_k": 3}
+    # Both tenants may call /v1/embeddings with the embedder their collections use.
+    embedder = served_embedder_id(RetrievalSettings.model_validate(retrieval))
     return {
         "model": {"path": str(paths.base_model), "name": DEMO_MODEL_ID},
         "adapters": [{"name": n, "path": str(p)} for n, p in sorted(paths.adapters.items())],
@@ -98,12 +102,12 @@ def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dic
         },
         "admin": {"keys": [keys.entry("admin")]},
         "metrics": {"enabled": True, "require_admin": True},
-        "retrieval": {"root": str(paths.collections_root), "top_k": 3},
+        "retrieval": retrieval,
         "prompts": PROMPTS,
         "tenants": {
             acme.name: {
                 "keys": [keys.entry(acme.name)],
-                "models": [DEMO_MODEL_ID, acme.adapter],
+                "models": [DEMO_MODEL_ID, acme.adapter, embedder],
                 "collections": [acme.collection],
                 "default_model": acme.alias,
                 "policy": {"max_tokens": MAX_TOKENS_CAP, "temperature": {"max": 1.5}},
@@ -123,7 +127,7 @@ def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dic
             },
             globex.name: {
                 "keys": [keys.entry(globex.name)],
-                "models": [DEMO_MODEL_ID, globex.adapter],
+                "models": [DEMO_MODEL_ID, globex.adapter, embedder],
                 "collections": [globex.collection],
                 "default_model": globex.alias,
                 "policy": {"max_tokens": MAX_TOKENS_CAP},
