@@ -36,7 +36,16 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 1
 TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-ENDPOINTS = ("chat", "completions", "responses", "retrieval", "models", "admin", "embeddings", "other")
+ENDPOINTS = (
+    "chat",
+    "completions",
+    "responses",
+    "retrieval",
+    "models",
+    "admin",
+    "embeddings",
+    "other",
+)
 REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
 QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
 """Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
