@@ -101,6 +101,11 @@ class EmbeddingService:
         self._created = int(time.time())
         self._loaded: _Loaded | None = None
 
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder served, once a request has loaded it (the store's own instance)."""
+        return self._loaded.embedder if self._loaded is not None else None
+
     def card(self) -> ModelCard:
         return ModelCard(id=self.model_id, created=self._created, root=self.model_id)
 
