@@ -2,6 +2,10 @@
 sends them: ``event: <type>`` then ``data: <json>`` with the same ``type`` and a
 ``sequence_number`` counting from 0. No ``[DONE]``: the terminal event is
 ``response.completed``, ``response.incomplete`` or ``response.failed``.
+
+``StreamedItems`` tracks a stream's output items as the model's output is told apart
+into text and tool calls (``CallExtractor`` pieces): each item is announced when its
+first piece comes, and closed, in output order, at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.protocol.responses import OutputItem, OutputText, ResponseObject
+from gateway.pipeline.response_items import call_item_id, message_id
+from gateway.protocol.responses import (
+    FunctionCallOutput,
+    OutputItem,
+    OutputMessage,
+    OutputText,
+    ResponseObject,
+)
+from gateway.serving.tool_stream import ArgumentsPiece, CallStart, Piece, TextPiece
 
 TERMINAL = {
     "completed": "response.completed",
@@ -116,3 +128,62 @@ class ResponseEvents:
 
 def _dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
+
+
+class StreamedItems:
+    """The output items of one stream as they are announced, and their closing events."""
+
+    def __init__(self, events: ResponseEvents, key: str) -> None:
+        self._events = events
+        self._key = key
+        self._message: int | None = None  # output index of the message, once announced
+        self._calls: dict[int, int] = {}  # call index -> output index
+        self._announced = 0
+
+    def piece(self, piece: Piece) -> str:
+        ev = self._events
+        if isinstance(piece, TextPiece):
+            sent = "" if self._message is not None else self._open_message()
+            assert self._message is not None
+            return sent + ev.text_delta(message_id(self._key), self._message, piece.text)
+        if isinstance(piece, CallStart):
+            self._calls[piece.index] = index = self._announced
+            self._announced += 1
+            item = FunctionCallOutput(
+                id=call_item_id(self._key, piece.index),
+                call_id=piece.id,
+                name=piece.name,
+                arguments="",
+                status="in_progress",
+            )
+            return ev.item_added(index, item)
+        assert isinstance(piece, ArgumentsPiece)
+        item_id = call_item_id(self._key, piece.index)
+        return ev.arguments_delta(item_id, self._calls[piece.index], piece.text)
+
+    def _open_message(self) -> str:
+        self._message = self._announced
+        self._announced += 1
+        item = OutputMessage(id=message_id(self._key), status="in_progress", content=[])
+        return self._events.item_added(self._message, item) + self._events.part_added(
+            item.id, self._message, OutputText(text="")
+        )
+
+    def close(self, output: list[OutputItem]) -> str:
+        """Done events of every item, in output order (an empty message is announced
+        here: a response always has an item)."""
+        ev = self._events
+        sent = ""
+        for i, item in enumerate(output):
+            if isinstance(item, OutputMessage):
+                if self._message is None:
+                    sent += self._open_message()
+                part = item.content[0]
+                sent += ev.text_done(item.id, i, part.text)
+                for a, annotation in enumerate(part.annotations):
+                    sent += ev.annotation_added(item.id, i, a, annotation)
+                sent += ev.part_done(item.id, i, part) + ev.item_done(i, item)
+            else:
+                sent += ev.arguments_done(item.id, i, item.name, item.arguments)
+                sent += ev.item_done(i, item)
+        return sent

@@ -27,26 +27,20 @@ from gateway.errors import GatewayError, InvalidRequestError, UnsupportedParamet
 from gateway.pipeline.chat import ChatEndpoint
 from gateway.pipeline.endpoint import Prepared, Rendered, RenderInput
 from gateway.pipeline.merge import ChoiceAccumulator
-from gateway.pipeline.response_events import ResponseEvents
+from gateway.pipeline.response_events import ResponseEvents, StreamedItems
 from gateway.pipeline.response_items import (
-    call_item_id,
     chat_messages,
     chat_tool_choice,
     chat_tools,
     file_citations,
     input_items,
-    message_id,
     output_items,
 )
 from gateway.protocol.chat import ChatCompletionRequest
 from gateway.protocol.responses import (
     UNSUPPORTED_RESPONSES_PARAMS,
-    FunctionCallOutput,
     IncompleteDetails,
     InputTokensDetails,
-    OutputItem,
-    OutputMessage,
-    OutputText,
     ResponseError,
     ResponseObject,
     ResponsesRequest,
@@ -55,7 +49,7 @@ from gateway.protocol.responses import (
 )
 from gateway.rag.grounding import RagPlan
 from gateway.serving.generation_params import SamplingFields, refuse_unsupported
-from gateway.serving.tool_stream import ArgumentsPiece, CallExtractor, CallStart, Piece, TextPiece
+from gateway.serving.tool_stream import CallExtractor
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 from gateway.tenancy.response_store import ResponseStore, StoredResponse
@@ -254,7 +248,7 @@ class ResponsesEndpoint:
             "response.in_progress", started
         )
         try:
-            items = _StreamedItems(events, item_key(prepared))
+            items = StreamedItems(events, item_key(prepared))
             calls = CallExtractor(self.chat.tools)
             finish: str | None = None
             async for out in _from_first(first, stream):
@@ -340,65 +334,6 @@ class ResponsesEndpoint:
             input_items=self._items,
             history=self._history,
         )
-
-
-class _StreamedItems:
-    """The output items of one stream as they are announced, and their closing events."""
-
-    def __init__(self, events: ResponseEvents, key: str) -> None:
-        self._events = events
-        self._key = key
-        self._message: int | None = None  # output index of the message, once announced
-        self._calls: dict[int, int] = {}  # call index -> output index
-        self._announced = 0
-
-    def piece(self, piece: Piece) -> str:
-        ev = self._events
-        if isinstance(piece, TextPiece):
-            sent = "" if self._message is not None else self._open_message()
-            assert self._message is not None
-            return sent + ev.text_delta(message_id(self._key), self._message, piece.text)
-        if isinstance(piece, CallStart):
-            self._calls[piece.index] = index = self._announced
-            self._announced += 1
-            item = FunctionCallOutput(
-                id=call_item_id(self._key, piece.index),
-                call_id=piece.id,
-                name=piece.name,
-                arguments="",
-                status="in_progress",
-            )
-            return ev.item_added(index, item)
-        assert isinstance(piece, ArgumentsPiece)
-        item_id = call_item_id(self._key, piece.index)
-        return ev.arguments_delta(item_id, self._calls[piece.index], piece.text)
-
-    def _open_message(self) -> str:
-        self._message = self._announced
-        self._announced += 1
-        item = OutputMessage(id=message_id(self._key), status="in_progress", content=[])
-        return self._events.item_added(self._message, item) + self._events.part_added(
-            item.id, self._message, OutputText(text="")
-        )
-
-    def close(self, output: list[OutputItem]) -> str:
-        """Done events of every item, in output order (an empty message is announced
-        here: a response always has an item)."""
-        ev = self._events
-        sent = ""
-        for i, item in enumerate(output):
-            if isinstance(item, OutputMessage):
-                if self._message is None:
-                    sent += self._open_message()
-                part = item.content[0]
-                sent += ev.text_done(item.id, i, part.text)
-                for a, annotation in enumerate(part.annotations):
-                    sent += ev.annotation_added(item.id, i, a, annotation)
-                sent += ev.part_done(item.id, i, part) + ev.item_done(i, item)
-            else:
-                sent += ev.arguments_done(item.id, i, item.name, item.arguments)
-                sent += ev.item_done(i, item)
-        return sent
 
 
 async def _from_first(

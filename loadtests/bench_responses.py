@@ -1,0 +1,199 @@
+"""Responses API vs chat completions on one gateway: the same prompts, the same engine.
+
+Starts ``loragate serve`` on loopback with the demo model, then sends the same
+streamed requests to ``/v1/chat/completions`` (a system message and a user message)
+and to ``/v1/responses`` (``instructions`` and ``input``: the same rendered prompt),
+``--concurrency`` at a time, alternating which API goes first in each round so machine
+noise hits both alike. Every request starts with an id of its own in the system
+message, so no request reuses another's KV cache. Greedy (temperature 0) with the same
+``--max-tokens``: both APIs generate the same tokens.
+
+Prints median TTFT (to the first text delta) and output tokens per second (all
+requests' output tokens over the wall time of the batch) per API, and the
+Responses/chat ratios (target: within 5%).
+
+    python -m loadtests.bench_responses [--rounds 4] [--requests 32] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtests.bench_serving import MODEL_ID, free_port, start_gateway, wait_ready
+
+QUESTIONS = [
+    "Explain in a few sentences how a router forwards packets.",
+    "Write a short note about why backups should be tested.",
+    "Describe what a load balancer does for a web service.",
+    "Give three tips for writing clear error messages.",
+]
+
+
+@dataclass(frozen=True)
+class Sample:
+    ttft: float
+    output_tokens: int
+
+
+def demo_base() -> Path:
+    """The demo kit's base model (SmolLM2-135M-Instruct), converted into the kit's cache
+    if it is not there yet; no adapters are needed here, so none are trained."""
+    from adapters.demo_kit import LOCK_FILE, default_cache_dir, demo_kit_key, exclusive_lock
+    from adapters.smollm2 import convert_smollm2, smollm2_gguf_path
+
+    gguf = smollm2_gguf_path()
+    key = demo_kit_key(gguf_name=gguf.name, gguf_size=gguf.stat().st_size)
+    cache = default_cache_dir()
+    base = cache / f"smollm2-135m-instruct-{key['gguf_id']}"
+    if not base.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(cache / LOCK_FILE):
+            if not base.exists():
+                convert_smollm2(base, gguf_path=gguf)
+    return base
+
+
+def bodies(api: str, i: int, max_tokens: int) -> tuple[str, dict[str, Any]]:
+    system = f"Request {uuid.uuid4().hex}. You are a helpful assistant."
+    question = QUESTIONS[i % len(QUESTIONS)]
+    if api == "chat":
+        return "/v1/chat/completions", {
+            "model": MODEL_ID,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+            "max_completion_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    return "/v1/responses", {
+        "model": MODEL_ID,
+        "instructions": system,
+        "input": question,
+        "max_output_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "store": False,
+    }
+
+
+async def one(client: httpx.AsyncClient, api: str, i: int, max_tokens: int) -> Sample:
+    path, body = bodies(api, i, max_tokens)
+    start = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with client.stream("POST", path, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[len("data: ") :])
+            if api == "chat":
+                if first is None and any(c["delta"].get("content") for c in event["choices"]):
+                    first = time.perf_counter()
+                if event.get("usage"):
+                    tokens = event["usage"]["completion_tokens"]
+            else:
+                if first is None and event["type"] == "response.output_text.delta":
+                    first = time.perf_counter()
+                if event["type"] in ("response.completed", "response.incomplete"):
+                    tokens = event["response"]["usage"]["output_tokens"]
+    assert first is not None and tokens, f"{api}: no text or no usage"
+    return Sample(first - start, tokens)
+
+
+async def batch(url: str, api: str, n: int, concurrency: int, max_tokens: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600, trust_env=False) as client:
+
+        async def limited(i: int) -> Sample:
+            async with gate:
+                return await one(client, api, i, max_tokens)
+
+        start = time.perf_counter()
+        samples = await asyncio.gather(*(limited(i) for i in range(n)))
+        wall = time.perf_counter() - start
+    return {
+        "api": api,
+        "median_ttft_ms": 1000 * statistics.median(s.ttft for s in samples),
+        "output_tps": sum(s.output_tokens for s in samples) / wall,
+        "output_tokens": sum(s.output_tokens for s in samples),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=32, help="per API per round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/responses"))
+    parser.add_argument("--model", type=Path, help="model folder (default: the demo base)")
+    args = parser.parse_args()
+
+    base = args.model or demo_base()
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        log = args.out / "gateway.log"
+        proc = start_gateway(base, {}, port, Path(tmp) / "gw", log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(f"{url}/ready", proc, log=log)
+            for api in ("chat", "responses"):  # warm-up: compile paths, fill caches
+                asyncio.run(batch(url, api, args.concurrency, args.concurrency, 8))
+            for r in range(args.rounds):
+                for api in ("chat", "responses") if r % 2 == 0 else ("responses", "chat"):
+                    row = asyncio.run(
+                        batch(url, api, args.requests, args.concurrency, args.max_tokens)
+                    )
+                    rows.append({"round": r, **row})
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    print_table(rows, args)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        f"\n{args.requests} streamed requests per API per round, concurrency "
+        f"{args.concurrency}, up to {args.max_tokens} tokens, greedy, {args.rounds} rounds\n"
+    )
+    print("| API | median TTFT ms (median of rounds) | output tok/s (median of rounds) |")
+    print("|---|---|---|")
+    medians = {}
+    for api in ("chat", "responses"):
+        mine = [r for r in rows if r["api"] == api]
+        ttft = statistics.median(r["median_ttft_ms"] for r in mine)
+        tps = statistics.median(r["output_tps"] for r in mine)
+        medians[api] = (ttft, tps)
+        print(f"| {api} | {ttft:.0f} | {tps:.1f} |")
+    ttft_ratio = medians["responses"][0] / medians["chat"][0]
+    tps_ratio = medians["responses"][1] / medians["chat"][1]
+    print(
+        f"\nresponses / chat: TTFT {ttft_ratio:.3f}x, output tok/s {tps_ratio:.3f}x "
+        "(target: within 5%)"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
