@@ -335,7 +335,7 @@ async def test_policy_forbids_or_limits_tools(
     }
     async for gw in scripted(fake_kit, tmp_path, renderer, script, tenants=tenants):
 
-        async def post(who: str, **body: Any) -> Any:
+        async def post(who: str, gw: FakeGateway = gw, **body: Any) -> Any:
             headers = {"Authorization": f"Bearer {keys[who].key}"}
             return await gw.client.post("/v1/chat/completions", json=chat(**body), headers=headers)
 
