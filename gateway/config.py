@@ -698,8 +698,8 @@ class RetrievalSettings(Section):
         default=2.0,
         ge=0,
         le=100,
-        description="How long an idle embedder waits for more /v1/embeddings requests to "
-        "combine with the first (a busy one takes whatever has queued meanwhile).",
+        description="How long the embedder waits for more /v1/embeddings requests to fill "
+        "its next call (not at all once embed_batch_size inputs are waiting).",
     )
 
     @model_validator(mode="after")

@@ -130,3 +130,21 @@ async def test_the_idle_wait_gathers_companions_and_close_stops_it() -> None:
     await batcher.close()
     with pytest.raises(RuntimeError):
         await batcher.embed(["late"])
+
+
+async def test_a_full_call_does_not_wait_and_later_calls_wait_to_fill() -> None:
+    embed = Recorder(gate=True)
+    batcher = EmbeddingBatcher(embed, max_inputs=2, max_wait=30)
+    started = asyncio.get_running_loop().time()
+    first = asyncio.create_task(batcher.embed(["a", "b"]))  # fills a call: goes at once
+    await asyncio.to_thread(embed.entered.wait, 5)
+    assert asyncio.get_running_loop().time() - started < 5
+    waiting = asyncio.create_task(batcher.embed(["c"]))
+    embed.release.set()
+    await first
+    await asyncio.sleep(0.1)
+    assert embed.calls == [["a", "b"]]  # "c" waits for company (up to 30 s)
+    await batcher.embed(["d"])  # which fills the call
+    await waiting
+    assert embed.calls == [["a", "b"], ["c", "d"]]
+    await batcher.close()

@@ -46,8 +46,9 @@ class EmbeddingBatcher:
     """Runs ``embed`` on one worker thread, one call at a time, with the inputs of every
     request waiting at that moment (at most ``max_inputs`` per call).
 
-    When the embedder is idle, the first request waits ``max_wait`` seconds for company;
-    while a call runs, arrivals queue and all go into the next call. A request larger
+    Before each call the batcher waits up to ``max_wait`` seconds for more requests
+    (none once ``max_inputs`` are waiting); while a call runs, arrivals queue and go into
+    the next call. A request larger
     than ``max_inputs`` is cut into slices, and each call takes slices of the waiting
     requests in turn, so a small request is never stuck behind a large one. A request
     whose caller is cancelled loses its slices not yet sent.
@@ -70,6 +71,7 @@ class EmbeddingBatcher:
         self._on_batch = on_batch
         self._jobs: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()  # set when the waiting inputs fill a call
         self._worker: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._closed = False
@@ -84,6 +86,8 @@ class EmbeddingBatcher:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="embedding-batcher")
         self._wakeup.set()
+        if self._waiting_inputs() >= self._max_inputs:
+            self._full.set()
         return await job.future  # cancelling the caller cancels the future: slices dropped
 
     async def close(self) -> None:
@@ -103,14 +107,11 @@ class EmbeddingBatcher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self._waiting_inputs():
-                continue
-            if self._max_wait > 0 and self._waiting_inputs() < self._max_inputs:
-                await asyncio.sleep(self._max_wait)  # idle: let companions arrive
-            while True:
+            while self._waiting_inputs():
+                await self._fill()
                 batch = self._take()
                 if not batch:
-                    break
+                    continue
                 texts = [t for job, start, stop in batch for t in job.texts[start:stop]]
                 started = loop.time()
                 try:
@@ -127,6 +128,15 @@ class EmbeddingBatcher:
                     requests = len({id(job) for job, _, _ in batch})
                     self._on_batch(BatchFigures(len(texts), requests, loop.time() - started))
                 self._deliver(batch, vectors)
+
+    async def _fill(self) -> None:
+        """Wait up to ``max_wait`` for the next call to fill: the callers the last call
+        answered come back over the next milliseconds. A full call goes at once."""
+        if self._max_wait <= 0 or self._waiting_inputs() >= self._max_inputs:
+            return
+        self._full.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), self._max_wait)
 
     def _waiting_inputs(self) -> int:
         return sum(job.waiting for job in self._jobs if not job.future.done())
