@@ -119,16 +119,11 @@ def _same(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> bool:
 _MEMO = PlanMemo()
 
 
-def _write(target: torch.Tensor, y: torch.Tensor, where: Where, add: bool) -> None:
-    if isinstance(where, slice):
-        if add:
-            target[where] += y
-        else:
-            target[where] = y
-    elif add:
-        target.index_add_(0, where, y)
+def _write(target: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, add: bool) -> None:
+    if add:
+        target.index_add_(0, rows, y)
     else:
-        target.index_copy_(0, where, y)
+        target.index_copy_(0, rows, y)
 
 
 def apply_lora_rows(
@@ -163,8 +158,12 @@ def apply_lora_rows(
             continue
         w_t = stacked[lora, :cols].to(dtype).t()
         for where in wheres:
-            x = inputs[where] if isinstance(where, slice) else inputs.index_select(0, where)
-            y = torch.mm(x.to(dtype), w_t)
+            if isinstance(where, slice):
+                # One fused op into the output rows (a strided view): the product is
+                # added (beta=1) or written (beta=0) without a temporary.
+                target[where].addmm_(inputs[where].to(dtype), w_t, beta=int(add), alpha=scale)
+                continue
+            y = torch.mm(inputs.index_select(0, where).to(dtype), w_t)
             if scale != 1.0:
                 y.mul_(scale)
             _write(target, y, where, add)
