@@ -363,9 +363,13 @@ async def test_greedy_n_is_one_generation_copied(engine: RemoteEngine, fakes: li
     assert {c.token_ids for c in last} == {(1001,)}
 
 
-async def test_upstream_400_is_an_invalid_request_with_its_message(engine: RemoteEngine):
-    with pytest.raises(InvalidRequestError, match="max_tokens is too large"):
+async def test_upstream_400_is_an_invalid_request_whose_detail_goes_to_the_log_only(
+    engine: RemoteEngine, caplog: pytest.LogCaptureFixture
+):
+    with pytest.raises(InvalidRequestError) as caught:
         await collect(engine, gen_request(GenerationParams(max_tokens=5000)))
+    assert caught.value.message == "The inference server refused the request."
+    assert "max_tokens is too large" in caplog.text
 
 
 # ----------------------------------------------------------------- placement

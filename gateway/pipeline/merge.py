@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from gateway.engine.interface import ChoiceOutput, GenerationOutput, GenerationRequest
+from gateway.errors import EngineFailureError
 
 Generate = Callable[[GenerationRequest], AsyncIterator[GenerationOutput]]
 
@@ -58,6 +59,8 @@ class ChoiceAccumulator:
 
     def add(self, p: int, out: GenerationOutput) -> None:
         for c in out.choices:
+            if not 0 <= c.index < self.n:  # engines check this; a wrong one must not 500
+                raise EngineFailureError("The inference engine returned an invalid answer.")
             self._texts[p][c.index] += c.text
             self._ids[p][c.index].extend(c.token_ids)
             self._lps[p][c.index].extend(c.logprobs or ())

@@ -4,8 +4,14 @@ It knows nothing of settings, placement or the gateway's errors; it raises its o
 
     ReplicaError
     ├── ReplicaUnreachableError   connect failure, timeout, 5xx, broken stream: try elsewhere
+    │   └── ReplicaProtocolError  an answer that breaks the protocol (malformed or oversized
+    │                             events, bodies or lines; more tokens than asked for)
     └── ReplicaRejectedError      400/404/413/422 (answer or error event): the request is
                                   at fault (404: the replica does not know the model)
+
+A replica is a trust boundary: every read from it is size-capped, and the text of its
+errors goes into these exceptions (for the log, shortened by ``excerpt``), never to a
+client as such.
 """
 
 from __future__ import annotations
@@ -23,7 +29,33 @@ import httpx
 import pydantic_core
 from pydantic import SecretStr
 
-from gateway.engine.remote.stream_http import StreamError, StreamPool, StreamResponse
+from gateway.engine.remote.stream_http import (
+    LineSplitter,
+    LineTooLongError,
+    StreamError,
+    StreamPool,
+    StreamResponse,
+)
+
+MAX_EVENT_BYTES = 16 << 20
+"""The longest stream line read from a replica (its first event carries the prompt's
+token ids: 16 MiB holds a two-million-token prompt's)."""
+
+MAX_ANSWER_BYTES = 4 << 20
+"""The largest non-streamed answer read (``/v1/models`` lists every adapter)."""
+
+MAX_ERROR_BYTES = 64 << 10
+"""Bytes of an error answer read; the rest is left unread."""
+
+EXCERPT_CHARS = 300
+"""Characters of a replica's own words kept in an exception (for the log)."""
+
+
+def excerpt(text: str) -> str:
+    """A replica's text made safe for one log line: control characters escaped, cut."""
+    cut = text[:EXCERPT_CHARS]
+    safe = cut.encode("unicode_escape").decode("ascii") if not cut.isprintable() else cut
+    return safe if len(text) <= EXCERPT_CHARS else f"{safe}..."
 
 
 class ReplicaError(Exception):
@@ -39,6 +71,10 @@ class ReplicaUnreachableError(ReplicaError):
     def __init__(self, message: str, *, network: bool = False) -> None:
         super().__init__(message)
         self.network = network
+
+
+class ReplicaProtocolError(ReplicaUnreachableError):
+    """The replica answered something the protocol does not allow: it is broken or hostile."""
 
 
 class ReplicaRejectedError(ReplicaError, ValueError):
@@ -100,24 +136,27 @@ class ReplicaClient:
             self._streams.close()
         await self._http.aclose()
 
-    async def stream_completion(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def stream_completion(
+        self, body: dict[str, Any], *, max_event_bytes: int = MAX_EVENT_BYTES
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """POST /v1/completions (``stream: true``) and yield each event's JSON object.
 
         The body is split into lines as bytes (no text decoding, one deadline per read,
-        not per line). After ``[DONE]`` the rest of the response (the chunked body's
-        end) is read, so the connection goes back to the pool instead of being closed:
-        a new connection per request costs more than the request itself.
+        not per line; a line over ``max_event_bytes`` is a ``ReplicaProtocolError``).
+        After ``[DONE]`` the rest of the response (the chunked body's end) is read, so
+        the connection goes back to the pool instead of being closed: a new connection
+        per request costs more than the request itself.
         """
         loop = asyncio.get_running_loop()
         d = self.deadlines
         started = loop.time()
         end = started + d.request
         limit = started + min(d.first_event, d.request)
+        lines = LineSplitter(max_event_bytes)
         try:
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout_at(limit):
                     chunks = await self._open_stream(stack, body)
-                pending = b""
                 ended = False
                 while not ended:
                     try:
@@ -125,8 +164,7 @@ class ReplicaClient:
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         ended, chunk = True, b"\n"  # a last line without its newline
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
+                    for line in lines.feed(chunk):
                         if not line.startswith(b"data:"):
                             continue  # blank separators, comments, other SSE fields
                         data = line[5:].strip()
@@ -145,6 +183,8 @@ class ReplicaClient:
             ) from None
         except httpx.HTTPError as exc:
             raise _transport_error(f"{self.base_url}", exc) from exc
+        except LineTooLongError as exc:
+            raise ReplicaProtocolError(f"{self.base_url}: {exc}") from None
         except StreamError as exc:
             raise ReplicaUnreachableError(f"{self.base_url}: {exc}", network=True) from exc
 
@@ -161,8 +201,8 @@ class ReplicaClient:
                 self._http.stream("POST", "/v1/completions", json=body, timeout=timeout)
             )
             if response.status_code != 200:
-                await response.aread()
-                raise _status_error(response.status_code, response.content, str(response.url))
+                content = await _read_at_most(response, MAX_ERROR_BYTES)
+                raise _status_error(response.status_code, content, str(response.url))
             chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
         else:
             payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -172,7 +212,8 @@ class ReplicaClient:
             stack.callback(streamed.close)
             if streamed.status != 200:
                 url = f"{self.base_url}/v1/completions"
-                raise _status_error(streamed.status, await streamed.read_all(), url)
+                content = await streamed.read_at_most(MAX_ERROR_BYTES)
+                raise _status_error(streamed.status, content, url)
             chunks = _body_chunks(streamed)
         return await stack.enter_async_context(aclosing(chunks))
 
@@ -200,31 +241,46 @@ class ReplicaClient:
         body: dict[str, Any] | None = None,
         seconds: float | None = None,
     ) -> Any:
+        """One request; its answer read up to ``MAX_ANSWER_BYTES`` (an error's up to
+        ``MAX_ERROR_BYTES``): JSON when it says so, else text."""
         seconds = seconds or self.deadlines.admin
+        where = f"{self.base_url}{path}"
+        timeout = httpx.Timeout(seconds, connect=min(self.deadlines.connect, seconds))
         try:
-            async with asyncio.timeout(seconds):
-                response = await self._http.request(
-                    method,
-                    path,
-                    json=body,
-                    timeout=httpx.Timeout(seconds, connect=min(self.deadlines.connect, seconds)),
-                )
+            async with (
+                asyncio.timeout(seconds),
+                self._http.stream(method, path, json=body, timeout=timeout) as response,
+            ):
+                status = response.status_code
+                json_answer = "json" in response.headers.get("content-type", "")
+                cap = MAX_ANSWER_BYTES if status == 200 else MAX_ERROR_BYTES
+                content = await _read_at_most(response, cap + 1)
         except TimeoutError:
-            raise ReplicaUnreachableError(
-                f"{self.base_url}{path}: no answer in {seconds}s"
-            ) from None
+            raise ReplicaUnreachableError(f"{where}: no answer in {seconds}s") from None
         except httpx.HTTPError as exc:
-            raise _transport_error(f"{self.base_url}{path}", exc) from exc
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.content, str(response.url))
-        if "json" not in response.headers.get("content-type", ""):
-            return response.text
+            raise _transport_error(where, exc) from exc
+        if status != 200:
+            raise _status_error(status, content[:MAX_ERROR_BYTES], where)
+        if len(content) > MAX_ANSWER_BYTES:
+            raise ReplicaProtocolError(f"{where}: an answer over {MAX_ANSWER_BYTES} bytes")
+        if not json_answer or not content:
+            return content.decode("utf-8", "replace")
         try:
-            return response.json()
+            return pydantic_core.from_json(content)
         except ValueError:
-            raise ReplicaUnreachableError(
-                f"{self.base_url}{path}: unreadable JSON answer"
-            ) from None
+            raise ReplicaProtocolError(f"{where}: unreadable JSON answer") from None
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a streamed httpx response's body (the rest unread)."""
+    parts = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
 
 
 def _transport_error(where: str, exc: httpx.HTTPError) -> ReplicaUnreachableError:
@@ -266,9 +322,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
     try:
         event = pydantic_core.from_json(data)
     except ValueError:
-        raise ReplicaUnreachableError("the replica sent an unreadable stream event") from None
+        raise ReplicaProtocolError("the replica sent an unreadable stream event") from None
     if not isinstance(event, dict):
-        raise ReplicaUnreachableError("the replica sent a stream event that is not an object")
+        raise ReplicaProtocolError("the replica sent a stream event that is not an object")
     return event
 
 
@@ -292,18 +348,19 @@ the replica, so another one may serve the request."""
 
 def _status_error(status: int, content: bytes, url: str) -> ReplicaError:
     try:
-        payload = json.loads(content)
-    except ValueError:
+        payload = pydantic_core.from_json(content)
+    except ValueError:  # not JSON, or cut at MAX_ERROR_BYTES: the text itself
         payload = None
-    message, _ = _error_message(payload, f"HTTP {status}")
+    text = content.decode("utf-8", "replace").strip()
+    message, _ = _error_message(payload, text or f"HTTP {status}")
     if status in REQUEST_FAULTS:
-        return ReplicaRejectedError(status, message)
-    return ReplicaUnreachableError(f"{url}: HTTP {status}")
+        return ReplicaRejectedError(status, excerpt(message))
+    return ReplicaUnreachableError(f"{url}: HTTP {status}: {excerpt(message)}")
 
 
 def _event_error(error: Any) -> ReplicaError:
     """An error event: the request's fault for ``REQUEST_FAULTS``, else the replica's."""
     message, code = _error_message({"error": error}, "the replica reported an error")
     if code in REQUEST_FAULTS:
-        return ReplicaRejectedError(code, message)
-    return ReplicaUnreachableError(f"the replica failed the request: {message}")
+        return ReplicaRejectedError(code, excerpt(message))
+    return ReplicaUnreachableError(f"the replica failed the request: {excerpt(message)}")

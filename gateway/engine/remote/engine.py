@@ -27,6 +27,13 @@ from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRe
 
 logger = logging.getLogger(__name__)
 
+REFUSED_MESSAGE = "The inference server refused the request."
+"""What a client hears when a replica answers 4xx: never the replica's own text."""
+
+EVENT_BYTES_PER_PROMPT_TOKEN = 12
+"""Bytes a prompt token may take in the first stream event (vLLM repeats the prompt's
+token ids there); the event cap is 1 MiB plus this per prompt token."""
+
 
 class AdapterLoadRefused(ValueError):
     """A replica refused an adapter (unreadable path, wrong rank): the adapter's fault."""
@@ -106,7 +113,9 @@ class RemoteEngine:
                 if yielded:
                     raise EngineFailureError("The inference engine failed mid-stream.") from exc
                 if exc.status != 404:
-                    raise InvalidRequestError(exc.message) from exc
+                    # The replica's own words may name its paths and hosts: log only.
+                    logger.warning("replica %s refused a request: %s", replica.url, exc.message)
+                    raise InvalidRequestError(REFUSED_MESSAGE) from exc
                 if request.adapter is not None and attempt == 1:
                     # The replica lost the adapter's name (restarted since the last
                     # probe): load it again there and retry.
@@ -134,7 +143,9 @@ class RemoteEngine:
                 await self._ensure_on(replica, adapter)
             decoder = StreamDecoder(request)
             body = completion_body(request, adapter.engine_name if adapter else self.base_model)
-            async with aclosing(replica.client.stream_completion(body)) as events:
+            cap = (1 << 20) + EVENT_BYTES_PER_PROMPT_TOKEN * len(request.prompt_token_ids)
+            events = replica.client.stream_completion(body, max_event_bytes=cap)
+            async with aclosing(events):
                 async for event in events:
                     out = decoder.feed(event)
                     if out is not None:

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.engine.interface import AdapterRef
-from gateway.engine.remote.client import ReplicaClient, ReplicaError, ReplicaRejectedError
+from gateway.engine.remote.client import (
+    ReplicaClient,
+    ReplicaError,
+    ReplicaRejectedError,
+    excerpt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -20,15 +25,34 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AdapterRecord:
     """A name registered on a replica. ``ref`` is None for a name found there that this
-    gateway did not load (another gateway did, or this one before it restarted)."""
+    gateway did not load (another gateway did, or this one before it restarted);
+    ``root`` is then the path the replica says it loaded that name from."""
 
     ref: AdapterRef | None
     since: float
+    root: str | None = None
 
 
-def adapter_names(models: list[dict[str, Any]]) -> set[str]:
-    """The adapter ids in a /v1/models answer (vLLM lists adapters with a ``parent``)."""
-    return {m["id"] for m in models if m.get("parent") and isinstance(m.get("id"), str)}
+def adapter_roots(models: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The adapters in a /v1/models answer (vLLM lists them with a ``parent``) and the
+    path each was loaded from (``root``; None when missing)."""
+    return {
+        m["id"]: m["root"] if isinstance(m.get("root"), str) else None
+        for m in models
+        if m.get("parent") and isinstance(m.get("id"), str)
+    }
+
+
+def _other_weights(replica: str, name: str, root: str | None) -> ReplicaRejectedError:
+    """A name the replica holds from another path than the registry's copy: whoever
+    can call the replica put it there, and the gateway neither serves nor replaces it."""
+    logger.warning(
+        "replica %s holds %s from %s, not from the registry's copy: refused",
+        replica,
+        name,
+        excerpt(root or "an unknown path"),
+    )
+    return ReplicaRejectedError(409, f"{name} is registered there with other weights")
 
 
 class Replica:
@@ -73,7 +97,12 @@ class Replica:
     async def ensure_adapter(self, ref: AdapterRef) -> bool:
         """Register ``ref`` here unless it is; True when this call loaded it."""
         name = ref.engine_name
-        if name in self.adapters:
+        record = self.adapters.get(name)
+        if record is not None:
+            if record.ref is None:  # found here: adopted only if it is the same copy
+                if record.root != ref.path:
+                    raise _other_weights(self.url, name, record.root)
+                self.adapters[name] = AdapterRecord(ref, record.since)
             self.adapters.move_to_end(name)
             return False
         future = self._loading.get(name)
@@ -97,9 +126,13 @@ class Replica:
             await self.client.load_adapter(name, ref.path)
         except ReplicaRejectedError:
             # vLLM refuses a name it has: another gateway (or this one before a restart)
-            # loaded it. The replica's own list decides; never reload it in place.
-            if name not in adapter_names(await self.client.models()):
+            # loaded it, from the registry's copy, or someone else did, from any path.
+            # The replica's own list decides; never reload it in place.
+            roots = adapter_roots(await self.client.models())
+            if name not in roots:
                 raise
+            if roots[name] != ref.path:
+                raise _other_weights(self.url, name, roots[name]) from None
             self.adapters[name] = AdapterRecord(ref, started)
             return False
         self.adapters[name] = AdapterRecord(ref, started)
@@ -109,17 +142,26 @@ class Replica:
     def forget(self, name: str) -> None:
         self.adapters.pop(name, None)
 
-    def reconcile(self, present: set[str], probe_started: float) -> list[str]:
-        """Match the record to the names the replica lists; return the names it lost.
+    def reconcile(self, present: dict[str, str | None], probe_started: float) -> list[str]:
+        """Match the record to the adapters the replica lists (name: path); return the
+        names it lost.
 
         Names loaded after the probe began are kept (the answer predates them). Names
-        the replica has that the record lacks are adopted as least recently used.
+        the replica has that the record lacks are recorded as found (no ``ref``), least
+        recently used: ``ensure_adapter`` adopts one only if its path is the registry's
+        copy. A name of ours now listed from another path was replaced behind the
+        gateway's back: it becomes a found name too (and is refused).
         """
         lost = [n for n, r in self.adapters.items() if n not in present and r.since < probe_started]
         for name in lost:
             del self.adapters[name]
-        for name in sorted(present - set(self.adapters)):
-            self.adapters[name] = AdapterRecord(None, probe_started)
+        for name, record in list(self.adapters.items()):
+            root = present.get(name)
+            if record.ref is not None and root is not None and root != record.ref.path:
+                logger.warning("replica %s now holds %s from another path", self.url, name)
+                self.adapters[name] = AdapterRecord(None, probe_started, root)
+        for name in sorted(set(present) - set(self.adapters)):
+            self.adapters[name] = AdapterRecord(None, probe_started, present[name])
             self.adapters.move_to_end(name, last=False)
         return lost
 
@@ -231,7 +273,7 @@ class ReplicaPool:
         except ReplicaError as exc:
             self.eject(replica, str(exc) or type(exc).__name__)
             return
-        lost = replica.reconcile(adapter_names(models), started)
+        lost = replica.reconcile(adapter_roots(models), started)
         if lost:
             logger.warning(
                 "replica %s no longer has %s (restarted?): they load again on demand",

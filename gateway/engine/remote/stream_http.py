@@ -11,7 +11,8 @@ Errors (``StreamError``; the caller maps them to its own):
 
     StreamError
     ├── StreamConnectError   the replica could not be reached (connect failed)
-    └── StreamBrokenError    the connection broke or the answer was not HTTP
+    ├── StreamBrokenError    the connection broke or the answer was not HTTP
+    └── LineTooLongError     an SSE line longer than the cap (``LineSplitter``)
 
 Deadlines are the caller's (``asyncio.timeout`` around each await). Concurrency rule:
 one event loop; a connection serves one request at a time; ``close`` of a response
@@ -41,6 +42,49 @@ class StreamConnectError(StreamError):
 
 class StreamBrokenError(StreamError):
     """The connection closed or sent something that is not HTTP/1.1."""
+
+
+class LineTooLongError(StreamError):
+    """A line of the body is longer than the reader accepts."""
+
+
+class LineSplitter:
+    """Splits a body into lines as its bytes arrive, in time linear in its size.
+
+    A partial line is kept as a list of pieces, joined once when its newline comes, so a
+    replica that sends a long line in many small pieces costs no more than a short one;
+    a line (or a partial one) over ``max_line`` bytes raises ``LineTooLongError``.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that ``chunk`` completes (without their newline)."""
+        if b"\n" not in chunk:
+            self._keep(chunk)
+            return []
+        head, *lines, tail = chunk.split(b"\n")
+        if self._pieces:
+            self._keep(head)
+            head = b"".join(self._pieces)
+            self._pieces.clear()
+            self._size = 0
+        lines.insert(0, head)
+        if any(len(line) > self.max_line for line in lines):
+            raise LineTooLongError(f"a line of the answer is over {self.max_line} bytes")
+        self._keep(tail)
+        return lines
+
+    def _keep(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._size += len(piece)
+        if self._size > self.max_line:
+            raise LineTooLongError(f"a line of the answer is over {self.max_line} bytes")
+        self._pieces.append(piece)
 
 
 class _Connection(asyncio.Protocol):
@@ -161,6 +205,16 @@ class StreamResponse:
                 raise conn.error
             await conn.wait()
         return conn.take()
+
+    async def read_at_most(self, limit: int) -> bytes:
+        """The body, cut after ``limit`` bytes (the rest is not read: ``close`` then
+        closes the connection)."""
+        parts = []
+        size = 0
+        while size < limit and (chunk := await self.read()):
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts)[:limit]
 
     async def read_all(self) -> bytes:
         parts = []
