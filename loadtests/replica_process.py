@@ -64,6 +64,9 @@ class ReplicaProcess:
             "--max-lora-rank", str(self.max_lora_rank),
             "--kv-cache-memory-bytes", str(self.kv_cache_bytes),
             "--enforce-eager", "--enable-prompt-tokens-details", "--seed", "0",
+            # As the deploy files start replicas (= the in-process engine's compact_json):
+            # without it a weak model fills a constrained answer with blanks.
+            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
         ]  # fmt: skip
         if self.served_model_name:
             args += ["--served-model-name", self.served_model_name]
