@@ -462,6 +462,19 @@ class LimitSettings(Section):
         "(cl100k for an embedder without a tokenizer), and never more than the embedder "
         "reads (all-MiniLM-L6-v2: 254 word-pieces besides its two special tokens).",
     )
+    stream_buffer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Events of one stream the gateway keeps for a client that reads slower "
+        "than the engine writes: the engine's slot is freed when it is done, not when the "
+        "client has read everything. Past this the stream waits for the client.",
+    )
+    client_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A streaming client that accepts no bytes for this long is cut and its "
+        "request cancelled (its engine slot and admission freed).",
+    )
     max_tools: int = Field(default=128, ge=0, description="Most function tools in one request.")
     max_tool_definition_bytes: int = Field(
         default=256 * 1024,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.config import Settings
@@ -71,10 +72,14 @@ class LiveGateway:
         return self.run(count())
 
 
-def start_gateway(settings: Settings, *, ready_timeout: float = 300) -> LiveGateway:
+def start_gateway(
+    settings: Settings, *, ready_timeout: float = 300, app: FastAPI | None = None
+) -> LiveGateway:
+    """uvicorn on ``settings.server``'s address in a thread, serving ``app`` (default:
+    the app ``settings`` make, real engine and all)."""
     import uvicorn
 
-    app = create_app(settings)
+    app = app or create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.server.host,

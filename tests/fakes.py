@@ -57,6 +57,7 @@ class FakeEngine:
             produced = [0] * p.n
             texts = [""] * p.n
             done = [False] * p.n
+            replies = [self.words(request, i) for i in range(p.n)]
             step = 0
             while not all(done):
                 if self.fail_after_tokens is not None and step >= self.fail_after_tokens:
@@ -69,13 +70,14 @@ class FakeEngine:
                 for i in range(p.n):
                     if done[i]:
                         continue
-                    words = self.words(request, i)
+                    words = replies[i]
                     word = words[produced[i]] + " "
                     produced[i] += 1
                     stop_hit = next((s for s in p.stop if s in texts[i] + word), None)
                     if stop_hit is not None:
                         word = (texts[i] + word).split(stop_hit)[0][len(texts[i]) :]
-                    texts[i] += word
+                    if p.stop:  # only stop strings need the text so far
+                        texts[i] += word
                     reason = None
                     if stop_hit is not None or produced[i] >= len(words):
                         reason = "stop"

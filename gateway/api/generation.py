@@ -23,7 +23,12 @@ async def respond(
     started = await pipeline.start(caller, endpoint, gone=lambda: _disconnected(request))
     if endpoint.stream:
         events = await _prefetched(endpoint.events(started.prepared, started.outputs()))
-        return EventStreamResponse(with_error_events(events))
+        limits = pipeline.limits
+        return EventStreamResponse(
+            with_error_events(events),
+            buffer_bytes=limits.stream_buffer_bytes,
+            stall_seconds=limits.client_stall_seconds,
+        )
     outputs = await cancel_on_disconnect(started.collect(), lambda: _disconnected(request))
     body = endpoint.response_body(started.prepared, outputs)
     return Response(body, media_type="application/json")

@@ -94,7 +94,8 @@ class GenerationPipeline:
         self._generator = generator
         self._renderer = renderer
         self._retrieval = retrieval
-        self._limits = limits
+        self.limits = limits
+        """The request limits (streams read their buffer and stall settings here)."""
         self._completion_reserve = retrieval_settings.completion_reserve
         self._context_tokens = retrieval_settings.context_tokens
 
@@ -114,9 +115,9 @@ class GenerationPipeline:
         if self.drain.draining:
             self._gatekeeper.metrics.fair_queue_refused("shutting_down")
             raise self.drain.refusal()
-        endpoint.check(self._limits)
-        if endpoint.n > self._limits.max_n:  # before it can inflate the token reservation
-            raise InvalidRequestError(f"n must be at most {self._limits.max_n}.", param="n")
+        endpoint.check(self.limits)
+        if endpoint.n > self.limits.max_n:  # before it can inflate the token reservation
+            raise InvalidRequestError(f"n must be at most {self.limits.max_n}.", param="n")
         # Before tokenizing, only the completion budget the client named is known.
         early = endpoint.n * (endpoint.max_tokens or endpoint.default_max_tokens or 0)
         self.drain.enter()
@@ -205,7 +206,7 @@ class GenerationPipeline:
                 fields,
                 prompt_tokens=len(ids),
                 max_model_len=self._generator.max_model_len,
-                limits=self._limits,
+                limits=self.limits,
                 default_max_tokens=endpoint.default_max_tokens,
                 prompt_param=param,
             )

@@ -12,13 +12,18 @@ is aborted, as before).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-MAX_BUFFERED = 64
-"""Events the producer may get ahead of a slow client before it waits."""
+import logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
+DEFAULT_STALL_SECONDS = 30.0
 
 
 class EventStreamResponse(Response):
@@ -31,18 +36,37 @@ class EventStreamResponse(Response):
     ``http.disconnect`` and then cancels the producer, which closes the iterator (the
     engine request is aborted). Concurrency rule: one event loop; only the producer
     touches the iterator, only this task calls ``send``.
+
+    The engine and the client are kept apart: the producer reads ahead of the client up
+    to ``buffer_bytes`` of events, so a client that reads slowly (or not at all) holds
+    no engine slot once the engine is done with its request. A client that accepts no
+    bytes for ``stall_seconds`` (the server's ``send`` waits while the socket's buffers
+    are full) is cut: the producer is cancelled, which aborts the engine request and
+    frees its admission, and the connection is closed without ending the body.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[str], status_code: int = 200) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[str],
+        status_code: int = 200,
+        *,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+    ) -> None:
         self.events = events
         self.status_code = status_code
         self.background = None
+        self.buffer_bytes = buffer_bytes
+        self.stall_seconds = stall_seconds
+        self.stalled = False
+        """Whether the client was cut for accepting no bytes (for tests and logs)."""
         self.init_headers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         buffer: list[str] = []
+        buffered = 0  # characters in buffer
         ready = asyncio.Event()  # the buffer holds events, or the producer ended
         room = asyncio.Event()  # the buffer has room
         room.set()
@@ -50,12 +74,13 @@ class EventStreamResponse(Response):
         failure: BaseException | None = None
 
         async def produce() -> None:
-            nonlocal ended, failure
+            nonlocal ended, failure, buffered
             try:
                 async for event in self.events:
                     buffer.append(event)
+                    buffered += len(event)
                     ready.set()
-                    if len(buffer) >= MAX_BUFFERED:
+                    if buffered >= self.buffer_bytes:
                         room.clear()
                         await room.wait()
             except asyncio.CancelledError:
@@ -90,10 +115,13 @@ class EventStreamResponse(Response):
                 if buffer or last:
                     body = "".join(buffer).encode()
                     buffer.clear()
+                    buffered = 0
                     room.set()
                     # The last events and the body's end in one write when they are
                     # ready together (one write and one client wake-up fewer).
-                    await send({"type": "http.response.body", "body": body, "more_body": not last})
+                    message = {"type": "http.response.body", "body": body, "more_body": not last}
+                    if not await self._sent(send, message):
+                        break
                 if ended and not buffer:
                     break
             if failure is not None:
@@ -105,3 +133,18 @@ class EventStreamResponse(Response):
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+
+    async def _sent(self, send: Send, message: dict[str, object]) -> bool:
+        """Send, or give up on a client that accepts nothing for ``stall_seconds``."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.stall_seconds):  # no task per send
+                await send(message)
+        except TimeoutError:
+            self.stalled = True
+            logger.warning(
+                "stream cut: the client accepted no bytes for %.0f s",
+                time.monotonic() - started,
+            )
+            return False
+        return True
