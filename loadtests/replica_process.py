@@ -66,7 +66,8 @@ class ReplicaProcess:
             "--enforce-eager", "--enable-prompt-tokens-details", "--seed", "0",
             # As the deploy files start replicas (= the in-process engine's compact_json):
             # without it a weak model fills a constrained answer with blanks.
-            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+            "--structured-outputs-config",
+            '{"backend": "xgrammar", "disable_any_whitespace": true}',
         ]  # fmt: skip
         if self.served_model_name:
             args += ["--served-model-name", self.served_model_name]

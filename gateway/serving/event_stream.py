@@ -12,13 +12,12 @@ is aborted, as before).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-
-import logging
 
 logger = logging.getLogger(__name__)
 
