@@ -111,6 +111,9 @@ class ChatEndpoint:
     def prompt_chars(self) -> int:
         return sum(len(m["content"]) for m in self._messages)
 
+    def longest_prompt_chars(self) -> int:
+        return self.prompt_chars()
+
     def render(self, work: RenderInput) -> Rendered:
         prompt = ChatPrompt(
             work.renderer,

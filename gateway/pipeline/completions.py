@@ -87,6 +87,9 @@ class CompletionEndpoint:
     def prompt_chars(self) -> int:
         return sum(len(p) for p in completion_prompts(self.request.prompt))
 
+    def longest_prompt_chars(self) -> int:
+        return max((len(p) for p in completion_prompts(self.request.prompt)), default=0)
+
     def render(self, work: RenderInput) -> Rendered:
         renderer = work.renderer
         prompts: list[list[int]] = []

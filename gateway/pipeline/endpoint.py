@@ -119,6 +119,10 @@ class Endpoint(Protocol):
     def prompt_chars(self) -> int:
         """About how much text rendering will tokenize (cheap: no tokenizer)."""
 
+    def longest_prompt_chars(self) -> int:
+        """The characters of the longest single prompt's own text (a lower bound of what
+        it renders to; cheap)."""
+
     def response_body(self, prepared: Prepared, outputs: ChoiceAccumulator) -> str:
         """The JSON body of a non-streaming response."""
 

@@ -23,7 +23,7 @@ from typing import cast
 
 from gateway.config import LimitSettings, RetrievalSettings
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
-from gateway.errors import InvalidRequestError
+from gateway.errors import ContextLengthError, InvalidRequestError
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.drain import Drain
 from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
@@ -116,6 +116,7 @@ class GenerationPipeline:
             self._gatekeeper.metrics.fair_queue_refused("shutting_down")
             raise self.drain.refusal()
         endpoint.check(self.limits)
+        self._check_prompt_chars(endpoint)
         if endpoint.n > self.limits.max_n:  # before it can inflate the token reservation
             raise InvalidRequestError(f"n must be at most {self.limits.max_n}.", param="n")
         # Before tokenizing, only the completion budget the client named is known.
@@ -164,6 +165,20 @@ class GenerationPipeline:
         else:
             rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
+
+    def _check_prompt_chars(self, endpoint: Endpoint) -> None:
+        """Refuse, before any tokenizer spends time on it, a prompt whose characters
+        cannot fit the context whatever they say (each token stands for at most
+        ``max_token_chars`` of them)."""
+        chars = endpoint.longest_prompt_chars()
+        context = self._generator.max_model_len
+        if chars > context * self._renderer.max_token_chars:
+            raise ContextLengthError(
+                f"This model's maximum context length is {context} tokens. However, your "
+                f"{endpoint.prompt_param()} has {chars} characters, more than that many "
+                "tokens can hold.",
+                param=endpoint.prompt_param(),
+            )
 
     async def _retrieve(
         self, caller: Caller, endpoint: Endpoint, route: Route

@@ -178,6 +178,9 @@ class ResponsesEndpoint:
     def prompt_chars(self) -> int:
         return self.chat.prompt_chars()
 
+    def longest_prompt_chars(self) -> int:
+        return self.chat.prompt_chars()
+
     def render(self, work: RenderInput) -> Rendered:
         with self._renamed():
             return self.chat.render(work)

@@ -67,6 +67,9 @@ class PromptRenderer:
         added = tokenizer.added_tokens_decoder.values()
         self._special_texts = tuple(t.content for t in added if t.special)
         self._special_ids = frozenset(tokenizer.convert_tokens_to_ids(list(self._special_texts)))
+        # A byte-level token's string has one character per byte it stands for, so its
+        # length bounds the characters it decodes to (other tokenizers: its characters).
+        self._max_token_chars = max(len(t) for t in backend.get_vocab(with_added_tokens=True))
 
     @classmethod
     def from_model_dir(cls, path: Path) -> PromptRenderer:
@@ -99,7 +102,7 @@ class PromptRenderer:
                 return ids
         nonce = self._nonce()
         rendered = self._render(_with_placeholders(messages, contents, nonce))
-        encoding = self._parsing.encode(rendered, add_special_tokens=False)
+        encoding = _encoding(self._parsing, rendered)
         runs = _split_at_specials(rendered, encoding.ids, encoding.offsets, self._special_ids)
         placeholder = re.compile(rf"@{nonce}:(\d+)@")
         ids = []
@@ -131,7 +134,7 @@ class PromptRenderer:
     def _placeholder_specials(self, messages: list[dict[str, str]]) -> tuple[int, ...]:
         contents = [m.get("content") or "" for m in messages]
         rendered = self._render(_with_placeholders(messages, contents, self._nonce()))
-        ids = self._parsing.encode(rendered, add_special_tokens=False).ids
+        ids = _encoding(self._parsing, rendered).ids
         return tuple(t for t in ids if t in self._special_ids)
 
     def _nonce(self) -> str:
@@ -171,7 +174,25 @@ class PromptRenderer:
 
     def _encode(self, text: str, *, parse_special: bool) -> list[int]:
         backend = self._parsing if parse_special else self._literal
-        return list(backend.encode(text, add_special_tokens=False).ids)
+        return list(_encoding(backend, text).ids)
+
+    @property
+    def max_token_chars(self) -> int:
+        """The most characters one token can stand for: a prompt longer than the context
+        times this cannot fit, whatever it says (refused before it is tokenized)."""
+        return self._max_token_chars
+
+
+GIL_FREE_CHARS = 4096
+"""Texts this long are encoded with ``encode_batch``: ``Tokenizer.encode`` holds the GIL
+for the whole call (a 1.9 MB prompt stalled every other request for 0.8 s, even from a
+worker thread), ``encode_batch`` releases it. Shorter ones: ``encode`` is cheaper."""
+
+
+def _encoding(backend: Any, text: str) -> Any:
+    if len(text) < GIL_FREE_CHARS:
+        return backend.encode(text, add_special_tokens=False)
+    return backend.encode_batch([text], add_special_tokens=False)[0]
 
 
 SHAPES_KEPT = 4096
