@@ -19,6 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.config import RemoteEngineSettings
+from gateway.engine.remote import RemoteEngine
+from gateway.engine.remote.startup import build_remote_engine, discover_base
+
 BASE = "fake-base"
 MAX_MODEL_LEN = 333
 
@@ -169,3 +173,18 @@ class HostileReplica:
                 self.sent += len(piece)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+
+
+async def remote_engine(replica: HostileReplica) -> RemoteEngine:
+    """A remote engine over ``replica`` alone, its base model learnt from it."""
+    settings = RemoteEngineSettings(
+        kind="remote",
+        replicas=[replica.url],  # type: ignore[list-item]
+        health_interval=60,  # tests call refresh() themselves
+        connect_timeout=1,
+        first_token_timeout=5,
+        read_timeout=5,
+    )
+    remote = build_remote_engine(settings)
+    await discover_base(remote, settings)
+    return remote

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from gateway.config import RemoteEngineSettings
 from gateway.engine.interface import (
     AdapterRef,
     GenerationOutput,
@@ -33,10 +32,9 @@ from gateway.engine.remote.client import (
     ReplicaClient,
     ReplicaProtocolError,
 )
-from gateway.engine.remote.startup import build_remote_engine, discover_base
 from gateway.errors import EngineFailureError, EngineUnavailableError
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.hostile_replica import Answer, HostileReplica, good_events
+from tests.hostile_replica import Answer, HostileReplica, good_events, remote_engine
 
 SECRET = "/srv/vllm/secret-models on gpu-node-17.internal.corp"
 
@@ -48,22 +46,9 @@ async def hostile() -> AsyncIterator[HostileReplica]:
     await replica.stop()
 
 
-def settings_for(replica: HostileReplica) -> RemoteEngineSettings:
-    return RemoteEngineSettings(
-        kind="remote",
-        replicas=[replica.url],  # type: ignore[list-item]
-        health_interval=60,  # tests call refresh() themselves
-        connect_timeout=1,
-        first_token_timeout=5,
-        read_timeout=5,
-    )
-
-
 @pytest.fixture
 async def engine(hostile: HostileReplica) -> AsyncIterator[RemoteEngine]:
-    settings = settings_for(hostile)
-    remote = build_remote_engine(settings)
-    await discover_base(remote, settings)
+    remote = await remote_engine(hostile)
     yield remote
     await remote.shutdown()
 
@@ -360,3 +345,19 @@ async def test_the_hostile_replica_serves_good_streams(hostile: HostileReplica):
         await client.aclose()
     assert [c["token_ids"] for e in events for c in e["choices"]] == [[100], [101]]
     await asyncio.sleep(0)
+
+
+async def test_what_follows_done_is_not_read_forever(hostile: HostileReplica):
+    tail = [b"x" * (1 << 20)] * 64
+    hostile.completions = lambda body: Answer(
+        200, [*Answer.sse(good_events(body)).pieces, *tail], "text/event-stream"
+    )
+    client = ReplicaClient(hostile.url)
+    try:
+        body = {"prompt": [1], "n": 1, "max_tokens": 2}
+        events = [e async for e in client.stream_completion(body)]
+    finally:
+        await client.aclose()
+    assert len(events) == 3
+    await asyncio.sleep(0.1)
+    assert hostile.sent < 16 << 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,13 @@ import httpx
 import pytest
 
 from gateway.engine.remote.client import ReplicaClient, ReplicaUnreachableError
-from gateway.engine.remote.stream_http import StreamBrokenError, StreamConnectError, StreamPool
+from gateway.engine.remote.stream_http import (
+    LineSplitter,
+    LineTooLongError,
+    StreamBrokenError,
+    StreamConnectError,
+    StreamPool,
+)
 from loadtests.instant_backend import FIRST_TOKEN_ID, MAX_MODEL_LEN, MODEL, serve
 from loadtests.raw_load import build_request, run_load
 from tests.engine_fixtures import free_port
@@ -146,3 +153,26 @@ async def test_the_raw_load_generator_times_good_answers_and_counts_bad_ones(bac
     result = await run_load(HOST, backend, bad, stream=True, concurrency=1, seconds=0.1)
     assert result.requests == 0 and result.errors > 0
     assert "HTTP 404" in (result.first_error or "")
+
+
+def test_a_long_line_in_small_pieces_is_split_in_linear_time() -> None:
+    # 32 MiB in 4 KiB pieces: re-joining the partial line on every piece (as before)
+    # copies ~128 GiB; keeping the pieces copies it once.
+    splitter = LineSplitter(max_line=64 << 20)
+    piece = b"x" * 4096
+    started = time.perf_counter()
+    for _ in range((32 << 20) // len(piece)):
+        assert splitter.feed(piece) == []
+    [line] = splitter.feed(b"end\nnext")
+    assert time.perf_counter() - started < 2.0
+    assert len(line) == (32 << 20) + 3 and line.endswith(b"xend")
+    assert splitter.feed(b"\n\n") == [b"next", b""]
+
+
+def test_lines_over_the_cap_are_refused_whole_or_in_pieces() -> None:
+    splitter = LineSplitter(max_line=10)
+    assert splitter.feed(b"0123456789\nab") == [b"0123456789"]
+    with pytest.raises(LineTooLongError):
+        splitter.feed(b"cdefghijk")  # "ab" + 9 more: 11 bytes without a newline
+    with pytest.raises(LineTooLongError):
+        LineSplitter(max_line=10).feed(b"ok\n0123456789A\n")

@@ -306,12 +306,15 @@ def _proxied(url: str) -> bool:
 
 async def _drain(chunks: AsyncGenerator[bytes, None], deadline: float) -> None:
     """Read what follows ``[DONE]`` (nothing but the body's end, from vLLM) until the
-    response ends, so its connection can be reused; give up quietly at ``deadline``
-    (closing the response then closes the connection)."""
+    response ends, so its connection can be reused; give up quietly at ``deadline`` or
+    after ``MAX_ERROR_BYTES`` (closing the response then closes the connection)."""
+    left = MAX_ERROR_BYTES
     try:
         async with asyncio.timeout_at(deadline):
-            async for _ in chunks:
-                pass
+            async for chunk in chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return
     except (TimeoutError, httpx.HTTPError, StreamError):
         pass
 
