@@ -186,5 +186,9 @@ async def remote_engine(replica: HostileReplica) -> RemoteEngine:
         read_timeout=5,
     )
     remote = build_remote_engine(settings)
-    await discover_base(remote, settings)
+    try:
+        await discover_base(remote, settings)
+    except BaseException:
+        await remote.shutdown()
+        raise
     return remote

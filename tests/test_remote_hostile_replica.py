@@ -361,3 +361,12 @@ async def test_what_follows_done_is_not_read_forever(hostile: HostileReplica):
     assert len(events) == 3
     await asyncio.sleep(0.1)
     assert hostile.sent < 16 << 20
+
+
+async def test_a_base_model_answer_without_a_name_or_a_sane_length_is_not_taken(
+    hostile: HostileReplica,
+):
+    for base in ({"max_model_len": 128}, {"id": "b", "max_model_len": 10**30}, {"id": "b"}):
+        hostile.models = lambda base=base: Answer.json({"data": [{"parent": None, **base}]})
+        with pytest.raises(EngineUnavailableError, match="No replica answered"):
+            await remote_engine(hostile)

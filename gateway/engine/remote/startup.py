@@ -119,6 +119,10 @@ def placement_for(settings: RemoteEngineSettings) -> Placement:
     )
 
 
+MAX_MODEL_LEN = 1 << 24
+"""The longest context a replica may report (16M tokens)."""
+
+
 async def discover_base(engine: RemoteEngine, settings: RemoteEngineSettings) -> tuple[str, int]:
     """Probe every replica; take the base model's id and ``max_model_len`` from the
     first healthy one's /v1/models where the settings leave them out."""
@@ -132,11 +136,16 @@ async def discover_base(engine: RemoteEngine, settings: RemoteEngineSettings) ->
         except ReplicaError:
             continue
         base = next((m for m in models if not m.get("parent")), None)
-        length = base.get("max_model_len") if base is not None else None
-        if base is None or not (settings.max_model_len or isinstance(length, int)):
+        if base is None:
             continue
-        engine.base_model = settings.served_model_name or str(base["id"])
-        engine.max_model_len = settings.max_model_len or int(length)  # type: ignore[arg-type]
+        # A replica's answer, checked: a name, and a length no model has exceeded.
+        name = settings.served_model_name or base.get("id")
+        length = settings.max_model_len or base.get("max_model_len")
+        if not isinstance(name, str) or not name or type(length) is not int:
+            continue
+        if settings.max_model_len is None and not 0 < length <= MAX_MODEL_LEN:
+            continue
+        engine.base_model, engine.max_model_len = name, length
         return engine.base_model, engine.max_model_len
     raise EngineUnavailableError(
         "No replica answered /v1/models with the base model; start one, or set "
