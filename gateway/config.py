@@ -711,8 +711,9 @@ class RetrievalSettings(Section):
         default=2.0,
         ge=0,
         le=100,
-        description="How long the embedder waits for more /v1/embeddings requests to fill "
-        "its next call (not at all once embed_batch_size inputs are waiting).",
+        description="Before each embedder call, the longest gap between arriving "
+        "/v1/embeddings requests while it waits for the call to fill (ten gaps at most; "
+        "no wait once embed_batch_size inputs are waiting).",
     )
 
     @model_validator(mode="after")

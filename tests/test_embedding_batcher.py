@@ -148,3 +148,15 @@ async def test_a_full_call_does_not_wait_and_later_calls_wait_to_fill() -> None:
     await waiting
     assert embed.calls == [["a", "b"], ["c", "d"]]
     await batcher.close()
+
+
+async def test_the_wait_goes_on_while_requests_keep_coming() -> None:
+    embed = Recorder()
+    batcher = EmbeddingBatcher(embed, max_inputs=64, max_wait=0.2)
+    tasks = []
+    for i in range(5):  # one every 0.1 s: each within a gap of the last, 0.5 s in all
+        tasks.append(asyncio.create_task(batcher.embed([f"t{i}"])))
+        await asyncio.sleep(0.1)
+    await asyncio.gather(*tasks)
+    assert embed.calls == [[f"t{i}" for i in range(5)]]
+    await batcher.close()

@@ -14,6 +14,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+FILL_GAPS = 10
+"""Most waits of ``max_wait`` before one call (while inputs keep arriving)."""
+
 EmbedFunction = Callable[[list[str]], np.ndarray]
 """Texts -> float32 array of shape ``(len(texts), dimension)`` (blocking)."""
 
@@ -46,12 +49,12 @@ class EmbeddingBatcher:
     """Runs ``embed`` on one worker thread, one call at a time, with the inputs of every
     request waiting at that moment (at most ``max_inputs`` per call).
 
-    Before each call the batcher waits up to ``max_wait`` seconds for more requests
-    (none once ``max_inputs`` are waiting); while a call runs, arrivals queue and go into
-    the next call. A request larger
-    than ``max_inputs`` is cut into slices, and each call takes slices of the waiting
-    requests in turn, so a small request is never stuck behind a large one. A request
-    whose caller is cancelled loses its slices not yet sent.
+    Before each call the batcher waits for more requests while they keep arriving (gaps
+    of at most ``max_wait`` seconds, ``FILL_GAPS`` of them at most; not at all once
+    ``max_inputs`` are waiting); while a call runs, arrivals queue and go into the next
+    call. A request larger than ``max_inputs`` is cut into slices, and each call takes
+    slices of the waiting requests in turn, so a small request is never stuck behind a
+    large one. A request whose caller is cancelled loses its slices not yet sent.
 
     Concurrency rule: ``embed`` and ``close`` are called on the event loop (one loop);
     the embedder runs only on the batcher's own thread, never on the loop.
@@ -130,13 +133,20 @@ class EmbeddingBatcher:
                 self._deliver(batch, vectors)
 
     async def _fill(self) -> None:
-        """Wait up to ``max_wait`` for the next call to fill: the callers the last call
-        answered come back over the next milliseconds. A full call goes at once."""
-        if self._max_wait <= 0 or self._waiting_inputs() >= self._max_inputs:
+        """Wait for the next call to fill while requests keep coming: until a gap of
+        ``max_wait`` with no new input, ``FILL_GAPS`` such gaps at most (the callers the
+        last call answered come back one after another). A full call goes at once."""
+        if self._max_wait <= 0:
             return
-        self._full.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._full.wait(), self._max_wait)
+        seen = -1
+        for _ in range(FILL_GAPS):
+            waiting = self._waiting_inputs()
+            if waiting >= self._max_inputs or waiting == seen:
+                return
+            seen = waiting
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._max_wait)
 
     def _waiting_inputs(self) -> int:
         return sum(job.waiting for job in self._jobs if not job.future.done())

@@ -48,7 +48,7 @@ async def retrieve_model(
     model_id: str, catalog: CatalogDep, embeddings: EmbeddingsDep, caller: CallerDep
 ) -> ModelCard:
     if caller.tenant is None:
-        if model_id == embeddings.model_id and caller.directory is not None:
+        if model_id == embeddings.model_id:
             return embeddings.card()
         return catalog.card(model_id)
     for card in visible_cards(catalog, caller, [embeddings.card()]):
