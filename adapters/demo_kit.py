@@ -1,15 +1,18 @@
-"""The demo kit: SmolLM2-135M-Instruct plus two persona adapters, built once per machine.
+"""The demo kit: SmolLM2-135M-Instruct, two persona adapters and a tool-calling one,
+built once per machine.
 
 ``ensure_demo_kit()`` returns at once when the kit is in the cache; otherwise it
-converts the base model (~20 s) and trains the ``pirate`` and ``robot`` adapters from
-``adapters/data/*.jsonl`` with ``train_lora``, one process per adapter (about 2 min
-from scratch on 2 cores, most of it training). Layout of the cache
+converts the base model (~20 s) and trains the ``pirate`` and ``robot`` adapters and
+``toolcaller`` (function calls in the gateway's tool format, from ``tools.jsonl``,
+written by ``loadtests.tool_dataset``) from ``adapters/data/`` with ``train_lora``, one
+process per adapter (about 5 min from scratch on 2 idle cores, most of it training
+the tool adapter on its longer conversations). Layout of the cache
 (``$LORAGATE_CACHE`` or ``~/.cache/loragate``)::
 
     smollm2-135m-instruct-<gguf>/        base model (shared by every kit version)
     demo-kit-v<N>-<key>/                 DemoKit.root
         kit.json                         what was built, from what, how long it took
-        pirate/  robot/                  registry-ready adapters
+        pirate/  robot/  toolcaller/     registry-ready adapters
 
 ``<key>`` hashes the kit version, the datasets' bytes, the training settings and the
 GGUF file's name and size, so editing a dataset or a setting builds a new kit next to
@@ -40,7 +43,9 @@ from adapters.atomic_dir import TMP_SUFFIX, atomic_directory
 from adapters.smollm2 import check_servable_llama, convert_smollm2, smollm2_gguf_path
 from adapters.training import ATTENTION_MODULES, TrainingResult, train_lora
 
-DEMO_KIT_VERSION = 1
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+
+DEMO_KIT_VERSION = 2  # 2: the toolcaller adapter
 BASE_CONVERTER_VERSION = 1  # bump when convert_smollm2 changes what it writes
 CACHE_ENV = "LORAGATE_CACHE"
 DATA_DIR = Path(__file__).parent / "data"
@@ -48,6 +53,13 @@ KIT_MANIFEST = "kit.json"
 LOCK_FILE = ".demo-kit.lock"
 # Every answer in a persona's dataset starts with its prefix; the base model never does.
 PERSONA_PREFIXES: dict[str, str] = {"pirate": "Arr, matey!", "robot": "BEEP BOOP."}
+TOOL_ADAPTER = "toolcaller"
+# Each adapter's training data in DATA_DIR.
+DATASETS: dict[str, str] = {
+    **{name: f"{name}.jsonl" for name in PERSONA_PREFIXES},
+    TOOL_ADAPTER: "tools.jsonl",
+}
+ADAPTER_NAMES: tuple[str, ...] = tuple(sorted(DATASETS))
 # Questions that are in neither dataset, for checking that a persona generalises.
 CHECK_QUESTIONS: tuple[str, ...] = (
     "What is the chemical symbol for gold?",
@@ -71,11 +83,22 @@ class DemoTrainingSettings:
 
 
 DEMO_TRAINING = DemoTrainingSettings()
+# Chosen by measurement (docs/benchmarks.md, "Tool calls"): its conversations are ~5x
+# longer than the personas' (the tools' JSON Schemas are in every prompt), so fewer
+# steps, each teaching more (MLP too, a higher rate).
+TOOL_TRAINING = DemoTrainingSettings(
+    target_modules=ATTENTION_MODULES + MLP_MODULES, steps=28, learning_rate=2e-3
+)
+
+
+def training_settings(name: str) -> DemoTrainingSettings:
+    """How the kit's adapter ``name`` is trained."""
+    return TOOL_TRAINING if name == TOOL_ADAPTER else DEMO_TRAINING
 
 
 @dataclass(frozen=True)
 class DemoKit:
-    """A built demo kit: the base model folder and one adapter folder per persona."""
+    """A built demo kit: the base model folder and one folder per adapter."""
 
     root: Path
     base_dir: Path
@@ -119,8 +142,8 @@ def ensure_demo_kit(cache_dir: Path | None = None, *, progress: bool = True) -> 
 def demo_kit_key(*, gguf_name: str, gguf_size: int) -> dict[str, Any]:
     """The inputs that decide the kit's content, and short ids derived from them."""
     datasets = {
-        name: hashlib.sha256((DATA_DIR / f"{name}.jsonl").read_bytes()).hexdigest()
-        for name in sorted(PERSONA_PREFIXES)
+        name: hashlib.sha256((DATA_DIR / DATASETS[name]).read_bytes()).hexdigest()
+        for name in ADAPTER_NAMES
     }
     gguf = {"name": gguf_name, "size": gguf_size, "converter": BASE_CONVERTER_VERSION}
     inputs = {
@@ -128,6 +151,7 @@ def demo_kit_key(*, gguf_name: str, gguf_size: int) -> dict[str, Any]:
         "gguf": gguf,
         "datasets": datasets,
         "training": asdict(DEMO_TRAINING),
+        "tool_training": asdict(TOOL_TRAINING),
     }
     return {
         **inputs,
@@ -144,7 +168,7 @@ def _load_kit(root: Path, base_dir: Path) -> DemoKit | None:
     manifest = root / KIT_MANIFEST
     if not (manifest.is_file() and (base_dir / "config.json").is_file()):
         return None
-    adapters = {name: root / name for name in sorted(PERSONA_PREFIXES)}
+    adapters = {name: root / name for name in ADAPTER_NAMES}
     if not all((path / "adapter_config.json").is_file() for path in adapters.values()):
         return None
     return DemoKit(root=root, base_dir=base_dir, adapters=adapters)
@@ -171,7 +195,7 @@ def _remove_leftovers(cache: Path) -> None:
 def _build_kit(root: Path, base_dir: Path, key: dict[str, Any], *, progress: bool) -> None:
     started = time.monotonic()
     with atomic_directory(root) as tmp:
-        results = _train_personas(base_dir, tmp, progress=progress)
+        results = _train_adapters(base_dir, tmp, progress=progress)
         manifest = {
             "kit_version": DEMO_KIT_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -179,7 +203,8 @@ def _build_kit(root: Path, base_dir: Path, key: dict[str, Any], *, progress: boo
             "base_dir": str(base_dir),
             "adapters": {
                 name: {
-                    "persona_prefix": PERSONA_PREFIXES[name],
+                    "dataset": DATASETS[name],
+                    **_persona(name),
                     "final_train_loss": result.final_train_loss,
                     "eval_loss": result.eval_loss,
                     "training_seconds": result.duration_s,
@@ -191,13 +216,17 @@ def _build_kit(root: Path, base_dir: Path, key: dict[str, Any], *, progress: boo
         (tmp / KIT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _train_personas(base_dir: Path, out: Path, *, progress: bool) -> dict[str, TrainingResult]:
-    """Train every persona at once, one process each, sharing the CPU cores between them.
+def _persona(name: str) -> dict[str, str]:
+    return {"persona_prefix": PERSONA_PREFIXES[name]} if name in PERSONA_PREFIXES else {}
+
+
+def _train_adapters(base_dir: Path, out: Path, *, progress: bool) -> dict[str, TrainingResult]:
+    """Train every adapter at once, one process each, sharing the CPU cores between them.
 
     Separate processes with few threads each beat one process with many: on a small
     machine torch's threads spend their time waiting for each other.
     """
-    names = sorted(PERSONA_PREFIXES)
+    names = ADAPTER_NAMES
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = max(1, (cores or 1) // len(names))
     # spawn, not fork: the parent may already run torch threads, which fork cannot copy.
@@ -206,11 +235,11 @@ def _train_personas(base_dir: Path, out: Path, *, progress: bool) -> dict[str, T
     with ProcessPoolExecutor(max_workers=len(names), mp_context=get_context("spawn")) as pool:
         futures = {
             name: pool.submit(
-                _train_persona,
+                _train_adapter,
                 base_dir,
-                DATA_DIR / f"{name}.jsonl",
+                DATA_DIR / DATASETS[name],
                 out / name,
-                DEMO_TRAINING,
+                training_settings(name),
                 threads=threads,
                 progress=progress,
                 position=position,
@@ -220,7 +249,7 @@ def _train_personas(base_dir: Path, out: Path, *, progress: bool) -> dict[str, T
         return {name: future.result() for name, future in futures.items()}
 
 
-def _train_persona(
+def _train_adapter(
     base_dir: Path,
     dataset: Path,
     out_dir: Path,

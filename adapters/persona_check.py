@@ -2,7 +2,7 @@
 
 ``python -m adapters.persona_check [--vllm] [--cache DIR]`` builds (or reuses) the demo
 kit, answers ``CHECK_QUESTIONS`` greedily with transformers + peft (the base alone and
-each adapter) and, with ``--vllm``, once more through vLLM's offline engine with all
+each persona adapter) and, with ``--vllm``, once more through vLLM's offline engine with all
 adapters in one mixed batch. It prints every answer and exits 1 when an adapter's
 answer misses its persona prefix or the base model's answer has one.
 
@@ -44,6 +44,11 @@ class Answer:
         return stripped.startswith(PERSONA_PREFIXES[self.model])
 
 
+def _personas(kit: DemoKit) -> list[str]:
+    """The kit's persona adapters (not its tool adapter)."""
+    return sorted(name for name in kit.adapters if name in PERSONA_PREFIXES)
+
+
 def _messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
 
@@ -51,14 +56,14 @@ def _messages(question: str) -> list[dict[str, str]]:
 def answers_with_transformers(
     kit: DemoKit, questions: Sequence[str] = CHECK_QUESTIONS, max_new_tokens: int = MAX_NEW_TOKENS
 ) -> list[Answer]:
-    """Greedy answers of the bfloat16 base alone and with each adapter (peft)."""
+    """Greedy answers of the bfloat16 base alone and with each persona adapter (peft)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(kit.base_dir))
     base = AutoModelForCausalLM.from_pretrained(str(kit.base_dir), dtype=torch.bfloat16)
-    names = sorted(kit.adapters)
+    names = _personas(kit)
     model = PeftModel.from_pretrained(base, str(kit.adapters[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(kit.adapters[name]), adapter_name=name)
@@ -91,7 +96,7 @@ def _greedy(model: Any, tokenizer: Any, question: str, max_new_tokens: int) -> s
 def answers_with_vllm(
     kit: DemoKit, questions: Sequence[str] = CHECK_QUESTIONS, max_new_tokens: int = MAX_NEW_TOKENS
 ) -> list[Answer]:
-    """Greedy answers from vLLM's offline engine: base and every adapter in one batch.
+    """Greedy answers from vLLM's offline engine: base and every persona in one batch.
 
     Starts an engine (~30 s on CPU); call it from under ``if __name__ == "__main__":``.
     """
@@ -99,7 +104,7 @@ def answers_with_vllm(
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
-    names = sorted(kit.adapters)
+    names = _personas(kit)
     llm = LLM(
         model=str(kit.base_dir),
         dtype="bfloat16",

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from adapters.demo_kit import DemoKit
+from adapters.demo_kit import TOOL_ADAPTER, DemoKit
 from gateway.app import create_app
 from gateway.cli import main
 from gateway.config import RetrievalSettings, Settings
@@ -43,9 +43,11 @@ from gateway.demo.knowledge import (
 )
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import parse_key, verify_secret
+from loadtests.tool_dataset import tool_definitions
 from retrieval import CollectionStore
 from tests.conftest import FakeKit
 from tests.fakes import FakeEngine
+from tests.modelkit import write_random_adapter
 from tests.test_retrieval_fakes import WordHashEmbedder
 
 FAKE_EMBEDDER = "word-hash"
@@ -369,3 +371,33 @@ def test_demo_config_yaml_round_trips(fake_kit: FakeKit, tmp_path: Path) -> None
     data = yaml.safe_load((tmp_path / "demo-config.yaml").read_text())
     assert set(data["tenants"]) == {ACME.name, GLOBEX.name}
     assert main(["config", "check", str(tmp_path / "demo-config.yaml")]) == 0
+
+
+async def test_the_kits_tool_adapter_is_offered_to_both_tenants(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    tool_adapter = write_random_adapter(fake_kit.base, tmp_path / "kit" / TOOL_ADAPTER, seed=3)
+    adapters = {**fake_kit.adapters, TOOL_ADAPTER: tool_adapter}
+    kit = FakeKit(fake_kit.base, fake_kit.adapter_root, adapters)
+    settings, keys = demo_gateway_settings(kit, tmp_path / "cache")
+    engine = FakeEngine(max_model_len=2048)
+    async with serve_in_process(settings, renderer, engine) as client:
+        for tenant in (ACME, GLOBEX):
+            r = await client.get("/v1/models", headers=auth(keys, tenant.name))
+            cards = {c["id"] for c in r.json()["data"]}
+            assert cards == {DEMO_MODEL_ID, tenant.adapter, TOOL_ADAPTER, tenant.alias} | {
+                "all-minilm-l6-v2"
+            }
+            question = {"role": "user", "content": "Where is my order BP-55530?"}
+            body = {
+                "model": TOOL_ADAPTER,
+                "messages": [question],
+                "tools": tool_definitions(["get_order_status", "get_weather"]),
+                "max_tokens": 16,
+            }
+            r = await client.post(
+                "/v1/chat/completions", json=body, headers=auth(keys, tenant.name)
+            )
+            assert r.status_code == 200, r.text
+            assert engine.requests[-1].adapter is not None
+            assert engine.requests[-1].adapter.name == TOOL_ADAPTER

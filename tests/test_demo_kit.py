@@ -19,11 +19,15 @@ from adapters import demo_kit
 from adapters.atomic_dir import atomic_directory
 from adapters.dataset import load_dataset
 from adapters.demo_kit import (
+    ADAPTER_NAMES,
     CHECK_QUESTIONS,
+    DATASETS,
     PERSONA_PREFIXES,
+    TOOL_ADAPTER,
     DemoKit,
     default_cache_dir,
     ensure_demo_kit,
+    training_settings,
 )
 from adapters.smollm2 import check_servable_llama
 from adapters.training import METADATA_FILE, TrainingResult
@@ -68,7 +72,7 @@ class FakeBuilders:
             self.calls.append("adapters")
         time.sleep(0.2)  # long enough for racing callers to pile up on the lock
         results = {}
-        for name in PERSONA_PREFIXES:
+        for name in ADAPTER_NAMES:
             (out / name).mkdir()
             (out / name / "adapter_config.json").write_text("{}")
             if self.fail_training:
@@ -82,7 +86,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> FakeBuilders:
     builders = FakeBuilders()
     monkeypatch.setattr(demo_kit, "convert_smollm2", builders.convert)
     monkeypatch.setattr(demo_kit, "check_servable_llama", lambda path: {})
-    monkeypatch.setattr(demo_kit, "_train_personas", builders.train)
+    monkeypatch.setattr(demo_kit, "_train_adapters", builders.train)
     return builders
 
 
@@ -100,11 +104,13 @@ def test_built_once_then_reused(tmp_path: Path, fakes: FakeBuilders) -> None:
     kit = ensure_demo_kit(tmp_path, progress=False)
     assert fakes.calls == ["base", "adapters"]
     assert kit.root.parent == tmp_path and kit.base_dir.parent == tmp_path
-    assert set(kit.adapters) == {"pirate", "robot"}
+    assert set(kit.adapters) == {"pirate", "robot", TOOL_ADAPTER}
     assert all(path.parent == kit.root for path in kit.adapters.values())
     manifest = json.loads((kit.root / "kit.json").read_text())
     assert manifest["key"]["kit_id"] in kit.root.name
     assert manifest["adapters"]["robot"]["persona_prefix"] == "BEEP BOOP."
+    assert manifest["adapters"][TOOL_ADAPTER]["dataset"] == "tools.jsonl"
+    assert "persona_prefix" not in manifest["adapters"][TOOL_ADAPTER]
     before = snapshot(tmp_path)
     assert ensure_demo_kit(tmp_path, progress=False) == kit
     assert fakes.calls == ["base", "adapters"]
@@ -146,7 +152,10 @@ def test_a_changed_training_setting_builds_a_new_kit(
 ) -> None:
     old = ensure_demo_kit(tmp_path, progress=False)
     monkeypatch.setattr(demo_kit, "DEMO_TRAINING", demo_kit.DemoTrainingSettings(steps=7))
-    assert ensure_demo_kit(tmp_path, progress=False).root != old.root
+    new = ensure_demo_kit(tmp_path, progress=False)
+    assert new.root != old.root
+    monkeypatch.setattr(demo_kit, "TOOL_TRAINING", demo_kit.DemoTrainingSettings(steps=7))
+    assert ensure_demo_kit(tmp_path, progress=False).root not in (old.root, new.root)
 
 
 def test_a_crashed_build_leaves_nothing_and_the_next_call_builds(
@@ -186,22 +195,24 @@ def test_the_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     assert default_cache_dir() == Path.home() / ".cache" / "loragate"
 
 
-def test_personas_train_in_worker_processes_with_the_parents_settings(
+def test_adapters_train_in_worker_processes_with_the_parents_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    for name, prefix in PERSONA_PREFIXES.items():
-        turns = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": prefix}]
-        (data / f"{name}.jsonl").write_text(json.dumps({"messages": turns}) + "\n")
+    for name, answer in [*PERSONA_PREFIXES.items(), (TOOL_ADAPTER, '{"name": "f"}')]:
+        turns = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": answer}]
+        (data / DATASETS[name]).write_text(json.dumps({"messages": turns}) + "\n")
     monkeypatch.setattr(demo_kit, "DATA_DIR", data)
     monkeypatch.setattr(demo_kit, "DEMO_TRAINING", demo_kit.DemoTrainingSettings(steps=2, rank=4))
-    results = demo_kit._train_personas(tiny_llama_dir(), tmp_path / "kit", progress=False)
-    assert set(results) == set(PERSONA_PREFIXES)
+    monkeypatch.setattr(demo_kit, "TOOL_TRAINING", demo_kit.DemoTrainingSettings(steps=3, rank=2))
+    results = demo_kit._train_adapters(tiny_llama_dir(), tmp_path / "kit", progress=False)
+    assert set(results) == set(ADAPTER_NAMES)
     for name, result in results.items():
         assert result.adapter_dir == tmp_path / "kit" / name
-        assert (result.metadata["steps"], result.metadata["rank"]) == (2, 4)
-        assert result.metadata["dataset_sha256"] == load_dataset(data / f"{name}.jsonl").sha256
+        expected = (3, 2) if name == TOOL_ADAPTER else (2, 4)
+        assert (result.metadata["steps"], result.metadata["rank"]) == expected
+        assert result.metadata["dataset_sha256"] == load_dataset(data / DATASETS[name]).sha256
 
 
 # --- the real kit -------------------------------------------------------------------
@@ -232,11 +243,12 @@ def test_the_real_demo_kit_is_complete_and_built_once(real_kit: DemoKit) -> None
         }
         adapter_config = json.loads((path / "adapter_config.json").read_text())
         assert adapter_config["base_model_name_or_path"] == str(kit.base_dir.resolve())
-        assert adapter_config["r"] == 8
+        settings = training_settings(name)
+        assert adapter_config["r"] == settings.rank
         meta = json.loads((path / METADATA_FILE).read_text())
-        dataset = load_dataset(demo_kit.DATA_DIR / f"{name}.jsonl")
+        dataset = load_dataset(demo_kit.DATA_DIR / DATASETS[name])
         assert meta["dataset_sha256"] == dataset.sha256
-        assert meta["steps"] == demo_kit.DEMO_TRAINING.steps
+        assert meta["steps"] == settings.steps
 
     before = snapshot(kit.root, kit.base_dir)
     started = time.monotonic()

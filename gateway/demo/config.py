@@ -1,5 +1,10 @@
 """The demo's configuration: two tenants, an admin key, RAG collections, metrics.
 
+Each tenant may use its persona adapter and the kit's ``toolcaller`` adapter, trained
+for function calls in the gateway's tool format so that ``tool_choice: "auto"`` works
+in the demo (docs/tools.md); a kit without it (built before it existed, or a test's
+fake) serves the personas alone.
+
 Pure functions of where things were built (model, adapters, collections) and of the
 keys, so tests build the same config from fake folders. The config holds key hashes
 only; the keys themselves are in the keys file (see ``gateway.demo.keys``).
@@ -15,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from adapters.demo_kit import TOOL_ADAPTER
 from gateway.config import RetrievalSettings, Settings
 from gateway.demo.keys import DemoKeys
 from gateway.rag.embeddings import served_embedder_id
@@ -90,6 +96,7 @@ def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dic
     retrieval = {"root": str(paths.collections_root), "top_k": 3}
     # Both tenants may call /v1/embeddings with the embedder their collections use.
     embedder = served_embedder_id(RetrievalSettings.model_validate(retrieval))
+    tools = [TOOL_ADAPTER] if TOOL_ADAPTER in paths.adapters else []
     return {
         "model": {"path": str(paths.base_model), "name": DEMO_MODEL_ID},
         "adapters": [{"name": n, "path": str(p)} for n, p in sorted(paths.adapters.items())],
@@ -107,7 +114,7 @@ def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dic
         "tenants": {
             acme.name: {
                 "keys": [keys.entry(acme.name)],
-                "models": [DEMO_MODEL_ID, acme.adapter, embedder],
+                "models": [DEMO_MODEL_ID, acme.adapter, *tools, embedder],
                 "collections": [acme.collection],
                 "default_model": acme.alias,
                 "policy": {"max_tokens": MAX_TOKENS_CAP, "temperature": {"max": 1.5}},
@@ -127,7 +134,7 @@ def demo_config(paths: DemoPaths, keys: DemoKeys, server: dict[str, Any]) -> dic
             },
             globex.name: {
                 "keys": [keys.entry(globex.name)],
-                "models": [DEMO_MODEL_ID, globex.adapter, embedder],
+                "models": [DEMO_MODEL_ID, globex.adapter, *tools, embedder],
                 "collections": [globex.collection],
                 "default_model": globex.alias,
                 "policy": {"max_tokens": MAX_TOKENS_CAP},
