@@ -116,7 +116,6 @@ class GenerationPipeline:
             self._gatekeeper.metrics.fair_queue_refused("shutting_down")
             raise self.drain.refusal()
         endpoint.check(self.limits)
-        self._check_prompt_chars(endpoint)
         if endpoint.n > self.limits.max_n:  # before it can inflate the token reservation
             raise InvalidRequestError(f"n must be at most {self.limits.max_n}.", param="n")
         # Before tokenizing, only the completion budget the client named is known.
@@ -148,6 +147,7 @@ class GenerationPipeline:
     async def _routed_and_rendered(
         self, caller: Caller, endpoint: Endpoint, ticket: Ticket
     ) -> Prepared:
+        self._check_prompt_chars(endpoint)  # after admission: a 429 comes first
         route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
         endpoint.check_route(route)
         bounded = route.policy.bound_sampling(endpoint.sampling())
