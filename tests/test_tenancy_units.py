@@ -115,6 +115,13 @@ def test_config_errors_name_the_field() -> None:
         )
 
 
+@pytest.mark.parametrize("name", ["admin", "default"])
+def test_the_gateways_own_caller_labels_are_not_tenant_names(name: str) -> None:
+    """Usage, limits and metrics label the admin key and open mode's callers with them."""
+    with pytest.raises(ValidationError, match="is reserved"):
+        TenancyConfig.model_validate({"tenants": {name: {"models": ["*"]}}})
+
+
 def test_prompt_library_versions() -> None:
     cfg = tenancy()
     assert cfg.prompt("tone") == "Be very kind to {tenant}."  # latest

@@ -18,6 +18,9 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TEMPLATE_VARIABLE = re.compile(r"\{([a-z_]+)\}")
 TEMPLATE_VARIABLES = frozenset({"tenant", "date", "model", "sources"})
 
+RESERVED_TENANTS = frozenset({"admin", "default"})
+"""The gateway's own caller labels (``Caller.label``): no tenant may share them."""
+
 DEFAULT_MAX_IN_FLIGHT = 64
 """A tenant's default cap on concurrent requests: a flood from one tenant queues in
 front of its own cap, not in the engine ahead of every other tenant."""
@@ -188,6 +191,11 @@ class TenancyConfig(Section):
         for name, tenant in self.tenants.items():
             if not NAME.match(name):
                 raise ValueError(f"tenant '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
+            if name in RESERVED_TENANTS:
+                raise ValueError(
+                    f"tenant name '{name}' is reserved: usage, limits and metrics label "
+                    "the admin key and open mode's callers with it"
+                )
             policies = [tenant.policy] + [a.policy for a in tenant.aliases.values() if a.policy]
             for policy in policies:
                 for ref in policy.prompts or ():
