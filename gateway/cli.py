@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
 from gateway.compare.commands import add_compare_parser
-from gateway.config import ServerSettings, Settings, VLLMEngineSettings
-from gateway.config_reload import ConfigOverrides, describe, load_settings
+from gateway.config import ServerSettings, Settings, VLLMEngineSettings, config_error_lines
+from gateway.config_reload import ConfigOverrides, load_settings
 from gateway.logging_setup import configure_logging
 from gateway.rag.commands import add_rag_parser
 from gateway.tenancy.keys import generate_key
@@ -116,14 +116,8 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_config_errors(source: Path | str, exc: Exception) -> None:
-    """Each error with the path to its field, or a YAML line and column; never a value
-    from the file (pydantic's own text quotes them, and a secret may be one)."""
-    if isinstance(exc, ValidationError):
-        print(f"{source}: {exc.error_count()} error(s)", file=sys.stderr)
-        for line in describe(exc).split("; "):
-            print(f"  {line}", file=sys.stderr)
-    else:
-        print(f"{source}: {exc}", file=sys.stderr)
+    for line in config_error_lines(source, exc):
+        print(line, file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

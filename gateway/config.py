@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainValidator,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -854,3 +855,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 f"top-level keys must be section names; found a key of type {type(key).__name__}"
             )
     return loaded
+
+
+def describe(error: ValidationError) -> str:
+    """Each error as ``path.to.field: message`` (never the offending value)."""
+    lines = []
+    for e in error.errors():
+        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
+        lines.append(f"{path.replace('.[', '[')}: {e['msg']}" if path else e["msg"])
+    return "; ".join(lines)
+
+
+def config_error_lines(source: Path | str, exc: Exception) -> list[str]:
+    """What a command prints for a config it cannot load: each error with the path to
+    its field, or a YAML line and column; never a value from the file (pydantic's own
+    text quotes them, and a secret may be one)."""
+    if isinstance(exc, ValidationError):
+        return [f"{source}: {exc.error_count()} error(s)"] + [
+            f"  {line}" for line in describe(exc).split("; ")
+        ]
+    return [f"{source}: {exc}"]

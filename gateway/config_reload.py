@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import Settings, read_config_file
+from gateway.config import Settings, describe, read_config_file
 from gateway.errors import InvalidRequestError
 from gateway.tenancy.config import TenancyConfig
 
@@ -97,15 +97,6 @@ def sections_needing_restart(running: Settings, new: Settings) -> list[str]:
         for name in type(new).model_fields
         if name not in RELOADABLE and getattr(new, name) != getattr(running, name)
     ]
-
-
-def describe(error: ValidationError) -> str:
-    """Each error as ``path.to.field: message`` (never the offending value)."""
-    lines = []
-    for e in error.errors():
-        path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"])
-        lines.append(f"{path.replace('.[', '[')}: {e['msg']}" if path else e["msg"])
-    return "; ".join(lines)
 
 
 def _load(path: Path, overrides: ConfigOverrides) -> Settings:

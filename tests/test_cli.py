@@ -53,3 +53,28 @@ def test_open_access_needs_loopback_or_consent(tmp_path: Path) -> None:
         yaml.safe_dump({"model": {"path": str(tmp_path)}, "server": {"host": "0.0.0.0"}})
     )
     assert main(["config", "check", str(path)]) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["rag", "list"], ["config", "check"], ["serve"]],
+)
+def test_config_errors_never_print_a_value_from_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A misspelled key's value can be a secret: every command prints the field's path
+    and pydantic's message, never the value (pydantic's own text quotes it)."""
+    secret = "sk-live-0123456789abcdef"
+    path = tmp_path / "loragate.yaml"
+    path.write_text(
+        yaml.safe_dump({"model": {"path": str(tmp_path)}, "shared_store": {"pasword": secret}})
+    )
+    args = (
+        [*command, str(path)]
+        if command == ["config", "check"]
+        else [*command, "--config", str(path)]
+    )
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "shared_store.pasword" in err
+    assert secret not in err

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
-from gateway.config import RegistrySettings, RetrievalSettings, Settings
+from gateway.config import RegistrySettings, RetrievalSettings, Settings, config_error_lines
 from gateway.rag.protocol import CollectionCard, DocumentCard, SearchResult
 from gateway.rag.provider import build_embedder, open_store
 from retrieval import CollectionStore, Embedder, IngestStatus, RetrievalError, SearchMode
@@ -109,7 +109,8 @@ def cmd_rag(args: argparse.Namespace) -> int:
     try:
         root, settings = store_location(args)
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
-        print(f"loragate: invalid configuration {args.config}:\n{exc}", file=sys.stderr)
+        for line in config_error_lines(args.config, exc):
+            print(line, file=sys.stderr)
         return 2
     needs_vectors = args.rag_command in ("ingest", "delete") or (
         args.rag_command == "search" and (args.mode or settings.mode) != "bm25"
