@@ -20,7 +20,6 @@ import pytest
 
 from gateway.app import create_app
 from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.state import GatewayState
 from gateway.tenancy.keys import generate_key
 from tests.conftest import FakeKit, fake_settings
 from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
@@ -80,16 +79,25 @@ def stalled_stream(live: LiveGateway, who: str, max_tokens: int) -> socket.socke
     return sock
 
 
+def small_chat(live: LiveGateway, who: str) -> httpx.Response:
+    return httpx.post(
+        live.base_url + "/v1/chat/completions",
+        json={
+            "model": "tiny-base",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 2,
+        },
+        headers={"Authorization": f"Bearer {KEYS[who].key}"},
+        timeout=10,
+    )
+
+
 def until(condition: Callable[[], bool], within: float) -> float:
     start = time.monotonic()
     while not condition():
         assert time.monotonic() - start < within, "condition not met in time"
         time.sleep(0.05)
     return time.monotonic() - start
-
-
-def state(live: LiveGateway) -> GatewayState:
-    return live.state
 
 
 @pytest.mark.parametrize("served", [(64 * 1024 * 1024, 30.0)], indirect=True)
@@ -103,15 +111,7 @@ def test_the_engine_slot_is_freed_when_the_engine_is_done(
         # The engine finishes both although neither client has read its ~12 MB.
         until(lambda: not engine.running, within=30)
         assert not engine.aborted
-        headers = {"Authorization": f"Bearer {KEYS['b'].key}"}
-        r = httpx.post(
-            live.base_url + "/v1/chat/completions",
-            json={"model": "tiny-base", "messages": [{"role": "user", "content": "x"}],
-                  "max_tokens": 2},
-            headers=headers,
-            timeout=10,
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
+        assert small_chat(live, "b").status_code == 200
     finally:
         for sock in stalled:
             sock.close()
@@ -132,15 +132,7 @@ def test_a_client_that_accepts_no_bytes_is_cut_and_its_request_cancelled(
             sock.settimeout(10)
             while sock.recv(1 << 20):
                 pass
-        headers = {"Authorization": f"Bearer {KEYS['b'].key}"}
-        r = httpx.post(
-            live.base_url + "/v1/chat/completions",
-            json={"model": "tiny-base", "messages": [{"role": "user", "content": "x"}],
-                  "max_tokens": 2},
-            headers=headers,
-            timeout=10,
-        )  # fmt: skip
-        assert r.status_code == 200, r.text
+        assert small_chat(live, "b").status_code == 200
     finally:
         for sock in stalled:
             sock.close()
