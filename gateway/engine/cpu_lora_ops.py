@@ -14,10 +14,10 @@ once per token.
 Same signatures and semantics as vLLM's ops (drop-in for ``torch_ops``), computing in
 the output tensor's dtype as they do (except a bf16 shrink over 64+ rows, which runs a
 bf16 GEMM and widens its result: see ``apply_lora_rows``), with one deliberate
-difference that the GPU (Triton) kernels share: rows whose index is ``-1`` ("no adapter") get no LoRA
-contribution -- untouched when the op adds into the output, zeros when it overwrites.
-vLLM's own torch ops wrap ``-1`` to the last slot (the bug ``platform_fixes`` names
-``cpu_lora_no_adapter_index``).
+difference that the GPU (Triton) kernels share: rows whose index is ``-1`` ("no
+adapter") get no LoRA contribution -- untouched when the op adds into the output,
+zeros when it overwrites. vLLM's own torch ops wrap ``-1`` to the last slot (the bug
+``platform_fixes`` names ``cpu_lora_no_adapter_index``).
 
 Self-contained (torch only): a fix vLLM itself could take in place of ``torch_ops``.
 """
