@@ -10,6 +10,7 @@ the replica's own words, and serves an adapter name only from the registry's cop
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -366,7 +367,8 @@ async def test_what_follows_done_is_not_read_forever(hostile: HostileReplica):
 async def test_a_base_model_answer_without_a_name_or_a_sane_length_is_not_taken(
     hostile: HostileReplica,
 ):
-    for base in ({"max_model_len": 128}, {"id": "b", "max_model_len": 10**30}, {"id": "b"}):
-        hostile.models = lambda base=base: Answer.json({"data": [{"parent": None, **base}]})
+    bases: list[dict[str, Any]] = [{"max_model_len": 128}, {"id": "b", "max_model_len": 10**30}]
+    for base in [*bases, {"id": "b"}]:
+        hostile.models = functools.partial(Answer.json, {"data": [{"parent": None, **base}]})
         with pytest.raises(EngineUnavailableError, match="No replica answered"):
             await remote_engine(hostile)
