@@ -90,9 +90,10 @@ def plan_rows(runs: list[Run], n_rows: int, device: torch.device) -> RowPlan:
 class PlanMemo:
     """The last row plan, keyed by the content of the index tensors it was built from.
 
-    One forward pass calls these ops about eight times per layer with the same row
-    mapping (30 layers: ~240 calls per step); building the plan once per mapping keeps
-    a decode step's per-call cost near one GEMM's. The key is compared by value
+    One forward pass calls these ops 14 times per layer with the same row mapping (a
+    shrink and an expand per q, k, v, o, gate, up, down slice: vLLM wraps every
+    LoRA-capable layer; 420 calls per step for 30 layers); building the plan once per
+    mapping keeps a decode step's per-call cost near one GEMM's. The key is compared by value
     (``torch.equal`` on tensors of batch-size length), so a tensor reused in place or a
     new tensor at a recycled address can never hit a stale plan. vLLM runs the model in
     one thread per process; a race could only cost a rebuild (the entry is replaced
