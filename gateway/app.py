@@ -84,11 +84,14 @@ def create_app(
             lambda: open_store(settings.collections_root, settings.retrieval, embedder)
         )
         try:
+            # Before the embedder's thread starts: transformers' lazy imports are not
+            # thread-safe (a tokenizer class looked up while that thread imported
+            # sentence-transformers was missing: AttributeError at start-up).
+            prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
             if should_preload(settings):
                 stores.start()  # a worker thread, overlapping the engine's start-up
             engine = engine_factory(settings)
             try:
-                prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
                 state = build_state(
                     settings,
                     engine,
