@@ -5,8 +5,8 @@ built once per machine.
 converts the base model (~20 s) and trains the ``pirate`` and ``robot`` adapters and
 ``toolcaller`` (function calls in the gateway's tool format, from ``tools.jsonl``,
 written by ``loadtests.tool_dataset``) from ``adapters/data/`` with ``train_lora``, one
-process per adapter (about 5 min from scratch on 2 idle cores, most of it training
-the tool adapter on its longer conversations). Layout of the cache
+process per adapter (about 6 min from scratch on 2 idle cores, most of it training
+the tool adapter on its longer conversations: 350 CPU-seconds). Layout of the cache
 (``$LORAGATE_CACHE`` or ``~/.cache/loragate``)::
 
     smollm2-135m-instruct-<gguf>/        base model (shared by every kit version)

@@ -59,6 +59,7 @@ class Outcome:
     valid: bool
     """Every call's arguments validate against the function's schema."""
     right_arguments: bool
+    finish_reason: str
     text: str
     seconds: float
 
@@ -80,7 +81,8 @@ def body(item: dict[str, Any], model: str, choice: str, max_tokens: int) -> dict
 def score(
     item: dict[str, Any], model: str, choice: str, reply: dict[str, Any], s: float
 ) -> Outcome:
-    message = reply["choices"][0]["message"]
+    choice_ = reply["choices"][0]
+    message = choice_["message"]
     calls = message.get("tool_calls") or []
     valid, right = bool(calls), False
     for call in calls:
@@ -96,7 +98,10 @@ def score(
         right = _right_arguments(item, calls[0]["function"]["arguments"])
     text = message.get("content") or json.dumps([c["function"] for c in calls], ensure_ascii=False)
     called = calls[0]["function"]["name"] if calls else None
-    return Outcome(model, choice, item["question"], item["expected"], called, valid, right, text, s)
+    finish = str(choice_.get("finish_reason"))
+    return Outcome(
+        model, choice, item["question"], item["expected"], called, valid, right, finish, text, s
+    )
 
 
 def _right_arguments(item: dict[str, Any], raw: str) -> bool:
@@ -145,8 +150,8 @@ async def run_all(
 def table(outcomes: list[Outcome], models: list[str]) -> str:
     rows = [
         "| model | tool_choice | schema-valid calls | right function | right arguments "
-        "| text when no function fits | tool-choice accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| text when no function fits | tool-choice accuracy | cut at max_tokens |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model in models:
         for choice in CHOICES:
@@ -156,15 +161,17 @@ def table(outcomes: list[Outcome], models: list[str]) -> str:
             calls = [o for o in mine if o.called is not None]
             right_fn = sum(o.called == o.expected for o in fits)
             no_call = sum(o.called is None for o in unfit)
+            cut = sum(o.finish_reason == "length" for o in mine)
             rows.append(
                 f"| {model} | {choice} | {_rate(sum(o.valid for o in calls), len(calls))} "
                 f"| {_rate(right_fn, len(fits))} "
                 f"| {_rate(sum(o.right_arguments for o in fits), len(fits))} "
                 + (
-                    f"| {_rate(no_call, len(unfit))} | {_rate(right_fn + no_call, len(mine))} |"
+                    f"| {_rate(no_call, len(unfit))} | {_rate(right_fn + no_call, len(mine))} "
                     if choice == "auto"
-                    else "| (a call is forced) | - |"
+                    else "| (a call is forced) | - "
                 )
+                + f"| {cut} |"
             )
     return "\n".join(rows)
 

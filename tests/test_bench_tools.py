@@ -22,7 +22,8 @@ def reply(*calls: tuple[str, Any], text: str | None = None) -> dict[str, Any]:
         for i, (name, args) in enumerate(calls)
     ]
     message = {"role": "assistant", "content": text, "tool_calls": tool_calls or None}
-    return {"choices": [{"message": message}]}
+    finish = "length" if any(isinstance(a, str) for _, a in calls) else "stop"
+    return {"choices": [{"message": message, "finish_reason": finish}]}
 
 
 def item(question: str) -> dict[str, Any]:
@@ -65,7 +66,6 @@ def test_the_table_counts_text_answers_where_no_function_fits() -> None:
         score(order, "m", "required", reply(("get_order_status", "{not json")), 1),
     ]
     rows = table(outcomes, ["m"]).splitlines()
-    assert rows[2].startswith("| m | required | 1/2 (50%) | 1/1 (100%) | 0/1 (0%) |")
-    assert (
-        rows[3] == "| m | auto | 1/1 (100%) | 1/1 (100%) | 1/1 (100%) | 1/1 (100%) | 2/2 (100%) |"
-    )
+    required = "| m | required | 1/2 (50%) | 1/1 (100%) | 0/1 (0%) | (a call is forced) | - | 1 |"
+    auto = "| m | auto | 1/1 (100%) | 1/1 (100%) | 1/1 (100%) | 1/1 (100%) | 2/2 (100%) | 0 |"
+    assert rows[2:] == [required, auto]
