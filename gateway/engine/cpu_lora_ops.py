@@ -12,12 +12,11 @@ owns one run, a gather of its rows otherwise. Weights are cast once per adapter,
 once per token.
 
 Same signatures and semantics as vLLM's ops (drop-in for ``torch_ops``), computing in
-the output tensor's dtype as they do (except a bf16 shrink over 64+ rows, which runs a
-bf16 GEMM and widens its result: see ``apply_lora_rows``), with one deliberate
-difference that the GPU (Triton) kernels share: rows whose index is ``-1`` ("no
-adapter") get no LoRA contribution -- untouched when the op adds into the output,
-zeros when it overwrites. vLLM's own torch ops wrap ``-1`` to the last slot (the bug
-``platform_fixes`` names ``cpu_lora_no_adapter_index``).
+the output tensor's dtype and rounding as they do, with one deliberate difference that
+the GPU (Triton) kernels share: rows whose index is ``-1`` ("no adapter") get no LoRA
+contribution -- untouched when the op adds into the output, zeros when it overwrites.
+vLLM's own torch ops wrap ``-1`` to the last slot (the bug ``platform_fixes`` names
+``cpu_lora_no_adapter_index``).
 
 Self-contained (torch only): a fix vLLM itself could take in place of ``torch_ops``.
 """
@@ -35,9 +34,6 @@ Run = tuple[int, int, int]
 # ones each get a GEMM on a slice (a view: no copy). Decode rows (one per request,
 # adapters interleaved) are gathered; prefill runs of hundreds of rows are sliced.
 GATHER_BELOW_ROWS = 64
-# Activation dtypes whose shrink GEMM runs narrow (see ``apply_lora_rows``).
-NARROW = (torch.bfloat16, torch.float16)
-NARROW_FROM_ROWS = 64
 # Where an adapter's rows are: a slice of the batch or an index tensor of its rows.
 Where = slice | torch.Tensor
 
@@ -145,19 +141,13 @@ def apply_lora_rows(
     ``weights`` is vLLM's stacked layout ``[slots, (1,) out_features, in_features]``;
     ``out`` is the (possibly column-sliced) view to write; its first
     ``min(out_features, out.shape[1])`` columns are written. Computes in ``out.dtype``,
-    as vLLM's ops do, except a shrink of bf16/fp16 activations over many rows (below).
-    Rows of index ``-1`` are left untouched when adding, zeroed otherwise.
+    as vLLM's ops do (float32 for shrink: its buffer is float32). Rows of index ``-1``
+    are left untouched when adding, zeroed otherwise.
     """
     stacked = weights.squeeze(1) if weights.dim() == 4 else weights
     cols = min(stacked.shape[1], out.shape[1])
     target = out[:, :cols]
     dtype = out.dtype
-    # vLLM's shrink widens bf16 activations and weights to its float32 buffer before
-    # the GEMM; its expand narrows that buffer back to bf16 before the next GEMM, so a
-    # bf16 GEMM loses nothing that survives the pair. Below NARROW_FROM_ROWS rows
-    # (decode) oneDNN's fixed cost for a small bf16 GEMM exceeds the float32 one, and
-    # the float32 GEMM (vLLM's way) is kept.
-    narrow = dtype == torch.float32 and inputs.dtype in NARROW and weights.dtype == inputs.dtype
     for lora, wheres in plan.groups:
         if lora < 0:
             if not add:
@@ -167,47 +157,21 @@ def apply_lora_rows(
                     else:
                         target.index_fill_(0, where, 0)
             continue
-        if narrow and _rows_in(wheres) >= NARROW_FROM_ROWS:
-            _narrow_rows(inputs, stacked[lora, :cols].t(), target, wheres, scale, add)
-            continue
         w_t = stacked[lora, :cols].to(dtype).t()
         for where in wheres:
-            if isinstance(where, slice):
-                # One fused op into the output rows (a strided view): the product is
-                # added (beta=1) or written (beta=0) without a temporary.
-                target[where].addmm_(inputs[where].to(dtype), w_t, beta=int(add), alpha=scale)
-                continue
-            y = torch.mm(inputs.index_select(0, where).to(dtype), w_t)
+            # The same steps and roundings on both paths, and as vLLM's ops (product in
+            # ``dtype``, scaled, then added or written): a row's result must not depend
+            # on whether its adapter's rows were sliced or gathered in this batch.
+            x = inputs[where] if isinstance(where, slice) else inputs.index_select(0, where)
+            y = torch.mm(x.to(dtype), w_t)
             if scale != 1.0:
                 y.mul_(scale)
-            _write(target, y, where, add)
-
-
-def _rows_in(wheres: tuple[Where, ...]) -> int:
-    return sum((w.stop - w.start) if isinstance(w, slice) else int(w.shape[0]) for w in wheres)
-
-
-def _narrow_rows(
-    inputs: torch.Tensor,
-    w_t: torch.Tensor,
-    target: torch.Tensor,
-    wheres: tuple[Where, ...],
-    scale: float,
-    add: bool,
-) -> None:
-    """The shrink of bf16/fp16 activations into vLLM's float32 buffer: the GEMM runs in
-    the activations' dtype (accumulating in float32 inside oneDNN, 3-5x faster than a
-    float32 GEMM on bf16 hardware) and only its result is widened."""
-    for where in wheres:
-        x = inputs[where] if isinstance(where, slice) else inputs.index_select(0, where)
-        y = torch.mm(x, w_t)
-        if isinstance(where, slice):
-            if add:
-                target[where].add_(y, alpha=scale)
+            if not isinstance(where, slice):
+                _write(target, y, where, add)
+            elif add:
+                target[where] += y
             else:
-                torch.mul(y, scale, out=target[where])
-            continue
-        _write(target, y.to(target.dtype).mul_(scale), where, add)
+                target[where] = y
 
 
 def _index_plan(indices: torch.Tensor, n_rows: int) -> RowPlan:
