@@ -248,3 +248,22 @@ def test_other_vllm_versions_keep_vllm_ops(
 
     monkeypatch.setattr(vllm, "__version__", "0.99.0")
     assert not platform_fixes.apply_cpu_lora_grouped_ops()
+
+
+@pytest.mark.parametrize("add", [True, False])
+def test_a_row_gets_the_same_bits_sliced_or_gathered(add: bool) -> None:
+    """Solo, a request's rows are one slice; in a mixed batch the same rows may be
+    gathered. Both paths must round alike, or a greedy output changes with its batch
+    (the engine test's solo-vs-mixed equality)."""
+    n = 70
+    gen = torch.Generator().manual_seed(9)
+    mixed = torch.tensor([1, 2] * (n // 2))  # adapter 1's rows interleaved: gathered
+    buf = torch.randn(n, RANK, generator=gen)
+    b = _weights(64, RANK, torch.bfloat16, gen)
+    before = torch.randn(n, 64, generator=gen).to(torch.bfloat16)
+    in_batch = before.clone()
+    cpu_lora_ops.bgmv_expand(buf, b, in_batch, mixed, add)
+    mine = mixed == 1
+    solo = before[mine].clone()
+    cpu_lora_ops.bgmv_expand(buf[mine], b, solo, torch.ones(int(mine.sum()), dtype=torch.long), add)
+    assert torch.equal(in_batch[mine], solo)
