@@ -10,6 +10,7 @@ full tool loop (call, result, answer) runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Literal
 
@@ -186,11 +187,15 @@ def test_langchain_bind_tools(gateway: LiveGateway) -> None:
     VALIDATORS["get_weather"].validate(call["args"])
 
 
-def test_agents_sdk_chat_completions_model_runs_a_function_tool(gateway: LiveGateway) -> None:
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+def test_agents_sdk_runs_a_function_tool(gateway: LiveGateway, api: str) -> None:
+    """An Agents SDK agent with one function tool, on both of the SDK's model classes
+    (the Responses model is the SDK's default)."""
     from agents import (
         Agent,
         ModelSettings,
         OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
         Runner,
         function_tool,
         set_tracing_disabled,
@@ -210,12 +215,23 @@ def test_agents_sdk_chat_completions_model_runs_a_function_tool(gateway: LiveGat
     agent = Agent(
         name="weather",
         instructions="Answer with the weather.",
-        model=OpenAIChatCompletionsModel(model="tiny-llama", openai_client=client),
+        model=(
+            OpenAIChatCompletionsModel(model="tiny-llama", openai_client=client)
+            if api == "chat_completions"
+            else OpenAIResponsesModel(model="tiny-llama", openai_client=client)
+        ),
         tools=[get_weather],
         model_settings=ModelSettings(tool_choice="required", max_tokens=40, temperature=0),
         # The test model's free text is noise: the tool's answer is the agent's answer.
         tool_use_behavior="stop_on_first_tool",
     )
-    result = Runner.run_sync(agent, "Weather in Oslo?", max_turns=4)
+
+    async def run() -> object:
+        try:
+            return (await Runner.run(agent, "Weather in Oslo?", max_turns=4)).final_output
+        finally:
+            await client.close()  # before the loop closes: no stray async generators
+
+    final_output = asyncio.run(run())
     assert seen and set(seen) <= {"Paris", "Oslo", "Lima"}
-    assert result.final_output == "4 degrees, snow"
+    assert final_output == "4 degrees, snow"

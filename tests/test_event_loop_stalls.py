@@ -4,6 +4,7 @@ the context is refused before it is tokenized at all. Real uvicorn, fake engine.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -39,9 +40,16 @@ def health_during_large_prompts(live: LiveGateway, count: int) -> tuple[float, l
     """The slowest /health answer while ``count`` large prompts are being handled."""
     statuses: list[int] = []
 
+    # Encoded once: the senders share this process (and its GIL) with the server.
+    body = json.dumps(
+        {"model": "tiny-base", "messages": [{"role": "user", "content": PROMPT}]}
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+
     def send() -> None:
-        body = {"model": "tiny-base", "messages": [{"role": "user", "content": PROMPT}]}
-        r = httpx.post(live.base_url + "/v1/chat/completions", json=body, timeout=120)
+        r = httpx.post(
+            live.base_url + "/v1/chat/completions", content=body, headers=headers, timeout=120
+        )
         statuses.append(r.status_code)
 
     senders = [threading.Thread(target=send) for _ in range(count)]
@@ -65,7 +73,8 @@ def test_health_answers_while_large_prompts_are_tokenized(served: LiveGateway) -
     # Their characters could fit 128k tokens, so each was tokenized (~490k tokens, then
     # refused for length).
     assert statuses == [400] * 5
-    assert slowest < 0.5, f"/health took {slowest:.3f} s"  # before: seconds
+    # Without encode_batch: 4.4 s on a quiet 2-core box; with it: under 0.5 s there.
+    assert slowest < 1.0, f"/health took {slowest:.3f} s"
 
 
 @pytest.mark.parametrize("served", [256], indirect=True)

@@ -118,6 +118,8 @@
       const list = await api("/v1/models", { key });
       const order = { base: 0, adapter: 1, alias: 2 };
       state.models = list.data
+        // Embedding models (no context length, no parent) cannot chat: not offered here.
+        .filter((card) => card.parent || card.max_model_len)
         .map((card) => ({ ...card, kind: modelKind(card) }))
         .sort((a, b) => order[a.kind] - order[b.kind] || a.id.localeCompare(b.id));
       const known = new Set(state.models.map((m) => m.id));
