@@ -8,17 +8,12 @@ retrieval store's), called directly.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import openai
 import pytest
@@ -28,11 +23,10 @@ from openai import OpenAI
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.state import GatewayState
 from gateway.tenancy.keys import generate_key
 from retrieval import Embedder
 from retrieval.tokens import cl100k
-from tests.engine_fixtures import free_port
+from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
 from tests.fakes import FakeEngine
 from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir
 from tests.openai_schema import assert_openai_schema
@@ -47,32 +41,17 @@ TEXTS = [
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
-@dataclass
-class Server:
-    base_url: str
-    server: Any
-    thread: threading.Thread
+def store_embedder(live: LiveGateway) -> Embedder:
+    """The retrieval store's embedder (white-box: the store provider's build)."""
 
-    @property
-    def state(self) -> GatewayState:
-        state = self.server.config.app.state.gateway
-        assert isinstance(state, GatewayState)
-        return state
+    async def get() -> Embedder:
+        return (await live.state.retrieval.provider.get()).embedder
 
-    def embedder(self) -> Embedder:
-        """The retrieval store's embedder (white-box: the store provider's build)."""
-
-        async def get() -> Embedder:
-            return (await self.state.retrieval.provider.get()).embedder
-
-        loop = self.server.loop
-        return asyncio.run_coroutine_threadsafe(get(), loop).result(60)
+    return live.run(get())
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    import uvicorn
-
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     settings = Settings.load(
         None,
         model={"path": tiny_llama_dir(), "name": "tiny-base"},
@@ -85,37 +64,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     renderer = PromptRenderer.from_model_dir(smollm2_tokenizer_dir())
     app = create_app(settings, engine_factory=lambda _: FakeEngine(), renderer=renderer)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.server.port, log_level="warning", lifespan="on"
-    )
-    uv = uvicorn.Server(config)
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        uv.loop = loop  # type: ignore[attr-defined]
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(uv.serve())
-
-    thread = threading.Thread(target=serve, name="embeddings-gateway", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{settings.server.port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert thread.is_alive(), "the gateway exited during start-up"
-        assert time.monotonic() < deadline, "the gateway did not become ready"
-        try:
-            if httpx.get(base_url + "/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    yield Server(base_url, uv, thread)
-    uv.should_exit = True
-    thread.join(timeout=60)
+    live = start_gateway(settings, app=app, ready_timeout=120)
+    yield live
+    stop_gateway(live)
 
 
 @pytest.fixture
-def client(server: Server) -> OpenAI:
+def client(server: LiveGateway) -> OpenAI:
     return OpenAI(base_url=server.base_url + "/v1", api_key=KEY.key, max_retries=0)
 
 
@@ -138,16 +93,16 @@ def _offline_file() -> str:
     return str(Path(spec.origin).parent / "data" / "cl100k_base.tiktoken")
 
 
-def langchain(server: Server, **options: Any) -> OpenAIEmbeddings:
+def langchain(server: LiveGateway, **options: Any) -> OpenAIEmbeddings:
     return OpenAIEmbeddings(
         model=MODEL, base_url=server.base_url + "/v1", api_key=KEY.key, max_retries=0, **options
     )
 
 
 def test_sdk_float_and_default_base64_equal_the_embedders_own_vectors(
-    client: OpenAI, server: Server
+    client: OpenAI, server: LiveGateway
 ) -> None:
-    own = server.embedder().embed_documents(TEXTS)
+    own = store_embedder(server).embed_documents(TEXTS)
     assert own.shape == (3, 384)
     as_float = client.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
     assert_openai_schema(as_float.model_dump(), "CreateEmbeddingResponse")
@@ -157,22 +112,22 @@ def test_sdk_float_and_default_base64_equal_the_embedders_own_vectors(
     assert np.array_equal(np.array([d.embedding for d in as_default.data], np.float32), own)
     assert as_float.model == MODEL and [d.index for d in as_float.data] == [0, 1, 2]
     # prompt_tokens are all-MiniLM-L6-v2 word-pieces (special tokens excluded)
-    pieces = server.embedder().count_word_pieces(TEXTS)  # type: ignore[attr-defined]
+    pieces = store_embedder(server).count_word_pieces(TEXTS)  # type: ignore[attr-defined]
     assert as_float.usage.prompt_tokens == sum(pieces) - 2 * len(TEXTS)
     assert as_float.usage.total_tokens == as_float.usage.prompt_tokens
 
 
 def test_the_gateway_serves_the_stores_embedder_not_a_second_copy(
-    client: OpenAI, server: Server
+    client: OpenAI, server: LiveGateway
 ) -> None:
     client.embeddings.create(model=MODEL, input="warm up")
-    assert server.state.embeddings.embedder is server.embedder()
+    assert server.state.embeddings.embedder is store_embedder(server)
 
 
-def test_sdk_token_ids_and_refusals(client: OpenAI, server: Server) -> None:
+def test_sdk_token_ids_and_refusals(client: OpenAI, server: LiveGateway) -> None:
     ids = [cl100k().encode_ordinary(t) for t in TEXTS]
     reply = client.embeddings.create(model=MODEL, input=ids, encoding_format="float")
-    own = server.embedder().embed_documents(TEXTS)
+    own = store_embedder(server).embed_documents(TEXTS)
     assert np.array_equal(np.array([d.embedding for d in reply.data], np.float32), own)
     with pytest.raises(openai.BadRequestError) as too_long:
         client.embeddings.create(model=MODEL, input="word " * 300)
@@ -190,9 +145,9 @@ def test_sdk_token_ids_and_refusals(client: OpenAI, server: Server) -> None:
     assert MODEL in {m.id for m in client.models.list()}
 
 
-def test_langchain_embed_documents_and_query(offline_cl100k: None, server: Server) -> None:
+def test_langchain_embed_documents_and_query(offline_cl100k: None, server: LiveGateway) -> None:
     embeddings = langchain(server)
-    own = server.embedder()
+    own = store_embedder(server)
     documents = embeddings.embed_documents(TEXTS)  # sent as cl100k token ids, then decoded
     expected = own.embed_documents(TEXTS)
     assert np.allclose(np.array(documents, np.float32), expected, atol=1e-6)
@@ -203,7 +158,7 @@ def test_langchain_embed_documents_and_query(offline_cl100k: None, server: Serve
 
 
 def test_langchain_long_documents_need_a_context_length_the_embedder_reads(
-    offline_cl100k: None, server: Server
+    offline_cl100k: None, server: LiveGateway
 ) -> None:
     long_text = " ".join(TEXTS * 20)  # ~380 cl100k tokens: more than MiniLM reads
     with pytest.raises(openai.BadRequestError):
@@ -211,5 +166,5 @@ def test_langchain_long_documents_need_a_context_length_the_embedder_reads(
     # LangChain cuts it into pieces of embedding_ctx_length tokens and averages them.
     vector = np.float32(langchain(server, embedding_ctx_length=128).embed_documents([long_text])[0])
     assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-4
-    own = server.embedder().embed_documents([long_text])[0]  # the first 254 word-pieces
+    own = store_embedder(server).embed_documents([long_text])[0]  # the first 254 word-pieces
     assert float(vector @ own) > 0.8
