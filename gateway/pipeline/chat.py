@@ -73,7 +73,7 @@ class ChatEndpoint:
         self.tools = ToolSet.of(
             request.tools, request.tool_choice, request.parallel_tool_calls, bounds
         )
-        if self.tools is not None and self.tools.parsed:
+        if self.tools is not None and self.tools.active:
             if request.logprobs:
                 raise UnsupportedParameterError("logprobs", "logprobs with tools")
             if self.tools.constraint() is not None and request.response_format is not None:
@@ -121,7 +121,7 @@ class ChatEndpoint:
             self._messages,
             tenant=work.tenant,
             model=work.route.reported_id,
-            tools=tools_text(self.tools) if self.tools and self.tools.rendered else None,
+            tools=tools_text(self.tools) if self.tools and self.tools.active else None,
         )
         if work.hits is None:
             return Rendered([prompt.render()])
@@ -218,7 +218,7 @@ class ChatEndpoint:
                     announced.add(c.index)
                     role = ChoiceDelta(role="assistant", content="")
                     yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
-                if self.tools is not None and self.tools.parsed:
+                if self.tools is not None and self.tools.active:
                     calls = extractors.setdefault(c.index, CallExtractor(self.tools))
                     pieces = calls.feed(c.text)
                     if c.finish_reason:

@@ -139,13 +139,9 @@ class ToolSet:
         return StructuredOutput(kind="json_schema", json_schema=schema)
 
     @property
-    def rendered(self) -> bool:
-        """Whether the model is shown the tools (not with ``tool_choice: none``)."""
-        return self.mode is not ToolMode.NONE
-
-    @property
-    def parsed(self) -> bool:
-        """Whether the model's output is read for calls."""
+    def active(self) -> bool:
+        """Whether the model is shown the tools and its output read for calls (not with
+        ``tool_choice: none``)."""
         return self.mode is not ToolMode.NONE
 
 

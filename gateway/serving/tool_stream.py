@@ -78,7 +78,7 @@ class CallExtractor:
             return []
         if self._scanner is not None:
             return self._collect(self._scanner.feed(text))
-        if self.tools is None or not self.tools.parsed or self._holding is False:
+        if self.tools is None or not self.tools.active or self._holding is False:
             return self._collect([TextPiece(text)])
         self._held += text
         if self._holding is None:
@@ -138,7 +138,6 @@ class CallArrayScanner:
         self._string = ""
         self._key: str | None = None
         self._expect_value = False
-        self._last_string: str | None = None
         self._capturing = False  # inside the parameters value of the current call
         self._capture_depth = 0
         self._pending_args = ""  # parameters written before the name (key order swapped)
