@@ -75,3 +75,13 @@ def remote_gateway(
     gateway = start_gateway(settings, ready_timeout=120)
     yield gateway
     stop_gateway(gateway)
+
+
+@pytest.fixture(scope="module", params=["in_process", "remote"])
+def gateway(request: pytest.FixtureRequest) -> LiveGateway:
+    """The session's gateway of each engine mode, in turn: the end-to-end client tests
+    run once in-process and once in remote mode (module scope: pytest runs every test
+    of one mode before switching to the other)."""
+    fixture = "live_gateway" if request.param == "in_process" else "remote_gateway"
+    live: LiveGateway = request.getfixturevalue(fixture)
+    return live

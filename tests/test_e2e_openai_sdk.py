@@ -20,15 +20,6 @@ pytestmark = pytest.mark.engine
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name three colours."}]
 
 
-@pytest.fixture(scope="module", params=["in_process", "remote"])
-def gateway(request: pytest.FixtureRequest) -> LiveGateway:
-    """The session's gateway for this mode (module scope: pytest runs every test of one
-    mode before switching to the other)."""
-    fixture = "live_gateway" if request.param == "in_process" else "remote_gateway"
-    live: LiveGateway = request.getfixturevalue(fixture)
-    return live
-
-
 @pytest.fixture
 def client(gateway: LiveGateway) -> OpenAI:
     return OpenAI(base_url=gateway.base_url + "/v1", api_key="test-key", max_retries=0)

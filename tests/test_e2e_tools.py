@@ -61,13 +61,6 @@ VALIDATORS = {
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Weather in Oslo?"}]
 
 
-@pytest.fixture(scope="module", params=["in_process", "remote"])
-def gateway(request: pytest.FixtureRequest) -> LiveGateway:
-    fixture = "live_gateway" if request.param == "in_process" else "remote_gateway"
-    live: LiveGateway = request.getfixturevalue(fixture)
-    return live
-
-
 @pytest.fixture
 def client(gateway: LiveGateway) -> OpenAI:
     return OpenAI(base_url=gateway.base_url + "/v1", api_key="test-key", max_retries=0)
