@@ -7,6 +7,7 @@ bad field. Key material is never here in clear: only ``sha256$salt$digest`` hash
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,10 +36,55 @@ class RateLimitConfig(Section):
     tokens_per_minute: int | None = Field(default=None, ge=1)
 
 
+class BudgetPeriod(StrEnum):
+    """Budget periods; each starts at a UTC day or month boundary."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
+class BudgetConfig(Section):
+    """A spending cap per UTC day or month. A request that could pass it gets a 429
+    ``insufficient_quota`` before any engine work (docs/budgets.md)."""
+
+    period: BudgetPeriod = Field(description="day or month (UTC boundaries).")
+    max_tokens: int | None = Field(
+        default=None, ge=0, description="Prompt + completion tokens per period; null: no cap."
+    )
+    max_cost: float | None = Field(
+        default=None, ge=0, description="Cost per period in the pricing currency; null: no cap."
+    )
+
+
+class PriceConfig(Section):
+    """Prices per million tokens."""
+
+    input: float = Field(ge=0, description="Per million prompt tokens.")
+    cached_input: float | None = Field(
+        default=None,
+        ge=0,
+        description="Per million prompt tokens from the prefix cache (default: the input price).",
+    )
+    output: float = Field(ge=0, description="Per million completion tokens.")
+
+
+class PricingConfig(Section):
+    """The price table: an adapter's entry, else its base model's, else ``default``."""
+
+    currency: str = Field(default="USD", max_length=16)
+    models: dict[str, PriceConfig] = Field(
+        default={}, description="Base model id or adapter name -> prices."
+    )
+    default: PriceConfig | None = Field(
+        default=None, description="Prices of models with no entry (none: they cost 0)."
+    )
+
+
 class KeyConfig(Section):
     id: str = Field(pattern=r"^[a-z0-9]{8,32}$", description="Public key id (safe to log).")
     hash: str = Field(description="From `loragate keys create`: sha256$<salt>$<digest>.")
     rate_limit: RateLimitConfig | None = None
+    budget: BudgetConfig | None = None
 
     @field_validator("hash")
     @classmethod
@@ -136,6 +182,7 @@ class TenantConfig(Section):
     )
     policy: PolicyConfig = PolicyConfig()
     rate_limit: RateLimitConfig | None = None
+    budget: BudgetConfig | None = None
     max_in_flight: int | None = Field(
         default=DEFAULT_MAX_IN_FLIGHT,
         ge=1,
@@ -177,6 +224,7 @@ class TenancyConfig(Section):
         default={}, description="Prompt library: name -> version -> template."
     )
     tenants: dict[str, TenantConfig] = {}
+    pricing: PricingConfig = PricingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> TenancyConfig:
