@@ -30,7 +30,13 @@ from pydantic_settings import (
 )
 
 from gateway.engine.vllm_args import check_extra_args
-from gateway.tenancy.config import AdminConfig, KeyConfig, TenancyConfig, TenantConfig
+from gateway.tenancy.config import (
+    AdminConfig,
+    KeyConfig,
+    PricingConfig,
+    TenancyConfig,
+    TenantConfig,
+)
 from retrieval import SearchMode
 
 ADAPTER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -759,11 +765,18 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantConfig] = Field(
         default={}, description="Tenants; with none, the gateway serves without keys."
     )
+    pricing: PricingConfig = Field(
+        default=PricingConfig(),
+        description="Prices per million tokens per model and adapter (docs/budgets.md).",
+    )
 
     def tenancy(self) -> TenancyConfig:
         """The part a reload may change (validated again as a whole)."""
         return TenancyConfig(
-            admin=AdminConfig(keys=self.admin.keys), prompts=self.prompts, tenants=self.tenants
+            admin=AdminConfig(keys=self.admin.keys),
+            prompts=self.prompts,
+            tenants=self.tenants,
+            pricing=self.pricing,
         )
 
     @property

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RELOADABLE = ("admin", "prompts", "tenants")
+RELOADABLE = ("admin", "prompts", "tenants", "pricing")
 """The sections a reload swaps in (whole); every other one is read once, at start-up."""
 
 ConfigOverrides = Mapping[str, Any]

@@ -110,7 +110,7 @@ async def test_reload_says_what_it_applied_and_what_needs_a_restart(
         assert await reload(client) == {
             "status": "reloaded",
             "tenants": ["acme"],
-            "applied": ["admin", "prompts", "tenants"],
+            "applied": ["admin", "prompts", "tenants", "pricing"],
             "restart_required": [],
         }
         changed = {
@@ -126,7 +126,7 @@ async def test_reload_says_what_it_applied_and_what_needs_a_restart(
         caplog.set_level(logging.INFO, logger="gateway.config_reload")
         body = await reload(client)
         assert body["tenants"] == ["acme", "globex"]  # applied
-        assert body["applied"] == ["admin", "prompts", "tenants"]
+        assert body["applied"] == ["admin", "prompts", "tenants", "pricing"]
         assert body["restart_required"] == ["engine", "adapters", "server", "limits", "retrieval"]
         warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
         assert warning.getMessage() == (
@@ -150,7 +150,7 @@ async def test_sighup_logs_the_same_report(
             if any(r.levelno == logging.WARNING for r in caplog.records):
                 break
     messages = [r.getMessage() for r in caplog.records]
-    assert "config reloaded: applied admin, prompts, tenants (1 tenant(s))" in messages
+    assert "config reloaded: applied admin, prompts, tenants, pricing (1 tenant(s))" in messages
     assert "config reload: changed but not applied until a restart: limits" in messages
 
 
