@@ -1,12 +1,16 @@
 """``TenantDirectory``: key -> tenant, and what that tenant may call and under which policy.
 
 Built once per config version and never mutated; a reload builds a new one and swaps
-the reference, so a request keeps the directory it was admitted under.
+the reference, so a request keeps the directory it was admitted under. The tenants and
+keys made over the admin API (``managed``) are laid over the config file's
+(``gateway.tenancy.managed.merge``: the file wins); their keys may carry an expiry and a
+subset of the tenant's models.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +22,7 @@ from gateway.errors import (
 from gateway.model_catalog import ServedModel
 from gateway.tenancy.config import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
 from gateway.tenancy.keys import parse_key, verify_secret
+from gateway.tenancy.managed import EMPTY, KeyRule, KeyUses, ManagedTenancy, merge
 from gateway.tenancy.policy import Policy
 from gateway.tenancy.rate_limit import Limit
 
@@ -56,8 +61,21 @@ class Route:
 
 
 class TenantDirectory:
-    def __init__(self, tenancy: TenancyConfig) -> None:
+    def __init__(
+        self,
+        tenancy: TenancyConfig,
+        managed: ManagedTenancy = EMPTY,
+        uses: KeyUses | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.file_config = tenancy
+        """The config file's part alone (what a reload replaces)."""
+        self.managed = managed
+        tenancy, self._rules = merge(tenancy, managed)
         self.config = tenancy
+        """The tenancy served: the file's, with the admin API's tenants and keys."""
+        self.uses = uses
+        self.clock = clock
         self._keys: dict[str, tuple[str | None, KeyConfig]] = {}
         for key in tenancy.admin.keys:
             self._keys[key.id] = (None, key)
@@ -80,7 +98,7 @@ class TenantDirectory:
 
     @property
     def open_mode(self) -> bool:
-        return not self.config.enabled
+        return not (self.config.enabled or self.managed.has_records)
 
     def authenticate(self, authorization: str | None) -> Caller:
         if self.open_mode:
@@ -97,6 +115,13 @@ class TenantDirectory:
         if not verify_secret(parsed[1] if parsed else "", stored) or record is None:
             raise AuthenticationError("Incorrect API key provided.")
         tenant, key = record
+        rule = self._rules.get(key.id)
+        if rule is not None:
+            now = self.clock()
+            if rule.expires_at is not None and now >= rule.expires_at:
+                raise AuthenticationError("This API key has expired.", code="expired_api_key")
+            if self.uses is not None:
+                self.uses.record(key.id, now)
         return Caller(tenant=tenant, key_id=key.id, is_admin=tenant is None, directory=self)
 
     def tenant(self, caller: Caller) -> TenantConfig | None:
@@ -117,6 +142,8 @@ class TenantDirectory:
         name = model or tenant.default_model
         if not name:
             raise _missing_model()
+        if not self._key_allows(caller, name):
+            raise ModelNotFoundError(name)
         salt = self._salts[caller.tenant]
         alias = tenant.aliases.get(name)
         if alias is not None:
@@ -125,6 +152,14 @@ class TenantDirectory:
         if not self._allowed(tenant, name):
             raise ModelNotFoundError(name)
         return Route(resolve(name), name, self._policies[(caller.tenant, None)], salt)
+
+    def _key_allows(self, caller: Caller, model: str) -> bool:
+        """A managed key with a model list may call only those (names as the tenant
+        calls them: base, adapter, name@version or alias)."""
+        rule: KeyRule | None = self._rules.get(caller.key_id or "")
+        if rule is None or rule.models is None:
+            return True
+        return model in rule.models or model.partition("@")[0] in rule.models
 
     @staticmethod
     def _allowed(tenant: TenantConfig, model: str) -> bool:
@@ -140,7 +175,7 @@ class TenantDirectory:
             (m, None) for m in model_ids if self._allowed(tenant, m)
         ]
         out += [(alias, cfg.model) for alias, cfg in tenant.aliases.items()]
-        return out
+        return [(m, target) for m, target in out if self._key_allows(caller, m)]
 
     def limits(self, caller: Caller) -> dict[str, Limit]:
         """Rate-limit subjects for this caller: its key and its tenant (none for admin)."""

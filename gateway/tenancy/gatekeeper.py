@@ -19,6 +19,7 @@ skews the gauges.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from gateway.request_context import current_labels
 from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
+from gateway.tenancy.managed import KeyUses, ManagedTenancy
 from gateway.tenancy.rate_limit import Limit, RateLimiter
 from gateway.tenancy.usage import UsageStore
 
@@ -143,6 +145,7 @@ class Gatekeeper:
         limit_store: LimitStore | None = None,
     ) -> None:
         self.directory = TenantDirectory(tenancy)
+        self._swap = threading.Lock()  # reload (a thread) and apply_managed (the loop)
         self.usage = usage
         self.metrics = metrics
         self.limit_store: LimitStore = limit_store or MemoryLimitStore()
@@ -169,8 +172,23 @@ class Gatekeeper:
         self.metrics.labels.update(tenants=list(self.directory.config.tenants))
 
     def reload(self, tenancy: TenancyConfig) -> None:
-        self.directory = TenantDirectory(tenancy)
+        """The config file's tenancy; the admin API's tenants and keys stay laid over it."""
+        with self._swap:
+            current = self.directory
+            self.directory = TenantDirectory(tenancy, current.managed, current.uses, current.clock)
         self._label_tenants()
+
+    def apply_managed(
+        self, managed: ManagedTenancy, uses: KeyUses | None = None
+    ) -> TenantDirectory:
+        """Lay a new snapshot of the admin API's tenants and keys over the file's."""
+        with self._swap:
+            current = self.directory
+            self.directory = TenantDirectory(
+                current.file_config, managed, uses or current.uses, current.clock
+            )
+        self._label_tenants()
+        return self.directory
 
     def authenticate(self, authorization: str | None) -> Caller:
         try:
