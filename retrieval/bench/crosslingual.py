@@ -1,0 +1,183 @@
+"""Questions in five languages over English manuals: one table, two corpora, each embedder.
+
+    .venv/bin/python -m retrieval.bench.crosslingual                       # both corpora
+    .venv/bin/python -m retrieval.bench.crosslingual --corpora sqlite --embedders dual
+    .venv/bin/python -m retrieval.bench.crosslingual --check               # answer spans only
+
+Corpora (``retrieval.bench.corpora``; fetched with ``apt-get download`` + ``dpkg -x``
+into ``~/.cache/loragate/bench-corpora`` when not installed): the SQLite documentation
+(``sqlite3-doc``, 766 pages, ``data/sqlite_questions.json``: 66 questions, 44 English and
+22 in German, French, Spanish and Italian) and the PostgreSQL manual
+(``postgresql-doc-15``, 300 of its 1,173 pages by default, ``data/postgresql_questions.json``:
+80 questions, 20 English and 60 in French, German and Spanish).
+
+Per corpus, embedder and search mode: ingestion seconds and chunks/s (extraction,
+chunking, embedding, indexing, commit), answer@5 (a top-5 hit from the gold page holds
+the answer span) and page@10 (a top-10 hit comes from the gold page) for English
+questions and for the others, and the search latency p50/p99 per question (query
+embedding included). Every answer span is checked against its page's extracted text
+before anything is ingested. ``--english-weights`` re-scores the ``dual`` store with
+other query weights (no re-embedding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from retrieval.bench.corpora import (
+    CORPORA,
+    Corpus,
+    check_questions,
+    ensure_corpus,
+    normal,
+    select_pages,
+)
+from retrieval.bench.multilingual import Timed, make_embedder
+from retrieval.bench.report import percentiles_ms, print_table
+from retrieval.config import RetrievalConfig
+from retrieval.embedding import Embedder
+from retrieval.search import SEARCH_MODES
+from retrieval.store import CollectionStore
+
+COLLECTION = "manual"
+
+
+def score(
+    store: CollectionStore, pages: Path, questions: Sequence[dict[str, Any]], mode: str
+) -> tuple[dict[str, list[tuple[bool, bool]]], list[float]]:
+    """Per language: (answer@5, page@10) of each question; and each search's seconds."""
+    results: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    seconds = []
+    store.search(COLLECTION, "warm up", k=1, mode=mode)  # type: ignore[arg-type]
+    for q in questions:
+        start = time.perf_counter()
+        hits = store.search(COLLECTION, q["question"], k=10, mode=mode)  # type: ignore[arg-type]
+        seconds.append(time.perf_counter() - start)
+        gold = [Path(h.source).relative_to(pages).as_posix() == q["document"] for h in hits]
+        answer = normal(q["answer"])
+        found = any(g and answer in normal(h.text) for g, h in zip(gold[:5], hits[:5], strict=True))
+        results[q["lang"]].append((found, any(gold)))
+    return results, seconds
+
+
+def rates(rows: Sequence[tuple[bool, bool]]) -> tuple[float, float]:
+    count = max(len(rows), 1)
+    return sum(r[0] for r in rows) / count, sum(r[1] for r in rows) / count
+
+
+def parse_weights(text: str) -> list[tuple[float, float]]:
+    pairs = []
+    for item in filter(None, text.split(",")):
+        a, b = item.split(":")
+        pairs.append((float(a), float(b)))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retrieval.bench.crosslingual")
+    parser.add_argument("--corpora", default="sqlite,postgresql")
+    parser.add_argument("--embedders", default="minilm,use-multilingual,dual")
+    parser.add_argument("--modes", default="hybrid", help=f"some of {','.join(SEARCH_MODES)}")
+    parser.add_argument("--pages", default="", help="e.g. sqlite=0,postgresql=300 (0: all)")
+    parser.add_argument("--english-weights", default="", help="dual: MiniLM:USE pairs, 1:1,2:1")
+    parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
+    parser.add_argument("--cache", type=Path, help="where fetched packages are unpacked")
+    parser.add_argument("--check", action="store_true", help="check the answer spans and stop")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    counts = {k: int(v) for k, v in (p.split("=") for p in args.pages.split(",") if p)}
+    located: list[tuple[Corpus, Path]] = []
+    for name in filter(None, args.corpora.split(",")):
+        corpus = CORPORA[name]
+        pages = ensure_corpus(corpus, args.cache)
+        if pages is None:
+            continue
+        problems = check_questions(corpus, pages)
+        print(f"{name}: {len(corpus.questions())} questions, {len(problems)} problems ({pages})")
+        for problem in problems:
+            print("  " + problem)
+        if problems:
+            return 1
+        located.append((corpus, pages))
+    if args.check or not located:
+        return 0
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    table: list[list[object]] = []
+    languages: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-crosslingual-") as scratch:
+        root = args.work_dir or Path(scratch)
+        embedders: dict[str, Embedder] = {}
+        for corpus, pages in located:
+            chosen = select_pages(pages, corpus, counts.get(corpus.name, corpus.default_pages))
+            for name in filter(None, args.embedders.split(",")):
+                if name not in embedders:
+                    embedders[name] = make_embedder(name)
+                run_one(corpus, pages, chosen, name, embedders[name], args, root, table, languages)
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    headers = ["corpus", "embedder", "mode", "pages", "chunks", "ingest s", "chunks/s"]
+    headers += ["en ans@5", "en page@10", "other ans@5", "other page@10", "p50 ms", "p99 ms"]
+    print_table("Cross-language retrieval (top 10)", headers, table)
+    print_table(
+        "Per language: answer@5 / page@10 (questions)",
+        ["corpus", "embedder", "mode", "language", "ans@5", "page@10", "questions"],
+        languages,
+    )
+    return 0
+
+
+def run_one(
+    corpus: Corpus,
+    pages: Path,
+    chosen: list[Path],
+    name: str,
+    embedder: Embedder,
+    args: argparse.Namespace,
+    root: Path,
+    table: list[list[object]],
+    languages: list[list[object]],
+) -> None:
+    timed = Timed(embedder)
+    config = RetrievalConfig()
+    store = CollectionStore(root / f"{corpus.name}-{name}", timed, config)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    results = store.ingest(COLLECTION, [str(p) for p in chosen], on_error="skip")
+    total = time.perf_counter() - start
+    chunks = sum(d.chunk_count for d in store.list_documents(COLLECTION))
+    embedded = sum(r.chunk_count for r in results if r.status != "unchanged")
+    rate: object = embedded / total if embedded else "re-used"
+    variants: list[tuple[str, Embedder]] = [(name, embedder)]
+    if name == "dual":
+        from retrieval.dual_embedding import DualEmbedder
+
+        assert isinstance(embedder, DualEmbedder)
+        for a, b in parse_weights(args.english_weights):
+            other = DualEmbedder(embedder.english, embedder.multilingual, english_weights=(a, b))
+            variants.append((f"dual {a:g}:{b:g}", other))
+    questions = corpus.questions()
+    for label, variant in variants:
+        searcher = CollectionStore(store.root, variant, config)
+        for mode in filter(None, args.modes.split(",")):
+            per_language, seconds = score(searcher, pages, questions, mode)
+            english = rates(per_language["en"])
+            others = rates([r for lang, rows in per_language.items() if lang != "en" for r in rows])
+            p50, p99 = percentiles_ms(seconds)
+            row: list[object] = [corpus.name, label, mode, len(chosen), chunks, total, rate]
+            table.append([*row, *english, *others, p50, p99])
+            for lang in sorted(per_language, key=lambda x: (x != "en", x)):
+                ans, page = rates(per_language[lang])
+                count = len(per_language[lang])
+                languages.append([corpus.name, label, mode, lang, ans, page, count])
+        print(f"done: {corpus.name} {label}", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
