@@ -146,7 +146,7 @@ class SentenceTransformerEmbedder:
         return normalize_rows(vectors)
 
 
-EMBEDDERS: tuple[str, ...] = ("minilm", "minilm-int8", "use-multilingual")
+EMBEDDERS: tuple[str, ...] = ("minilm", "minilm-int8", "use-multilingual", "dual")
 """Short names of the embedders :func:`embedder_from_name` builds."""
 
 
@@ -157,7 +157,9 @@ def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Emb
     * ``minilm-int8``: the same weights exported locally to ONNX Runtime, int8
       (``retrieval.onnx_embedding``; ``cache_dir`` keeps the exported file);
     * ``use-multilingual``: Universal Sentence Encoder multilingual v3
-      (``retrieval.use_embedding``; 16 languages).
+      (``retrieval.use_embedding``; 16 languages);
+    * ``dual``: both of the last two in one vector, the query routed by its language
+      (``retrieval.dual_embedding``).
     """
     if name == "minilm":
         return SentenceTransformerEmbedder()
@@ -169,4 +171,10 @@ def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Emb
         from retrieval.use_embedding import UseEmbedder
 
         return UseEmbedder()
+    if name == "dual":
+        from retrieval.dual_embedding import DualEmbedder
+        from retrieval.onnx_embedding import OnnxEmbedder
+        from retrieval.use_embedding import UseEmbedder
+
+        return DualEmbedder(OnnxEmbedder(cache_dir=cache_dir), UseEmbedder())
     raise ValueError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}")
