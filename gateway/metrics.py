@@ -46,7 +46,7 @@ ENDPOINTS = (
     "embeddings",
     "other",
 )
-REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found")
+REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found", "budget")
 QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
 """Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
 
@@ -150,6 +150,18 @@ class GatewayMetrics:
         )
         self.completion_tokens = Counter(
             "loragate_completion_tokens", "Completion tokens.", ["tenant", "adapter"], registry=r
+        )
+        self.cost = Counter(
+            "loragate_cost",
+            "Cost of the tokens served, in the pricing currency (config: pricing).",
+            ["tenant", "model", "adapter"],
+            registry=r,
+        )
+        self.engine_seconds = Counter(
+            "loragate_engine_seconds",
+            "Engine time of requests: from the prompt's hand-over to the last output.",
+            ["tenant", "model", "adapter"],
+            registry=r,
         )
         self.rejections = Counter(
             "loragate_rejections", "Requests refused, by reason.", ["reason"], registry=r
@@ -294,6 +306,15 @@ class GatewayMetrics:
             return
         self.child(self.prompt_tokens, series.tenant, series.adapter).inc(prompt)
         self.child(self.completion_tokens, series.tenant, series.adapter).inc(completion)
+
+    def spend(
+        self, series: Series, model: str | None, *, cost: float, engine_seconds: float
+    ) -> None:
+        if not self.enabled:
+            return
+        m = self.labels.model(model)
+        self.child(self.cost, series.tenant, m, series.adapter).inc(cost)
+        self.child(self.engine_seconds, series.tenant, m, series.adapter).inc(engine_seconds)
 
     def first_token(self, series: Series, seconds: float) -> None:
         if self.enabled:

@@ -29,6 +29,8 @@ from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.admin_guard import AdminGuard
+from gateway.tenancy.budget import BudgetStore, MemoryBudgetStore
+from gateway.tenancy.budget_redis import RedisBudgetStore
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.limit_store import LimitStore, MemoryLimitStore
@@ -122,6 +124,14 @@ def open_limit_store(settings: LimitStoreSettings) -> LimitStore:
     return MemoryLimitStore()
 
 
+def open_budget_store(settings: LimitStoreSettings, usage: UsageStore) -> BudgetStore:
+    """Budget counters where the rate limits are (Redis: shared), starting from the
+    usage store's spend."""
+    if settings.kind == "redis":
+        return RedisBudgetStore.from_settings(settings, seed=usage.budget_seed)
+    return MemoryBudgetStore(seed=usage.budget_seed)
+
+
 def build_state(
     settings: Settings,
     engine: Engine,
@@ -138,7 +148,11 @@ def build_state(
     metrics = metrics or GatewayMetrics()
     usage = open_usage_store(settings)
     gatekeeper = Gatekeeper(
-        settings.tenancy(), usage, metrics, open_limit_store(settings.limits_store)
+        settings.tenancy(),
+        usage,
+        metrics,
+        open_limit_store(settings.limits_store),
+        open_budget_store(settings.limits_store, usage),
     )
     if store_provider is None:
         store_provider = StoreProvider(

@@ -140,6 +140,7 @@ class GenerationPipeline:
                             ticket.schedule_wait(out.schedule_wait_seconds)
                             if out.cached_tokens:
                                 prepared.cached_tokens[p] = out.cached_tokens
+                                ticket.cached_tokens[p] = out.cached_tokens
                             yield p, out
         finally:
             self.drain.leave()

@@ -2,13 +2,17 @@
 
     authenticate(header) -> Caller              401 before anything else
     async with admit(caller, reserve) as ticket 429 + Retry-After, before any other work
+                                                (429 insufficient_quota: budget spent)
         route(ticket, model, resolve) -> Route  identical 404 for unknown and forbidden
-        await ticket.reserve_exact(prompt, budget)  exact token reservation (429 if over)
+        await ticket.reserve_exact(prompt, budget)  exact token reservation (429 if over),
+                                                and the budgets' reservation, priced
         ticket.produced(tokens) ...             first token, schedule wait
-    (exit)                                      record usage, settle tokens, free the slot
+    (exit)                                      record usage and cost, settle tokens and
+                                                budgets, free the slot
 
-The buckets and in-flight counts live in a ``LimitStore``: in memory for one gateway,
-or on Redis for several (a 503 ``limits_unavailable`` when it cannot be reached).
+The buckets and in-flight counts live in a ``LimitStore``, the budget counters in a
+``BudgetStore`` (``gateway.tenancy.budget``): in memory for one gateway, or on Redis
+for several (a 503 ``limits_unavailable`` when it cannot be reached).
 
 The directory (tenants, keys, policies) is swapped whole by ``reload``; a request keeps
 the directory its caller was authenticated under (``Caller.directory``) and the labels
@@ -28,7 +32,16 @@ from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics, Series
 from gateway.model_catalog import ServedModel
 from gateway.request_context import current_labels
-from gateway.tenancy.config import TenancyConfig
+from gateway.tenancy.budget import (
+    BudgetDraw,
+    BudgetStore,
+    MemoryBudgetStore,
+    Pricing,
+    Spend,
+    budget_draws,
+    budget_refusal,
+)
+from gateway.tenancy.config import KeyConfig, TenancyConfig, TenantConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.managed import KeyUses, ManagedTenancy
@@ -43,6 +56,11 @@ class Ticket:
     is tokenized ``reserve_exact`` sets the reservation to prompt + n x budget; on exit
     the reservation is settled against what the engine really used (the rest refunded).
     A request refused before the engine saw it is charged no tokens.
+
+    Budgets (``draws``) follow the same shape: ``reserve_exact`` reserves the prompt and
+    completion budget, priced at the full input price, on every budget of the key and
+    tenant; on exit the reservation is released and what was used (cached prompt tokens
+    at their price) is counted as spent.
     """
 
     def __init__(
@@ -52,10 +70,17 @@ class Ticket:
         limits: dict[str, Limit],
         reserved: int,
         weight: float = 1.0,
+        draws: tuple[BudgetDraw, ...] = (),
+        pricing: Pricing | None = None,
     ) -> None:
         self._gatekeeper = gatekeeper
         self.caller = caller
         self.limits = limits
+        self.draws = draws
+        self.pricing = pricing
+        self.budget_reserved = Spend()
+        self.cached_tokens: dict[int, int] = {}  # per generation, as the engine reports
+        self.engine_started_at: float | None = None
         self.weight = weight  # the tenant's share of a saturated engine (fair queue)
         self.reserved = reserved
         self.series: Series = gatekeeper.metrics.series(tenant=caller.tenant, adapter=None)
@@ -86,10 +111,36 @@ class Ticket:
             await store.charge_tokens(self.limits, delta)
         self.reserved = wanted
         self.prompt_tokens = prompt_tokens
+        if self.draws:
+            await self._reserve_budget(prompt_tokens, completion_budget)
+
+    async def _reserve_budget(self, prompt_tokens: int, completion_budget: int) -> None:
+        amount = Spend(
+            prompt_tokens + completion_budget, self.cost(prompt_tokens, completion_budget)
+        )
+        refused = await self._gatekeeper.budgets.reserve(self.draws, amount - self.budget_reserved)
+        if refused is not None:
+            self._gatekeeper.metrics.rejected("budget")
+            raise budget_refusal(refused)
+        self.budget_reserved = amount
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+        """What these tokens cost on this ticket's model and adapter."""
+        if self.pricing is None:
+            return 0.0
+        served = self.route.served if self.route is not None else None
+        return self.pricing.cost(
+            served.id if served is not None else None,
+            self.adapter,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+        )
 
     def engine_start(self) -> None:
         """The prompt goes to the engine now: from here on, tokens are charged."""
         self.engine_started = True
+        self.engine_started_at = time.monotonic()
 
     def produced(self, tokens: int) -> None:
         if tokens <= 0:
@@ -105,16 +156,25 @@ class Ticket:
 
     async def _settle(self, slot: InFlightSlot) -> None:
         """Record usage (no awaits before it: it survives a cancelled request), then
-        settle the reservation against what was used and free the slot, in one call."""
-        self._account()
+        settle the reservation against what was used and free the slot, in one call;
+        then the budgets' reservation."""
+        spent = self._account()
         used = self.prompt_tokens + self.completion_tokens if self.engine_started else 0
         charge = used - self.reserved if self.limits else 0
         await self._gatekeeper.limit_store.release(slot, self.limits, charge)
+        if self.draws and (self.budget_reserved.tokens or spent.tokens):
+            await self._gatekeeper.budgets.settle(self.draws, self.budget_reserved, spent)
 
-    def _account(self) -> None:
+    def _account(self) -> Spend:
+        """Record usage, cost and engine time; the spend it counts against budgets."""
         if not self.engine_started:
-            return
+            return Spend()
         g = self._gatekeeper
+        cost = self.cost(
+            self.prompt_tokens, self.completion_tokens, sum(self.cached_tokens.values())
+        )
+        ended = time.monotonic()
+        seconds = ended - self.engine_started_at if self.engine_started_at is not None else 0.0
         g.metrics.tokens(self.series, prompt=self.prompt_tokens, completion=self.completion_tokens)
         if self.first_token_at is not None and self.completion_tokens > 1:
             per_token = (time.monotonic() - self.first_token_at) / (self.completion_tokens - 1)
@@ -127,14 +187,19 @@ class Ticket:
             adapter=self.adapter,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            cost=cost,
+            engine_seconds=seconds,
         )
+        g.metrics.spend(self.series, self.route.reported_id, cost=cost, engine_seconds=seconds)
+        return Spend(self.prompt_tokens + self.completion_tokens, cost)
 
 
 class Gatekeeper:
     """Built once at start-up. Event-loop only, except ``reload`` (a reference swap).
 
-    ``limit_store`` (default: in memory) holds the buckets and in-flight counts; the
-    gatekeeper owns it and closes it at shutdown.
+    ``limit_store`` (default: in memory) holds the buckets and in-flight counts,
+    ``budgets`` (default: in memory, starting from the usage store's spend) the budget
+    counters; the gatekeeper owns both and closes them at shutdown.
     """
 
     def __init__(
@@ -143,12 +208,14 @@ class Gatekeeper:
         usage: UsageStore,
         metrics: GatewayMetrics,
         limit_store: LimitStore | None = None,
+        budgets: BudgetStore | None = None,
     ) -> None:
         self.directory = TenantDirectory(tenancy)
         self._swap = threading.Lock()  # reload (a thread) and apply_managed (the loop)
         self.usage = usage
         self.metrics = metrics
         self.limit_store: LimitStore = limit_store or MemoryLimitStore()
+        self.budgets: BudgetStore = budgets or MemoryBudgetStore(seed=usage.budget_seed)
         self._label_tenants()
 
     @property
@@ -167,6 +234,7 @@ class Gatekeeper:
 
     async def close(self) -> None:
         await self.limit_store.close()
+        await self.budgets.close()
 
     def _label_tenants(self) -> None:
         self.metrics.labels.update(tenants=list(self.directory.config.tenants))
@@ -210,6 +278,12 @@ class Gatekeeper:
         directory = _directory_of(caller, self.directory)
         tenant = directory.tenant(caller)
         limits = directory.limits(caller)  # fixed here, with the labels
+        draws = budget_draws(caller.tenant, tenant, _key_of(caller, tenant), time.time())
+        if draws:  # a spent budget: refused before it takes anything
+            refused = await self.budgets.check(draws)
+            if refused is not None:
+                self.metrics.rejected("budget")
+                raise budget_refusal(refused)
         cap = tenant.max_in_flight if tenant else None
         entry = await self.limit_store.enter(caller.label, cap, limits, reserve_tokens)
         if entry.slot is None and entry.wait > 0:
@@ -224,7 +298,8 @@ class Gatekeeper:
             )
         slot = entry.slot
         weight = tenant.weight if tenant is not None else 1.0
-        ticket = Ticket(self, caller, limits, reserve_tokens, weight)
+        pricing = Pricing(directory.config.pricing)
+        ticket = Ticket(self, caller, limits, reserve_tokens, weight, draws, pricing)
         gauge = self.metrics.child(self.metrics.in_flight, ticket.series.tenant)
         gauge.inc()
         try:
@@ -263,6 +338,13 @@ class Gatekeeper:
 
 def _directory_of(caller: Caller, current: TenantDirectory) -> TenantDirectory:
     return caller.directory if caller.directory is not None else current
+
+
+def _key_of(caller: Caller, tenant: TenantConfig | None) -> KeyConfig | None:
+    """The caller's key as its tenant's config names it (None: admin, open mode)."""
+    if tenant is None or caller.key_id is None:
+        return None
+    return next((key for key in tenant.keys if key.id == caller.key_id), None)
 
 
 def _rate_limited(wait: float) -> RateLimitError:

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.pg_connection import PostgresConnection
-from gateway.tenancy.usage import UsageBatch, UsageRow, UsageUnavailableError, usage_query
+from gateway.tenancy.budget import Spend
+from gateway.tenancy.usage import (
+    UsageBatch,
+    UsageRow,
+    UsageUnavailableError,
+    spent_query,
+    usage_query,
+)
 
 SCHEMA = (
     """
@@ -26,18 +33,24 @@ SCHEMA = (
         requests bigint NOT NULL,
         prompt_tokens bigint NOT NULL,
         completion_tokens bigint NOT NULL,
+        cost double precision NOT NULL DEFAULT 0,
+        engine_seconds double precision NOT NULL DEFAULT 0,
         gateway text NOT NULL,
         written_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (batch_id, minute, tenant, key_id, model, adapter)
     )
     """,
     "CREATE INDEX IF NOT EXISTS loragate_usage_by_minute ON loragate_usage (minute, tenant)",
+    # A table that lacks the spend columns gets them (a no-op on one made above).
+    "ALTER TABLE loragate_usage ADD COLUMN IF NOT EXISTS cost double precision NOT NULL DEFAULT 0",
+    "ALTER TABLE loragate_usage ADD COLUMN IF NOT EXISTS engine_seconds double precision "
+    "NOT NULL DEFAULT 0",
 )
 
 INSERT = """
 INSERT INTO loragate_usage (batch_id, minute, tenant, key_id, model, adapter, requests,
-    prompt_tokens, completion_tokens, gateway)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    prompt_tokens, completion_tokens, cost, engine_seconds, gateway)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 """
 
@@ -74,6 +87,11 @@ class PostgresUsageBackend:
         sql, params = usage_query("loragate_usage", "%s", tenant, since_minute)
         rows = self._db.run(lambda c: c.execute(sql, params).fetchall())
         return [UsageRow.from_db(row) for row in rows]
+
+    def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend:
+        sql, params = spent_query("loragate_usage", "%s", tenant, key_id, since_minute)
+        tokens, cost = self._db.run(lambda c: c.execute(sql, params).fetchone())
+        return Spend(int(tokens), float(cost))
 
     def close(self) -> None:
         self._db.close()

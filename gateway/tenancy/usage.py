@@ -1,4 +1,5 @@
-"""``UsageStore``: requests and tokens per tenant, key, model and adapter, batched.
+"""``UsageStore``: requests, tokens, cost and engine time per tenant, key, model and
+adapter, batched.
 
 Requests are aggregated in memory per minute; ``flush`` seals the aggregate into a
 ``UsageBatch`` with a fresh uuid and hands it to a ``UsageBackend``:
@@ -16,6 +17,7 @@ bounded (``max_unsent_rows``): past it the oldest batches are dropped, counted i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -28,11 +30,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from gateway.errors import GatewayError
+from gateway.tenancy.budget import BudgetDraw, Spend, window_of
+from gateway.tenancy.config import BudgetPeriod
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[int, str, str, str, str]
 """(minute, tenant, key_id, model, adapter): ``key_id``/``adapter`` are "" when none."""
+
+Values = tuple[int, int, int, float, float]
+"""(requests, prompt_tokens, completion_tokens, cost, engine_seconds) of one ``Key``."""
 
 _GROUPS = "tenant, key_id, model, adapter"
 
@@ -44,14 +51,33 @@ def usage_query(
     when given) summed per tenant, key, model and adapter, in that order; as SQL with
     ``placeholder`` (``?`` for SQLite, ``%s`` for PostgreSQL) and its parameters."""
     sql = (
-        f"SELECT {_GROUPS}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) "
-        f"FROM {table} WHERE minute >= {placeholder}"
+        f"SELECT {_GROUPS}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
+        f"SUM(cost), SUM(engine_seconds) FROM {table} WHERE minute >= {placeholder}"
     )
     params: list[object] = [since_minute]
     if tenant is not None:
         sql += f" AND tenant = {placeholder}"
         params.append(tenant)
     return f"{sql} GROUP BY {_GROUPS} ORDER BY {_GROUPS}", params
+
+
+def spent_query(
+    table: str, placeholder: str, tenant: str | None, key_id: str | None, since_minute: int
+) -> tuple[str, list[object]]:
+    """Tokens (prompt + completion) and cost since ``since_minute`` of one tenant, one
+    key, or both, as SQL with ``placeholder`` and its parameters."""
+    sql = (
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(cost), 0) "
+        f"FROM {table} WHERE minute >= {placeholder}"
+    )
+    params: list[object] = [since_minute]
+    if tenant is not None:
+        sql += f" AND tenant = {placeholder}"
+        params.append(tenant)
+    if key_id is not None:
+        sql += f" AND key_id = {placeholder}"
+        params.append(key_id)
+    return sql, params
 
 
 class UsageUnavailableError(GatewayError):
@@ -77,19 +103,33 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    cost: float = 0.0
+    """In the pricing currency (``pricing``), at the prices when each request ran."""
+    engine_seconds: float = 0.0
+    """Engine time: from each prompt's hand-over to the engine to its last output."""
 
     @classmethod
     def from_db(cls, row: Sequence[Any]) -> UsageRow:
         """A row of ``usage_query`` (PostgreSQL sums come back as ``Decimal``)."""
-        tenant, key_id, model, adapter, requests, prompt, completion = row
-        return cls(tenant, key_id, model, adapter, int(requests), int(prompt), int(completion))
+        tenant, key_id, model, adapter, requests, prompt, completion, cost, seconds = row
+        return cls(
+            tenant,
+            key_id,
+            model,
+            adapter,
+            int(requests),
+            int(prompt),
+            int(completion),
+            float(cost),
+            float(seconds),
+        )
 
 
 @dataclass(frozen=True)
 class UsageBatch:
     """Sealed usage of one flush: never changes after it gets its id."""
 
-    rows: dict[Key, tuple[int, int, int]]
+    rows: dict[Key, Values]
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
@@ -100,6 +140,8 @@ class UsageBackend(Protocol):
     def write(self, batch: UsageBatch) -> None: ...
 
     def query(self, tenant: str | None, since_minute: int) -> list[UsageRow]: ...
+
+    def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend: ...
 
     def close(self) -> None: ...
 
@@ -121,15 +163,25 @@ class SqliteUsageBackend:
         requests INTEGER NOT NULL,
         prompt_tokens INTEGER NOT NULL,
         completion_tokens INTEGER NOT NULL,
+        cost REAL NOT NULL DEFAULT 0,
+        engine_seconds REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (minute, tenant, key_id, model, adapter)
     )
     """
+    ADDED_COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("cost", "REAL NOT NULL DEFAULT 0"),
+        ("engine_seconds", "REAL NOT NULL DEFAULT 0"),
+    )
+    """Columns that opening a usage file adds where they are missing."""
     UPSERT = """
-    INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO usage (minute, tenant, key_id, model, adapter, requests, prompt_tokens,
+        completion_tokens, cost, engine_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (minute, tenant, key_id, model, adapter) DO UPDATE SET
         requests = requests + excluded.requests,
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cost = cost + excluded.cost,
+        engine_seconds = engine_seconds + excluded.engine_seconds
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -140,6 +192,10 @@ class SqliteUsageBackend:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(self.SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(usage)")}
+        for name, kind in self.ADDED_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE usage ADD COLUMN {name} {kind}")
         self._lock = threading.Lock()
 
     def write(self, batch: UsageBatch) -> None:
@@ -157,6 +213,12 @@ class SqliteUsageBackend:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return [UsageRow.from_db(row) for row in rows]
+
+    def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend:
+        sql, params = spent_query("usage", "?", tenant, key_id, since_minute)
+        with self._lock:
+            tokens, cost = self._db.execute(sql, params).fetchone()
+        return Spend(int(tokens), float(cost))
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +249,7 @@ class UsageStore:
         self.dropped_rows = 0
         self._lock = threading.Lock()  # the pending aggregate only
         self._flush_lock = threading.Lock()  # the unsent queue and the backend
-        self._pending: dict[Key, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self._pending: dict[Key, list[float]] = defaultdict(_empty_row)
         self._unsent: deque[UsageBatch] = deque()
 
     def record(
@@ -199,6 +261,8 @@ class UsageStore:
         adapter: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        cost: float = 0.0,
+        engine_seconds: float = 0.0,
         now: float | None = None,
     ) -> None:
         minute = int((now if now is not None else time.time()) // 60)
@@ -208,6 +272,8 @@ class UsageStore:
             row[0] += 1
             row[1] += prompt_tokens
             row[2] += completion_tokens
+            row[3] += cost
+            row[4] += engine_seconds
 
     @property
     def unsent_rows(self) -> int:
@@ -222,9 +288,11 @@ class UsageStore:
         """
         with self._flush_lock:
             with self._lock:
-                pending, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
+                pending, self._pending = self._pending, defaultdict(_empty_row)
             if pending:
-                rows = {k: (v[0], v[1], v[2]) for k, v in pending.items()}
+                rows = {
+                    k: (int(v[0]), int(v[1]), int(v[2]), v[3], v[4]) for k, v in pending.items()
+                }
                 self._unsent.append(UsageBatch(rows))
                 self._bound_queue()
             written = 0
@@ -240,6 +308,35 @@ class UsageStore:
         self.flush()
         with self._flush_lock:
             return self.backend.query(tenant, int(since // 60) if since else 0)
+
+    def spent(
+        self, *, tenant: str | None = None, key_id: str | None = None, since: float = 0.0
+    ) -> Spend:
+        """Tokens (prompt + completion) and cost since ``since`` (unix seconds) of a
+        tenant, a key, or both (every gateway's, when shared): what budgets count.
+        Blocks on the backend: call it off the event loop."""
+        self.flush()
+        with self._flush_lock:
+            return self.backend.spent(tenant, key_id, int(since // 60))
+
+    def spent_in(
+        self,
+        period: BudgetPeriod,
+        *,
+        tenant: str | None = None,
+        key_id: str | None = None,
+        now: float | None = None,
+    ) -> Spend:
+        """Spend of a tenant or key in the current UTC day or month (a key's ``spent``
+        next to its budget). Blocks on the backend: call it off the event loop."""
+        window = window_of(period, time.time() if now is None else now)
+        return self.spent(tenant=tenant, key_id=key_id, since=window.start)
+
+    async def budget_seed(self, draw: BudgetDraw) -> Spend:
+        """Where a budget's counter starts: the spend recorded in its period so far."""
+        kind, _, name = draw.subject.partition(":")
+        who = {"tenant": name} if kind == "tenant" else {"key_id": name}
+        return await asyncio.to_thread(self.spent, since=draw.window.start, **who)
 
     def close(self) -> None:
         """Flush (what cannot be written now is logged as lost) and close the backend."""
@@ -264,3 +361,7 @@ class UsageStore:
                 dropped.id,
                 self.dropped_rows,
             )
+
+
+def _empty_row() -> list[float]:
+    return [0, 0, 0, 0.0, 0.0]
