@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -432,4 +433,96 @@ async def test_close_refuses_the_waiters_at_once_and_whatever_would_wait():
         == 4
     )
     await r.finish("a0")  # what runs finishes
+    assert queue.in_use == 0
+
+
+def holding(r: Runner, tenant: str) -> int:
+    return len(running(r, tenant))
+
+
+async def _cancel_all(r: Runner) -> None:
+    for t in r.tasks.values():
+        t.cancel()
+    await asyncio.gather(*r.tasks.values(), return_exceptions=True)
+
+
+@pytest.mark.parametrize(("weight_a", "share_b"), [(1.0, 4), (3.0, 2)])
+async def test_a_tenant_over_its_share_gets_no_freed_slot_while_another_waits(
+    weight_a: float, share_b: int
+):
+    """b ran a big request earlier, so its start tags come after the flooder's queued
+    ones (plain fair order would alternate); still, the slots a freed go to b until b
+    holds its weighted share of the 8: a stays over its share no longer than its
+    requests take to finish."""
+    queue, _ = make_queue(capacity=8, headroom=0)
+    r = Runner(queue)
+    r.submit("big", "b", cost=8)
+    await r.settle()
+    await r.finish("big")
+    for i in range(20):
+        r.submit(f"a{i}", "a", weight=weight_a)
+    await r.settle()
+    assert holding(r, "a") == 8
+    for i in range(6):
+        r.submit(f"b{i}", "b")
+    await r.settle()
+    for i in range(share_b):
+        await r.finish(f"a{i}")
+        await r.settle()
+        assert holding(r, "b") == i + 1 and holding(r, "a") == 7 - i
+    # b holds its share: it is over it with one more, a below it, so a's turn.
+    await r.finish(f"a{share_b}")
+    await r.settle()
+    assert holding(r, "b") == share_b and holding(r, "a") == 8 - share_b
+    await _cancel_all(r)
+    assert queue.in_use == 0 and queue.depth == 0
+
+
+async def test_the_share_cap_idles_no_slot_and_starves_no_large_request():
+    """A request larger than the share starts once its tenant holds nothing; a tenant
+    over its share does not hold back a waiting one that cannot use the slot anyway."""
+    queue, _ = make_queue(capacity=8, headroom=0)
+    r = Runner(queue)
+    for i in range(6):
+        r.submit(f"a{i}", "a")
+    r.submit("b0", "b", cost=2)
+    await r.settle()
+    r.submit("b1", "b", cost=6)  # b holds 2 of its 4: 8 would be past its share
+    r.submit("a6", "a")
+    await r.settle()
+    for i in range(6):
+        await r.finish(f"a{i}")
+        await r.settle()
+    assert "b1" not in r.granted and "a6" in r.granted  # b at its share waits: a goes
+    await r.finish("b0")
+    await r.finish("a6")
+    await r.settle()
+    assert "b1" in r.granted  # b holds nothing: its large request starts
+    await _cancel_all(r)
+    assert queue.in_use == 0
+
+
+async def test_stalled_streams_are_cut_for_a_waiting_tenant_but_not_below_the_share():
+    """Two of a's requests hold every slot and their clients read nothing: b's request
+    gets one of them cut (one is enough), never a's last share of the slots."""
+    queue, _ = make_queue(capacity=8, headroom=0)
+    r = Runner(queue)
+    r.submit("a0", "a", cost=4)
+    r.submit("a1", "a", cost=4)
+    await r.settle()
+    cuts: list[str] = []
+    withdraw = {name: queue.stalled("a", 4, partial(cuts.append, name)) for name in r.granted}
+    await r.settle()
+    assert cuts == []  # nobody waits: a may hold everything
+    r.submit("b0", "b", cost=2)
+    await r.settle()
+    assert len(cuts) == 1 and queue.streams_cut == 1
+    withdraw[cuts[0]]()
+    await r.finish(cuts[0])  # what the cut does: the request ends, its slots are freed
+    await r.settle()
+    assert "b0" in r.granted
+    r.submit("b1", "b", cost=4)  # a holds 4 of 8, its share: its other stream stays
+    await r.settle()
+    assert len(cuts) == 1
+    await _cancel_all(r)
     assert queue.in_use == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from fastapi import Request, Response
 
@@ -24,10 +25,13 @@ async def respond(
     if endpoint.stream:
         events = await _prefetched(endpoint.events(started.prepared, started.outputs()))
         limits = pipeline.limits
+        prepared = started.prepared
+        sequences = len(prepared.generations) * prepared.n
         return EventStreamResponse(
             with_error_events(events),
             buffer_bytes=limits.stream_buffer_bytes,
             stall_seconds=limits.client_stall_seconds,
+            on_stall=partial(pipeline.queue.stalled, caller.label, sequences),
         )
     outputs = await cancel_on_disconnect(started.collect(), lambda: _disconnected(request))
     body = endpoint.response_body(started.prepared, outputs)

@@ -21,6 +21,12 @@ its share (at most a quarter of them), so a light tenant's request starts at onc
 another floods; a tenant alone gets every slot. Cost: those few slots may idle while a
 light tenant is active; none idles forever (a timer re-dispatches when a reserve lapses).
 
+Share cap (``slot_shares.ShareCap``): while another tenant below its share waits, a
+tenant holding slots is not granted past its weighted share of the slots among the busy
+tenants; what it took while alone it keeps until its requests finish (slots are not
+preemptible), and the slots it frees go to the others. The exception: a stream whose
+client reads nothing (``stall_cuts``) is cut for a waiting tenant below its share.
+
 Bounds, each a 503 with ``Retry-After`` at once (never a request left to time out):
 - depth: at most ``max_depth`` waiters; each tenant at most its weighted share of
   them while others wait too (a full queue pushes out the newest waiter of the tenant
@@ -49,7 +55,8 @@ from contextlib import asynccontextmanager
 
 from gateway.errors import GatewayError, OverloadedError
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline.slot_shares import ACTIVE_SECONDS, SlotShares
+from gateway.pipeline.slot_shares import ACTIVE_SECONDS, ShareCap, SlotShares
+from gateway.pipeline.stall_cuts import StalledHold, StalledHolds
 from gateway.pipeline.wait_line import TenantState, Waiter, WaitLine
 from gateway.serving.disconnect import cancel_on_disconnect
 
@@ -80,6 +87,8 @@ class FairQueue:
         self.max_depth = max_depth
         self.max_wait = max_wait
         self._shares = SlotShares(self.capacity, headroom, active_seconds)
+        self._cap = ShareCap(self.capacity)
+        self._stalled = StalledHolds()
         self._metrics = metrics
         self._clock = clock
         self.in_use = 0
@@ -101,6 +110,11 @@ class FairQueue:
     def depths(self) -> dict[str, int]:
         """Waiters per tenant (raw tenant names; metrics bound them)."""
         return {name: t.count for name, t in self._tenants.items() if t.count}
+
+    @property
+    def streams_cut(self) -> int:
+        """Stalled streams cut so far to free slots for another tenant."""
+        return self._stalled.cut_count
 
     def estimated_wait(self, ahead: int) -> float | None:
         """Seconds until ``ahead`` units of queued cost have been dispatched."""
@@ -130,6 +144,21 @@ class FairQueue:
         reason = self._verdict(state, weight, 1, start)
         if reason is not None and reason != "push_out":
             raise self._refused(reason)
+
+    def stalled(self, tenant: str, cost: int, cut: Callable[[], None]) -> Callable[[], None]:
+        """A running request of ``tenant`` holding ``cost`` slots waits for a client that
+        reads nothing; ``cut`` cancels it. While a tenant below its share waits, the
+        queue may call it (``stall_cuts``). Returns the function that withdraws it."""
+        cost = min(max(1, cost), self.capacity)
+        withdraw = self._stalled.add(StalledHold(tenant, cost, cut))
+        self._take_back()
+        return withdraw
+
+    def _take_back(self) -> None:
+        if self._stalled and self._line.depth:
+            self._stalled.free_for(
+                self._tenants.values(), self.capacity, self.capacity - self.in_use
+            )
 
     def close(self, refusal: Callable[[], GatewayError]) -> None:
         """Drain: refuse every waiter now with ``refusal()``, and from now on any request
@@ -329,13 +358,18 @@ class FairQueue:
         """Grant slots by smallest start tag while they fit. The head of line waits for
         room (a costly request is not starved by cheap ones); with headroom, a tenant at
         or over its share is passed over while only the reserve is free (and the ones at
-        or over share behind it too, for the same reason)."""
+        or over share behind it too, for the same reason); with others below their share
+        waiting, a tenant is passed over rather than go past its share (``ShareCap``)."""
         if not self._line.depth:
             return
         shares = self._shares if self._shares.on else None
         if shares is not None:
             self._survey()
+        cap = self._cap if self._line.waiting_tenants > 1 else None
+        if cap is not None:
+            cap.start(self._tenants.values())
         passed: list[Waiter] = []
+        capped: list[Waiter] = []
         while (head := self._line.head()) is not None:
             if head.future.done():  # cancelled, its task not yet resumed to leave
                 self._remove(head)
@@ -344,6 +378,9 @@ class FairQueue:
             if free <= 0:
                 break
             t = head.tenant
+            if cap is not None and cap.blocks(t, head.cost):
+                capped.append(self._line.pop())
+                continue
             below = shares is None or shares.below(t)
             needed_before = shares.need(t) if shares is not None else 0
             if (
@@ -355,11 +392,15 @@ class FairQueue:
                 continue
             if head.cost > free:
                 break
+            was_below = cap is not None and cap.waits_below(t)
             self._grant(head)
             if shares is not None:
                 shares.taken(t, needed_before)
-        for waiter in passed:
+            if cap is not None:
+                cap.granted(t, was_below)
+        for waiter in passed + capped:
             self._line.push(waiter)
+        self._take_back()
         if passed and self.in_use < self.capacity:
             self._wake_at(self._shares.lapse)
 

@@ -27,7 +27,7 @@ Concurrency rule: event loop only, owned by one ``FairQueue``.
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Protocol, TypeVar
 
 ACTIVE_SECONDS = 5.0
@@ -122,3 +122,50 @@ class SlotShares:
         """``t`` was granted slots (``needed_before``: its ``need`` before): it needs
         fewer kept for it now, or none once at its share."""
         self._needed += self.need(t) - needed_before
+
+
+class ShareCap:
+    """While another tenant below its share waits, a tenant that holds slots is not
+    granted a request that would take it past its weighted share of the slots among
+    the busy tenants (those holding or waiting): ``capacity x w / W_busy``.
+
+    Slots are not preemptible, so what a tenant took while alone stays with it until
+    its requests finish; from then on the slots it frees go to the others until they
+    hold their share. A tenant holding nothing may always start one request (a request
+    larger than the share is not starved), and a tenant at or over its own share
+    waiting does not hold others back (slots idle only for a tenant that could use
+    them). Independent of ``headroom``.
+
+    ``start`` (O(tenants)) at the beginning of a dispatch, then ``blocks`` per waiter
+    and ``granted`` per grant (O(1)); the busy weight does not change within a
+    dispatch (a grant moves a tenant's cost from waiting to holding).
+    Concurrency rule: event loop only, owned by one ``FairQueue``.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._busy = 0.0
+        self._below_waiting = 0
+        """Tenants with waiters that hold less than their share."""
+
+    def start(self, tenants: Iterable[TenantLoad]) -> None:
+        loads = list(tenants)
+        self._busy = sum(t.weight for t in loads if t.held or t.count)
+        self._below_waiting = sum(1 for t in loads if self._waits_below(t))
+
+    def _waits_below(self, t: TenantLoad) -> bool:
+        return bool(t.count) and t.held * self._busy < self.capacity * t.weight
+
+    def blocks(self, t: TenantLoad, cost: int) -> bool:
+        """Whether granting ``cost`` to ``t`` would take it past its share while
+        another tenant below its share waits."""
+        if not t.held or (t.held + cost) * self._busy <= self.capacity * t.weight:
+            return False
+        return self._below_waiting - self._waits_below(t) > 0
+
+    def waits_below(self, t: TenantLoad) -> bool:
+        """Call before a grant to ``t``, and hand the answer to ``granted``."""
+        return self._waits_below(t)
+
+    def granted(self, t: TenantLoad, was_below: bool) -> None:
+        self._below_waiting += self._waits_below(t) - was_below

@@ -65,6 +65,8 @@ class WaitLine:
         self.depth = 0
         self.waiting_weight = 0.0
         """Sum of the weights of the tenants with waiters."""
+        self.waiting_tenants = 0
+        """How many tenants have waiters."""
         self._heap: list[Waiter] = []
         self._seq = itertools.count()
 
@@ -73,6 +75,7 @@ class WaitLine:
         t.finish = start + cost / t.weight
         if not t.count:
             self.waiting_weight += t.weight
+            self.waiting_tenants += 1
             heapq.heappush(self._heap, waiter)  # its tenant's oldest
         t.waiting.append(waiter)
         t.count += 1
@@ -113,6 +116,7 @@ class WaitLine:
         self.depth -= 1
         if not t.count:
             self.waiting_weight -= t.weight
+            self.waiting_tenants -= 1
             t.waiting.clear()
         else:
             while not t.waiting[0].queued:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
 DEFAULT_STALL_SECONDS = 30.0
+STALL_GRACE_SECONDS = 2.0
+"""How long the buffer stays full before the stream reports itself stalled (a client
+that reads slowly but steadily empties it sooner)."""
+
+OnStall = Callable[[Callable[[], None]], Callable[[], None]]
+"""Called with a ``cut`` function when the stream is stalled; returns the function
+called when it no longer is (``FairQueue.stalled``)."""
 
 
 class EventStreamResponse(Response):
@@ -42,6 +49,10 @@ class EventStreamResponse(Response):
     bytes for ``stall_seconds`` (the server's ``send`` waits while the socket's buffers
     are full) is cut: the producer is cancelled, which aborts the engine request and
     frees its admission, and the connection is closed without ending the body.
+
+    A buffer full for ``STALL_GRACE_SECONDS`` is reported to ``on_stall`` with a ``cut``
+    that cancels the producer the same way (the fair queue may take the slots back for
+    another tenant); the client then gets what was buffered and no end of the body.
     """
 
     media_type = "text/event-stream"
@@ -53,12 +64,16 @@ class EventStreamResponse(Response):
         *,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        on_stall: OnStall | None = None,
     ) -> None:
         self.events = events
         self.status_code = status_code
         self.background = None
         self.buffer_bytes = buffer_bytes
         self.stall_seconds = stall_seconds
+        self.on_stall = on_stall
+        self.preempted = False
+        """Whether the stream was cut through ``on_stall``'s ``cut``."""
         self.stalled = False
         """Whether the client was cut for accepting no bytes (for tests and logs)."""
         self.init_headers()
@@ -81,7 +96,7 @@ class EventStreamResponse(Response):
                     ready.set()
                     if buffered >= self.buffer_bytes:
                         room.clear()
-                        await room.wait()
+                        await self._room(room, cut)
             except asyncio.CancelledError:
                 pass  # the client left (or the response is being torn down)
             except BaseException as exc:  # re-raised by the sender
@@ -100,6 +115,10 @@ class EventStreamResponse(Response):
             left = True
             producer.cancel()
 
+        def cut() -> None:
+            self.preempted = True
+            producer.cancel()
+
         producer = asyncio.ensure_future(produce())
         watcher = asyncio.ensure_future(watch())
         try:
@@ -110,7 +129,7 @@ class EventStreamResponse(Response):
             while True:
                 await ready.wait()
                 ready.clear()
-                last = ended and failure is None and not left
+                last = ended and failure is None and not left and not self.preempted
                 if buffer or last:
                     body = "".join(buffer).encode()
                     buffer.clear()
@@ -132,6 +151,23 @@ class EventStreamResponse(Response):
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+
+    async def _room(self, room: asyncio.Event, cut: Callable[[], None]) -> None:
+        """Wait until the sender empties the buffer; past the grace, as a stalled stream."""
+        if self.on_stall is None:
+            await room.wait()
+            return
+        try:
+            async with asyncio.timeout(STALL_GRACE_SECONDS):
+                await room.wait()
+                return
+        except TimeoutError:
+            pass
+        withdraw = self.on_stall(cut)
+        try:
+            await room.wait()
+        finally:
+            withdraw()
 
     async def _sent(self, send: Send, message: dict[str, object]) -> bool:
         """Send, or give up on a client that accepts nothing for ``stall_seconds``."""
