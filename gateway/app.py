@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.adapter_runtime.startup import prepare_adapters
-from gateway.admin import collection_routes
+from gateway.admin import collection_routes, tenant_routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.upload_limit import BodySizeLimitWithUploads
 from gateway.api import error_handlers
@@ -111,6 +111,9 @@ def create_app(
                 label_models(state)
                 app.state.gateway = state
                 background.append(asyncio.create_task(_flush_usage(state)))
+                # Tenants and keys changed through the other gateways; last-use times.
+                interval = settings.shared_store.refresh_seconds
+                background.append(asyncio.create_task(state.tenant_admin.follow(interval)))
                 if state.registry.shared:  # pins made through the other gateways
                     interval = settings.shared_store.refresh_seconds
                     follow = state.lifecycle.follow_registry(interval)
@@ -127,6 +130,7 @@ def create_app(
                     await state.lifecycle.close()
                     await state.embeddings.close()
                     await state.gatekeeper.close()
+                    await state.tenant_admin.close()
                     await asyncio.to_thread(state.usage.close)
                     await asyncio.to_thread(state.responses.close)
                     await asyncio.to_thread(state.retrieval.close)
@@ -150,6 +154,7 @@ def create_app(
         models.router,
         health.router,
         admin_routes.router,
+        tenant_routes.router,
         collection_routes.router,
         retrieval.router,
         operations.router,

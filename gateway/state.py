@@ -38,6 +38,8 @@ from gateway.tenancy.pg_response_store import PostgresResponseStore
 from gateway.tenancy.pg_usage import PostgresUsageBackend
 from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.response_store import ResponseStore, SqliteResponseStore
+from gateway.tenancy.tenant_admin import TenantAdmin
+from gateway.tenancy.tenant_store import open_tenant_store
 from gateway.tenancy.usage import UsageStore
 
 
@@ -59,6 +61,8 @@ class GatewayState:
     """``/v1/embeddings``: the retrieval store's embedder, batched."""
     responses: ResponseStore
     """Stored responses of ``/v1/responses``."""
+    tenant_admin: TenantAdmin
+    """Tenants and keys made over the admin API (``/admin/tenants``), and the audit log."""
     config_path: Path | None = None
     """The file ``reload`` re-reads (None: started without one)."""
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -115,6 +119,15 @@ def open_response_store(settings: Settings) -> ResponseStore:
         )
     path = settings.registry.data_dir / "responses.db"
     return SqliteResponseStore(path, retention_seconds=retention)
+
+
+def open_tenant_admin(settings: Settings, gatekeeper: Gatekeeper) -> TenantAdmin:
+    """The admin API's tenants and keys (store as ``shared_store`` says), served now."""
+    admin = TenantAdmin(
+        open_tenant_store(settings.shared_store, settings.registry.data_dir), gatekeeper
+    )
+    admin.start()
+    return admin
 
 
 def open_limit_store(settings: LimitStoreSettings) -> LimitStore:
@@ -217,6 +230,7 @@ def build_state(
             settings.retrieval, settings.limits, store_provider, gatekeeper, metrics
         ),
         responses=open_response_store(settings),
+        tenant_admin=open_tenant_admin(settings, gatekeeper),
         config_path=config_path,
         config_overrides=config_overrides or {},
     )
