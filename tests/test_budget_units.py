@@ -41,8 +41,8 @@ KEY = generate_key()
 NOW = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
-def ts(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def ts(year: int, month: int, day: int, hour: int = 0) -> float:
+    return datetime(year, month, day, hour, tzinfo=UTC).timestamp()
 
 
 def draw(
