@@ -83,6 +83,13 @@ def add_compare_parser(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="results folder")
     p.add_argument(
+        "--retrieval",
+        metavar="COLLECTION",
+        help="also search COLLECTION with every item that names a source and write "
+        "answer@5 and page@10 per language to OUT/retrieval.md and retrieval.json "
+        "(with --eval alone: only these figures, no answers)",
+    )
+    p.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)"
     )
     p.add_argument(
@@ -116,7 +123,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.demo:
         eval_path = eval_path or demo_eval_dir() / "eval.jsonl"
         variants_path = variants_path or demo_eval_dir() / "variants.yaml"
-    if eval_path is None or variants_path is None:
+    retrieval_only = args.retrieval is not None and eval_path is not None and variants_path is None
+    if eval_path is None or (variants_path is None and not retrieval_only):
         print("loragate compare: give --eval FILE and --variants FILE (or --demo)", file=sys.stderr)
         return 2
     if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
@@ -124,25 +132,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 2
     try:
         items = load_eval_set(eval_path)
-        variants = load_variants(variants_path)
+        variants = load_variants(variants_path) if variants_path is not None else None
     except EvalFileError as exc:
         print(exc, file=sys.stderr)
         return 2
     if args.limit is not None:
         items = items[: args.limit]
+    if variants is None:
+        return _retrieval_only(args, items)
     if args.max_tokens is not None:
         variants = variants.model_copy(update={"max_tokens": args.max_tokens})
     results = ResultsFile(args.out / RESULTS_FILE)
     failed = 0
     if not args.report_only:
-        api_key = args.api_key or next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
-        if not api_key and args.demo:
-            api_key = demo_key()
+        api_key = _api_key(args)
         if not api_key:
             print("loragate compare: give --api-key or set $LORAGATE_API_KEY", file=sys.stderr)
             return 2
         try:
-            failed = asyncio.run(_run(args, api_key, items, variants, results))
+            if args.retrieval is not None:
+                failed += asyncio.run(_retrieval(args, api_key, items))
+            failed += asyncio.run(_run(args, api_key, items, variants, results))
         except KeyboardInterrupt:
             print(
                 f"\ninterrupted: {len(results.records)} answers are saved in {results.path}; "
@@ -185,6 +195,47 @@ async def _run(
     for line in summary.errors[:10]:
         print(f"  failed: {line}", file=sys.stderr)
     return summary.failed
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    api_key = args.api_key or next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
+    return api_key or (demo_key() if args.demo else None)
+
+
+def _retrieval_only(args: argparse.Namespace, items: Any) -> int:
+    api_key = _api_key(args)
+    if not api_key:
+        print("loragate compare: give --api-key or set $LORAGATE_API_KEY", file=sys.stderr)
+        return 2
+    return 1 if asyncio.run(_retrieval(args, api_key, items)) else 0
+
+
+async def _retrieval(args: argparse.Namespace, api_key: str, items: Any) -> int:
+    """Search figures for ``args.retrieval``; 1 when the gateway refused the searches."""
+    import openai
+
+    from gateway.compare.search_quality import search_outcomes, write_figures
+
+    client = openai.AsyncOpenAI(
+        base_url=args.base_url, api_key=api_key, timeout=args.timeout, max_retries=2
+    )
+    try:
+        outcomes = await search_outcomes(
+            client, items, args.retrieval, concurrency=args.concurrency
+        )
+    except openai.APIError as exc:
+        print(f"loragate compare: retrieval figures: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    rows, paths = write_figures(args.out, args.retrieval, outcomes)
+    for row in rows:
+        print(
+            f"- retrieval {args.retrieval} {row.group}: answer@5 {row.answer_at_k:.2f}, "
+            f"page@10 {row.page_at_k:.2f} ({row.questions} questions)"
+        )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def _report(args: argparse.Namespace, items: Any, variants: Any, results: ResultsFile) -> int:
