@@ -22,7 +22,12 @@ from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_a
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-pytest_plugins = ["tests.engine_fixtures", "tests.remote_fixtures", "tests.postgres_fixtures"]
+pytest_plugins = [
+    "tests.engine_fixtures",
+    "tests.remote_fixtures",
+    "tests.postgres_fixtures",
+    "tests.redis_fixtures",
+]
 
 ADMIN_KEY = "test-admin-key-0123456789"
 

@@ -5,12 +5,9 @@ without one these tests skip."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from gateway.app import create_app
@@ -37,51 +33,13 @@ from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.usage import UsageStore
 from tests.conftest import FakeKit
 from tests.fakes import FakeEngine
+from tests.redis_fixtures import free_port
 from tests.test_tenancy_api import KEYS, Tenanted, config
 
 pytestmark = pytest.mark.asyncio
 
 ACME = generate_key()
 ACME2 = generate_key()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server not found (Debian: apt-get install redis-server)")
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*args, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    client = SyncRedis(port=port, socket_timeout=1)
-    try:
-        for _ in range(200):
-            try:
-                if client.ping():
-                    break
-            except OSError:
-                pass
-            except Exception:  # redis' ConnectionError while it starts
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"redis-server exited with {proc.returncode}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("redis-server did not answer PING")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
