@@ -18,6 +18,7 @@ from gateway.admin import collection_routes, tenant_routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.upload_limit import BodySizeLimitWithUploads
 from gateway.api import error_handlers
+from gateway.api.browser_guard import BrowserGuard
 from gateway.api.observer import RequestObserver
 from gateway.api.routes import (
     chat,
@@ -169,8 +170,21 @@ def create_app(
         exempt_paths=[admin_routes.REGISTER_PATH],
         exempt_pattern=collection_routes.DOCUMENTS_PATH,
     )
+    app.add_middleware(
+        BrowserGuard,
+        open_mode=lambda: _open_mode(app),
+        open_mode_hosts=settings.server.open_mode_hosts,
+        any_host=settings.server.allow_open_access,
+        upload_paths=[admin_routes.REGISTER_PATH],
+        upload_pattern=collection_routes.DOCUMENTS_PATH,
+    )
     app.add_middleware(RequestObserver, metrics=gateway_metrics)
     return app
+
+
+def _open_mode(app: FastAPI) -> bool:
+    state: GatewayState | None = getattr(app.state, "gateway", None)
+    return state is not None and state.gatekeeper.directory.open_mode
 
 
 USAGE_FLUSH_SECONDS = 5.0

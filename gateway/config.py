@@ -415,6 +415,11 @@ class ServerSettings(Section):
         default=False,
         description="Serve without API keys on a non-loopback address (no tenants defined).",
     )
+    open_mode_hosts: list[str] = Field(
+        default_factory=list,
+        description="In open mode (no keys), Host names accepted besides loopback ones "
+        "(localhost, 127.0.0.1, [::1]): the name a local proxy forwards. Others get 403.",
+    )
     drain_timeout: float = Field(
         default=30.0,
         ge=0,
