@@ -15,6 +15,12 @@ vLLM's ops are loaded from vLLM's file under another name, so the figures are it
 as shipped even where the loragate plugin has patched the imported module. vLLM runs
 the model with one torch thread on a 2-core box ("Reducing Torch threads from 2 to 1"),
 hence ``--threads 1``. Prints a markdown table (median of ``--repeats`` timed calls).
+
+``--layers`` adds a second table: one decoder layer of SmolLM2-135M as vLLM's CPU
+punica wrapper runs it (``add_lora_linear`` on q/k/v, o, gate/up and down) for an
+adapter on q, k, v and o (zeros in the MLP layers, as vLLM leaves them), with vLLM's ops,
+with the grouped ops under vLLM's wrapper, and with ``cpu_lora_linear``'s method
+(empty layers skipped, one shrink and one expand GEMM per adapter for q/k/v).
 """
 
 from __future__ import annotations
@@ -129,6 +135,104 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# SmolLM2-135M: (in_features, output slices) of the LoRA-wrapped layers of one decoder
+# layer, and whether a q/k/v/o adapter has weights there.
+SMOLLM2_LAYER = (
+    ("qkv", 576, (576, 192, 192), True),
+    ("o", 576, (576,), True),
+    ("gate_up", 576, (1536, 1536), False),
+    ("down", 1536, (576,), False),
+)
+
+
+def layer_case(tokens: int, rank: int, adapters: int, dtype: Any) -> dict[str, Any]:
+    """One decoder layer's LoRA weights and a decode batch (adapters interleaved)."""
+    import torch
+    from vllm.lora.layers.utils import LoRAMapping
+
+    gen = torch.Generator().manual_seed(0)
+    layers = []
+    for name, width, slices, filled in SMOLLM2_LAYER:
+        scale = 1.0 if filled else 0.0
+        a = tuple(
+            (scale * torch.randn(SLOTS, 1, rank, width, generator=gen)).to(dtype) for _ in slices
+        )
+        b = tuple(
+            (scale * torch.randn(SLOTS, 1, size, rank, generator=gen)).to(dtype) for size in slices
+        )
+        x = torch.randn(tokens, width, generator=gen).to(dtype)
+        layers.append((name, x, a, b, slices, torch.zeros(tokens, sum(slices), dtype=dtype)))
+    ids = (torch.arange(adapters) + 1).repeat(tokens // adapters + 1)[:tokens].tolist()
+    return {"layers": layers, "mapping": LoRAMapping(tuple(ids), tuple(ids), is_prefill=False)}
+
+
+def layer_runner(mode: str, c: dict[str, Any], shipped: ModuleType) -> Callable[[], None]:
+    """``mode``: vllm (vLLM's wrapper and ops), ops (vLLM's wrapper, grouped ops), fused."""
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    from gateway.engine import cpu_lora_linear, cpu_lora_ops
+
+    class Wrapper(punica_cpu.PunicaWrapperCPU):  # type: ignore[misc]
+        pass
+
+    for name in ("update_metadata", "add_lora_linear"):  # vLLM's own, even if patched
+        method = getattr(punica_cpu.PunicaWrapperCPU, name)
+        setattr(Wrapper, name, getattr(method, "__wrapped__", method))
+    if mode == "fused":
+        cpu_lora_linear.install(Wrapper)
+    ops = shipped if mode == "vllm" else cpu_lora_ops
+    wrapper = Wrapper(max_num_batched_tokens=4096, max_batches=256, device="cpu")
+    wrapper.update_metadata(c["mapping"], list(range(1, SLOTS + 1)), SLOTS, 49152)
+
+    def run() -> None:
+        saved = {name: getattr(punica_cpu, name) for name in cpu_lora_ops.OPS}
+        for name in cpu_lora_ops.OPS:
+            setattr(punica_cpu, name, getattr(ops, name))
+        try:
+            for _, x, a, b, slices, y in c["layers"]:
+                wrapper.add_lora_linear(y, x, a, b, 1.0, slices)
+        finally:
+            for name, op in saved.items():
+                setattr(punica_cpu, name, op)
+
+    return run
+
+
+def measure_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import torch
+
+    dtype = getattr(torch, args.dtype)
+    shipped = vllm_torch_ops()
+    rows = []
+    for tokens in [t for t in args.tokens if t <= DECODE_MAX_TOKENS]:
+        for rank in args.ranks:
+            for adapters in args.adapters:
+                c = layer_case(tokens, rank, adapters, dtype)
+                row: dict[str, Any] = {"tokens": tokens, "rank": rank, "adapters": adapters}
+                for mode in ("vllm", "ops", "fused"):
+                    row[mode] = median_ms(layer_runner(mode, c, shipped), args.repeats)
+                rows.append(row)
+                print(row, flush=True)
+    return rows
+
+
+def print_layer_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(
+        f"\nOne SmolLM2-135M decoder layer's LoRA work in decode (q/k/v/o adapter), "
+        f"{args.dtype}, {args.threads} torch thread(s), median ms\n"
+    )
+    print(
+        "| tokens | rank | adapters | vLLM wrapper + vLLM ops | vLLM wrapper + grouped ops "
+        "| skip + fused (cpu_lora_linear) | fused vs grouped ops |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['tokens']} | {r['rank']} | {r['adapters']} | {r['vllm']:.3f} | {r['ops']:.3f} "
+            f"| {r['fused']:.3f} | {r['ops'] / r['fused']:.1f}x |"
+        )
+
+
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(
         f"\nOne LoRA projection (sgmv_shrink + sgmv_expand), {args.dtype}, "
@@ -160,8 +264,16 @@ def main() -> int:
     parser.add_argument("--widths", type=ints, default=[576])
     parser.add_argument("--adapters", type=ints, default=[1, 4])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--layers", action="store_true", help="add the decoder-layer table")
+    parser.add_argument("--no-ops", action="store_true", help="skip the projection table")
     args = parser.parse_args()
-    print_table(measure(args), args)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not args.no_ops:
+        print_table(measure(args), args)
+    if args.layers:
+        print_layer_table(measure_layers(args), args)
     return 0
 
 

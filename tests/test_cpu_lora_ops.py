@@ -209,6 +209,11 @@ def pristine_vllm_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in (lora_ops, torch_ops, punica_cpu):
         for name in cpu_lora_ops.OPS:
             monkeypatch.setattr(module, name, getattr(REF, name))
+    for name in ("update_metadata", "add_lora_linear"):
+        method = getattr(punica_cpu.PunicaWrapperCPU, name)
+        monkeypatch.setattr(
+            punica_cpu.PunicaWrapperCPU, name, getattr(method, "__wrapped__", method)
+        )
     monkeypatch.setattr(platform_fixes, "_applied", set())
 
 
@@ -224,9 +229,24 @@ def test_the_plugin_installs_the_grouped_ops_where_vllm_calls_them(
     for name in cpu_lora_ops.OPS:
         assert getattr(punica_cpu, name) is getattr(cpu_lora_ops, name)
         assert getattr(lora_ops, name) is getattr(cpu_lora_ops, name)
+    wrapper = punica_cpu.PunicaWrapperCPU
+    assert wrapper.add_lora_linear.__module__ == "gateway.engine.cpu_lora_linear"
+    assert wrapper.update_metadata.__module__ == "gateway.engine.cpu_lora_linear"
     # The -1 wrapper is not stacked on top of ops that already skip -1 rows.
     assert platform_fixes.apply_cpu_lora_no_adapter_index()
     assert punica_cpu.bgmv_shrink is cpu_lora_ops.bgmv_shrink
+
+
+@pytest.mark.usefixtures("pristine_vllm_ops")
+def test_the_grouped_ops_can_run_under_vllms_add_lora_linear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    monkeypatch.setenv(platform_fixes.CPU_LORA_OPS_ENV, "ops-only")
+    assert platform_fixes.apply_cpu_lora_fixes() == "cpu_lora_grouped_ops"
+    assert punica_cpu.sgmv_shrink is cpu_lora_ops.sgmv_shrink
+    assert punica_cpu.PunicaWrapperCPU.add_lora_linear.__module__.startswith("vllm.")
 
 
 @pytest.mark.usefixtures("pristine_vllm_ops")
@@ -239,6 +259,7 @@ def test_vllm_ops_can_be_kept_for_a_before_after_comparison(
     assert platform_fixes.apply_cpu_lora_fixes() == "cpu_lora_no_adapter_index"
     assert punica_cpu.bgmv_shrink.__wrapped__ is REF.bgmv_shrink
     assert punica_cpu.sgmv_shrink is REF.sgmv_shrink
+    assert punica_cpu.PunicaWrapperCPU.add_lora_linear.__module__.startswith("vllm.")
 
 
 def test_other_vllm_versions_keep_vllm_ops(

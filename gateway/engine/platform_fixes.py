@@ -17,8 +17,12 @@ ops of ``gateway.engine.cpu_lora_ops`` (one GEMM per adapter present instead of 
 of the adapter matrix per token: 15x and more per op on prefill shapes, even to 7x in
 decode, the same results within float rounding; docs/benchmarks.md). They give ``-1``
 rows the same meaning, so they replace the fix above; on other vLLM versions the fix
-above applies alone. ``LORAGATE_CPU_LORA_OPS=vllm`` keeps vLLM's own ops (with the
-``-1`` fix), for before/after measurements.
+above applies alone. With them, ``PunicaWrapperCPU.add_lora_linear`` becomes
+``gateway.engine.cpu_lora_linear``'s: no work for layers whose weights are empty for the
+batch's adapters (the MLP layers of a q/k/v/o adapter), and one shrink and one expand
+GEMM per adapter for the slices of a merged layer (q/k/v). ``LORAGATE_CPU_LORA_OPS=vllm``
+keeps vLLM's own ops (with the ``-1`` fix), ``=ops-only`` the grouped ops under vLLM's
+``add_lora_linear``: for before/after measurements.
 """
 
 from __future__ import annotations
@@ -135,6 +139,10 @@ def apply_cpu_lora_grouped_ops() -> bool:
     for module in (lora_ops, torch_ops, punica_cpu):
         for name in cpu_lora_ops.OPS:
             setattr(module, name, getattr(cpu_lora_ops, name))
+    if os.environ.get(CPU_LORA_OPS_ENV) != "ops-only":
+        from gateway.engine import cpu_lora_linear
+
+        cpu_lora_linear.install(punica_cpu.PunicaWrapperCPU)
     _applied.add("cpu_lora_grouped_ops")
     return True
 
