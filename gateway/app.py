@@ -43,6 +43,7 @@ from gateway.rag.provider import StoreProvider, open_store, should_preload
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState, build_state, open_registry
 from gateway.tenancy.usage import UsageUnavailableError
+from gateway.tracing import TraceMiddleware, Tracing
 from retrieval import Embedder
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def create_app(
     metrics: GatewayMetrics | None = None,
     embedder: Embedder | None = None,
     drain: Drain | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the app. The registry and the engine start when the app starts (lifespan).
 
@@ -72,7 +74,9 @@ def create_app(
     store (and its embedding model) loads in a thread while the engine starts when
     ``retrieval.preload`` says so, else on first use; tests pass a fake ``embedder``.
     ``drain`` is the shutdown state the server's SIGTERM handler drives (default: one
-    of the app's own, for servers that stop it another way).
+    of the app's own, for servers that stop it another way). ``tracing`` (default: from
+    ``settings.tracing`` and the ``OTEL_*`` variables) is shut down, its last spans
+    exported, when the app stops.
     """
 
     @asynccontextmanager
@@ -103,6 +107,7 @@ def create_app(
                     config_path,
                     config_overrides,
                     drain,
+                    app_tracing,
                 )
                 gateway_metrics.set_engine_source(engine_snapshot(state))
                 config_adapters = [(a.name, a.path) for a in settings.adapters]
@@ -138,8 +143,10 @@ def create_app(
                 await engine.shutdown()
         finally:
             registry.close()
+            await asyncio.to_thread(app_tracing.shutdown)
 
     gateway_metrics = metrics or GatewayMetrics(enabled=settings.metrics.enabled)
+    app_tracing = tracing or Tracing.from_settings(settings.tracing)
     app = FastAPI(
         title="loragate",
         version="0.1.0",
@@ -170,6 +177,8 @@ def create_app(
         exempt_paths=[admin_routes.REGISTER_PATH],
         exempt_pattern=collection_routes.DOCUMENTS_PATH,
     )
+    if app_tracing.enabled:  # inside the observer: its request id is set
+        app.add_middleware(TraceMiddleware, tracing=app_tracing)
     app.add_middleware(
         BrowserGuard,
         open_mode=lambda: _open_mode(app),

@@ -41,6 +41,7 @@ from gateway.tenancy.response_store import ResponseStore, SqliteResponseStore
 from gateway.tenancy.tenant_admin import TenantAdmin
 from gateway.tenancy.tenant_store import open_tenant_store
 from gateway.tenancy.usage import UsageStore
+from gateway.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def build_state(
     config_path: Path | None = None,
     config_overrides: Mapping[str, Any] | None = None,
     drain: Drain | None = None,
+    tracing: Tracing | None = None,
 ) -> GatewayState:
     """Everything the routes use. ``store_provider`` (default: the configured store,
     built on first use) supplies the retrieval collections."""
@@ -221,6 +223,7 @@ def build_state(
                 headroom=settings.admission.headroom,
             ),
             drain or Drain(settings.server.drain_timeout),
+            tracing,
         ),
         gatekeeper=gatekeeper,
         metrics=metrics,

@@ -85,6 +85,8 @@ class HostileReplica:
         self.completions: Script = lambda body: Answer.sse(good_events(body))
         self.models: Callable[[], Answer] = self.listed_models
         self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each /v1/completions request (names lowercased)."""
         self.load_calls: list[str] = []
         self.sent = 0
         """Body bytes the client took (written and drained)."""
@@ -154,6 +156,8 @@ class HostileReplica:
                 )
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 body = json.loads(raw) if raw else None
+                if path == "/v1/completions":
+                    self.headers.append(headers)
                 await self._send(writer, self._answer(method, path, body))
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass

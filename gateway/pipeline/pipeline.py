@@ -7,6 +7,8 @@
       -> engine slot (fair queue: wait for room, or 503) -> generate
       -> account (on leaving the admission block)
 
+Each step is a span of the request's trace when tracing is on (``gateway.tracing``).
+
 The HTTP layer calls ``start``: it returns once every refusal has happened (so they are
 plain HTTP errors) with the ``Prepared`` request and the engine's output stream; the
 admission is held until that stream ends or is closed.
@@ -35,6 +37,7 @@ from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.directory import Caller, Route
 from gateway.tenancy.gatekeeper import Gatekeeper, Ticket
 from gateway.tenancy.policy import BoundedSampling
+from gateway.tracing import Trace, Tracing
 from retrieval import SearchHit
 
 Output = tuple[int, GenerationOutput]
@@ -85,8 +88,10 @@ class GenerationPipeline:
         retrieval_settings: RetrievalSettings,
         queue: FairQueue,
         drain: Drain,
+        tracing: Tracing | None = None,
     ) -> None:
         self._gatekeeper = gatekeeper
+        self._tracing = tracing or Tracing()
         self.queue = queue
         self.drain = drain
         drain.on_begin(lambda: queue.close(drain.refusal))  # queued requests: 503 at once
@@ -123,15 +128,20 @@ class GenerationPipeline:
         self.drain.enter()
         try:
             # The caller's own limits first (429), then the engine's queue (503).
-            async with self._gatekeeper.admit(caller, early) as ticket:
+            async with (
+                self._tracing.request(caller.label, endpoint.name, endpoint.model) as trace,
+                trace.entry("loragate.admission", self._gatekeeper.admit(caller, early)) as ticket,
+            ):
                 weight = ticket.weight
                 self.queue.check(caller.label, weight)
-                prepared = await self._routed_and_rendered(caller, endpoint, ticket)
+                prepared = await self._routed_and_rendered(caller, endpoint, ticket, trace)
+                trace.prepared(prepared, endpoint)
                 sequences = len(prepared.generations) * prepared.n
-                async with self.queue.slot(caller.label, weight, sequences, gone):
+                slot = self.queue.slot(caller.label, weight, sequences, gone)
+                async with trace.entry("loragate.queue", slot):
                     yield prepared
                     ticket.engine_start()
-                    outputs = merged(self._generator.generate, prepared.generations)
+                    outputs = trace.engine(merged(self._generator.generate, prepared.generations))
                     async with aclosing(outputs):  # a drain's end closes the engine streams
                         async for p, out in outputs:
                             self.drain.check_expired()
@@ -146,13 +156,13 @@ class GenerationPipeline:
             self.drain.leave()
 
     async def _routed_and_rendered(
-        self, caller: Caller, endpoint: Endpoint, ticket: Ticket
+        self, caller: Caller, endpoint: Endpoint, ticket: Ticket, trace: Trace
     ) -> Prepared:
         self._check_prompt_chars(endpoint)  # after admission: a 429 comes first
         route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
         endpoint.check_route(route)
         bounded = route.policy.bound_sampling(endpoint.sampling())
-        hits = await self._retrieve(caller, endpoint, route)
+        hits = await self._retrieve(caller, endpoint, route, trace)
         work = RenderInput(
             self._renderer,
             route,
@@ -161,10 +171,11 @@ class GenerationPipeline:
             room=self._prompt_room(route, bounded),
             context_tokens=self._context_tokens,
         )
-        if hits is None and endpoint.prompt_chars() <= INLINE_RENDER_CHARS:
-            rendered = endpoint.render(work)
-        else:
-            rendered = await asyncio.to_thread(endpoint.render, work)
+        with trace.step("loragate.render"):
+            if hits is None and endpoint.prompt_chars() <= INLINE_RENDER_CHARS:
+                rendered = endpoint.render(work)
+            else:
+                rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
 
     def _check_prompt_chars(self, endpoint: Endpoint) -> None:
@@ -182,19 +193,24 @@ class GenerationPipeline:
             )
 
     async def _retrieve(
-        self, caller: Caller, endpoint: Endpoint, route: Route
+        self, caller: Caller, endpoint: Endpoint, route: Route, trace: Trace
     ) -> Sequence[SearchHit] | None:
         plan = endpoint.rag_plan(route.policy)
         if plan is None:
             return None
-        return await self._retrieval.search(
-            caller,
-            plan.collections,
-            endpoint.query(),
-            top_k=plan.top_k,
-            mode=plan.mode,
-            param_prefix="rag.",
-        )
+        with trace.step("loragate.retrieval") as span:
+            hits = await self._retrieval.search(
+                caller,
+                plan.collections,
+                endpoint.query(),
+                top_k=plan.top_k,
+                mode=plan.mode,
+                param_prefix="rag.",
+            )
+            span.set_attributes(
+                {"loragate.rag.collections": list(plan.collections), "loragate.rag.hits": len(hits)}
+            )
+        return hits
 
     def _prompt_room(self, route: Route, bounded: BoundedSampling) -> int:
         """Tokens the prompt may take with sources: the context minus the completion

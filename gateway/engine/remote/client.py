@@ -20,7 +20,7 @@ import asyncio
 import json
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from typing import Any, cast
@@ -137,9 +137,14 @@ class ReplicaClient:
         await self._http.aclose()
 
     async def stream_completion(
-        self, body: dict[str, Any], *, max_event_bytes: int = MAX_EVENT_BYTES
+        self,
+        body: dict[str, Any],
+        *,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """POST /v1/completions (``stream: true``) and yield each event's JSON object.
+        ``headers``: sent besides the client's own (a trace's ``traceparent``).
 
         The body is split into lines as bytes (no text decoding, one deadline per read,
         not per line; a line over ``max_event_bytes`` is a ``ReplicaProtocolError``).
@@ -156,7 +161,7 @@ class ReplicaClient:
         try:
             async with AsyncExitStack() as stack:
                 async with asyncio.timeout_at(limit):
-                    chunks = await self._open_stream(stack, body)
+                    chunks = await self._open_stream(stack, body, headers)
                 ended = False
                 while not ended:
                     try:
@@ -189,7 +194,7 @@ class ReplicaClient:
             raise ReplicaUnreachableError(f"{self.base_url}: {exc}", network=True) from exc
 
     async def _open_stream(
-        self, stack: AsyncExitStack, body: dict[str, Any]
+        self, stack: AsyncExitStack, body: dict[str, Any], headers: Mapping[str, str] | None
     ) -> AsyncGenerator[bytes, None]:
         """Send the request; its body's bytes as they come (after a 200, else raises).
         The response closes with ``stack``."""
@@ -198,7 +203,9 @@ class ReplicaClient:
             read = max(d.first_event, d.between_events)
             timeout = httpx.Timeout(read, connect=d.connect, write=d.admin, pool=d.connect)
             response = await stack.enter_async_context(
-                self._http.stream("POST", "/v1/completions", json=body, timeout=timeout)
+                self._http.stream(
+                    "POST", "/v1/completions", json=body, headers=headers, timeout=timeout
+                )
             )
             if response.status_code != 200:
                 content = await _read_at_most(response, MAX_ERROR_BYTES)
@@ -207,7 +214,7 @@ class ReplicaClient:
         else:
             payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             streamed = await self._streams.post(
-                "/v1/completions", payload.encode(), connect_timeout=d.connect
+                "/v1/completions", payload.encode(), connect_timeout=d.connect, headers=headers
             )
             stack.callback(streamed.close)
             if streamed.status != 200:

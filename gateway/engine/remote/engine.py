@@ -24,6 +24,7 @@ from gateway.engine.remote.completions import StreamDecoder, completion_body
 from gateway.engine.remote.placement import Placement
 from gateway.engine.remote.replicas import Replica, ReplicaPool
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
+from gateway.tracing import replica_call
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +143,15 @@ class RemoteEngine:
             if adapter is not None:
                 await self._ensure_on(replica, adapter)
             decoder = StreamDecoder(request)
-            body = completion_body(request, adapter.engine_name if adapter else self.base_model)
+            model = adapter.engine_name if adapter else self.base_model
+            body = completion_body(request, model)
             cap = (1 << 20) + EVENT_BYTES_PER_PROMPT_TOKEN * len(request.prompt_token_ids)
-            events = replica.client.stream_completion(body, max_event_bytes=cap)
-            async with aclosing(events):
+            # A client span when the request is traced; its traceparent goes to vLLM.
+            call = replica_call(replica.url, model, len(request.prompt_token_ids))
+            events = replica.client.stream_completion(
+                body, max_event_bytes=cap, headers=call.headers
+            )
+            async with call, aclosing(events):
                 async for event in events:
                     out = decoder.feed(event)
                     if out is not None:

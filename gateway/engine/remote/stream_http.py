@@ -254,13 +254,24 @@ class StreamPool:
         self._max_idle = max_idle
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.https else None
 
-    async def post(self, path: str, body: bytes, *, connect_timeout: float) -> StreamResponse:
-        """Send ``POST path`` with a JSON ``body``; return once the status line and the
-        headers are in. A reused connection that the replica had closed meanwhile is
-        replaced by a new one (nothing had reached the replica)."""
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> StreamResponse:
+        """Send ``POST path`` with a JSON ``body`` (and ``headers`` besides the pool's);
+        return once the status line and the headers are in. A reused connection that the
+        replica had closed meanwhile is replaced by a new one (nothing had reached the
+        replica)."""
+        extra = (
+            "".join(f"{k}: {_header_value(v)}\r\n" for k, v in headers.items()) if headers else ""
+        )
         request = (
-            f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}content-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n"
+            f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}{extra}"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
         while self._idle:
             conn = self._idle.pop()
@@ -309,3 +320,11 @@ class StreamPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def _header_value(value: str) -> str:
+    """A header value as sent: one line (a trace header carries a caller's
+    ``tracestate``, checked by the propagator; this refuses a line break whatever)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("a header value must not contain a line break")
+    return value
