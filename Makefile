@@ -79,6 +79,8 @@ check: lint typecheck imports test
 
 bench: install
 	$(PY) -m loadtests.bench_serving
+	OMP_NUM_THREADS=1 $(PY) -m loadtests.bench_lora_ops --layers
+	$(PY) -m loadtests.bench_lora_gateway --ops fused,ops-only,vllm
 
 # Remote mode (minutes each on 2 cores): gateway vs the same vLLM server directly, then
 # adapter affinity vs round robin over two replicas.
