@@ -22,6 +22,7 @@ from gateway.app import create_app
 from gateway.config import Settings, TracingSettings
 from gateway.engine.interface import Engine
 from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.tenancy.keys import generate_key
 from gateway.tracing import NO_TRACE, TraceMiddleware, Tracing
 from gateway.tracing.request import CONTENT_EVENT
 from tests.conftest import FakeKit, fake_settings
@@ -31,6 +32,7 @@ from tests.hostile_replica import BASE, HostileReplica, remote_engine
 CALLER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 CALLER_SPAN = 0xB7AD6B7169203331
 TRACEPARENT = f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01"
+ACME = generate_key()
 STEPS = ("loragate.admission", "loragate.render", "loragate.queue", "loragate.engine")
 
 
@@ -82,8 +84,10 @@ def settings(fake_kit: FakeKit, tmp_path: Path) -> Settings:
 
 
 async def test_a_chat_request_is_one_trace_under_the_callers_span(
-    settings: Settings, renderer: PromptRenderer, exporter: InMemorySpanExporter
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, exporter: InMemorySpanExporter
 ) -> None:
+    acme = {"keys": [{"id": ACME.key_id, "hash": ACME.hash}], "models": ["*"]}
+    settings = fake_settings(fake_kit, tmp_path / "registry", tenants={"acme": acme})
     tracing = Tracing.exporting(exporter, batch=False)
     async with traced_gateway(settings, renderer, tracing) as client:
         r = await client.post(
@@ -93,7 +97,7 @@ async def test_a_chat_request_is_one_trace_under_the_callers_span(
                 "messages": [{"role": "user", "content": "hi"}],
                 "max_tokens": 5,
             },
-            headers={"traceparent": TRACEPARENT},
+            headers={"traceparent": TRACEPARENT, "Authorization": f"Bearer {ACME.key}"},
         )
     assert r.status_code == 200, r.text
     usage = r.json()["usage"]
@@ -118,7 +122,8 @@ async def test_a_chat_request_is_one_trace_under_the_callers_span(
     assert attributes["gen_ai.response.finish_reasons"] == ("length",)
     assert attributes["gen_ai.response.id"] == r.json()["id"]
     assert attributes["loragate.adapter"] == "pirate"
-    assert attributes["loragate.tenant"] == "default"  # open mode: no keys
+    assert attributes["loragate.tenant"] == "acme"
+    assert (server.attributes or {})["loragate.tenant"] == "acme"
     for step in STEPS:
         assert parent_of(spans[step]) == span_id(operation), step
         assert spans[step].context is not None
