@@ -52,6 +52,7 @@ class DualEmbedder:
         multilingual: Embedder,
         *,
         english_weights: tuple[float, float] = ENGLISH_WEIGHTS,
+        route: bool = True,
         name: str = DUAL_MODEL_NAME,
     ) -> None:
         a, b = english_weights
@@ -59,6 +60,8 @@ class DualEmbedder:
             raise ValueError("english_weights must be >= 0 and not both 0")
         norm = math.hypot(a, b)
         self.english_weights = (a / norm, b / norm)
+        self.route = route
+        """False: ``english_weights`` for every query (benchmarks score each part so)."""
         self.english = english
         self.multilingual = multilingual
         self.name = name
@@ -91,4 +94,6 @@ class DualEmbedder:
     def query_weights(self, text: str) -> tuple[float, float]:
         """(MiniLM, USE) weights for ``text``: ``english_weights`` for English, else
         the multilingual model alone."""
-        return self.english_weights if detect_language(text) == "en" else (0.0, 1.0)
+        if not self.route or detect_language(text) == "en":
+            return self.english_weights
+        return (0.0, 1.0)

