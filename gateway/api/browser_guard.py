@@ -14,9 +14,11 @@ admin keys, loopback only) is not. So:
   otherwise): a body a page can send without a preflight is refused before it is
   read. Upload routes also take ``multipart/form-data`` (they need a key anyway).
 * In open mode, the ``Host`` header must name a loopback address (``localhost``,
-  ``127.0.0.0/8``, ``[::1]``, any port) or one of ``server.open_mode_hosts`` (a proxy's
-  name for the gateway), unless ``server.allow_open_access`` (the operator serves
-  open mode to a network on purpose); a rebound name is refused (403).
+  ``127.0.0.0/8``, ``[::1]``, any port), the address the server is bound to (the
+  ASGI ``server``; an in-process test client's host name), or one of
+  ``server.open_mode_hosts`` (a proxy's name for the gateway), unless
+  ``server.allow_open_access`` (the operator serves open mode to a network on
+  purpose); a rebound name is refused (403).
 * In open mode, an ``Origin`` header must name the request's own ``Host`` (the same
   host and port): a page of another site is refused (403), also one on another port
   of localhost.
@@ -122,7 +124,9 @@ class BrowserGuard:
         host = headers.get(b"host", b"").decode("latin-1")
         if host and not self.any_host:
             name = host_name(host)
-            if not is_loopback_name(name) and name not in self.hosts:
+            server = scope.get("server") or (None, None)
+            bound = str(server[0]).lower() if server[0] is not None else None
+            if not is_loopback_name(name) and name not in self.hosts and name != bound:
                 return PermissionDeniedError(
                     "This gateway has no API keys, so it only answers requests addressed "
                     "to a loopback name (localhost, 127.0.0.1, [::1]) or one of "
