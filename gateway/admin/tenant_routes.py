@@ -42,7 +42,7 @@ AdminDep = Annotated[TenantAdmin, Depends(get_tenant_admin)]
 
 @router.get("/admin/tenants")
 async def list_tenants(admin: AdminDep) -> dict[str, Any]:
-    return {"object": "list", "data": [tenant_info(*t) for t in admin.tenants()]}
+    return {"object": "list", "data": [tenant_info(*t) for t in await admin.tenants()]}
 
 
 @router.post("/admin/tenants", status_code=201)
@@ -58,12 +58,12 @@ async def create_tenant(
             code="missing_required_parameter",
         )
     await admin.create_tenant(name, definition, actor_of(authorization))
-    return tenant_info(name, *admin.tenant(name))
+    return tenant_info(name, *await admin.tenant(name))
 
 
 @router.get("/admin/tenants/{tenant}")
 async def get_tenant(tenant: str, admin: AdminDep) -> dict[str, Any]:
-    return tenant_info(tenant, *admin.tenant(tenant))
+    return tenant_info(tenant, *await admin.tenant(tenant))
 
 
 @router.patch("/admin/tenants/{tenant}")
@@ -75,7 +75,7 @@ async def update_tenant(
             "A tenant cannot be renamed.", param="name", code="unknown_parameter"
         )
     await admin.update_tenant(tenant, body, actor_of(authorization))
-    return tenant_info(tenant, *admin.tenant(tenant))
+    return tenant_info(tenant, *await admin.tenant(tenant))
 
 
 @router.delete("/admin/tenants/{tenant}")

@@ -211,21 +211,24 @@ class TenantAdmin:
                 code="tenant_in_config",
             )
 
-    def tenants(self) -> list[tuple[str, str, TenantConfig]]:
+    async def tenants(self) -> list[tuple[str, str, TenantConfig]]:
         """(name, source, definition) of every tenant served: ``config`` or ``api``."""
+        await self.refresh()
         file = self.file_config.tenants
         return [
             (name, "config" if name in file else "api", tenant)
             for name, tenant in sorted(self.directory_config.tenants.items())
         ]
 
-    def tenant(self, name: str) -> tuple[str, TenantConfig]:
+    async def tenant(self, name: str) -> tuple[str, TenantConfig]:
+        await self.refresh()
         tenant = self.directory_config.tenants.get(name)
         if tenant is None:
             raise TenantNotFoundError(name)
         return ("config" if name in self.file_config.tenants else "api"), tenant
 
     async def create_tenant(self, name: str, definition: dict[str, Any], actor: str) -> None:
+        await self.refresh()  # the file's tenants and the store's, as of now
         self.check_tenant(name, definition)
         self._editable(name)
         stored = _stored_definition(definition)
@@ -240,6 +243,7 @@ class TenantAdmin:
         null, e.g. ``max_in_flight: null`` is no cap), under the store's
         write lock: two edits at once apply one after the other, each on the other's
         result."""
+        await self.refresh()
         self._editable(name)
         if "keys" in patch:
             self.check_tenant(name, patch)  # the same 400 as on creation
@@ -256,6 +260,7 @@ class TenantAdmin:
         await self.refresh()
 
     async def delete_tenant(self, name: str, actor: str) -> list[str]:
+        await self.refresh()
         self._editable(name)
         revoked = await asyncio.to_thread(self.store.delete_tenant, name, actor)
         if revoked is None:
@@ -265,7 +270,10 @@ class TenantAdmin:
 
     # -- keys -----------------------------------------------------------------------
 
-    def _known_tenant(self, tenant: str) -> None:
+    async def _known_tenant(self, tenant: str) -> None:
+        """404 unless ``tenant`` is served, as the store says now (a tenant another
+        gateway made a moment ago counts)."""
+        await self.refresh()
         if tenant not in self.directory_config.tenants:
             raise KeyNotFoundError()
 
@@ -280,7 +288,7 @@ class TenantAdmin:
         actor: str,
     ) -> tuple[ManagedKey, str]:
         """A new key of ``tenant``: the record and the secret key (shown once)."""
-        self._known_tenant(tenant)
+        await self._known_tenant(tenant)
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise _field_error("expires_at", "the expiry is in the past")
@@ -301,7 +309,7 @@ class TenantAdmin:
 
     async def list_keys(self, tenant: str) -> list[ManagedKey]:
         """The tenant's live keys made over the API, with last-use times not yet written."""
-        self._known_tenant(tenant)
+        await self._known_tenant(tenant)
         keys = await asyncio.to_thread(self.store.list_keys, tenant)
         out = []
         for key in keys:
@@ -323,7 +331,7 @@ class TenantAdmin:
 
     async def revoke_key(self, tenant: str, key_id: str, actor: str) -> Revocation:
         """Revoke now: the next request with the key, on this gateway, gets 401."""
-        self._known_tenant(tenant)
+        await self._known_tenant(tenant)
         outcome, _ = await asyncio.to_thread(self.store.revoke_key, tenant, key_id, actor)
         if outcome is Revocation.NOT_FOUND:
             raise KeyNotFoundError()
