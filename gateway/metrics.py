@@ -46,7 +46,15 @@ ENDPOINTS = (
     "embeddings",
     "other",
 )
-REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "not_found", "budget")
+REJECTION_REASONS = (
+    "auth",
+    "rate_limit",
+    "overload",
+    "validation",
+    "not_found",
+    "budget",
+    "admin_key",
+)
 QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
 """Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
 

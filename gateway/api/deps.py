@@ -14,6 +14,7 @@ from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.api.generation_route import current_state
 from gateway.config import Settings
 from gateway.engine.interface import Generator
+from gateway.errors import GatewayError
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.embeddings import EmbeddingService
@@ -70,10 +71,21 @@ async def authenticate(
 
 
 async def require_admin(
-    state: StateDep, authorization: Annotated[str | None, Header()] = None
+    state: StateDep, request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    """401/403 unless the request carries the admin key (see ``AdminGuard``)."""
-    state.admin_guard.check(authorization)
+    """401/403 unless the request carries the admin key, 429 for a client that guessed
+    too often (see ``AdminGuard``)."""
+    check_admin(state, request, authorization)
+
+
+def check_admin(state: GatewayState, request: Request, authorization: str | None) -> None:
+    """``AdminGuard.check`` with the client's address; every refusal is counted in
+    ``loragate_rejections_total{reason="admin_key"}``."""
+    try:
+        state.admin_guard.check(authorization, request.client.host if request.client else None)
+    except GatewayError:
+        state.metrics.rejected("admin_key")
+        raise
 
 
 EngineDep = Annotated[Generator, Depends(get_engine)]

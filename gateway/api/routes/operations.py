@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.api.deps import StateDep, require_admin
+from gateway.api.deps import StateDep, check_admin, require_admin
 from gateway.config_reload import reload_tenancy
 
 router = APIRouter()
@@ -19,11 +19,11 @@ MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z: the usage table's minutes 
 
 @router.get("/metrics")
 async def metrics(
-    state: StateDep, authorization: Annotated[str | None, Header()] = None
+    state: StateDep, request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Response:
     """Prometheus text: loragate's series and the engine's own (``vllm:*``)."""
     if state.settings.metrics.require_admin:
-        state.admin_guard.check(authorization)
+        check_admin(state, request, authorization)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
