@@ -17,7 +17,11 @@ In decode those calls are overhead, not FLOPs (30-50 us each, docs/benchmarks.md
   one float32 GEMM (as vLLM's buffer is float32), then expands with one GEMM against a
   block-diagonal B (the slices side by side, zeros elsewhere) in the output's dtype,
   and adds the result into the output: the zeros add exact zeros, so each column gets
-  the same value as vLLM's per-slice expand.
+  the same value as vLLM's per-slice expand;
+- in decode (up to ``DENSE_MAX_ROWS`` rows) with two adapters or more, runs all of them
+  as one GEMM pair: every adapter's A side by side, a 0/1 mask keeping each row's own
+  adapter's ranks (others become exact zeros), every B stacked. The extra FLOPs are
+  a few rows times a few ranks; the saved calls are ~50 us each per adapter and layer.
 
 Self-contained (torch, and the row plan of ``cpu_lora_ops``): vLLM's CPU wrapper could
 take it as its ``add_lora_linear``.
@@ -42,15 +46,32 @@ class SlotMatrices:
     b_t: torch.Tensor  # [sum of ranks, sum(output_slices)], block-diagonal, output dtype
 
 
+@dataclass(frozen=True)
+class DenseBatch:
+    """Several adapters' rows in one GEMM pair: every adapter's A side by side, every B
+    stacked, and a 0/1 mask that keeps, for each row, only its own adapter's ranks."""
+
+    rows: torch.Tensor  # the rows with an adapter that has weights here
+    a_t: torch.Tensor  # [in_features, sum of the adapters' ranks], float32
+    b_t: torch.Tensor  # [sum of ranks, sum(output_slices)], output dtype
+    mask: torch.Tensor  # [len(rows), sum of ranks], float32
+
+
 @dataclass
 class LayerWeights:
-    """Per layer: the weights' versions when read, which slots hold weights, and each
-    such slot's fused matrices (built on first use)."""
+    """Per layer: the weights' versions when read, which slots hold weights, each such
+    slot's fused matrices (built on first use), and the last plan's dense batch."""
 
     owner: weakref.ref[torch.Tensor]
     versions: tuple[int, ...]
     filled: frozenset[int]
     fused: dict[tuple[int, torch.dtype], SlotMatrices]
+    dense: tuple[RowPlan, torch.dtype, DenseBatch] | None = None
+
+
+# Decode batches (a row per request) up to this many rows, with two adapters or more,
+# run as one dense GEMM pair instead of a pair per adapter.
+DENSE_MAX_ROWS = 64
 
 
 _LAYERS: dict[int, LayerWeights] = {}
@@ -131,6 +152,42 @@ def slot_matrices(
     return matrices
 
 
+def dense_batch(
+    entry: LayerWeights,
+    plan: RowPlan,
+    a_stacked: tuple[torch.Tensor, ...],
+    b_stacked: tuple[torch.Tensor, ...],
+    output_slices: tuple[int, ...],
+    dtype: torch.dtype,
+) -> DenseBatch:
+    if entry.dense is not None and entry.dense[0] is plan and entry.dense[1] == dtype:
+        return entry.dense[2]
+    a_parts, b_parts, row_parts, spans = [], [], [], []
+    rank_at = 0
+    for lora, wheres in plan.groups:
+        if lora < 0 or lora not in entry.filled:
+            continue
+        m = slot_matrices(entry, lora, a_stacked, b_stacked, output_slices, dtype)
+        a_parts.append(m.a_t)
+        b_parts.append(m.b_t)
+        rows = torch.cat(
+            [torch.arange(w.start, w.stop) if isinstance(w, slice) else w for w in wheres]
+        )
+        row_parts.append(rows)
+        spans.append((len(rows), rank_at, rank_at + m.a_t.shape[1]))
+        rank_at += m.a_t.shape[1]
+    mask = torch.zeros(sum(n for n, _, _ in spans), rank_at)
+    at = 0
+    for n, r0, r1 in spans:
+        mask[at : at + n, r0:r1] = 1
+        at += n
+    batch = DenseBatch(
+        rows=torch.cat(row_parts), a_t=torch.cat(a_parts, 1), b_t=torch.cat(b_parts), mask=mask
+    )
+    entry.dense = (plan, dtype, batch)
+    return batch
+
+
 def apply_fused(
     y: torch.Tensor,
     x: torch.Tensor,
@@ -144,6 +201,15 @@ def apply_fused(
     entry = layer_weights(a_stacked, b_stacked)
     width = sum(output_slices)
     target = y[:, :width]
+    present = [lora for lora, _ in plan.groups if lora >= 0 and lora in entry.filled]
+    if len(present) > 1 and y.shape[0] <= DENSE_MAX_ROWS:
+        d = dense_batch(entry, plan, a_stacked, b_stacked, output_slices, y.dtype)
+        buffer = torch.mm(x.index_select(0, d.rows).to(torch.float32), d.a_t)
+        if scale != 1.0:
+            buffer.mul_(scale)
+        buffer.mul_(d.mask)
+        target.index_add_(0, d.rows, torch.mm(buffer.to(y.dtype), d.b_t))
+        return
     for lora, wheres in plan.groups:
         if lora < 0 or lora not in entry.filled:
             continue
