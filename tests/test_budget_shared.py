@@ -166,7 +166,13 @@ async def test_32_concurrent_requests_on_two_gateways_stay_within_the_budget(
         headers = {"Authorization": f"Bearer {ADMIN.key}"}
         rows = []  # each gateway keeps its own usage file here: the two add up
         for gw in (a, b):
-            rows += (await gw.client.get("/admin/usage", headers=headers)).json()["data"]
+            usage = (await gw.client.get("/admin/usage", headers=headers)).json()
+            rows += usage["data"]
+            [status] = usage["budgets"]  # the shared counter, seen from either gateway
+            assert status["tenant"] == "acme" and status["key_id"] is None
+            assert (status["period"], status["max_tokens"]) == ("day", 400)
+            assert (status["spent_tokens"], status["reserved_tokens"]) == (total, 0)
+            assert usage["currency"] == "USD"
         assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) == total
         assert sum(r["cost"] for r in rows) == pytest.approx(cost)
         assert all(r["engine_seconds"] > 0 for r in rows)

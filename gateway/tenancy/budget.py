@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.errors import RateLimitError
 from gateway.tenancy.config import (
@@ -34,6 +34,7 @@ from gateway.tenancy.config import (
     KeyConfig,
     PriceConfig,
     PricingConfig,
+    TenancyConfig,
     TenantConfig,
 )
 
@@ -297,3 +298,38 @@ def budget_refusal(draw: BudgetDraw) -> BudgetExceededError:
         f"You exceeded your current quota: this request would pass your {whose}'s budget "
         f"for {period}. Lower max_tokens or wait for the next period.",
     )
+
+
+async def budget_report(
+    store: BudgetStore, config: TenancyConfig, tenant: str | None, now: float
+) -> list[dict[str, Any]]:
+    """Every budget of ``config`` (of ``tenant`` only, when given) in its period at
+    ``now``: its limits, what is spent and what running requests hold reserved."""
+    out = []
+    for name, cfg in config.tenants.items():
+        if tenant is not None and name != tenant:
+            continue
+        draws = budget_draws(name, cfg, None, now)
+        owners: list[str | None] = [None] * len(draws)
+        for key in cfg.keys:
+            for draw in budget_draws(None, None, key, now):
+                draws += (draw,)
+                owners.append(key.id)
+        for draw, key_id in zip(draws, owners, strict=True):
+            spent, reserved = await store.usage(draw)
+            out.append(
+                {
+                    "tenant": name,
+                    "key_id": key_id,
+                    "period": draw.budget.period.value,
+                    "period_start": int(draw.window.start),
+                    "period_end": int(draw.window.end),
+                    "max_tokens": draw.budget.max_tokens,
+                    "max_cost": draw.budget.max_cost,
+                    "spent_tokens": spent.tokens,
+                    "spent_cost": spent.cost,
+                    "reserved_tokens": reserved.tokens,
+                    "reserved_cost": reserved.cost,
+                }
+            )
+    return out

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics, Series
@@ -40,6 +41,7 @@ from gateway.tenancy.budget import (
     Spend,
     budget_draws,
     budget_refusal,
+    budget_report,
 )
 from gateway.tenancy.config import KeyConfig, TenancyConfig, TenantConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
@@ -257,6 +259,10 @@ class Gatekeeper:
             )
         self._label_tenants()
         return self.directory
+
+    async def budget_status(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every configured budget (of ``tenant`` only, when given) in its period now."""
+        return await budget_report(self.budgets, self.directory.config, tenant, time.time())
 
     def authenticate(self, authorization: str | None) -> Caller:
         try:

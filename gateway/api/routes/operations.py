@@ -45,9 +45,13 @@ async def usage(
         Query(description="Unix time", ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False),
     ] = None,
 ) -> dict[str, Any]:
+    """Requests, tokens, cost and engine seconds per tenant, key, model and adapter
+    (``data``), and each budget with its spend in the current period (``budgets``)."""
     rows = await asyncio.to_thread(state.usage.query, tenant=tenant, since=since)
     return {
         "object": "list",
         "generated_at": int(time.time()),
+        "currency": state.gatekeeper.directory.config.pricing.currency,
         "data": [row.__dict__ for row in rows],
+        "budgets": await state.gatekeeper.budget_status(tenant),
     }
