@@ -59,6 +59,9 @@ class RetrievalConfig:
     rrf_k: int = 60
     """Reciprocal rank fusion constant: fused score = sum of 1 / (rrf_k + rank)."""
     hybrid_candidates: int = 50
+    cross_language_bm25_weight: float = 1.0
+    """Weight of the BM25 ranking in hybrid fusion for a query in none of the collection's
+    document languages (the dense ranking weighs 1)."""
     """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
     passage_tokens: int = 300
     """Grow each search hit with the adjacent chunks of its own section up to this many
@@ -82,6 +85,8 @@ class RetrievalConfig:
             raise ValueError("hnsw_threshold must be positive and hnsw_m at least 4")
         check_language(self.language)
         check_language(self.query_language)
+        if not 0.0 <= self.cross_language_bm25_weight <= 1.0:
+            raise ValueError("cross_language_bm25_weight must be between 0 and 1")
         if self.passage_tokens < 0:
             raise ValueError("passage_tokens must be >= 0 (0: single chunks)")
         if self.keep_versions < 2:

@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from retrieval.analysis import detect_language
 from retrieval.collection import Snapshot
 from retrieval.expand import build_passages
 from retrieval.fusion import reciprocal_rank_fusion
@@ -29,6 +30,7 @@ def search_snapshots(
     hybrid_candidates: int = 50,
     language: str | None = None,
     passage_tokens: int = 0,
+    cross_language_bm25_weight: float = 1.0,
 ) -> list[SearchHit]:
     """The ``k`` best chunks of ``snapshots`` for ``query``.
 
@@ -42,6 +44,11 @@ def search_snapshots(
     with adjacent chunks of its own section up to that many cl100k tokens, and lower
     hits it swallows free their slot (``retrieval.expand``); ``PASSAGE_CANDIDATES``
     times ``k`` candidates are ranked so the freed slots can be filled.
+
+    In ``hybrid``, a BM25 ranking counts ``cross_language_bm25_weight`` times as much as
+    a dense one when the query's language is none of its collection's document
+    languages: keywords rarely match across languages, the multilingual dense ranking
+    does.
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, not {mode!r}")
@@ -50,18 +57,24 @@ def search_snapshots(
     wanted = k * PASSAGE_CANDIDATES if passage_tokens > 0 else k
     depth = wanted if mode != "hybrid" else max(wanted, hybrid_candidates)
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)
+    weights: list[float] = []
     if mode != "dense":
         for number, snapshot in enumerate(snapshots):
             scores, rows = snapshot.bm25.search(query, depth, language)
             rankings.append([(float(s), number, int(r)) for s, r in zip(scores, rows, strict=True)])
+            weights.append(_bm25_weight(snapshot, query, language, cross_language_bm25_weight))
     if mode != "bm25":
         vector = query_vector()
         for number, snapshot in enumerate(snapshots):
             scores, rows = snapshot.dense.search(vector, depth)
             rankings.append([(float(s), number, int(r)) for s, r in zip(scores, rows, strict=True)])
+            weights.append(1.0)
     if mode == "hybrid":
         fused = reciprocal_rank_fusion(
-            [[(n, r) for _, n, r in ranking] for ranking in rankings], k=rrf_k, limit=wanted
+            [[(n, r) for _, n, r in ranking] for ranking in rankings],
+            k=rrf_k,
+            limit=wanted,
+            weights=weights,
         )
         best = [(score, n, r) for (n, r), score in fused]
     else:
@@ -73,3 +86,11 @@ def search_snapshots(
         SearchHit.from_chunk(snapshots[n].chunks[r], score, snapshots[n].name)
         for score, n, r in best
     ]
+
+
+def _bm25_weight(snapshot: Snapshot, query: str, language: str | None, cross: float) -> float:
+    """``cross`` when the query's language is none of the snapshot's document languages."""
+    if cross == 1.0 or not snapshot.bm25.languages:
+        return 1.0
+    detected = language or detect_language(query)
+    return 1.0 if detected in snapshot.bm25.languages else cross

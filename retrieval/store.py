@@ -191,6 +191,7 @@ class CollectionStore:
             hybrid_candidates=self.config.hybrid_candidates,
             language=language,
             passage_tokens=self.config.passage_tokens,
+            cross_language_bm25_weight=self.config.cross_language_bm25_weight,
         )
 
     # --- writing --------------------------------------------------------------------

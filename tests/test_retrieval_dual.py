@@ -129,3 +129,40 @@ def test_a_collection_of_another_embedder_is_refused_with_what_to_do(tmp_path: P
         new.search("ops", ENGLISH, mode="hybrid")
     with pytest.raises(EmbedderMismatchError, match="all-MiniLM-L6-v2"):
         new.ingest("ops", [manual])
+
+
+def test_weighted_fusion_scales_each_rankings_votes() -> None:
+    from retrieval.fusion import reciprocal_rank_fusion
+
+    plain = reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=1)
+    assert [key for key, _ in plain] == ["b", "a", "c"]
+    weighted = reciprocal_rank_fusion([["a", "b"], ["b", "c"]], k=1, weights=[0.0, 1.0])
+    assert dict(weighted) == {"b": 0.5, "c": 1 / 3, "a": 0.0}
+
+
+def test_bm25_weighs_less_only_for_queries_in_another_language(tmp_path: Path) -> None:
+    import dataclasses
+
+    from retrieval.config import RetrievalConfig
+
+    manual = tmp_path / "manual.md"
+    manual.write_text(MANUAL)
+    config = RetrievalConfig(passage_tokens=0, chunk_tokens=40, chunk_overlap=0)
+    store = CollectionStore(tmp_path / "store", WordHashEmbedder(), config)
+    store.ingest("ops", [manual])
+    muted = CollectionStore(
+        store.root, WordHashEmbedder(), dataclasses.replace(config, cross_language_bm25_weight=0.0)
+    )
+    french = "Comment restaurer la database depuis le backup ?"
+
+    def scores(searcher: CollectionStore, query: str) -> list[float]:
+        return [h.score for h in searcher.search("ops", query, k=2, mode="hybrid")]
+
+    # Both rankings put the restore section first; for a French query over an English
+    # manual only the dense ranking's vote counts (1 / (60 + 1)), for an English one both.
+    assert scores(store, french)[0] == pytest.approx(2 / 61)
+    assert scores(muted, french) == pytest.approx([1 / 61, 1 / 62])
+    assert scores(muted, ENGLISH) == pytest.approx(scores(store, ENGLISH))
+    assert scores(muted, ENGLISH)[0] == pytest.approx(2 / 61)
+    with pytest.raises(ValueError):
+        RetrievalConfig(cross_language_bm25_weight=1.5)

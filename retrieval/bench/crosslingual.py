@@ -23,6 +23,8 @@ other query weights (no re-embedding).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
 import tempfile
 import time
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="hybrid", help=f"some of {','.join(SEARCH_MODES)}")
     parser.add_argument("--pages", default="", help="e.g. sqlite=0,postgresql=300 (0: all)")
     parser.add_argument("--english-weights", default="", help="dual: MiniLM:USE pairs, 1:1,2:1")
+    parser.add_argument(
+        "--bm25-weights",
+        default="",
+        help="hybrid: cross_language_bm25_weight values to score too (e.g. 0.5,0.25)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
     parser.add_argument("--cache", type=Path, help="where fetched packages are unpacked")
     parser.add_argument("--check", action="store_true", help="check the answer spans and stop")
@@ -168,9 +175,16 @@ def run_one(
             parts = (embedder.english, embedder.multilingual)
             variants.append((label, DualEmbedder(*parts, english_weights=weights, route=route)))
     questions = corpus.questions()
-    for label, variant in variants:
-        searcher = CollectionStore(store.root, variant, config)
+    cross = [config.cross_language_bm25_weight]
+    cross += [float(w) for w in args.bm25_weights.split(",") if w]
+    for (label, variant), weight in itertools.product(variants, cross):
+        tuned = dataclasses.replace(config, cross_language_bm25_weight=weight)
+        searcher = CollectionStore(store.root, variant, tuned)
+        if weight != config.cross_language_bm25_weight:
+            label = f"{label}, cross-language BM25 x{weight:g}"
         for mode in filter(None, args.modes.split(",")):
+            if weight != config.cross_language_bm25_weight and mode != "hybrid":
+                continue
             per_language, seconds = score(searcher, pages, questions, mode)
             english = rates(per_language["en"])
             others = rates([r for lang, rows in per_language.items() if lang != "en" for r in rows])
