@@ -25,7 +25,7 @@ from gateway.config import RegistrySettings, RetrievalSettings, Settings, config
 from gateway.rag.protocol import CollectionCard, DocumentCard, SearchResult
 from gateway.rag.provider import build_embedder, open_store
 from retrieval import CollectionStore, Embedder, IngestStatus, RetrievalError, SearchMode
-from retrieval.ingest import OnError
+from retrieval.ingest import OnError, expand_paths
 
 SNIPPET_CHARS = 160
 
@@ -72,6 +72,12 @@ def add_rag_parser(sub: Any) -> None:
         "--skip-errors", action="store_true", help="ingest the rest when a file is rejected"
     )
     ingest.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ingest.add_argument(
+        "--follow-outside-links",
+        action="store_true",
+        help="ingest a folder's files that are links to places outside it (refused by "
+        "default: a cloned folder can carry a link to a secret)",
+    )
 
     listing = cmds.add_parser("list", parents=[common], help="collections, or one's documents")
     listing.add_argument(
@@ -149,8 +155,22 @@ def run(store: CollectionStore, settings: RetrievalSettings, args: argparse.Name
 
 def _ingest(store: CollectionStore, args: argparse.Namespace) -> int:
     on_error: OnError = "skip" if args.skip_errors else "raise"
+    inputs: list[str] = []
+    outside: list[str] = []
+    for path in args.paths:
+        files, escaping = folder_files(path)
+        inputs += files
+        outside += escaping
+    if outside and not args.follow_outside_links:
+        for file in outside:
+            print(f"loragate: {file} leads outside the folder given", file=sys.stderr)
+        print(
+            "loragate: nothing ingested; pass --follow-outside-links to ingest such links",
+            file=sys.stderr,
+        )
+        return 2
     results = store.ingest(
-        args.collection, args.paths, on_error=on_error, progress=not args.no_progress
+        args.collection, inputs, on_error=on_error, progress=not args.no_progress
     )
     data = [
         {
@@ -163,6 +183,17 @@ def _ingest(store: CollectionStore, args: argparse.Namespace) -> int:
     ]
     _print(data, ["status", "chunk_count", "source", "error"], args.json)
     return 1 if any(r.status is IngestStatus.REJECTED for r in results) else 0
+
+
+def folder_files(path: str) -> tuple[list[str], list[str]]:
+    """The files ``path`` names (a folder: its supported files, as ingest expands them)
+    and, of those found inside a folder, the ones that resolve outside it (a link to a
+    file elsewhere). A file named on the command line is taken as named, link or not."""
+    if "://" in path or not Path(path).is_dir():
+        return [path], []
+    folder = Path(path).resolve()
+    files = list(expand_paths([path]))
+    return files, [f for f in files if not Path(f).resolve().is_relative_to(folder)]
 
 
 def _list(store: CollectionStore, args: argparse.Namespace) -> int:
