@@ -1,5 +1,6 @@
 """``loragate`` command line: serve, demo, adapters (admin API client and training),
-rag (retrieval collections), compare (eval sets over variants), config, keys."""
+rag (retrieval collections), compare (eval sets over variants), config, keys, tenants
+and audit (admin API clients)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.admin.commands import add_adapters_parser
+from gateway.admin.tenant_commands import add_keys_parser, add_tenants_parser
 from gateway.compare.commands import add_compare_parser
 from gateway.config import ServerSettings, Settings, VLLMEngineSettings, config_error_lines
 from gateway.config_reload import ConfigOverrides, load_settings
 from gateway.logging_setup import configure_logging
 from gateway.rag.commands import add_rag_parser
-from gateway.tenancy.keys import generate_key
+from gateway.tenancy.managed import EMPTY
+from gateway.tenancy.merged_view import merged_lines, read_managed
 
 
 def _serve(
@@ -149,19 +152,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f"adapter(s), {len(tenancy.tenants)} tenant(s), {keys} key(s), "
         f"{len(tenancy.prompts)} library prompt(s))"
     )
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    """Print a new key once, and the hash entry to put in the config file."""
-    new = generate_key()
-    owner = "admin" if args.admin else f"tenant {args.tenant}"
-    entry = yaml.safe_dump([{"id": new.key_id, "hash": new.hash}], sort_keys=False).strip()
-    where = "admin:\n  keys:" if args.admin else f"tenants:\n  {args.tenant}:\n    keys:"
-    print(f"New API key for {owner} (shown once, store it now):\n\n    {new.key}\n")
-    print(f"Add to the config file under\n{where}\n")
-    print("\n".join("      " + line for line in entry.splitlines()))
-    print("\nthen reload: kill -HUP <pid> or POST /admin/config/reload")
+    if args.file_only:
+        return 0
+    managed, where = read_managed(settings)
+    print(f"Tenants served, with the admin API's from {where} (the config file wins):")
+    for line in merged_lines(tenancy, managed if managed is not None else EMPTY):
+        print(line)
     return 0
 
 
@@ -290,15 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file", type=Path, help="the YAML config file to check")
+    check.add_argument(
+        "--file-only",
+        action="store_true",
+        help="check the file alone (default: also show the tenants with the admin API's "
+        "from the gateway's store)",
+    )
     check.set_defaults(func=cmd_config_check)
 
-    keys = sub.add_parser("keys", help="API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="make a key; print it once and its hash")
-    owner = create.add_mutually_exclusive_group(required=True)
-    owner.add_argument("--tenant", help="the tenant the key is for (one of this or --admin)")
-    owner.add_argument("--admin", action="store_true", help="an admin key (admin API, /metrics)")
-    create.set_defaults(func=cmd_keys_create)
+    add_keys_parser(sub)
+    add_tenants_parser(sub)
     return parser
 
 

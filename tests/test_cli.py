@@ -1,4 +1,4 @@
-"""``loragate config check`` and ``loragate keys create``."""
+"""``loragate config check`` and ``loragate keys create --offline``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from gateway.tenancy.keys import parse_key, verify_secret
 def test_keys_create_prints_a_key_once_and_a_matching_hash(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["keys", "create", "--tenant", "acme"]) == 0
+    assert main(["keys", "create", "--tenant", "acme", "--offline"]) == 0
     out = capsys.readouterr().out
     key = next(line.strip() for line in out.splitlines() if line.strip().startswith("lg-"))
     entry = yaml.safe_load(

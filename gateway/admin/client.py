@@ -1,4 +1,5 @@
-"""``AdminClient``: the ``/admin/adapters`` API of a running gateway, over HTTP."""
+"""``AdminClient``: the admin API of a running gateway, over HTTP (``/admin/adapters``
+here; ``gateway.admin.tenant_commands`` calls ``/admin/tenants`` through ``request``)."""
 
 from __future__ import annotations
 
@@ -81,8 +82,12 @@ class AdminClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await self.request(method, PREFIX + path, **kwargs)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any admin route (``path`` from the root, e.g. ``/admin/tenants``)."""
         try:
-            response = await self._http.request(method, PREFIX + path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise AdminAPIError(
                 0, f"cannot reach the gateway at {self._http.base_url}: {exc}"
