@@ -124,6 +124,11 @@ class TenantDirectory:
                 self.uses.record(key.id, now)
         return Caller(tenant=tenant, key_id=key.id, is_admin=tenant is None, directory=self)
 
+    def key(self, key_id: str) -> KeyConfig | None:
+        """A key's config by id, the config file's or the admin API's (a dict lookup)."""
+        record = self._keys.get(key_id)
+        return record[1] if record is not None else None
+
     def tenant(self, caller: Caller) -> TenantConfig | None:
         return self.config.tenants.get(caller.tenant) if caller.tenant else None
 
