@@ -7,6 +7,9 @@ takes this instance out), refuse new generation requests with a 503 that says to
 retry elsewhere, let requests in flight finish (``server.drain_timeout``), end the
 rest with an error event, then stop and exit 0.
 
+Requests are parsed by ``LimitedHttpToolsProtocol`` (httptools with limits on the
+request head's size, field count and time: ``gateway.api.http_limits``).
+
 A second SIGTERM, or SIGINT (Ctrl-C), is uvicorn's own fast exit. Concurrency rule:
 the signal handler runs in the main thread between bytecodes; it only schedules the
 drain on the event loop (``call_soon_threadsafe``).
@@ -21,6 +24,7 @@ from types import FrameType
 
 import uvicorn
 
+from gateway.api.http_limits import MAX_HEAD_BYTES, LimitedHttpToolsProtocol
 from gateway.pipeline.drain import Drain
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,9 @@ STOP_GRACE_SECONDS = 5
 class GracefulServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
         config.timeout_graceful_shutdown = STOP_GRACE_SECONDS
+        if config.http in ("auto", "httptools"):  # the same parser, with head limits
+            config.http = LimitedHttpToolsProtocol
+        config.h11_max_incomplete_event_size = MAX_HEAD_BYTES  # (when h11 is asked for)
         super().__init__(config)
         self.drain = drain
         self._loop: asyncio.AbstractEventLoop | None = None
