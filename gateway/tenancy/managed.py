@@ -44,8 +44,11 @@ class ManagedKey:
     last_used_at: float | None = None
 
     def key_config(self) -> KeyConfig:
+        """As the config file's keys are read. Built without validating the id and hash
+        again (the store holds only what ``generate_key`` made): a snapshot of many keys
+        is rebuilt on every admin change."""
         budget = BudgetConfig.model_validate(self.budget) if self.budget is not None else None
-        return KeyConfig(id=self.id, hash=self.hash, budget=budget)
+        return KeyConfig.model_construct(id=self.id, hash=self.hash, rate_limit=None, budget=budget)
 
 
 @dataclass(frozen=True)

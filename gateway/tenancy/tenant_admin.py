@@ -121,7 +121,10 @@ class TenantAdmin:
             current = await asyncio.to_thread(self.store.generation)
             if current == self._generation:
                 return False
-            self._apply(await asyncio.to_thread(self.store.snapshot))
+            snapshot = await asyncio.to_thread(self.store.snapshot)
+            # In a thread: the rebuild is linear in the number of keys (milliseconds per
+            # thousand), and requests go on with the current directory meanwhile.
+            await asyncio.to_thread(self._apply, snapshot)
             return True
 
     async def flush_uses(self) -> None:
