@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import yaml
@@ -20,12 +21,17 @@ from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.metrics import GatewayMetrics
+from gateway.model_catalog import ServedModel
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState
 from gateway.tenancy.budget import BudgetDraw, Spend, window_of
 from gateway.tenancy.budget_redis import RedisBudgetStore
-from gateway.tenancy.config import BudgetConfig, BudgetPeriod
+from gateway.tenancy.config import BudgetConfig, BudgetPeriod, TenancyConfig
+from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.keys import generate_key
+from gateway.tenancy.redis_limits import RedisLimitStore
+from gateway.tenancy.usage import UsageStore
 from tests.conftest import FakeKit
 from tests.fakes import FakeEngine
 
@@ -179,3 +185,57 @@ async def test_32_concurrent_requests_on_two_gateways_stay_within_the_budget(
         text = (await a.client.get("/metrics", headers=headers)).text
         assert 'loragate_rejections_total{reason="budget"}' in text
         assert 'loragate_cost_total{adapter="pirate",model="pirate",tenant="acme"}' in text
+
+
+async def test_a_request_cancelled_by_its_scope_still_settles_its_budget(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """A client that leaves cancels the request's scope (anyio, as Starlette does), which
+    cancels every await in the request's exit again: the budget's settlement must still
+    run, after the shared limits' release."""
+    key = generate_key()
+    tenancy = TenancyConfig.model_validate(
+        {
+            "tenants": {
+                "acme": {
+                    "keys": [{"id": key.key_id, "hash": key.hash}],
+                    "models": ["*"],
+                    "max_in_flight": 4,  # a slot on Redis: the release awaits Redis
+                    "budget": {"period": "day", "max_tokens": 1000},
+                }
+            }
+        }
+    )
+    g = Gatekeeper(
+        tenancy,
+        UsageStore(tmp_path / "usage.db"),
+        GatewayMetrics(also_render=None),
+        RedisLimitStore(Redis.from_url(redis_url), key_prefix=prefix),
+        RedisBudgetStore(Redis.from_url(redis_url), key_prefix=prefix),
+    )
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with g.admit(g.authenticate(f"Bearer {key.key}"), 50) as ticket:
+            g.route(ticket, "base", ServedModel)
+            await ticket.reserve_exact(10, 50)
+            ticket.engine_start()
+            ticket.produced(5)
+            entered.set()
+            await asyncio.sleep(60)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await entered.wait()
+            group.cancel_scope.cancel()
+        budget = draw(max_tokens=1000)
+        for _ in range(100):
+            spent, reserved = await g.budgets.usage(budget)
+            if reserved.tokens == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert (spent.tokens, reserved.tokens) == (15, 0), "the reservation was not settled"
+    finally:
+        await g.close()
+        g.usage.close()

@@ -22,6 +22,7 @@ skews the gauges.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -158,14 +159,19 @@ class Ticket:
 
     async def _settle(self, slot: InFlightSlot) -> None:
         """Record usage (no awaits before it: it survives a cancelled request), then
-        settle the reservation against what was used and free the slot, in one call;
-        then the budgets' reservation."""
+        settle the reservation against what was used and free the slot, in one call,
+        and the budgets' reservation in a task of its own: a cancelled request's scope
+        cancels each await here again, and the settlement must run all the same."""
         spent = self._account()
         used = self.prompt_tokens + self.completion_tokens if self.engine_started else 0
         charge = used - self.reserved if self.limits else 0
-        await self._gatekeeper.limit_store.release(slot, self.limits, charge)
+        budgets = None
         if self.draws and (self.budget_reserved.tokens or spent.tokens):
-            await self._gatekeeper.budgets.settle(self.draws, self.budget_reserved, spent)
+            settle = self._gatekeeper.budgets.settle(self.draws, self.budget_reserved, spent)
+            budgets = self._gatekeeper.keep(asyncio.ensure_future(settle))
+        await self._gatekeeper.limit_store.release(slot, self.limits, charge)
+        if budgets is not None:
+            await asyncio.shield(budgets)
 
     def _account(self) -> Spend:
         """Record usage, cost and engine time; the spend it counts against budgets."""
@@ -218,6 +224,7 @@ class Gatekeeper:
         self.metrics = metrics
         self.limit_store: LimitStore = limit_store or MemoryLimitStore()
         self.budgets: BudgetStore = budgets or MemoryBudgetStore(seed=usage.budget_seed)
+        self._settling: set[asyncio.Future[None]] = set()
         self._label_tenants()
 
     @property
@@ -234,7 +241,15 @@ class Gatekeeper:
             raise TypeError("the limits live in a shared store, not in this process")
         return self.limit_store
 
+    def keep(self, task: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Hold a settlement task until it is done (the loop keeps only weak references)."""
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return task
+
     async def close(self) -> None:
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
         await self.limit_store.close()
         await self.budgets.close()
 
