@@ -11,8 +11,9 @@ case against a fresh server process serving a one-line ASGI app:
 - ``100k headers``: 100,000 short header fields;
 - ``slow head``: the request line, then one header line a second, never finished, for
   ``--trickle-seconds`` (when did the server close the connection?);
-- ``keep-alive GETs``: ``--requests`` small GETs on one connection (req/s: what the
-  parser costs on ordinary traffic).
+- ``keep-alive GETs``: ``--requests`` small GETs on one connection, ``--rounds``
+  rounds with the parsers interleaved (median req/s: what the parser costs on
+  ordinary traffic).
 
 Columns: the server's answer (status, or ``closed``/``open``), seconds until it, and the
 growth of the server's peak RSS (VmHWM) in MiB. Timings on a shared machine are noisy:
@@ -27,6 +28,7 @@ import os
 import platform
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -163,7 +165,6 @@ CASES: dict[str, Callable[[int, argparse.Namespace], tuple[str, float]]] = {
     "64 MiB header": big_header,
     "100k headers": many_headers,
     "slow head": slow_head,
-    "keep-alive GETs": keep_alive_gets,
 }
 
 
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trickle-seconds", type=float, default=40.0)
     parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="keep-alive rounds per parser")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.port)
@@ -203,6 +205,20 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=10)
             rows.append((name, case, result, f"{seconds:.2f}", f"{grew:.1f}"))
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    rates: dict[str, list[float]] = {name: [] for name in PARSERS}
+    for _ in range(args.rounds):  # interleaved: the machine's load drifts between rounds
+        for name in PARSERS:
+            proc, port = start(name)
+            try:
+                _, seconds = keep_alive_gets(port, args)
+                rates[name].append(args.requests / seconds)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+    for name in PARSERS:
+        runs = "/".join(f"{r:.0f}" for r in rates[name])
+        median = f"{statistics.median(rates[name]):.0f} req/s (rounds {runs})"
+        rows.append((name, "keep-alive GETs", median, "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
