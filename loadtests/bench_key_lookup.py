@@ -1,5 +1,6 @@
-"""Key lookup with many admin API keys: per-request authentication, and what one admin
-change costs (re-reading the SQLite store and rebuilding the directory).
+"""Key lookup with many admin API keys: per-request authentication, what one admin
+change costs (re-reading the SQLite store and rebuilding the directory), and what a
+revocation costs before that (the store's list of keys revoked since a generation).
 
     python -m loadtests.bench_key_lookup [--keys 100 1000 10000 100000]
 
@@ -92,6 +93,16 @@ def bench(count: int, folder: Path, calls: int) -> list[str]:
     build_ms = (time.perf_counter() - start) * 1e3
     file_us = per_call_us(lambda: directory.authenticate(f"Bearer {file_key.key}"), calls)
     api_us = per_call_us(lambda: directory.authenticate(f"Bearer {api_key}"), calls)
+    store = SqliteTenantStore(path)
+    try:
+        seen = store.generation()
+        store.revoke_key("acme", api_key.split("-")[1], "bench")
+        start = time.perf_counter()
+        revoked = store.revoked_since(seen)
+        revoked_ms = (time.perf_counter() - start) * 1e3
+        assert len(revoked) == 1
+    finally:
+        store.close()
     return [
         str(count),
         f"{read_ms:.1f}",
@@ -99,6 +110,7 @@ def bench(count: int, folder: Path, calls: int) -> list[str]:
         f"{file_us:.2f}",
         f"{api_us:.2f}",
         f"{api_us / file_us:.2f}",
+        f"{revoked_ms:.2f}",
     ]
 
 
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "auth file key us",
             "auth api key us",
             "api/file",
+            "revocation read ms",
         ]
     ]
     with tempfile.TemporaryDirectory(prefix="bench-keys-") as tmp:

@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.errors import AuthenticationError, ModelNotFoundError
+from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
 from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.directory import TenantDirectory
+from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.keys import generate_key
 from gateway.tenancy.managed import KeyUses, ManagedKey, ManagedTenancy, ManagedTenant, merge
+from gateway.tenancy.tenant_admin import TenantAdmin
+from gateway.tenancy.tenant_store import SqliteTenantStore
+from gateway.tenancy.usage import UsageStore
 
 FILE_KEY = generate_key()
 FILE = TenancyConfig.model_validate(
@@ -105,3 +113,64 @@ def test_a_refused_batch_of_last_uses_is_kept_newest_first() -> None:
     uses.record("a", 7.0)
     uses.put_back({**batch, "b": 1.0})
     assert uses.take() == {"a": 7.0, "b": 1.0}
+
+
+def test_a_key_revoked_elsewhere_is_refused_before_the_rebuild() -> None:
+    key, secret = managed_key("acme")
+    uses = KeyUses()
+    directory = TenantDirectory(FILE, ManagedTenancy(generation=1, keys=(key,)), uses)
+    assert directory.authenticate(f"Bearer {secret}").key_id == key.id
+    uses.revoked.add([key.id])
+    with pytest.raises(AuthenticationError):
+        directory.authenticate(f"Bearer {secret}")
+    uses.revoked.clear()
+    assert directory.authenticate(f"Bearer {secret}").key_id == key.id
+
+
+class BlockedGatekeeper(Gatekeeper):
+    """Serves snapshots only once ``release`` is set: a rebuild that takes long."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.release.set()
+
+    def apply_managed(self, managed: ManagedTenancy, uses: KeyUses | None = None) -> Any:
+        assert self.release.wait(30)
+        return super().apply_managed(managed, uses)
+
+
+async def test_a_revocation_from_the_store_applies_while_the_rebuild_runs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tenants.db"
+    other = SqliteTenantStore(path)  # another gateway's connection to the store
+    gatekeeper = BlockedGatekeeper(FILE, UsageStore(tmp_path / "usage.db"), GatewayMetrics())
+    admin = TenantAdmin(SqliteTenantStore(path), gatekeeper)
+    try:
+        admin.start()
+        key, secret = managed_key("acme")
+        other.create_key(key, "elsewhere")
+        assert await admin.refresh()
+        assert gatekeeper.authenticate(f"Bearer {secret}").key_id == key.id
+        gatekeeper.release.clear()
+        other.revoke_key("acme", key.id, "elsewhere")
+        refresh = asyncio.create_task(admin.refresh())
+        for _ in range(200):  # the rebuild is held; the revocation is not
+            await asyncio.sleep(0.01)
+            try:
+                gatekeeper.authenticate(f"Bearer {secret}")
+            except AuthenticationError:
+                break
+        else:
+            pytest.fail("the revoked key was served until the rebuild")
+        assert not refresh.done()
+        gatekeeper.release.set()
+        assert await refresh
+        with pytest.raises(AuthenticationError):
+            gatekeeper.authenticate(f"Bearer {secret}")
+        assert key.id not in admin.uses.revoked  # the new directory has no such key
+    finally:
+        gatekeeper.release.set()
+        await admin.close()
+        other.close()

@@ -117,6 +117,8 @@ class TenantDirectory:
         tenant, key = record
         rule = self._rules.get(key.id)
         if rule is not None:
+            if self.uses is not None and key.id in self.uses.revoked:
+                raise AuthenticationError("Incorrect API key provided.")
             now = self.clock()
             if rule.expires_at is not None and now >= rule.expires_at:
                 raise AuthenticationError("This API key has expired.", code="expired_api_key")

@@ -123,9 +123,10 @@ def merge(file: TenancyConfig, managed: ManagedTenancy) -> tuple[TenancyConfig, 
 
 
 class KeyUses:
-    """When each managed key was last used: a dict write per request, written to the
-    store in one batch every few seconds (``TenantAdmin.flush_uses``), never a database
-    write on the request path.
+    """What happens to managed keys between two snapshots of the store: when each was
+    last used (a dict write per request, written to the store in one batch every few
+    seconds by ``TenantAdmin.flush_uses``, never a database write on the request path),
+    and which were revoked on other gateways since (``revoked``).
 
     Concurrency rule: event-loop only (``record`` runs in authentication, ``take`` in
     the flush before it hands the batch to a thread).
@@ -133,6 +134,7 @@ class KeyUses:
 
     def __init__(self) -> None:
         self._pending: dict[str, float] = {}
+        self.revoked = RevokedKeys()
 
     def record(self, key_id: str, at: float) -> None:
         self._pending[key_id] = at
@@ -149,3 +151,25 @@ class KeyUses:
         for key_id, at in uses.items():
             if self._pending.get(key_id, 0.0) < at:
                 self._pending[key_id] = at
+
+
+class RevokedKeys:
+    """Keys revoked by other gateways that this one's directory still lists: filled from
+    the store's short list of revocations as soon as the generation moves, and emptied
+    once a directory built from a newer snapshot is served. Authentication refuses
+    them, so a revocation does not wait for the rebuild (linear in the number of keys).
+
+    Concurrency rule: written on the event loop; read by authentication (a set lookup).
+    """
+
+    def __init__(self) -> None:
+        self._ids: frozenset[str] = frozenset()
+
+    def __contains__(self, key_id: str) -> bool:
+        return key_id in self._ids
+
+    def add(self, ids: list[str]) -> None:
+        self._ids = self._ids | frozenset(ids)
+
+    def clear(self) -> None:
+        self._ids = frozenset()

@@ -20,10 +20,11 @@ SCHEMA = (
     CREATE TABLE IF NOT EXISTS loragate_api_keys (
         id text PRIMARY KEY, tenant text NOT NULL, name text NOT NULL, hash text NOT NULL,
         created_at bigint NOT NULL, expires_at bigint, budget text, models text,
-        revoked_at double precision, last_used_at double precision
+        revoked_at double precision, last_used_at double precision, revoked_gen bigint
     )
     """,
     "CREATE INDEX IF NOT EXISTS loragate_api_keys_tenant ON loragate_api_keys (tenant)",
+    "CREATE INDEX IF NOT EXISTS loragate_api_keys_revoked ON loragate_api_keys (revoked_gen)",
     """
     CREATE TABLE IF NOT EXISTS loragate_tenants (
         name text PRIMARY KEY, definition text NOT NULL, version bigint NOT NULL,

@@ -179,6 +179,13 @@ class SqlTenantStore:
 
         return self._read(read)
 
+    def revoked_since(self, generation: int) -> list[str]:
+        """Ids of the keys revoked by changes after ``generation``: one indexed query,
+        however many keys the store holds (a gateway applies revocations with it before
+        it rebuilds its whole directory)."""
+        sql = self._sql("SELECT id FROM loragate_api_keys WHERE revoked_gen > ?")
+        return [r[0] for r in self._read(lambda c: c.execute(sql, (generation,)).fetchall())]
+
     def list_keys(self, tenant: str) -> list[ManagedKey]:
         sql = self._sql(
             f"SELECT {_KEY_COLUMNS} FROM loragate_api_keys "
@@ -251,8 +258,10 @@ class SqlTenantStore:
             outcome = Revocation.ALREADY_REVOKED if row[0] is not None else Revocation.REVOKED
             if outcome is Revocation.REVOKED:
                 conn.execute(
-                    self._sql("UPDATE loragate_api_keys SET revoked_at = ? WHERE id = ?"),
-                    (now, key_id),
+                    self._sql(
+                        "UPDATE loragate_api_keys SET revoked_at = ?, revoked_gen = ? WHERE id = ?"
+                    ),
+                    (now, gen, key_id),
                 )
             self._audit(conn, actor, "key.revoke", tenant, key_id, {"outcome": outcome}, now)
             return outcome, gen
@@ -315,7 +324,7 @@ class SqlTenantStore:
         """Delete an API tenant and revoke its keys (their ids returned); None: none."""
 
         def write(conn: Any) -> list[str] | None:
-            self._bump(conn)
+            gen = self._bump(conn)
             sql = self._sql("DELETE FROM loragate_tenants WHERE name = ?")
             if conn.execute(sql, (name,)).rowcount == 0:
                 return None
@@ -326,10 +335,10 @@ class SqlTenantStore:
             ids = sorted(r[0] for r in conn.execute(live, (name,)).fetchall())
             conn.execute(
                 self._sql(
-                    "UPDATE loragate_api_keys SET revoked_at = ? "
+                    "UPDATE loragate_api_keys SET revoked_at = ?, revoked_gen = ? "
                     "WHERE tenant = ? AND revoked_at IS NULL"
                 ),
-                (now, name),
+                (now, gen, name),
             )
             self._audit(conn, actor, "tenant.delete", name, None, {"revoked_keys": ids}, now)
             return ids
@@ -357,10 +366,11 @@ SQLITE_SCHEMA = (
     CREATE TABLE IF NOT EXISTS loragate_api_keys (
         id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
         created_at INTEGER NOT NULL, expires_at INTEGER, budget TEXT, models TEXT,
-        revoked_at REAL, last_used_at REAL
+        revoked_at REAL, last_used_at REAL, revoked_gen INTEGER
     )
     """,
     "CREATE INDEX IF NOT EXISTS loragate_api_keys_tenant ON loragate_api_keys (tenant)",
+    "CREATE INDEX IF NOT EXISTS loragate_api_keys_revoked ON loragate_api_keys (revoked_gen)",
     """
     CREATE TABLE IF NOT EXISTS loragate_tenants (
         name TEXT PRIMARY KEY, definition TEXT NOT NULL, version INTEGER NOT NULL,
