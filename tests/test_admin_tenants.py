@@ -311,3 +311,27 @@ async def test_the_audit_log_pages_and_needs_the_admin_key(gw: Gateway) -> None:
         await gw.client.post("/admin/tenants/acme/keys", json={"name": "x"}, headers=file_key)
     ).status_code == 403
     assert (await gw.client.get("/admin/tenants")).status_code == 401
+
+
+async def test_an_api_keys_budget_is_enforced_and_its_spend_listed(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    prices = {"pirate": {"input": 1000.0, "output": 2000.0}}
+    config = tenant_config(fake_kit, tmp_path / "data", pricing={"models": prices})
+    async with started(config, tmp_path / "gw", renderer) as gw:
+        made = await gw.new_key("acme", budget={"period": "day", "max_tokens": 60})
+        served = 0
+        for _ in range(40):
+            r = await gw.chat(made["key"])
+            if r.status_code != 200:
+                break
+            served += r.json()["usage"]["total_tokens"]
+        else:
+            pytest.fail("the key's budget never refused it")
+        assert error_of(r, 429)["code"] == "insufficient_quota"
+        assert 0 < served <= 60
+        assert (await gw.chat(FILE_KEY.key)).status_code == 200  # the tenant has no budget
+        (entry,) = (await gw.client.get("/admin/tenants/acme/keys", headers=ADMIN)).json()["data"]
+        assert entry["budget"] == {"period": "day", "max_tokens": 60, "max_cost": None}
+        assert entry["spent"]["period"].startswith("day:")
+        assert entry["spent"]["tokens"] == served and entry["spent"]["cost"] > 0

@@ -421,10 +421,15 @@ class SqliteTenantStore(SqlTenantStore):
                 ) from None
             try:
                 result = fn(self._conn)
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # locked past the timeout, disk full
+                self._conn.execute("ROLLBACK")
+                raise TenantStoreUnavailableError(
+                    f"The tenant store is unavailable: {exc}"
+                ) from None
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
             return result
 
     def _read(self, fn: Run[T]) -> T:
