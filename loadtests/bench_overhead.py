@@ -23,8 +23,16 @@ virtual environment (it pins packages loragate's venv must not get)::
         'uvicorn[standard]'
 
 Point ``--litellm-python`` (or ``LITELLM_PYTHON``) at its python; without one the
-LiteLLM row is skipped with a note. The load average goes with the table: the servers
-and the client share the machine's cores.
+LiteLLM row is skipped with a note.
+
+``--tracing`` adds loragate rows with OpenTelemetry traces on (docs/tracing.md),
+configured by the ``OTEL_*`` variables, spans exported over OTLP/HTTP to a local
+collector (rotel, the dev extra's, dropping what it receives): every request traced,
+and one in ten (``parentbased_traceidratio``, 0.1); the row without tracing then runs
+with every ``OTEL_*`` variable removed.
+
+The load average goes with the table: the servers and the client share the machine's
+cores.
 """
 
 from __future__ import annotations
@@ -210,6 +218,11 @@ def main() -> int:
         help="also run loragate from this source tree (e.g. `git archive HEAD` unpacked): "
         "before/after figures from one run",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run loragate with traces exported to a local collector (rotel)",
+    )
     parser.add_argument("--model", type=Path, help="tokenizer folder (default: tests' tiny model)")
     parser.add_argument(
         "--only", choices=("loragate", "litellm"), action="append", help="besides the backend"
@@ -231,14 +244,25 @@ def main() -> int:
         )
         targets.append(Target("backend directly", backend_port, backend))
         if "loragate" in only:
-            model_dir = args.model or _tiny_model()
-            port = free_port()
-            config, key = loragate_config(backend_port, port, model_dir, work)
-            log = work / "loragate.log"
-            cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
-            proc = stack.enter_context(started(cmd, log))
-            wait_ready(f"http://{HOST}:{port}/ready", proc, 300, interval=0.3, log=log)
-            targets.append(Target("loragate (remote)", port, proc, key=key))
+            untraced = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+            runs = [("loragate (remote)", untraced if args.tracing else None)]
+            if args.tracing:
+                traced = _traced_env(stack, work)
+                runs.append(("loragate (remote), tracing on", traced))
+                one_in_ten = {
+                    **traced,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0.1",
+                }
+                runs.append(("loragate (remote), tracing 1 in 10", one_in_ten))
+            for name, env in runs:
+                port = free_port()
+                config, key = loragate_config(backend_port, port, args.model or _tiny_model(), work)
+                log = work / f"loragate-{port}.log"
+                cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+                proc = stack.enter_context(started(cmd, log, env))
+                wait_ready(f"http://{HOST}:{port}/ready", proc, 300, interval=0.3, log=log)
+                targets.append(Target(name, port, proc, key=key))
         for tree in args.compare_tree or ():
             port = free_port()
             config, key = loragate_config(backend_port, port, args.model or _tiny_model(), work)
@@ -256,6 +280,25 @@ def main() -> int:
     print_table(targets, args, load_before, os.getloadavg())
     failed = [t.name for t in targets for r in t.results.values() if r.errors or not r.requests]
     return 1 if failed else 0
+
+
+def _traced_env(stack: ExitStack, work: Path) -> dict[str, str]:
+    """A collector that drops what it gets, and the variables that send every trace there."""
+    from tests.otel_collector import Collector, rotel_binary
+
+    binary = rotel_binary()
+    if binary is None:
+        raise SystemExit("--tracing needs rotel (pip install rotel==0.0.1a15: the dev extra)")
+    collector = Collector(binary, work / "rotel.log", free_port(), free_port(), debug_log=False)
+    stack.callback(collector.stop)
+    collector.wait_ready()
+    return {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "loragate-bench",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
 
 
 def _tiny_model() -> Path:
@@ -346,9 +389,12 @@ def print_table(
         )
         rps = a.results["c32"].rps / max(1e-9, b.results["c32"].rps)
         cpu = (b.cpu_ms_per_request or 0) / max(1e-9, a.cpu_ms_per_request or 0)
+        stream_ms = b.results["c1-stream"].p50 - a.results["c1-stream"].p50
+        json_ms = b.results["c1-json"].p50 - a.results["c1-json"].p50
         print(
             f"\n{b.name} / {a.name}: added p50 x{ratio:.1f}, CPU-ms per request x{cpu:.1f}; "
-            f"{a.name} serves x{rps:.1f} the requests/s at c={args.concurrency}."
+            f"{a.name} serves x{rps:.1f} the requests/s at c={args.concurrency}; "
+            f"p50 {stream_ms:+.2f} ms streamed, {json_ms:+.2f} ms JSON."
         )
     for t in targets:
         for name, r in t.results.items():

@@ -100,9 +100,12 @@ def parse_debug_log(text: str) -> list[ReceivedSpan]:
 
 
 class Collector:
-    """rotel on loopback: OTLP/HTTP at ``url``, received spans printed to ``log``."""
+    """rotel on loopback: OTLP/HTTP at ``url``, received spans printed to ``log`` (or,
+    ``debug_log=False``, only counted and dropped: a benchmark's sink)."""
 
-    def __init__(self, binary: Path, log: Path, http_port: int, grpc_port: int) -> None:
+    def __init__(
+        self, binary: Path, log: Path, http_port: int, grpc_port: int, *, debug_log: bool = True
+    ) -> None:
         self.url = f"http://127.0.0.1:{http_port}"
         self.log = log
         command = [
@@ -114,11 +117,9 @@ class Collector:
             f"127.0.0.1:{grpc_port}",
             "--exporter",
             "blackhole",
-            "--debug-log",
-            "traces",
-            "--debug-log-verbosity",
-            "detailed",
         ]
+        if debug_log:
+            command += ["--debug-log", "traces", "--debug-log-verbosity", "detailed"]
         self._out = log.open("wb")
         self.proc = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT)
 

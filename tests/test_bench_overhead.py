@@ -40,3 +40,4 @@ def test_the_table_reports_added_latency_and_ratios(capsys: pytest.CaptureFixtur
     assert "| LiteLLM proxy | skipped: no venv |" in out
     assert "gateway b / gateway a: added p50 x10.0, CPU-ms per request x10.0" in out
     assert "serves x10.0 the requests/s" in out
+    assert "p50 +18.00 ms streamed, +9.00 ms JSON." in out

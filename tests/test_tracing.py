@@ -129,7 +129,6 @@ async def test_a_chat_request_is_one_trace_under_the_callers_span(
         assert spans[step].context is not None
         assert spans[step].context.trace_id == CALLER_TRACE
     engine = spans["loragate.engine"]
-    assert [e.name for e in engine.events] == ["gen_ai.first_token"]
     ttft = (engine.attributes or {})["gen_ai.server.time_to_first_token"]
     assert isinstance(ttft, float) and 0 <= ttft < 5
     # Steps in the order the pipeline takes them.

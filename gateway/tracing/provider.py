@@ -119,10 +119,14 @@ class Tracing:
         return cls(tracer, capture_content=capture_content, provider=provider)
 
     def request(self, tenant: str, operation: str, model: str | None) -> Trace:
-        """The trace of one generation request (``NO_TRACE`` when off)."""
+        """The trace of one generation request (``NO_TRACE`` when off or sampled out)."""
         if self.tracer is None:
             return NO_TRACE
-        return RequestTrace(self.tracer, tenant, operation, model, self.capture_content)
+        trace = RequestTrace(self.tracer, tenant, operation, model, self.capture_content)
+        if not trace.span.is_recording():  # sampled out: no child spans either
+            trace.span.end()
+            return NO_TRACE
+        return trace
 
     def shutdown(self) -> None:
         """Export what is left and stop the exporter (blocking: at most its timeout)."""

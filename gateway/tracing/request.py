@@ -6,8 +6,8 @@
     ├── loragate.retrieval        search of the tenant's collections (when RAG runs)
     ├── loragate.render           chat template and tokenization (sources fitted)
     ├── loragate.queue            the wait for room in the engine (fair queue)
-    └── loragate.engine           generation: ``gen_ai.first_token`` event, time to first
-        └── text_completion ...   token; in remote mode one client span per replica call
+    └── loragate.engine           generation (``gen_ai.server.time_to_first_token``); in
+        └── text_completion ...   remote mode one client span per replica call
 
 Each span has an explicit parent (the operation's span, itself a child of the server
 span current when the request started); only ``engine`` makes its span current, and only
@@ -168,13 +168,14 @@ class RequestTrace:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
         span = self.span
+        ended: dict[str, Any] = {"gen_ai.usage.output_tokens": self._output_tokens}
         if self._finish:
-            span.set_attribute(
-                "gen_ai.response.finish_reasons", [self._finish[k] for k in sorted(self._finish)]
-            )
-        span.set_attribute("gen_ai.usage.output_tokens", self._output_tokens)
+            ended["gen_ai.response.finish_reasons"] = [
+                self._finish[k] for k in sorted(self._finish)
+            ]
         if self._cached:
-            span.set_attribute("gen_ai.usage.cache_read.input_tokens", sum(self._cached.values()))
+            ended["gen_ai.usage.cache_read.input_tokens"] = sum(self._cached.values())
+        span.set_attributes(ended)
         if self._capture:
             details = {"gen_ai.output.messages": json.dumps(self._output_messages())}
             if self._input is not None:
@@ -247,7 +248,6 @@ class RequestTrace:
                     otel_context.detach(token)
                 if first:
                     first = False
-                    span.add_event("gen_ai.first_token")
                     span.set_attribute(
                         "gen_ai.server.time_to_first_token", time.monotonic() - started
                     )
@@ -262,7 +262,6 @@ class RequestTrace:
                 await outputs.aclose()
             finally:
                 otel_context.detach(token)
-                span.set_attribute("gen_ai.usage.output_tokens", self._output_tokens)
                 span.end()
 
     def _observe(self, item: Output) -> None:
