@@ -28,7 +28,7 @@ from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.directory import TenantDirectory
 from gateway.tenancy.keys import generate_key, hash_secret
 from gateway.tenancy.managed import KeyUses, ManagedKey
-from gateway.tenancy.tenant_store import SqliteTenantStore
+from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 
 
 def cpu_name() -> str:

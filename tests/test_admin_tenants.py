@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.tenant_store import tenant_db_path
+from gateway.tenancy.sqlite_tenant_store import tenant_db_path
 from tests.conftest import FakeKit
 from tests.tenant_admin_support import (
     ADMIN,

@@ -17,7 +17,8 @@ from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import generate_key
 from gateway.tenancy.managed import ManagedKey
 from gateway.tenancy.pg_tenant_store import PostgresTenantStore
-from gateway.tenancy.tenant_store import Revocation, SqliteTenantStore
+from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
+from gateway.tenancy.tenant_store import Revocation
 from tests.conftest import FakeKit
 from tests.tenant_admin_support import ADMIN, Gateway, two_gateways
 

@@ -19,8 +19,8 @@ from gateway.tenancy.directory import TenantDirectory
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.keys import generate_key
 from gateway.tenancy.managed import KeyUses, ManagedKey, ManagedTenancy, ManagedTenant, merge
+from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 from gateway.tenancy.tenant_admin import TenantAdmin
-from gateway.tenancy.tenant_store import SqliteTenantStore
 from gateway.tenancy.usage import UsageStore
 
 FILE_KEY = generate_key()

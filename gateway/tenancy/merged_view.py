@@ -9,7 +9,8 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.tenancy.config import TenancyConfig
 from gateway.tenancy.managed import EMPTY, ManagedTenancy, merge
-from gateway.tenancy.tenant_store import SqliteTenantStore, SqlTenantStore, tenant_db_path
+from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore, tenant_db_path
+from gateway.tenancy.tenant_store import SqlTenantStore
 
 
 def read_managed(settings: Settings) -> tuple[ManagedTenancy | None, str]:
