@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.sqlite_tenant_store import tenant_db_path
@@ -201,7 +202,7 @@ async def test_an_api_tenant_the_file_later_defines_is_the_files(gw: Gateway) ->
     key = (await gw.new_key("globex"))["key"]
     config = tenant_config_from(gw)
     config["tenants"]["globex"] = {"models": ["pirate"]}
-    gw.config_path.write_text(__import__("yaml").safe_dump(config))
+    gw.config_path.write_text(yaml.safe_dump(config))
     assert (await gw.client.post("/admin/config/reload", headers=ADMIN)).status_code == 200
     assert (await gw.chat(key, model="pirate")).status_code == 200  # the file's definition
     assert (await gw.chat(key, model="robot")).status_code == 404
@@ -214,8 +215,6 @@ async def test_an_api_tenant_the_file_later_defines_is_the_files(gw: Gateway) ->
 
 
 def tenant_config_from(gw: Gateway) -> dict[str, Any]:
-    import yaml
-
     data: dict[str, Any] = yaml.safe_load(gw.config_path.read_text())
     return data
 

@@ -20,6 +20,7 @@ from gateway.tenancy.pg_tenant_store import PostgresTenantStore
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 from gateway.tenancy.tenant_store import Revocation
 from tests.conftest import FakeKit
+from tests.postgres_fixtures import PostgresServer
 from tests.tenant_admin_support import ADMIN, Gateway, two_gateways
 
 PROPAGATION_BOUND_S = 5.0
@@ -168,3 +169,26 @@ def test_the_sqlite_store_serializes_changes_from_many_threads(tmp_path: Path) -
     finally:
         for store in stores:
             store.close()
+
+
+async def test_postgresql_down_is_a_503_and_keys_keep_serving(
+    pg_url: str,
+    pg_server: PostgresServer,
+    fake_kit: FakeKit,
+    tmp_path: Path,
+    renderer: PromptRenderer,
+) -> None:
+    async with two_gateways(fake_kit, pg_url, tmp_path, renderer) as (a, _):
+        made = await a.new_key("acme")
+        await asyncio.to_thread(pg_server.stop)
+        try:
+            r = await a.client.post(
+                "/admin/tenants/acme/keys", json={"name": "down"}, headers=ADMIN
+            )
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "store_unavailable"
+            assert "postgresql://" not in r.text  # the URL (a secret) is never shown
+            assert (await a.chat(made["key"])).status_code == 200  # served from memory
+        finally:
+            await asyncio.to_thread(pg_server.start)
+        assert (await a.new_key("acme", name="back"))["name"] == "back"
