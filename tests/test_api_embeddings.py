@@ -16,7 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.config import Settings
+from gateway.config import RetrievalSettings, Settings
+from gateway.rag.embeddings import served_embedder_id
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState
 from gateway.tenancy.keys import generate_key
@@ -26,7 +27,7 @@ from tests.conftest import FakeKit, fake_settings, run_fake_gateway
 from tests.openai_schema import assert_openai_schema
 from tests.test_retrieval_fakes import WordHashEmbedder
 
-MODEL = "all-minilm-l6-v2"  # the default embedder's served id (retrieval.embedder: minilm)
+MODEL = served_embedder_id(RetrievalSettings())  # the default embedder's served id
 KEYS = {name: generate_key() for name in ("acme", "globex", "admin")}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.config import RetrievalSettings
+from gateway.rag.embeddings import served_embedder_id
 from tests.conftest import FakeGateway
 
 
@@ -10,7 +12,12 @@ async def test_models_lists_base_and_adapters_with_parent(fake_gateway: FakeGate
     body = r.json()
     assert body["object"] == "list"
     cards = {m["id"]: m for m in body["data"]}
-    assert set(cards) == {"tiny-base", "pirate", "robot", "all-minilm-l6-v2"}  # + the embedder
+    assert set(cards) == {
+        "tiny-base",
+        "pirate",
+        "robot",
+        served_embedder_id(RetrievalSettings()),
+    }  # + the embedder
     assert cards["tiny-base"]["parent"] is None
     assert cards["pirate"]["parent"] == "tiny-base"
     assert cards["robot"]["object"] == "model"

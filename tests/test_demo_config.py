@@ -41,6 +41,7 @@ from gateway.demo.knowledge import (
     ensure_demo_collections,
     kb_files,
 )
+from gateway.rag.embeddings import served_embedder_id
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import parse_key, verify_secret
 from loadtests.tool_dataset import tool_definitions
@@ -313,7 +314,12 @@ async def test_the_demo_gateway_serves_tenants_aliases_rag_admin_and_playground(
         for tenant in (ACME, GLOBEX):
             r = await client.get("/v1/models", headers=auth(keys, tenant.name))
             cards = {c["id"]: c for c in r.json()["data"]}
-            assert set(cards) == {DEMO_MODEL_ID, tenant.adapter, tenant.alias, "all-minilm-l6-v2"}
+            assert set(cards) == {
+                DEMO_MODEL_ID,
+                tenant.adapter,
+                tenant.alias,
+                served_embedder_id(RetrievalSettings()),
+            }
             alias = cards[tenant.alias]  # how the playground tells an alias: root == id
             assert alias["root"] == alias["id"] and alias["parent"] == DEMO_MODEL_ID
             assert cards[tenant.adapter]["root"] != tenant.adapter
@@ -339,7 +345,7 @@ async def test_the_demo_gateway_serves_tenants_aliases_rag_admin_and_playground(
 
         assert (await client.get("/admin/adapters", headers=auth(keys, "admin"))).status_code == 200
         r = await client.get("/v1/models", headers=auth(keys, "admin"))  # as the banner says
-        served = {DEMO_MODEL_ID, "pirate", "robot", "all-minilm-l6-v2"}
+        served = {DEMO_MODEL_ID, "pirate", "robot", served_embedder_id(RetrievalSettings())}
         assert {c["id"] for c in r.json()["data"]} == served
         assert (
             await client.get("/admin/adapters", headers=auth(keys, ACME.name))
@@ -386,7 +392,7 @@ async def test_the_kits_tool_adapter_is_offered_to_both_tenants(
             r = await client.get("/v1/models", headers=auth(keys, tenant.name))
             cards = {c["id"] for c in r.json()["data"]}
             assert cards == {DEMO_MODEL_ID, tenant.adapter, TOOL_ADAPTER, tenant.alias} | {
-                "all-minilm-l6-v2"
+                served_embedder_id(RetrievalSettings())
             }
             question = {"role": "user", "content": "Where is my order BP-55530?"}
             body = {

@@ -56,7 +56,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
         None,
         model={"path": tiny_llama_dir(), "name": "tiny-base"},
         registry={"data_dir": tmp_path_factory.mktemp("registry")},
-        retrieval={"preload": True, "root": tmp_path_factory.mktemp("collections")},
+        retrieval={
+            "embedder": "minilm",
+            "preload": True,
+            "root": tmp_path_factory.mktemp("collections"),
+        },
         server={"host": "127.0.0.1", "port": free_port()},
         tenants={
             "acme": {"keys": [{"id": KEY.key_id, "hash": KEY.hash}], "models": [MODEL]},

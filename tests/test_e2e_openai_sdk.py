@@ -13,6 +13,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from gateway.rag.embeddings import served_embedder_id
 from tests.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
@@ -106,7 +107,7 @@ def test_legacy_completions_and_models(client: OpenAI, gateway: LiveGateway) -> 
     assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
     ids = {m.id for m in client.models.list()}
     configured = {gateway.settings.model.served_name, *(a.name for a in gateway.settings.adapters)}
-    configured.add("all-minilm-l6-v2")  # the embedder of /v1/embeddings
+    configured.add(served_embedder_id(gateway.settings.retrieval))  # /v1/embeddings' model
     assert {"tiny-llama", "a1", "a2", "a3", "a4", "a5", "a6"} <= configured
     assert ids == configured
     assert client.models.retrieve("a2").id == "a2"

@@ -30,9 +30,9 @@ from pathlib import Path
 from adapters.atomic_dir import TMP_SUFFIX, atomic_directory
 from adapters.demo_kit import LOCK_FILE, exclusive_lock
 from gateway.config import RetrievalSettings
+from gateway.rag.embeddings import BUNDLED_NAMES
 from gateway.rag.provider import build_embedder, library_config
 from retrieval import CollectionStore, Embedder, SourceDocument
-from retrieval.embedding import BUNDLED_MODEL_NAME
 from retrieval.ingest import EXTRACTOR_VERSION
 
 DEMO_KB_VERSION = 1
@@ -69,7 +69,9 @@ def embedder_label(retrieval: RetrievalSettings) -> str:
     """The name the configured embedder records in collections, without loading it."""
     if retrieval.embedder_name:
         return retrieval.embedder_name
-    return retrieval.embedder_dir.name if retrieval.embedder_dir else BUNDLED_MODEL_NAME
+    return (
+        retrieval.embedder_dir.name if retrieval.embedder_dir else BUNDLED_NAMES[retrieval.embedder]
+    )
 
 
 def demo_kb_key(retrieval: RetrievalSettings, embedder_name: str) -> str:

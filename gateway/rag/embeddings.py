@@ -30,6 +30,7 @@ from gateway.rag.provider import StoreProvider
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from retrieval import Embedder
+from retrieval.dual_embedding import DUAL_MODEL_NAME
 from retrieval.embedding import BUNDLED_MODEL_NAME, chunk_tokenizer_of, normalize_rows
 from retrieval.tokens import Cl100kTokenizer, cl100k
 from retrieval.use_embedding import USE_MODEL_NAME
@@ -40,6 +41,7 @@ BUNDLED_NAMES = {
     "minilm": BUNDLED_MODEL_NAME,
     "minilm-int8": f"{BUNDLED_MODEL_NAME}-int8",
     "use-multilingual": USE_MODEL_NAME,
+    "dual": DUAL_MODEL_NAME,
 }
 """What each bundled embedder calls itself (``Embedder.name``), known before it loads."""
 
