@@ -74,14 +74,17 @@ class TraceMiddleware:
 
 
 def _finish(span: Any, scope: Scope, status: int) -> None:
+    if not span.is_recording():  # sampled out
+        span.end()
+        return
+    ended: dict[str, Any] = {"http.response.status_code": status}
     route = getattr(scope.get("route"), "path", None)
     if isinstance(route, str):
         span.update_name(f"{scope.get('method', 'GET')} {route}")
-        span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+        ended["http.route"] = route
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("error.type", str(status))
+        ended["error.type"] = str(status)
     labels = labels_var.get()
     if labels is not None:
         for key, value in (
@@ -90,5 +93,6 @@ def _finish(span: Any, scope: Scope, status: int) -> None:
             ("loragate.adapter", labels.adapter),
         ):
             if value is not None:
-                span.set_attribute(key, value)
+                ended[key] = value
+    span.set_attributes(ended)
     span.end()
