@@ -334,3 +334,9 @@ async def test_an_api_keys_budget_is_enforced_and_its_spend_listed(
         assert entry["budget"] == {"period": "day", "max_tokens": 60, "max_cost": None}
         assert entry["spent"]["period"].startswith("day:")
         assert entry["spent"]["tokens"] == served and entry["spent"]["cost"] > 0
+
+
+async def test_an_audit_page_past_int64_is_a_400(gw: Gateway) -> None:
+    """Found by tests/test_api_fuzz.py: SQLite cannot bind it (it was a 500)."""
+    r = await gw.client.get(f"/admin/audit?before={2**70}", headers=ADMIN)
+    assert error_of(r, 400)["param"] == "before"

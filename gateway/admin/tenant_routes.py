@@ -23,6 +23,7 @@ from gateway.admin.tenant_protocol import (
 )
 from gateway.api.deps import StateDep, require_admin
 from gateway.errors import InvalidRequestError
+from gateway.protocol.common import INT64_MAX
 from gateway.tenancy.tenant_admin import TenantAdmin, actor_of
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
@@ -132,7 +133,9 @@ async def revoke_key(
 async def audit(
     admin: AdminDep,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="Entries older than this seq.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="Entries older than this seq.")
+    ] = None,
 ) -> AuditList:
     """Admin changes, newest first; page with ``before`` = the last ``seq`` seen."""
     entries = await admin.audit(limit=limit + 1, before=before)
