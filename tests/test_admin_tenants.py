@@ -339,4 +339,4 @@ async def test_an_api_keys_budget_is_enforced_and_its_spend_listed(
 async def test_an_audit_page_past_int64_is_a_400(gw: Gateway) -> None:
     """Found by tests/test_api_fuzz.py: SQLite cannot bind it (it was a 500)."""
     r = await gw.client.get(f"/admin/audit?before={2**70}", headers=ADMIN)
-    assert error_of(r, 400)["param"] == "before"
+    assert error_of(r, 400)["param"] == "query.before"  # as the other query parameters
