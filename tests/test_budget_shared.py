@@ -143,7 +143,8 @@ async def app_on(
 async def test_32_concurrent_requests_on_two_gateways_stay_within_the_budget(
     redis_url: str, prefix: str, fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
 ) -> None:
-    store = {"kind": "redis", "url": redis_url, "key_prefix": prefix}
+    # A generous timeout: 64 connections open at once on a shared, loaded machine.
+    store = {"kind": "redis", "url": redis_url, "key_prefix": prefix, "timeout": 5}
     budget = {"period": "day", "max_tokens": 400}
     async with (
         app_on(fake_kit, tmp_path / "a", renderer, store, budget) as a,
@@ -239,3 +240,34 @@ async def test_a_request_cancelled_by_its_scope_still_settles_its_budget(
     finally:
         await g.close()
         g.usage.close()
+
+
+async def test_a_dead_gateways_reservations_lapse_after_the_lease(
+    redis_url: str, prefix: str
+) -> None:
+    lease = 1.0
+    a = RedisBudgetStore(Redis.from_url(redis_url), key_prefix=prefix, lease_seconds=lease)
+    b = RedisBudgetStore(Redis.from_url(redis_url), key_prefix=prefix, lease_seconds=lease)
+    budget = draw(max_tokens=100)
+    try:
+        assert await a.reserve((budget,), Spend(60), holder="1") is None
+        assert await a.reserve((budget,), Spend(20), holder="1") is None  # one holder, 80
+        await asyncio.sleep(lease * 1.8)  # alive: A renews its lease
+        assert await b.reserve((budget,), Spend(30), holder="1") == budget
+        assert a._renewer is not None
+        a._renewer.cancel()  # A "dies": it stops renewing and never settles
+        await asyncio.gather(a._renewer, return_exceptions=True)
+        died = time.monotonic()
+        while await b.reserve((budget,), Spend(30), holder="2") is not None:
+            assert time.monotonic() - died < lease + 1.0, "the reservation did not lapse"
+            await asyncio.sleep(0.05)
+        assert await b.usage(budget) == (Spend(), Spend(30))
+        # A comes back and settles late: its lapsed reservation is not released twice,
+        # and what it used is counted.
+        await a.settle((budget,), Spend(80), Spend(50), holder="1")
+        assert await b.usage(budget) == (Spend(50), Spend(30))
+        await b.settle((budget,), Spend(30), Spend(30), holder="2")
+        assert await a.usage(budget) == (Spend(80), Spend())
+    finally:
+        await a.close()
+        await b.close()

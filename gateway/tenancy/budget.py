@@ -197,13 +197,20 @@ class BudgetStore(Protocol):
         """The first draw whose budget is already spent, or None."""
         ...
 
-    async def reserve(self, draws: tuple[BudgetDraw, ...], amount: Spend) -> BudgetDraw | None:
+    async def reserve(
+        self, draws: tuple[BudgetDraw, ...], amount: Spend, holder: str = ""
+    ) -> BudgetDraw | None:
         """Reserve ``amount`` on every draw, all or nothing: None when reserved, else the
-        first draw it does not fit (nothing taken)."""
+        first draw it does not fit (nothing taken). ``holder`` names the request (unique
+        in this process) so that a shared store can lapse the reservations of a gateway
+        that died; several reservations of one holder add up."""
         ...
 
-    async def settle(self, draws: tuple[BudgetDraw, ...], reserved: Spend, used: Spend) -> None:
-        """Release ``reserved`` and count ``used`` as spent, on every draw; never raises."""
+    async def settle(
+        self, draws: tuple[BudgetDraw, ...], reserved: Spend, used: Spend, holder: str = ""
+    ) -> None:
+        """Release ``reserved`` (``holder``'s) and count ``used`` as spent, on every
+        draw; never raises."""
         ...
 
     async def usage(self, draw: BudgetDraw) -> tuple[Spend, Spend]:
@@ -262,7 +269,9 @@ class MemoryBudgetStore:
                 return draw
         return None
 
-    async def reserve(self, draws: tuple[BudgetDraw, ...], amount: Spend) -> BudgetDraw | None:
+    async def reserve(
+        self, draws: tuple[BudgetDraw, ...], amount: Spend, holder: str = ""
+    ) -> BudgetDraw | None:
         await self._ready(draws)
         # From here to the end: no await, so the check and the take are one step.
         for draw in draws:
@@ -272,7 +281,9 @@ class MemoryBudgetStore:
             self._reserved[draw.counter] = self._reserved_of(draw) + amount
         return None
 
-    async def settle(self, draws: tuple[BudgetDraw, ...], reserved: Spend, used: Spend) -> None:
+    async def settle(
+        self, draws: tuple[BudgetDraw, ...], reserved: Spend, used: Spend, holder: str = ""
+    ) -> None:
         for draw in draws:
             name = draw.counter
             if name not in self._spent:  # its period ended long ago

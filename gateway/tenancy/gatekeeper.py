@@ -23,6 +23,7 @@ skews the gauges.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -82,6 +83,7 @@ class Ticket:
         self.draws = draws
         self.pricing = pricing
         self.budget_reserved = Spend()
+        self.holder = str(next(gatekeeper.holders)) if draws else ""
         self.cached_tokens: dict[int, int] = {}  # per generation, as the engine reports
         self.engine_started_at: float | None = None
         self.weight = weight  # the tenant's share of a saturated engine (fair queue)
@@ -121,7 +123,8 @@ class Ticket:
         amount = Spend(
             prompt_tokens + completion_budget, self.cost(prompt_tokens, completion_budget)
         )
-        refused = await self._gatekeeper.budgets.reserve(self.draws, amount - self.budget_reserved)
+        delta = amount - self.budget_reserved
+        refused = await self._gatekeeper.budgets.reserve(self.draws, delta, self.holder)
         if refused is not None:
             self._gatekeeper.metrics.rejected("budget")
             raise budget_refusal(refused)
@@ -167,7 +170,8 @@ class Ticket:
         charge = used - self.reserved if self.limits else 0
         budgets = None
         if self.draws and (self.budget_reserved.tokens or spent.tokens):
-            settle = self._gatekeeper.budgets.settle(self.draws, self.budget_reserved, spent)
+            g = self._gatekeeper
+            settle = g.budgets.settle(self.draws, self.budget_reserved, spent, self.holder)
             budgets = self._gatekeeper.keep(asyncio.ensure_future(settle))
         await self._gatekeeper.limit_store.release(slot, self.limits, charge)
         if budgets is not None:
@@ -225,6 +229,7 @@ class Gatekeeper:
         self.limit_store: LimitStore = limit_store or MemoryLimitStore()
         self.budgets: BudgetStore = budgets or MemoryBudgetStore(seed=usage.budget_seed)
         self._settling: set[asyncio.Future[None]] = set()
+        self.holders = itertools.count()  # names each request's budget reservation
         self._label_tenants()
 
     @property
