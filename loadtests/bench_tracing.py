@@ -1,0 +1,165 @@
+"""What OpenTelemetry tracing costs the gateway, in CPU time per request. Prints a table.
+
+    python -m loadtests.bench_tracing [--requests 1000] [--rounds 3]
+
+One process holds the gateway app (remote mode, in front of ``loadtests.instant_backend``
+in a subprocess, with a tenant, a key, a policy and metrics as ``bench_overhead``
+configures it) and its client (httpx over ASGI, no sockets): each variant's requests
+are timed with the process's CPU clock, so what other programs on the machine do
+changes the wall-clock figures but hardly the CPU ones. The process's CPU time includes
+the span exporter's worker thread. Variants, alternated round by round:
+
+- ``off``: no tracing (no ``OTEL_*``, no ``tracing:``);
+- ``on, dropped``: every request traced, spans handed to an exporter that drops them
+  (the cost of making spans);
+- ``on``: every request traced, spans exported over OTLP/HTTP to a local collector
+  (rotel, the dev extra's, which drops what it receives);
+- ``1 in 10``: as ``on``, with ``sample_ratio: 0.1``.
+
+*added* is a variant's median (over rounds) minus ``off``'s. ``bench_overhead --tracing``
+measures the same over real sockets, where a loaded machine's noise dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.tracing import Tracing
+from loadtests.bench_overhead import HOST, chat_body, loragate_config, started
+from loadtests.bench_serving import wait_ready
+from loadtests.target import free_port
+
+
+class DroppingExporter(SpanExporter):
+    """Takes every batch and keeps nothing: the span-making cost without the export's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+async def measure(
+    settings: Settings, key: str, tracing: Tracing, requests: int, stream: bool
+) -> tuple[float, list[float]]:
+    """CPU ms per request, and each request's wall-clock ms, after 100 warm-up requests."""
+    app = create_app(settings, tracing=tracing)
+    body = chat_body(stream, 8)
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}") as client:
+                for _ in range(100):
+                    (
+                        await client.post("/v1/chat/completions", json=body, headers=headers)
+                    ).raise_for_status()
+                walls = []
+                cpu = time.process_time()
+                for _ in range(requests):
+                    t = time.perf_counter()
+                    r = await client.post("/v1/chat/completions", json=body, headers=headers)
+                    walls.append(1000 * (time.perf_counter() - t))
+                    r.raise_for_status()
+                cpu = time.process_time() - cpu
+    finally:
+        await asyncio.to_thread(tracing.shutdown)  # a second call (the app's) does nothing
+    return 1000 * cpu / requests, walls
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    from tests.modelkit import tiny_llama_dir
+    from tests.otel_collector import Collector, rotel_binary
+
+    binary = rotel_binary()
+    if binary is None:
+        raise SystemExit("needs rotel (pip install rotel==0.0.1a15: the dev extra)")
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        del os.environ[name]
+    load_before = os.getloadavg()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tracing-")))
+        backend_port = free_port()
+        log = work / "backend.log"
+        serve = [sys.executable, "-m", "loadtests.instant_backend", "--port", str(backend_port)]
+        backend = stack.enter_context(started(serve, log))
+        wait_ready(f"http://{HOST}:{backend_port}/health", backend, 300, interval=0.3, log=log)
+        collector = Collector(binary, work / "rotel.log", free_port(), free_port(), debug_log=False)
+        stack.callback(collector.stop)
+        collector.wait_ready()
+        path, key = loragate_config(backend_port, free_port(), tiny_llama_dir(), work)
+        settings = Settings.load(path)
+        endpoint = f"{collector.url}/v1/traces"
+        variants: dict[str, Callable[[], Tracing]] = {
+            "off": Tracing,
+            "on, dropped": lambda: Tracing.exporting(DroppingExporter()),
+            "on": lambda: Tracing.exporting(OTLPSpanExporter(endpoint=endpoint)),
+            "1 in 10": lambda: Tracing.exporting(
+                OTLPSpanExporter(endpoint=endpoint), sample_ratio=0.1
+            ),
+        }
+        cpu: dict[tuple[str, bool], list[float]] = {}
+        walls: dict[tuple[str, bool], list[float]] = {}
+        for r in range(args.rounds):
+            for stream in (True, False):
+                for name, make in variants.items():
+                    print(f"round {r + 1}: {name}, stream={stream} ...", file=sys.stderr)
+                    ms, w = asyncio.run(measure(settings, key, make(), args.requests, stream))
+                    cpu.setdefault((name, stream), []).append(ms)
+                    walls.setdefault((name, stream), []).extend(w)
+    print_table(cpu, walls, variants, args, load_before, os.getloadavg())
+    return 0
+
+
+def print_table(
+    cpu: dict[tuple[str, bool], list[float]],
+    walls: dict[tuple[str, bool], list[float]],
+    variants: dict[str, Callable[[], Tracing]],
+    args: argparse.Namespace,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> None:
+    print(
+        f"\nChat completion, 8 tokens, remote mode over an instant backend, in-process client; "
+        f"{args.requests} requests per variant per round, {args.rounds} rounds. Load average "
+        f"before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs).\n"
+    )
+    print(
+        "| variant | request | CPU ms/request (median of rounds) | added CPU ms "
+        "| wall p50 ms | added p50 ms | wall p99 ms |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for stream in (True, False):
+        base_cpu = statistics.median(cpu[("off", stream)])
+        base_p50 = statistics.median(walls[("off", stream)])
+        for name in variants:
+            c = statistics.median(cpu[(name, stream)])
+            w = sorted(walls[(name, stream)])
+            p50 = statistics.median(w)
+            p99 = w[min(len(w) - 1, int(0.99 * len(w)))]
+            added = "-" if name == "off" else f"{c - base_cpu:+.3f}"
+            added_p50 = "-" if name == "off" else f"{p50 - base_p50:+.3f}"
+            kind = "streamed" if stream else "JSON"
+            print(f"| {name} | {kind} | {c:.3f} | {added} | {p50:.3f} | {added_p50} | {p99:.2f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
