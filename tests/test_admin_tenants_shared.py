@@ -13,6 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gateway.cli import main
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import generate_key
 from gateway.tenancy.managed import ManagedKey
@@ -20,8 +23,8 @@ from gateway.tenancy.pg_tenant_store import PostgresTenantStore
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 from gateway.tenancy.tenant_store import Revocation
 from tests.conftest import FakeKit
-from tests.postgres_fixtures import PostgresServer
-from tests.tenant_admin_support import ADMIN, Gateway, two_gateways
+from tests.postgres_fixtures import PostgresServer, write_url
+from tests.tenant_admin_support import ADMIN, Gateway, tenant_config, two_gateways, write_config
 
 PROPAGATION_BOUND_S = 5.0
 
@@ -192,3 +195,23 @@ async def test_postgresql_down_is_a_503_and_keys_keep_serving(
         finally:
             await asyncio.to_thread(pg_server.start)
         assert (await a.new_key("acme", name="back"))["name"] == "back"
+
+
+def test_config_check_reads_the_shared_store(
+    pg_url: str, fake_kit: FakeKit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = PostgresTenantStore(pg_url)
+    try:
+        store.create_tenant("globex", {"models": ["robot"]}, "test")
+    finally:
+        store.close()
+    url_file = write_url(tmp_path / "secret", pg_url)
+    shared = {"kind": "postgres", "url_file": str(url_file)}
+    path = write_config(
+        tmp_path / "cfg", tenant_config(fake_kit, tmp_path / "data", shared_store=shared)
+    )
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "the shared PostgreSQL (shared_store)" in out
+    assert "globex: api, 0 file key(s) + 0 API key(s), models robot" in out
+    assert pg_url not in out
