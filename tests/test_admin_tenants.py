@@ -181,6 +181,7 @@ async def test_tenant_lifecycle_and_the_audit_log(gw: Gateway) -> None:
     ]  # fmt: skip
     assert {e["actor"] for e in entries} == {f"key:{ADMIN_KEY.key_id}"}
     assert entries[1]["detail"] == {"fields": ["models"], "version": 2}
+    assert entries[-1]["detail"] == {"fields": ["models", "policy"], "version": 1}  # no text
     assert all(e["tenant"] == "globex" for e in entries)
     assert entries[0]["seq"] > entries[-1]["seq"]
 

@@ -283,7 +283,9 @@ class SqlTenantStore:
                 ),
                 (name, _dumps(definition), now),
             )
-            self._audit(conn, actor, "tenant.create", name, None, {"definition": definition}, now)
+            # Field names only: a policy's text goes into prompts, never into a log.
+            detail = {"fields": sorted(definition), "version": 1}
+            self._audit(conn, actor, "tenant.create", name, None, detail, now)
             return ManagedTenant(name, definition, 1, now)
 
         return self._write(write)
