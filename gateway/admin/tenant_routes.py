@@ -112,9 +112,11 @@ async def create_key(
 @router.get("/admin/tenants/{tenant}/keys")
 async def list_keys(tenant: str, admin: AdminDep) -> KeyList:
     """The tenant's live keys made over the API (the config file's are in the file)."""
+    keys = await admin.list_keys(tenant)
+    spent = await admin.spent(tenant, keys)
     data = []
-    for key in await admin.list_keys(tenant):
-        period, spend = await admin.spent(key)
+    for key in keys:
+        period, spend = spent[key.id]
         data.append(KeyInfo.build(key, Spent(period=period, tokens=spend.tokens, cost=spend.cost)))
     return KeyList(data=data)
 

@@ -326,15 +326,28 @@ class TenantAdmin:
             out.append(key)
         return out
 
-    async def spent(self, key: ManagedKey) -> tuple[str, Spend]:
-        """What ``key`` used in its budget's current period (no budget: the current UTC
-        month), every gateway's usage when the usage store is shared; and the period's
-        name."""
-        period = BudgetPeriod(key.budget["period"]) if key.budget else BudgetPeriod.MONTH
-        window = window_of(period, self._clock())
-        usage = self.gatekeeper.usage
-        spend = await asyncio.to_thread(usage.spent, key_id=key.id, since=window.start)
-        return window.name, spend
+    async def spent(self, tenant: str, keys: list[ManagedKey]) -> dict[str, tuple[str, Spend]]:
+        """What each of ``tenant``'s ``keys`` used in its budget's current period (no
+        budget: the current UTC month), and the period's name; every gateway's usage
+        when the usage store is shared. One usage query per period, not per key."""
+        now = self._clock()
+        periods = {
+            k.id: BudgetPeriod(k.budget["period"]) if k.budget else BudgetPeriod.MONTH for k in keys
+        }
+        out: dict[str, tuple[str, Spend]] = {}
+        for period in set(periods.values()):
+            window = window_of(period, now)
+            rows = await asyncio.to_thread(
+                self.gatekeeper.usage.query, tenant=tenant, since=window.start
+            )
+            totals: dict[str, Spend] = {}
+            for row in rows:
+                used = Spend(row.prompt_tokens + row.completion_tokens, row.cost)
+                totals[row.key_id] = totals.get(row.key_id, Spend()) + used
+            for key_id, key_period in periods.items():
+                if key_period is period:
+                    out[key_id] = (window.name, totals.get(key_id, Spend()))
+        return out
 
     async def revoke_key(self, tenant: str, key_id: str, actor: str) -> Revocation:
         """Revoke now: the next request with the key, on this gateway, gets 401."""
