@@ -74,7 +74,9 @@ class LayerWeights:
 DENSE_MAX_ROWS = 64
 
 
+# Keyed by ``id`` of the layer's first A tensor (checked against a weak reference).
 _LAYERS: dict[int, LayerWeights] = {}
+MAX_CACHED_LAYERS = 1024
 
 
 def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
@@ -117,6 +119,9 @@ def layer_weights(
         fused={},
     )
     if versions is not None:
+        if len(_LAYERS) >= MAX_CACHED_LAYERS:  # engines come and go (tests): drop the dead
+            for k in [k for k, e in _LAYERS.items() if e.owner() is None]:
+                del _LAYERS[k]
         _LAYERS[key] = entry
     return entry
 
