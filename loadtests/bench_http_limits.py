@@ -12,8 +12,9 @@ case against a fresh server process serving a one-line ASGI app:
 - ``slow head``: the request line, then one header line a second, never finished, for
   ``--trickle-seconds`` (when did the server close the connection?);
 - ``keep-alive GETs``: ``--requests`` small GETs on one connection, ``--rounds``
-  rounds with the parsers interleaved (median req/s: what the parser costs on
-  ordinary traffic).
+  rounds with the parsers interleaved: the server's CPU time per request (median; CPU
+  time rather than wall time, which a shared machine's load swamps): what the parser
+  costs on ordinary traffic.
 
 Columns: the server's answer (status, or ``closed``/``open``), seconds until it, and the
 growth of the server's peak RSS (VmHWM) in MiB. Timings on a shared machine are noisy:
@@ -59,6 +60,13 @@ def peak_rss_mib(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (steadier than wall time on a busy machine)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -186,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trickle-seconds", type=float, default=40.0)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="keep-alive rounds per parser")
+    parser.add_argument("--keep-alive-only", action="store_true", help="skip the hostile heads")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.port)
         return 0
     print(f"# CPU: {cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()}")
     rows = [("parser", "case", "answer", "seconds", "peak RSS +MiB")]
-    for name in PARSERS:
+    for name in PARSERS if not args.keep_alive_only else ():
         for case, run in CASES.items():
             proc, port = start(name)
             try:
@@ -206,19 +215,25 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, case, result, f"{seconds:.2f}", f"{grew:.1f}"))
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     rates: dict[str, list[float]] = {name: [] for name in PARSERS}
+    closed = dict.fromkeys(PARSERS, 0)
     for _ in range(args.rounds):  # interleaved: the machine's load drifts between rounds
         for name in PARSERS:
             proc, port = start(name)
             try:
-                _, seconds = keep_alive_gets(port, args)
-                rates[name].append(args.requests / seconds)
+                before = cpu_seconds(proc.pid)
+                result, seconds = keep_alive_gets(port, args)
+                if result == "closed":  # the server ended the connection: no figure
+                    closed[name] += 1
+                else:
+                    rates[name].append(1e6 * (cpu_seconds(proc.pid) - before) / args.requests)
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
     for name in PARSERS:
         runs = "/".join(f"{r:.0f}" for r in rates[name])
-        median = f"{statistics.median(rates[name]):.0f} req/s (rounds {runs})"
-        rows.append((name, "keep-alive GETs", median, "", ""))
+        median = statistics.median(rates[name]) if rates[name] else float("nan")
+        text = f"{median:.0f} server CPU us/request (rounds {runs}; closed early {closed[name]})"
+        rows.append((name, "keep-alive GETs", text, "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))

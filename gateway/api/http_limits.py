@@ -3,11 +3,11 @@ head (the request line and headers), which httptools itself does not have.
 
 uvicorn's default parser (httptools/llhttp) reads a header of any size and any number
 of headers, and nothing times out a connection that sends a head slowly: a 64 MiB
-header and 100,000 headers were answered 200, and a connection sending a header line
-every second stayed open for as long as it went on (``loadtests/bench_http_limits.py``
+header and 100,000 headers are answered 200, and a connection sending a header line
+every second stays open for as long as it goes on (``loadtests/bench_http_limits.py``
 measures all three). h11, uvicorn's other parser, caps the head at
-``h11_max_incomplete_event_size`` but parses several times slower and has no timeout
-either. So the gateway keeps httptools and adds:
+``h11_max_incomplete_event_size`` but has no timeout either and costs about four times
+the CPU per request. So the gateway keeps httptools and adds:
 
 * ``MAX_HEAD_BYTES``: a head larger than this gets ``431`` and the connection is
   closed (counted as bytes arrive, so a huge header is never held in full);
@@ -114,8 +114,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._in_head or self.cycle is None:  # (a pipelined head waits its turn)
-            self._refuse(408, "The request's headers took too long to arrive.")
+        if not (self._in_head or self.cycle is None):
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head stalls behind an answer still being sent: no status
+            # line in the middle of that answer, the connection just ends.
+            self._refusal = 408
+            self.transport.close()
+            return
+        self._refuse(408, "The request's headers took too long to arrive.")
 
     def _refuse(self, status: int, message: str) -> None:
         self._refusal = status
