@@ -14,9 +14,12 @@ import httpx
 import pytest
 
 from gateway.api.browser_guard import host_name, is_loopback_name
+from gateway.app import create_app
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import generate_key
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
+from tests.engine_fixtures import free_port, start_gateway, stop_gateway
+from tests.fakes import FakeEngine
 
 CHAT = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 CHAT_BYTES = httpx.Request("POST", "http://x", json=CHAT).content
@@ -161,3 +164,38 @@ def test_host_names_and_loopback():
     assert host_name("[::1]:8000") == "[::1]" and host_name("::1") == "::1"
     assert all(map(is_loopback_name, ["localhost", "127.0.0.1", "127.8.9.1", "[::1]", "::1"]))
     assert not any(map(is_loopback_name, ["localhost.evil", "0.0.0.0", "[::2]", "10.0.0.1"]))
+
+
+def test_under_uvicorn_a_rebound_host_is_refused_and_loopback_served(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    """The ASGI ``server`` is the bound address here (127.0.0.1): a page whose name was
+    rebound to it still names its own host, and is refused."""
+    settings = fake_settings(
+        fake_kit,
+        tmp_path / "registry",
+        admin={},
+        server={"host": "127.0.0.1", "port": free_port()},
+    )
+    app = create_app(settings, engine_factory=lambda _: FakeEngine(), renderer=renderer)
+    live = start_gateway(settings, app=app, ready_timeout=60)
+    try:
+        port = settings.server.port
+        rebound = httpx.get(
+            live.base_url + "/v1/models", headers={"Host": f"rebound.example:{port}"}
+        )
+        assert_error(rebound, 403, "host_not_allowed")
+        page = httpx.post(
+            live.base_url + "/v1/chat/completions",
+            content=CHAT_BYTES,
+            headers={"Content-Type": "text/plain", "Origin": "http://rebound.example"},
+        )
+        assert page.status_code in (403, 415)
+        assert httpx.get(live.base_url + "/v1/models").status_code == 200
+        own = {"Origin": f"http://127.0.0.1:{port}"}
+        assert (
+            httpx.post(live.base_url + "/v1/chat/completions", json=CHAT, headers=own).status_code
+            == 200
+        )
+    finally:
+        stop_gateway(live)
