@@ -120,10 +120,13 @@ def test_a_key_revoked_elsewhere_is_refused_before_the_rebuild() -> None:
     uses = KeyUses()
     directory = TenantDirectory(FILE, ManagedTenancy(generation=1, keys=(key,)), uses)
     assert directory.authenticate(f"Bearer {secret}").key_id == key.id
-    uses.revoked.add([key.id])
+    uses.revoked.add({key.id: 2})
     with pytest.raises(AuthenticationError):
         directory.authenticate(f"Bearer {secret}")
-    uses.revoked.clear()
+    uses.revoked.served_up_to(1)  # a snapshot from before the revocation: still refused
+    with pytest.raises(AuthenticationError):
+        directory.authenticate(f"Bearer {secret}")
+    uses.revoked.served_up_to(2)
     assert directory.authenticate(f"Bearer {secret}").key_id == key.id
 
 

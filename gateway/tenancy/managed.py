@@ -154,22 +154,26 @@ class KeyUses:
 
 
 class RevokedKeys:
-    """Keys revoked by other gateways that this one's directory still lists: filled from
-    the store's short list of revocations as soon as the generation moves, and emptied
-    once a directory built from a newer snapshot is served. Authentication refuses
-    them, so a revocation does not wait for the rebuild (linear in the number of keys).
+    """Revoked keys that the directory served now may still list, each with the store
+    generation of its revocation: added as soon as a revocation is known (made here, or
+    read from the store's short list when the generation moves) and dropped once a
+    directory built from a snapshot at or past that generation is served. Authentication
+    refuses them, so no revocation waits for a rebuild (linear in the number of keys).
 
-    Concurrency rule: written on the event loop; read by authentication (a set lookup).
+    Concurrency rule: written on the event loop; read by authentication. Every write
+    replaces the mapping whole, so a reader in any thread sees one version or the other.
     """
 
     def __init__(self) -> None:
-        self._ids: frozenset[str] = frozenset()
+        self._ids: Mapping[str, int] = {}
 
     def __contains__(self, key_id: str) -> bool:
         return key_id in self._ids
 
-    def add(self, ids: list[str]) -> None:
-        self._ids = self._ids | frozenset(ids)
+    def add(self, revoked: Mapping[str, int]) -> None:
+        self._ids = {**self._ids, **revoked}
 
-    def clear(self) -> None:
-        self._ids = frozenset()
+    def served_up_to(self, generation: int) -> None:
+        """A directory from the snapshot at ``generation`` is served: it lists none of
+        the keys revoked up to there."""
+        self._ids = {k: gen for k, gen in self._ids.items() if gen > generation}

@@ -3,8 +3,9 @@
 Every change is validated as the config file is (``TenantConfig``, then the tenant
 inside a ``TenancyConfig`` with the file's prompt library), written to the
 ``TenantStore`` with its audit entry, and laid over the file's tenancy in the
-gatekeeper's directory before the call returns: a key revoked here gets 401 on this
-gateway from the next request on. Other gateways on the same store see the store's
+gatekeeper's directory before the call returns (a revocation: refused at once, dropped
+from the directory at the next refresh): a key revoked here gets 401 on this gateway
+from the next request on. Other gateways on the same store see the store's
 generation move within ``refresh_seconds`` (``follow``) and re-read it.
 
 Errors: 400 naming the field, one identical 404 for an unknown tenant, an unknown key
@@ -128,7 +129,7 @@ class TenantAdmin:
             snapshot = await asyncio.to_thread(self.store.snapshot)
             # In a thread: requests go on with the current directory meanwhile.
             await asyncio.to_thread(self._apply, snapshot)
-            self.uses.revoked.clear()  # the new directory lists none of them
+            self.uses.revoked.served_up_to(snapshot.generation)
             return True
 
     async def flush_uses(self) -> None:
@@ -352,10 +353,12 @@ class TenantAdmin:
     async def revoke_key(self, tenant: str, key_id: str, actor: str) -> Revocation:
         """Revoke now: the next request with the key, on this gateway, gets 401."""
         await self._known_tenant(tenant)
-        outcome, _ = await asyncio.to_thread(self.store.revoke_key, tenant, key_id, actor)
+        outcome, generation = await asyncio.to_thread(self.store.revoke_key, tenant, key_id, actor)
         if outcome is Revocation.NOT_FOUND:
             raise KeyNotFoundError()
-        await self.refresh()
+        # Refused from now on; the directory drops the key at the next refresh (within
+        # refresh_seconds), so the answer does not wait for a rebuild.
+        self.uses.revoked.add({key_id: generation})
         return outcome
 
     async def audit(self, *, limit: int, before: int | None) -> list[AuditEntry]:

@@ -178,12 +178,13 @@ class SqlTenantStore:
 
         return self._read(read)
 
-    def revoked_since(self, generation: int) -> list[str]:
-        """Ids of the keys revoked by changes after ``generation``: one indexed query,
-        however many keys the store holds (a gateway applies revocations with it before
-        it rebuilds its whole directory)."""
-        sql = self._sql("SELECT id FROM loragate_api_keys WHERE revoked_gen > ?")
-        return [r[0] for r in self._read(lambda c: c.execute(sql, (generation,)).fetchall())]
+    def revoked_since(self, generation: int) -> dict[str, int]:
+        """The keys revoked by changes after ``generation``, with the generation of each
+        revocation: one indexed query, however many keys the store holds (a gateway
+        applies revocations with it before it rebuilds its whole directory)."""
+        sql = self._sql("SELECT id, revoked_gen FROM loragate_api_keys WHERE revoked_gen > ?")
+        rows = self._read(lambda c: c.execute(sql, (generation,)).fetchall())
+        return {r[0]: int(r[1]) for r in rows}
 
     def list_keys(self, tenant: str) -> list[ManagedKey]:
         sql = self._sql(
