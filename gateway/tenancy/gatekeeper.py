@@ -45,7 +45,7 @@ from gateway.tenancy.budget import (
     budget_refusal,
     budget_report,
 )
-from gateway.tenancy.config import KeyConfig, TenancyConfig, TenantConfig
+from gateway.tenancy.config import KeyConfig, TenancyConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.managed import KeyUses, ManagedTenancy
@@ -230,6 +230,7 @@ class Gatekeeper:
         self.budgets: BudgetStore = budgets or MemoryBudgetStore(seed=usage.budget_seed)
         self._settling: set[asyncio.Future[None]] = set()
         self.holders = itertools.count()  # names each request's budget reservation
+        self._key_index: tuple[TenantDirectory, dict[str, KeyConfig]] | None = None
         self._label_tenants()
 
     @property
@@ -245,6 +246,17 @@ class Gatekeeper:
         if not isinstance(self.limit_store, MemoryLimitStore):
             raise TypeError("the limits live in a shared store, not in this process")
         return self.limit_store
+
+    def _key_of(self, caller: Caller, directory: TenantDirectory) -> KeyConfig | None:
+        """The caller's key as the directory's tenancy names it (its budget), from an
+        index made once per directory version."""
+        if caller.key_id is None:
+            return None
+        index = self._key_index
+        if index is None or index[0] is not directory:
+            keys = {k.id: k for t in directory.config.tenants.values() for k in t.keys}
+            index = self._key_index = (directory, keys)
+        return index[1].get(caller.key_id)
 
     def keep(self, task: asyncio.Future[None]) -> asyncio.Future[None]:
         """Hold a settlement task until it is done (the loop keeps only weak references)."""
@@ -304,7 +316,8 @@ class Gatekeeper:
         directory = _directory_of(caller, self.directory)
         tenant = directory.tenant(caller)
         limits = directory.limits(caller)  # fixed here, with the labels
-        draws = budget_draws(caller.tenant, tenant, _key_of(caller, tenant), time.time())
+        key = self._key_of(caller, directory) if tenant is not None else None
+        draws = budget_draws(caller.tenant, tenant, key, time.time())
         if draws:  # a spent budget: refused before it takes anything
             refused = await self.budgets.check(draws)
             if refused is not None:
@@ -364,13 +377,6 @@ class Gatekeeper:
 
 def _directory_of(caller: Caller, current: TenantDirectory) -> TenantDirectory:
     return caller.directory if caller.directory is not None else current
-
-
-def _key_of(caller: Caller, tenant: TenantConfig | None) -> KeyConfig | None:
-    """The caller's key as its tenant's config names it (None: admin, open mode)."""
-    if tenant is None or caller.key_id is None:
-        return None
-    return next((key for key in tenant.keys if key.id == caller.key_id), None)
 
 
 def _rate_limited(wait: float) -> RateLimitError:
