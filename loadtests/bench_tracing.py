@@ -2,12 +2,12 @@
 
     python -m loadtests.bench_tracing [--requests 1000] [--rounds 3]
 
-One process holds the gateway app (remote mode, in front of ``loadtests.instant_backend``
-in a subprocess, with a tenant, a key, a policy and metrics as ``bench_overhead``
-configures it) and its client (httpx over ASGI, no sockets): each variant's requests
-are timed with the process's CPU clock, so what other programs on the machine do
-changes the wall-clock figures but hardly the CPU ones. The process's CPU time includes
-the span exporter's worker thread. Variants, alternated round by round:
+One process holds one gateway app per variant (remote mode, in front of
+``loadtests.instant_backend`` in a subprocess, with a tenant, a key, a policy and
+metrics as ``bench_overhead`` configures it) and their clients (httpx over ASGI, no
+sockets). The variants take turns every 50 requests, each turn timed with the process's
+CPU clock (which includes the span exporters' worker threads), so a burst of load from
+other programs falls on all of them alike. Variants:
 
 - ``off``: no tracing (no ``OTEL_*``, no ``tracing:``);
 - ``on, dropped``: every request traced, spans handed to an exporter that drops them
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 
 import httpx
@@ -53,32 +53,59 @@ class DroppingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+BATCH = 50
+"""Requests per turn: the variants take turns every ``BATCH`` requests, so a burst of
+load from other programs falls on all of them alike."""
+
+
 async def measure(
-    settings: Settings, key: str, tracing: Tracing, requests: int, stream: bool
-) -> tuple[float, list[float]]:
-    """CPU ms per request, and each request's wall-clock ms, after 100 warm-up requests."""
-    app = create_app(settings, tracing=tracing)
+    configs: dict[str, tuple[Settings, str]],
+    variants: dict[str, Callable[[], Tracing]],
+    requests: int,
+    stream: bool,
+) -> dict[str, tuple[float, list[float]]]:
+    """Per variant: CPU ms per request, and each request's wall-clock ms. Every variant's
+    app (its own settings, data folder and key) is up at once; after 100 warm-up requests
+    each, they take turns."""
     body = chat_body(stream, 8)
-    headers = {"Authorization": f"Bearer {key}"}
-    try:
-        async with app.router.lifespan_context(app):
+    cpu = dict.fromkeys(variants, 0.0)
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    async with AsyncExitStack() as stack:
+        clients = {}
+        for name, make in variants.items():
+            tracing = make()
+            stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+            settings, key = configs[name]
+            app = create_app(settings, tracing=tracing)
+            await stack.enter_async_context(app.router.lifespan_context(app))
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}") as client:
-                for _ in range(100):
-                    (
-                        await client.post("/v1/chat/completions", json=body, headers=headers)
-                    ).raise_for_status()
-                walls = []
-                cpu = time.process_time()
-                for _ in range(requests):
+            client = httpx.AsyncClient(
+                transport=transport,
+                base_url=f"http://{HOST}",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            clients[name] = await stack.enter_async_context(client)
+        for name, client in clients.items():
+            # Starting the later apps blocked the loop past the earlier ones' health
+            # probes: each waits until its monitor sees the backend again.
+            deadline = time.monotonic() + 60
+            while (await client.get("/ready")).status_code != 200:
+                assert time.monotonic() < deadline, f"{name}: not ready"
+                await asyncio.sleep(0.2)
+            for _ in range(100):
+                r = await client.post("/v1/chat/completions", json=body)
+                assert r.status_code == 200, (name, r.text)
+        for _ in range(0, requests, BATCH):
+            for name, client in clients.items():
+                started = time.process_time()
+                for _ in range(BATCH):
                     t = time.perf_counter()
-                    r = await client.post("/v1/chat/completions", json=body, headers=headers)
-                    walls.append(1000 * (time.perf_counter() - t))
-                    r.raise_for_status()
-                cpu = time.process_time() - cpu
-    finally:
-        await asyncio.to_thread(tracing.shutdown)  # a second call (the app's) does nothing
-    return 1000 * cpu / requests, walls
+                    r = await client.post("/v1/chat/completions", json=body)
+                    walls[name].append(1000 * (time.perf_counter() - t))
+                    assert r.status_code == 200, (name, r.text)
+                cpu[name] += time.process_time() - started
+    done = len(walls[next(iter(walls))])
+    return {name: (1000 * cpu[name] / done, walls[name]) for name in variants}
 
 
 def main() -> int:
@@ -105,8 +132,10 @@ def main() -> int:
         collector = Collector(binary, work / "rotel.log", free_port(), free_port(), debug_log=False)
         stack.callback(collector.stop)
         collector.wait_ready()
-        path, key = loragate_config(backend_port, free_port(), tiny_llama_dir(), work)
-        settings = Settings.load(path)
+        configs = {}
+        for name in ("off", "on, dropped", "on", "1 in 10"):
+            path, key = loragate_config(backend_port, free_port(), tiny_llama_dir(), work)
+            configs[name] = (Settings.load(path), key)
         endpoint = f"{collector.url}/v1/traces"
         variants: dict[str, Callable[[], Tracing]] = {
             "off": Tracing,
@@ -120,9 +149,9 @@ def main() -> int:
         walls: dict[tuple[str, bool], list[float]] = {}
         for r in range(args.rounds):
             for stream in (True, False):
-                for name, make in variants.items():
-                    print(f"round {r + 1}: {name}, stream={stream} ...", file=sys.stderr)
-                    ms, w = asyncio.run(measure(settings, key, make(), args.requests, stream))
+                print(f"round {r + 1}, stream={stream} ...", file=sys.stderr)
+                measured = asyncio.run(measure(configs, variants, args.requests, stream))
+                for name, (ms, w) in measured.items():
                     cpu.setdefault((name, stream), []).append(ms)
                     walls.setdefault((name, stream), []).extend(w)
     print_table(cpu, walls, variants, args, load_before, os.getloadavg())
@@ -139,8 +168,9 @@ def print_table(
 ) -> None:
     print(
         f"\nChat completion, 8 tokens, remote mode over an instant backend, in-process client; "
-        f"{args.requests} requests per variant per round, {args.rounds} rounds. Load average "
-        f"before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs).\n"
+        f"{args.requests} requests per variant per round in turns of {BATCH}, "
+        f"{args.rounds} rounds. Load average before {load_before[0]:.2f}, "
+        f"after {load_after[0]:.2f} ({os.cpu_count()} CPUs).\n"
     )
     print(
         "| variant | request | CPU ms/request (median of rounds) | added CPU ms "
