@@ -147,7 +147,9 @@ def test_bm25_weighs_less_only_for_queries_in_another_language(tmp_path: Path) -
 
     manual = tmp_path / "manual.md"
     manual.write_text(MANUAL)
-    config = RetrievalConfig(passage_tokens=0, chunk_tokens=40, chunk_overlap=0)
+    config = RetrievalConfig(
+        passage_tokens=0, chunk_tokens=40, chunk_overlap=0, cross_language_bm25_weight=1.0
+    )
     store = CollectionStore(tmp_path / "store", WordHashEmbedder(), config)
     store.ingest("ops", [manual])
     muted = CollectionStore(
@@ -166,3 +168,16 @@ def test_bm25_weighs_less_only_for_queries_in_another_language(tmp_path: Path) -
     assert scores(muted, ENGLISH)[0] == pytest.approx(2 / 61)
     with pytest.raises(ValueError):
         RetrievalConfig(cross_language_bm25_weight=1.5)
+
+
+def test_use_chunks_are_sized_in_minilm_word_pieces(real_dual: DualEmbedder) -> None:
+    from retrieval.embedding import bundled_model_dir, chunk_tokenizer_of
+    from retrieval.tokens import HuggingFaceTokenizer
+
+    use_tokenizer = chunk_tokenizer_of(real_dual.multilingual)
+    assert use_tokenizer is not None and use_tokenizer.max_tokens is None  # USE reads any length
+    minilm = HuggingFaceTokenizer.from_json(
+        (bundled_model_dir() / "tokenizer.json").read_text(), "minilm", None
+    )
+    text = "PRAGMA journal_mode=WAL; the write-ahead log keeps readers and writers apart."
+    assert use_tokenizer.token_starts(text) == minilm.token_starts(text)

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retrieval.bench.corpora import (
     CORPORA,
     Corpus,
@@ -43,6 +45,7 @@ from retrieval.bench.corpora import (
     normal,
     select_pages,
 )
+from retrieval.bench.latency import synthetic_collection, time_searches
 from retrieval.bench.multilingual import Timed, make_embedder
 from retrieval.bench.report import percentiles_ms, print_table
 from retrieval.config import RetrievalConfig
@@ -96,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="hybrid: cross_language_bm25_weight values to score too (e.g. 0.5,0.25)",
     )
+    parser.add_argument(
+        "--latency-chunks",
+        type=int,
+        default=15_000,
+        help="also time hybrid search on a synthetic collection this large (0: no)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep stores here (re-runs skip embedding)")
     parser.add_argument("--cache", type=Path, help="where fetched packages are unpacked")
     parser.add_argument("--check", action="store_true", help="check the answer spans and stop")
@@ -121,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     table: list[list[object]] = []
     languages: list[list[object]] = []
+    scale: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-crosslingual-") as scratch:
         root = args.work_dir or Path(scratch)
         embedders: dict[str, Embedder] = {}
@@ -129,13 +139,23 @@ def main(argv: list[str] | None = None) -> int:
             for name in filter(None, args.embedders.split(",")):
                 if name not in embedders:
                     embedders[name] = make_embedder(name)
-                run_one(corpus, pages, chosen, name, embedders[name], args, root, table, languages)
+                store = run_one(
+                    corpus, pages, chosen, name, embedders[name], args, root, table, languages
+                )
+                if args.latency_chunks:
+                    scale.append([corpus.name, name, *search_at_scale(store, corpus, args)])
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     headers = ["corpus", "embedder", "mode", "pages", "chunks", "ingest s", "chunks/s"]
     headers += ["chunks/CPU-s"]
     headers += ["en ans@5", "en page@10", "other ans@5", "other page@10", "p50 ms", "p99 ms"]
     print_table("Cross-language retrieval (top 10)", headers, table)
+    if scale:
+        print_table(
+            f"Search at {args.latency_chunks:,} chunks (ms; index: query vector given)",
+            ["corpus", "embedder", "chunks", "embed p50", "embed p99", "index p50", "index p99"],
+            scale,
+        )
     print_table(
         "Per language: answer@5 / page@10 (questions)",
         ["corpus", "embedder", "mode", "language", "ans@5", "page@10", "questions"],
@@ -154,7 +174,7 @@ def run_one(
     root: Path,
     table: list[list[object]],
     languages: list[list[object]],
-) -> None:
+) -> CollectionStore:
     timed = Timed(embedder)
     config = RetrievalConfig()
     store = CollectionStore(root / f"{corpus.name}-{name}", timed, config)  # type: ignore[arg-type]
@@ -201,6 +221,29 @@ def run_one(
                 count = len(per_language[lang])
                 languages.append([corpus.name, label, mode, lang, ans, page, count])
         print(f"done: {corpus.name} {label}", flush=True)
+    return store
+
+
+def search_at_scale(
+    store: CollectionStore, corpus: Corpus, args: argparse.Namespace
+) -> list[object]:
+    """[chunks, query embedding p50, p99, hybrid index search p50, p99] on a synthetic
+    collection of ``--latency-chunks`` chunks made from the ingested one
+    (``retrieval.bench.latency``: copies with noise, exact index below the HNSW threshold)."""
+    questions = [q["question"] for q in corpus.questions()]
+    embed_seconds, vectors = [], []
+    for question in questions:
+        start = time.perf_counter()
+        vectors.append(store.embedder.embed_query(question))
+        embed_seconds.append(time.perf_counter() - start)
+    synthetic = synthetic_collection(
+        store.snapshot(COLLECTION), args.latency_chunks, store.index_settings
+    )
+    snapshot = (
+        synthetic.exact if args.latency_chunks < store.config.hnsw_threshold else synthetic.graph
+    )
+    index = time_searches(snapshot, questions, np.stack(vectors), "hybrid")
+    return [args.latency_chunks, *percentiles_ms(embed_seconds), *index]
 
 
 if __name__ == "__main__":
