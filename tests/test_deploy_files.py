@@ -66,6 +66,7 @@ def exported_series() -> dict[str, frozenset[str]]:
     )
     labels = metrics.series(tenant="t", adapter="a")
     metrics.tokens(labels, prompt=1, completion=1)
+    metrics.spend(labels, "m", cost=0.5, engine_seconds=0.5)
     metrics.first_token(labels, 0.1)
     metrics.per_token(labels, 0.01)
     metrics.in_flight.labels("t").set(1)
