@@ -6,6 +6,7 @@ that records the headers it receives); every test builds its own tracer provider
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gateway.app import create_app
 from gateway.config import Settings, TracingSettings
 from gateway.engine.interface import Engine
+from gateway.pipeline.chat import ChatEndpoint
+from gateway.protocol.chat import ChatCompletionRequest
 from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.keys import generate_key
 from gateway.tracing import NO_TRACE, TraceMiddleware, Tracing
@@ -292,3 +295,33 @@ async def test_no_trace_hands_back_what_it_is_given() -> None:
     with manager as span:
         assert not span.is_recording()
     await stream.aclose()
+
+
+async def test_a_request_the_client_leaves_ends_every_span_as_cancelled(
+    settings: Settings, renderer: PromptRenderer, exporter: InMemorySpanExporter
+) -> None:
+    engine = FakeEngine(reply_words=50)
+    engine.token_delay = 0.01
+    tracing = Tracing.exporting(exporter, batch=False)
+    app = create_app(settings, engine_factory=lambda _: engine, renderer=renderer, tracing=tracing)
+    async with app.router.lifespan_context(app):
+        state = app.state.gateway
+        caller = state.gatekeeper.authenticate(None)
+        request = ChatCompletionRequest.model_validate(
+            {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        )
+        started = await state.pipeline.start(caller, ChatEndpoint(request))
+        outputs = started.outputs()
+        await anext(outputs)
+        await outputs.aclose()  # the client left after the first output
+        for _ in range(200):  # the engine's stream is finalized by the loop
+            if engine.aborted:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.aborted
+    spans = by_name(exporter.get_finished_spans())
+    operation = spans["chat tiny-base"]
+    assert (operation.attributes or {})["error.type"] == "cancelled"
+    assert 0 < (operation.attributes or {})["gen_ai.usage.output_tokens"] < 50
+    assert set(STEPS) <= set(spans)
+    assert all(s.status.status_code != StatusCode.ERROR for s in spans.values())
