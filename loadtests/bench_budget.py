@@ -134,7 +134,12 @@ def gateway_config(
         "engine": {"kind": "remote", "replicas": [f"http://{HOST}:{backend_port}"]},
         "server": {"host": HOST, "port": port, "log_level": "warning"},
         "registry": {"data_dir": str(work / f"data-{port}")},
-        "limits_store": {"kind": "redis", "url": redis_url, "key_prefix": "bench-budget:"},
+        "limits_store": {
+            "kind": "redis",
+            "url": redis_url,
+            "key_prefix": "bench-budget:",
+            "timeout": 5,  # 64 connections opening at once on a loaded machine
+        },
         "pricing": {"models": {MODEL: PRICES}},
         "tenants": tenants,
     }
