@@ -322,6 +322,7 @@ async def test_a_request_the_client_leaves_ends_every_span_as_cancelled(
     spans = by_name(exporter.get_finished_spans())
     operation = spans["chat tiny-base"]
     assert (operation.attributes or {})["error.type"] == "cancelled"
-    assert 0 < (operation.attributes or {})["gen_ai.usage.output_tokens"] < 50
+    produced = (operation.attributes or {})["gen_ai.usage.output_tokens"]
+    assert isinstance(produced, int) and 0 < produced < 50
     assert set(STEPS) <= set(spans)
     assert all(s.status.status_code != StatusCode.ERROR for s in spans.values())
