@@ -85,10 +85,12 @@ def test_a_tenant_stalling_every_slot_does_not_keep_another_from_an_answer(
     stalled = [stalled_completions(live) for _ in range(STREAMS)]
     try:
         deadline = time.monotonic() + 30
-        while queue.in_use < CAPACITY:  # a holds every slot
+        while queue.in_use < CAPACITY:  # a holds every slot (b, never seen, gets no headroom)
             assert time.monotonic() < deadline, f"only {queue.in_use} slots in use"
             time.sleep(0.05)
-        time.sleep(6)  # past b's activity window: no headroom is kept for it
+        while queue.streams_stalled < STREAMS:  # a's buffers are full: it reads nothing
+            assert time.monotonic() < deadline + 60, f"{queue.streams_stalled} stalled"
+            time.sleep(0.1)
         started = time.monotonic()
         answer = httpx.post(
             live.base_url + "/v1/chat/completions",

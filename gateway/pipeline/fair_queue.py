@@ -116,6 +116,11 @@ class FairQueue:
         """Stalled streams cut so far to free slots for another tenant."""
         return self._stalled.cut_count
 
+    @property
+    def streams_stalled(self) -> int:
+        """Running streams whose clients read nothing (see ``stalled``)."""
+        return len(self._stalled)
+
     def estimated_wait(self, ahead: int) -> float | None:
         """Seconds until ``ahead`` units of queued cost have been dispatched."""
         if self._service is None:

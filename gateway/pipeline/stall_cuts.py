@@ -49,8 +49,8 @@ class StalledHolds:
         self.cut_count = 0
         """Streams cut to free slots for another tenant (for tests and logs)."""
 
-    def __bool__(self) -> bool:
-        return bool(self._holds)
+    def __len__(self) -> int:
+        return len(self._holds)
 
     def add(self, hold: StalledHold) -> Callable[[], None]:
         """Register ``hold``; returns the function that withdraws it."""
