@@ -20,15 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    AsyncExitStack,
-    asynccontextmanager,
-    contextmanager,
-)
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import (
@@ -185,25 +179,13 @@ class RequestTrace:
             failed(span, exc)
         span.end()
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[Span]:
-        span = self._tracer.start_span(name, context=self._context)
-        try:
-            yield span
-        except BaseException as exc:
-            failed(span, exc)
-            raise
-        finally:
-            span.end()
+    def step(self, name: str) -> AbstractContextManager[Span]:
+        return _Step(self._tracer.start_span(name, context=self._context))
 
-    @asynccontextmanager
-    async def entry(
+    def entry(
         self, name: str, manager: AbstractAsyncContextManager[T]
-    ) -> AsyncGenerator[T, None]:
-        async with AsyncExitStack() as stack:
-            with self.step(name):
-                value = await stack.enter_async_context(manager)
-            yield value
+    ) -> AbstractAsyncContextManager[T]:
+        return _SpannedEntry(self.step(name), manager)
 
     def prepared(self, prepared: Prepared, endpoint: object) -> None:
         first = prepared.generations[0]
@@ -285,6 +267,46 @@ class RequestTrace:
             }
             for k in sorted(set(self._texts) | set(self._finish))
         ]
+
+
+class _Step:
+    """Ends ``span`` on leaving the block (an exception: its ``error.type``)."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is not None:
+            failed(self.span, exc)
+        self.span.end()
+
+
+class _SpannedEntry(Generic[T]):
+    """``manager`` whose entry runs inside ``step``; its exit as it is."""
+
+    __slots__ = ("manager", "step")
+
+    def __init__(
+        self, step: AbstractContextManager[Span], manager: AbstractAsyncContextManager[T]
+    ) -> None:
+        self.step = step
+        self.manager = manager
+
+    async def __aenter__(self) -> T:
+        with self.step:
+            return await self.manager.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool | None:
+        return await self.manager.__aexit__(kind, exc, tb)
 
 
 def failed(span: Span, exc: BaseException) -> None:
