@@ -2,6 +2,7 @@
 cost inside the model, robust to other work on the machine.
 
     OMP_NUM_THREADS=1 python -m loadtests.bench_lora_engine MODEL_DIR [--rounds 3]
+    OMP_NUM_THREADS=1 LORAGATE_CPU_LORA_OPS=ops-only python -m loadtests.bench_lora_engine ...
     OMP_NUM_THREADS=1 LORAGATE_CPU_LORA_OPS=vllm python -m loadtests.bench_lora_engine ...
 
 The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so
@@ -11,8 +12,9 @@ random rank-8 LoRA on q/k/v/o (``bench_adapters.write_adapters``: it costs what 
 trained one costs). Each round: ``--prompts`` fresh prompts of 120 random words,
 ``--max-tokens`` output tokens (``ignore_eos``), temperature 0. The first adapter round
 comes first (anything paid once shows there); the last round repeats its prompts (prefix
-cache). The plugin installs the grouped ops unless ``LORAGATE_CPU_LORA_OPS=vllm``; the
-ops in use are printed.
+cache). The plugin installs the grouped ops and ``cpu_lora_linear``'s ``add_lora_linear``
+unless ``LORAGATE_CPU_LORA_OPS`` says otherwise (``ops-only``: the grouped ops under
+vLLM's method; ``vllm``: vLLM's ops); the ops and the method in use are printed.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace, adapter: Path) -> list[dict[str, Any]]:
         seed=0,
     )
     print(f"LoRA ops: {punica_cpu.sgmv_shrink.__module__}", flush=True)
+    linear = punica_cpu.PunicaWrapperCPU.add_lora_linear
+    print(f"add_lora_linear: {linear.__module__}", flush=True)
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens, ignore_eos=True)
     lora = LoRARequest("bench", 1, str(adapter))
     rng = random.Random(0)
