@@ -181,3 +181,12 @@ def test_use_chunks_are_sized_in_minilm_word_pieces(real_dual: DualEmbedder) -> 
     )
     text = "PRAGMA journal_mode=WAL; the write-ahead log keeps readers and writers apart."
     assert use_tokenizer.token_starts(text) == minilm.token_starts(text)
+
+
+def test_embeddings_api_counts_use_inputs_in_cl100k(real_dual: DualEmbedder) -> None:
+    from gateway.rag.embeddings import EmbeddingService
+    from retrieval.tokens import Cl100kTokenizer
+
+    # USE reads any length: its inputs are counted in cl100k, with no limit.
+    counter = EmbeddingService._tokenizer_of(real_dual.multilingual)
+    assert isinstance(counter, Cl100kTokenizer) and counter.max_tokens is None

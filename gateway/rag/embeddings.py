@@ -171,9 +171,11 @@ class EmbeddingService:
 
     @staticmethod
     def _tokenizer_of(embedder: Embedder) -> InputTokenizer:
-        """The embedder's own tokens when it has a tokenizer, else cl100k (no limit)."""
+        """The embedder's own tokens when it has a tokenizer that bounds what it reads,
+        else cl100k (no limit): USE sizes its chunks in MiniLM's word-pieces but reads
+        any length, so its inputs are counted in cl100k."""
         own = chunk_tokenizer_of(embedder)
-        if own is not None and hasattr(own, "count"):
+        if own is not None and own.max_tokens is not None and hasattr(own, "count"):
             return own  # type: ignore[return-value]
         return Cl100kTokenizer()
 
