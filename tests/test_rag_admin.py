@@ -178,10 +178,18 @@ async def test_admin_refusals(gw: FakeGateway) -> None:
         "/admin/collections/ops/documents", json={"paths": ["x"]}, headers=ADMIN
     )
     assert r.status_code == 400 and r.json()["error"]["param"] in ("path", "paths")
+    # A multipart form without a file part (only a field): nothing to ingest.
     r = await gw.client.post(
-        "/admin/collections/ops/documents", data={"skip_errors": "true"}, files={}, headers=ADMIN
+        "/admin/collections/ops/documents",
+        files={"skip_errors": (None, "true")},
+        headers=ADMIN,
     )
     assert r.status_code == 400
+    # A form that is not multipart is not an upload at all.
+    r = await gw.client.post(
+        "/admin/collections/ops/documents", data={"skip_errors": "true"}, headers=ADMIN
+    )
+    assert r.status_code == 415
 
 
 async def test_path_ingest_is_off_without_allowed_roots(
