@@ -70,18 +70,26 @@ def add_keys_parser(sub: Any) -> None:
     create.add_argument(
         "--models", help="comma-separated models the key may call (default: the tenant's)"
     )
-    create.add_argument("--budget-period", choices=("day", "month"), help="the key's budget")
-    create.add_argument("--budget-tokens", type=int, help="tokens per budget period")
-    create.add_argument("--budget-cost", type=float, help="cost per budget period")
+    create.add_argument(
+        "--budget-period",
+        choices=("day", "month"),
+        help="the key's budget period (default: no budget)",
+    )
+    create.add_argument(
+        "--budget-tokens", type=int, help="tokens per budget period (default: no token cap)"
+    )
+    create.add_argument(
+        "--budget-cost", type=float, help="cost per budget period (default: no cost cap)"
+    )
     create.add_argument(
         "--offline",
         action="store_true",
         help="no gateway: print the key and the hash entry for the config file",
     )
     listing = cmds.add_parser("list", parents=[common], help="a tenant's keys (no secrets)")
-    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--tenant", required=True, help="the tenant whose keys to list")
     revoke = cmds.add_parser("revoke", parents=[common], help="revoke a key (401 from now on)")
-    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("--tenant", required=True, help="the tenant the key belongs to")
     revoke.add_argument("id", help="the key id (lg-<id>-...)")
     keys.set_defaults(func=cmd_keys)
 
@@ -91,31 +99,38 @@ def add_tenants_parser(sub: Any) -> None:
     tenants = sub.add_parser("tenants", help="tenants (over the admin API)")
     cmds = tenants.add_subparsers(dest="tenants_command", required=True)
     cmds.add_parser("list", parents=[common], help="every tenant, and where it is defined")
-    cmds.add_parser("show", parents=[common], help="one tenant's definition").add_argument("name")
+    cmds.add_parser("show", parents=[common], help="one tenant's definition").add_argument(
+        "name", help="the tenant"
+    )
     for name, text in (
         ("create", "define a tenant (as under tenants.<name> in the config file)"),
         ("update", "change the fields given; the others stay"),
     ):
         cmd = cmds.add_parser(name, parents=[common], help=text)
-        cmd.add_argument("name")
+        cmd.add_argument("name", help="the tenant")
         cmd.add_argument(
-            "--file", type=Path, help="YAML or JSON file with the tenant's fields (no keys)"
+            "--file",
+            type=Path,
+            help="YAML or JSON file with the tenant's fields, no keys (default: none)",
         )
         cmd.add_argument(
             "--set",
             action="append",
             default=[],
             metavar="FIELD=VALUE",
-            help="one field, VALUE read as YAML, e.g. --set 'models=[tiny, pirate]' (repeatable)",
+            help="one field, VALUE read as YAML, e.g. --set 'models=[tiny, pirate]' "
+            "(repeatable; default: none)",
         )
     cmds.add_parser(
         "delete", parents=[common], help="delete an API tenant and revoke its keys"
-    ).add_argument("name")
+    ).add_argument("name", help="the tenant")
     tenants.set_defaults(func=cmd_tenants)
 
     audit = sub.add_parser("audit", parents=[common], help="the admin API's audit log")
     audit.add_argument("--limit", type=int, default=50, help="entries (default: 50)")
-    audit.add_argument("--before", type=int, help="entries older than this seq")
+    audit.add_argument(
+        "--before", type=int, help="entries older than this seq (default: the newest)"
+    )
     audit.set_defaults(func=cmd_audit)
 
 

@@ -87,7 +87,7 @@ def add_compare_parser(sub: Any) -> None:
         metavar="COLLECTION",
         help="also search COLLECTION with every item that names a source and write "
         "answer@5 and page@10 per language to OUT/retrieval.md and retrieval.json "
-        "(with --eval alone: only these figures, no answers)",
+        "(with --eval alone: only these figures, no answers; default: no retrieval figures)",
     )
     p.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)"
