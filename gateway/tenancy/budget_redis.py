@@ -28,14 +28,11 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from gateway.config import LimitStoreSettings
 from gateway.tenancy.budget import COST_SLACK, BudgetDraw, Seed, Spend
 from gateway.tenancy.limit_store import LimitsUnavailableError
+from gateway.tenancy.redis_limits import UNREACHABLE, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +142,6 @@ end
 return 0
 """
 
-_UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
-
 
 class RedisBudgetStore:
     """A ``BudgetStore`` on Redis, shared by every gateway naming the same Redis and
@@ -184,14 +179,11 @@ class RedisBudgetStore:
 
     @classmethod
     def from_settings(cls, settings: LimitStoreSettings, seed: Seed | None) -> RedisBudgetStore:
-        client = Redis.from_url(
-            settings.url.get_secret_value(),
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
         return cls(
-            client, key_prefix=settings.key_prefix, seed=seed, lease_seconds=settings.lease_seconds
+            redis_client(settings),
+            key_prefix=settings.key_prefix,
+            seed=seed,
+            lease_seconds=settings.lease_seconds,
         )
 
     def key(self, draw: BudgetDraw) -> str:
@@ -242,7 +234,7 @@ class RedisBudgetStore:
             ]
         try:
             answer = await self._reserve(keys=self._keys(draws), args=args)
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             if not self._failing:
                 logger.error("Redis budget store unreachable: refusing requests (%s)", exc)
             self._failing = True
@@ -294,7 +286,7 @@ class RedisBudgetStore:
         async def run() -> None:
             try:
                 await self._settle(keys=keys, args=args)
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 logger.warning("could not settle budgets on Redis: %s", exc)
 
         task = asyncio.ensure_future(run())
@@ -325,7 +317,7 @@ class RedisBudgetStore:
                 args += [len(members), *members]
             try:
                 await self._renew(keys=list(held), args=args)
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 logger.warning("could not renew budget reservations on Redis")
 
     async def close(self) -> None:

@@ -139,7 +139,21 @@ end
 return 0
 """
 
-_UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
+"""What a Redis call raises when the server cannot answer (the caller fails closed)."""
+
+
+def redis_client(settings: LimitStoreSettings) -> Redis:
+    """The client every Redis-backed store of a gateway is built with."""
+    return Redis.from_url(
+        settings.url.get_secret_value(),
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.timeout,
+        # One immediate retry on a dropped connection (Redis restarted), never on a
+        # timeout: a script that timed out may have run.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+
 
 _Draw = tuple[str, str, int | None, int]
 """(subject, "rpm" | "tpm", capacity, amount): what one request takes from one bucket."""
@@ -178,15 +192,11 @@ class RedisLimitStore:
 
     @classmethod
     def from_settings(cls, settings: LimitStoreSettings) -> RedisLimitStore:
-        client = Redis.from_url(
-            settings.url.get_secret_value(),
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
-            # One immediate retry on a dropped connection (Redis restarted), never on a
-            # timeout: a script that timed out may have run.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        return cls(
+            redis_client(settings),
+            key_prefix=settings.key_prefix,
+            lease_seconds=settings.lease_seconds,
         )
-        return cls(client, key_prefix=settings.key_prefix, lease_seconds=settings.lease_seconds)
 
     # -- admission and settlement -------------------------------------------------
 
@@ -270,7 +280,7 @@ class RedisLimitStore:
                 await self._settle_script(
                     keys=[slots, *keys], args=[self._period, member or "", *args]
                 )
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 logger.warning("could not settle limits on Redis: %s", exc)
 
         task = asyncio.ensure_future(run())
@@ -293,7 +303,7 @@ class RedisLimitStore:
             await asyncio.sleep(self._lease_ms / 3000)
             try:
                 await self._renew_once()
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 logger.warning("could not renew in-flight leases on Redis")
 
     async def _renew_once(self) -> None:
@@ -319,7 +329,7 @@ class RedisLimitStore:
                     for key, members in held.items():
                         pipe.zrem(key, *members)
                     await pipe.execute()
-        except _UNREACHABLE:
+        except UNREACHABLE:
             logger.warning("could not release in-flight slots on Redis at shutdown")
         await self._client.aclose()
 
@@ -329,7 +339,7 @@ class RedisLimitStore:
         """Run one Redis call for admission: unreachable -> 503 ``limits_unavailable``."""
         try:
             result = await call()
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             if not self._failing:
                 logger.error("Redis limit store unreachable: refusing requests (%s)", exc)
             self._failing = True
