@@ -53,8 +53,8 @@ def _activate_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_adapters_parser(sub: Any) -> None:
-    """Add ``adapters`` and its subcommands to the top-level ``loragate`` parser."""
+def client_options() -> argparse.ArgumentParser:
+    """The options every admin-API command takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
@@ -67,7 +67,12 @@ def add_adapters_parser(sub: Any) -> None:
         help="admin key (default: $LORAGATE_ADMIN_KEY, else $LORAGATE_ADMIN__API_KEY)",
     )
     common.add_argument("--json", action="store_true", help="print raw JSON")
+    return common
 
+
+def add_adapters_parser(sub: Any) -> None:
+    """Add ``adapters`` and its subcommands to the top-level ``loragate`` parser."""
+    common = client_options()
     adapters = sub.add_parser("adapters", help="manage the adapters of a running gateway")
     cmds = adapters.add_subparsers(dest="adapters_command", required=True)
     cmds.add_parser("list", parents=[common], help="every adapter with residency and counts")

@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from gateway.admin.client import AdminAPIError, AdminClient, default_admin_key, default_url
+from gateway.admin.commands import client_options
 from gateway.tenancy.keys import generate_key
 
 DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -35,24 +36,8 @@ class UsageError(Exception):
     """Bad arguments (exit status 2)."""
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=None,
-        help="gateway URL (default: $LORAGATE_URL, else http://127.0.0.1:8000)",
-    )
-    common.add_argument(
-        "--admin-key",
-        default=None,
-        help="admin key (default: $LORAGATE_ADMIN_KEY, else $LORAGATE_ADMIN__API_KEY)",
-    )
-    common.add_argument("--json", action="store_true", help="print raw JSON")
-    return common
-
-
 def add_keys_parser(sub: Any) -> None:
-    common = _common()
+    common = client_options()
     keys = sub.add_parser("keys", help="API keys of tenants (over the admin API)")
     cmds = keys.add_subparsers(dest="keys_command", required=True)
     create = cmds.add_parser(
@@ -95,7 +80,7 @@ def add_keys_parser(sub: Any) -> None:
 
 
 def add_tenants_parser(sub: Any) -> None:
-    common = _common()
+    common = client_options()
     tenants = sub.add_parser("tenants", help="tenants (over the admin API)")
     cmds = tenants.add_subparsers(dest="tenants_command", required=True)
     cmds.add_parser("list", parents=[common], help="every tenant, and where it is defined")
