@@ -19,9 +19,9 @@ import json
 
 from pydantic import ValidationError
 
+from adapters.common.pg_connection import PostgresConnection
 from adapters.errors import RegistryCorruptError
 from adapters.manifest import RegistryState
-from adapters.pg_connection import PostgresConnection
 from adapters.registry_state_store import RegistryUnavailableError, StateConflictError
 
 SCHEMA = """

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import fsspec
 
 from adapters.archive import CHUNK, extract_archive, safe_relative_path
-from adapters.credential_redaction import redact_credentials, redact_uri
+from adapters.common.credential_redaction import redact_credentials, redact_uri
 from adapters.errors import (
     InvalidSourceUriError,
     SourceNotAllowedError,

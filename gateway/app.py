@@ -30,17 +30,17 @@ from gateway.api.routes import (
     retrieval,
 )
 from gateway.api.routes import embeddings as embedding_routes
-from gateway.config import Settings
 from gateway.config_reload import reload_tenancy
 from gateway.engine.factory import start_engine
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.openapi_docs import docs_app_arguments
 from gateway.pipeline.drain import Drain
 from gateway.playground import routes as playground
 from gateway.rag.provider import StoreProvider, open_store, should_preload
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from gateway.state import GatewayState, build_state, open_registry
 from gateway.tenancy.usage import UsageUnavailableError
 from gateway.tracing import TraceMiddleware, Tracing

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway.config import Settings, describe, read_config_file
 from gateway.errors import InvalidRequestError
-from gateway.tenancy.config import TenancyConfig
+from gateway.settings import Settings, describe, read_config_file
+from gateway.settings.tenancy import TenancyConfig
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import IO
 
-from adapters.credential_redaction import redact_credentials
+from adapters.common.credential_redaction import redact_credentials
 from gateway.request_context import request_id_var
 
 QUIET_LIBRARIES = (

@@ -17,17 +17,17 @@ from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.adapter_runtime.shared_registry import registry_store_options, settle_seconds
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
-from gateway.config import LimitStoreSettings, Settings
 from gateway.engine.interface import Engine
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.drain import Drain
 from gateway.pipeline.fair_queue import FairQueue
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.embeddings import EmbeddingService
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.settings import LimitStoreSettings, Settings
 from gateway.tenancy.admin_guard import AdminGuard
 from gateway.tenancy.budget import BudgetStore, MemoryBudgetStore
 from gateway.tenancy.budget_redis import RedisBudgetStore

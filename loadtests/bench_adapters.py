@@ -56,19 +56,19 @@ DISTINCT = (0, 1, 2, 4, 8)
 
 def base_model(choice: str) -> Path:
     if choice == "tiny":
-        from tests.modelkit import tiny_llama_dir
+        from tests.support.modelkit import tiny_llama_dir
 
         return tiny_llama_dir()
     if choice != "demo":
         return Path(choice)
-    from adapters.demo_kit import ensure_demo_kit
+    from adapters.tooling.demo_kit import ensure_demo_kit
 
     return ensure_demo_kit().base_dir
 
 
 def write_adapters(base: Path, root: Path, names: list[str], first_seed: int) -> dict[str, Path]:
     # The tests' random PEFT adapter writer: shapes from the base's config.json.
-    from tests.modelkit import write_random_adapter
+    from tests.support.modelkit import write_random_adapter
 
     return {
         name: write_random_adapter(base, root / name, seed=first_seed + i, scale=0.05)

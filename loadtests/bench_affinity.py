@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import yaml
 
-from adapters.random_lora import write_random_lora
+from adapters.tooling.random_lora import write_random_lora
 from loadtests.bench_serving import wait_ready
 from loadtests.replica_process import ReplicaProcess, exit_on_sigterm
 from loadtests.target import free_port
@@ -256,7 +256,7 @@ def main() -> int:
     args = parser.parse_args()
     exit_on_sigterm()
 
-    from adapters.demo_kit import ensure_demo_kit
+    from adapters.tooling.demo_kit import ensure_demo_kit
 
     base = ensure_demo_kit().base_dir
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.tenancy.keys import NewKey, generate_key
+from gateway.settings.keys import NewKey, generate_key
 from loadtests.bench_serving import wait_ready
 from loadtests.instant_backend import MODEL
 from loadtests.target import free_port
@@ -261,7 +261,7 @@ def print_table(
 
 
 def _tiny_model() -> Path:
-    from tests.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
+    from tests.support.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
 
     return tiny_llama_dir()
 

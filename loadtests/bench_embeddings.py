@@ -163,10 +163,10 @@ def embedder_calls(port: int) -> float:
 def gateway_config(
     backend_port: int, port: int, work: Path, args: argparse.Namespace
 ) -> tuple[Path, str]:
-    from gateway.config import RetrievalSettings
     from gateway.rag.embeddings import served_embedder_id
-    from gateway.tenancy.keys import generate_key
-    from tests.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
+    from gateway.settings import RetrievalSettings
+    from gateway.settings.keys import generate_key
+    from tests.support.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
 
     key = generate_key()
     # Loaded by the first (warm-up) request: preloading overlaps the prompt renderer's
@@ -216,8 +216,8 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=100, help="words per input")
     parser.add_argument("--embedder", default="minilm", help="retrieval.embedder")
     args = parser.parse_args()
-    from gateway.config import RetrievalSettings
     from gateway.rag.embeddings import served_embedder_id
+    from gateway.settings import RetrievalSettings
 
     model = served_embedder_id(RetrievalSettings(embedder=args.embedder))
     texts = chunks(args.words, max(args.batch, args.concurrency))

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.tenancy.config import TenancyConfig
+from gateway.settings.keys import generate_key, hash_secret
+from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.directory import TenantDirectory
-from gateway.tenancy.keys import generate_key, hash_secret
 from gateway.tenancy.managed import KeyUses, ManagedKey
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 

@@ -204,7 +204,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/lora-gateway"))
     args = parser.parse_args()
 
-    from adapters.demo_kit import ensure_demo_kit
+    from adapters.tooling.demo_kit import ensure_demo_kit
 
     base = ensure_demo_kit().base_dir
     args.out.mkdir(parents=True, exist_ok=True)

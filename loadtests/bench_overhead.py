@@ -119,7 +119,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def loragate_config(backend_port: int, port: int, model_dir: Path, work: Path) -> tuple[Path, str]:
     """A tenant with a key, limits and a policy; the engine: the instant backend."""
-    from gateway.tenancy.keys import generate_key
+    from gateway.settings.keys import generate_key
 
     key = generate_key()
     config = {
@@ -284,7 +284,7 @@ def main() -> int:
 
 def _traced_env(stack: ExitStack, work: Path) -> dict[str, str]:
     """A collector that drops what it gets, and the variables that send every trace there."""
-    from tests.otel_collector import Collector, rotel_binary
+    from tests.support.otel_collector import Collector, rotel_binary
 
     binary = rotel_binary()
     if binary is None:
@@ -302,7 +302,7 @@ def _traced_env(stack: ExitStack, work: Path) -> dict[str, str]:
 
 
 def _tiny_model() -> Path:
-    from tests.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
+    from tests.support.modelkit import tiny_llama_dir  # the tests' tokenizer + config folder
 
     return tiny_llama_dir()
 

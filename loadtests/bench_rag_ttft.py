@@ -205,7 +205,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.base is None:
-        from adapters.demo_kit import ensure_demo_kit
+        from adapters.tooling.demo_kit import ensure_demo_kit
 
         args.base = ensure_demo_kit().base_dir
     files, questions = corpus()

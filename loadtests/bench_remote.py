@@ -185,8 +185,8 @@ def main() -> int:
     exit_on_sigterm()
     load = Load(args.input_len, args.output_len, args.num_prompts, args.concurrency)
 
-    from adapters.demo_kit import ensure_demo_kit
-    from gateway.tenancy.keys import generate_key
+    from adapters.tooling.demo_kit import ensure_demo_kit
+    from gateway.settings.keys import generate_key
 
     base = ensure_demo_kit().base_dir
     args.out.mkdir(parents=True, exist_ok=True)

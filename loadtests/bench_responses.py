@@ -58,8 +58,8 @@ class Sample:
 def demo_base() -> Path:
     """The demo kit's base model (SmolLM2-135M-Instruct), converted into the kit's cache
     if it is not there yet; no adapters are needed here, so none are trained."""
-    from adapters.demo_kit import LOCK_FILE, default_cache_dir, demo_kit_key, exclusive_lock
-    from adapters.smollm2 import convert_smollm2, smollm2_gguf_path
+    from adapters.tooling.demo_kit import LOCK_FILE, default_cache_dir, demo_kit_key, exclusive_lock
+    from adapters.tooling.smollm2 import convert_smollm2, smollm2_gguf_path
 
     gguf = smollm2_gguf_path()
     key = demo_kit_key(gguf_name=gguf.name, gguf_size=gguf.stat().st_size)

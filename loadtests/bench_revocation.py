@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import hash_secret
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import hash_secret
 from loadtests.bench_key_lookup import cpu_name
 from tests.conftest import FakeKit
-from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
-from tests.postgres_fixtures import PostgresServer
-from tests.tenant_admin_support import ADMIN, Gateway, two_gateways
+from tests.support.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
+from tests.support.postgres_fixtures import PostgresServer
+from tests.support.tenant_admin_support import ADMIN, Gateway, two_gateways
 
 
 def prefill(url: str, count: int) -> None:

@@ -152,7 +152,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from adapters.demo_kit import ensure_demo_kit
+    from adapters.tooling.demo_kit import ensure_demo_kit
 
     kit = ensure_demo_kit()
     args.out.mkdir(parents=True, exist_ok=True)

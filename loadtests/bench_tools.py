@@ -1,6 +1,6 @@
 """Tool calls on held-out prompts: the demo base model vs the ``toolcaller`` adapter.
 
-Sends every held-out prompt of ``adapters/data/tools-heldout.jsonl`` (none of them in
+Sends every held-out prompt of ``adapters/tooling/data/tools-heldout.jsonl`` (none of them in
 the adapter's training data) to ``/v1/chat/completions`` with its tools, greedy, once
 with ``tool_choice: "required"`` and once with ``"auto"``, to the base model and to the
 adapter, and scores what comes back:
@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from jsonschema import Draft202012Validator
 
-from adapters.demo_kit import ensure_demo_kit
+from adapters.tooling.demo_kit import ensure_demo_kit
 from loadtests.bench_responses import demo_base
 from loadtests.bench_serving import MODEL_ID, free_port, start_gateway, wait_ready
 from loadtests.tool_dataset import FUNCTIONS, load_heldout, tool_definitions

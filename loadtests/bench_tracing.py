@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.settings import Settings
 from gateway.tracing import Tracing
 from loadtests.bench_overhead import HOST, chat_body, loragate_config, started
 from loadtests.bench_serving import wait_ready
@@ -113,8 +113,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from tests.modelkit import tiny_llama_dir
-    from tests.otel_collector import Collector, rotel_binary
+    from tests.support.modelkit import tiny_llama_dir
+    from tests.support.otel_collector import Collector, rotel_binary
 
     binary = rotel_binary()
     if binary is None:

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import yaml
 
-from gateway.tenancy.keys import generate_key, hash_secret, parse_key
+from gateway.settings.keys import generate_key, hash_secret, parse_key
 from loadtests.scenario import PacedTarget, Scenario
 from loadtests.target import ServerProcess, free_port
 

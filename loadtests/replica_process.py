@@ -1,6 +1,6 @@
 """``ReplicaProcess``: one ``python -m vllm.entrypoints.openai.api_server`` on loopback.
 
-Used by the remote-mode tests (``tests/remote_fixtures.py``) and the remote benchmarks
+Used by the remote-mode tests (``tests/support/remote_fixtures.py``) and the remote benchmarks
 (``bench_remote``, ``bench_affinity``). Each replica runs in its own process group, with
 LoRA and runtime adapter loading on, its engine's OpenMP threads bound to one core
 (vLLM's automatic binding would put two engines on the same core), float32 (bf16 is

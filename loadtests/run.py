@@ -183,7 +183,7 @@ def warn_unserved_models(url: str, scenario: Scenario) -> None:
 def demo_base_dir() -> Path:
     """The demo kit's base model folder (built on first use): the paced gateway's
     tokenizer and base model spec."""
-    from adapters.demo_kit import default_cache_dir, ensure_demo_kit
+    from adapters.tooling.demo_kit import default_cache_dir, ensure_demo_kit
 
     return Path(ensure_demo_kit(default_cache_dir()).base_dir)
 
@@ -195,7 +195,7 @@ def export_demo_keys() -> None:
     """The demo's tenant keys (made on its first run, kept in its cache) into the
     environment variables the demo scenario names (``api_key_env``); inherited by the
     Locust processes."""
-    from adapters.demo_kit import default_cache_dir
+    from adapters.tooling.demo_kit import default_cache_dir
     from gateway.demo.keys import load_or_create_keys
 
     keys = load_or_create_keys(default_cache_dir())

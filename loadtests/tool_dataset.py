@@ -1,8 +1,8 @@
 """The demo's tool-use data: a support bot's functions, the conversations the
 ``toolcaller`` adapter is trained on, and held-out prompts to measure it with.
 
-``python -m loadtests.tool_dataset`` writes ``adapters/data/tools.jsonl`` (training, the
-persona sets' format: ``{"messages": [...]}``) and ``adapters/data/tools-heldout.jsonl``
+``python -m loadtests.tool_dataset`` writes ``adapters/tooling/data/tools.jsonl`` (training, the
+persona sets' format: ``{"messages": [...]}``) and ``adapters/tooling/data/tools-heldout.jsonl``
 (one prompt per line with its tools and the expected call, or none). Each conversation
 is rendered exactly as the gateway renders a request with those tools: the functions in
 the system text by ``tools_text`` (after the client's own system text, if any), a call
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.demo_kit import DATA_DIR
+from adapters.tooling.demo_kit import DATA_DIR
+from gateway.model_io.tool_format import call_text, result_text, tools_text
+from gateway.model_io.tool_set import ToolBounds, ToolSet
 from gateway.protocol.tools import ChatTool
-from gateway.serving.tool_format import call_text, result_text, tools_text
-from gateway.serving.tool_set import ToolBounds, ToolSet
 
 TRAIN_FILE = DATA_DIR / "tools.jsonl"
 HELDOUT_FILE = DATA_DIR / "tools-heldout.jsonl"

@@ -1,4 +1,4 @@
-"""Shared fixtures. The real vLLM engine fixtures live in ``tests/engine_fixtures.py``."""
+"""Shared fixtures. The real vLLM engine fixtures live in ``tests/support/engine_fixtures.py``."""
 
 from __future__ import annotations
 
@@ -13,20 +13,20 @@ import pytest
 from fastapi import FastAPI
 
 from gateway.app import create_app
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from retrieval.embedding import Embedder
-from tests.fakes import FakeEngine
-from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
+from tests.support.fakes import FakeEngine
+from tests.support.modelkit import smollm2_tokenizer_dir, tiny_llama_dir, write_random_adapter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
-    "tests.engine_fixtures",
-    "tests.remote_fixtures",
-    "tests.postgres_fixtures",
-    "tests.redis_fixtures",
+    "tests.support.engine_fixtures",
+    "tests.support.remote_fixtures",
+    "tests.support.postgres_fixtures",
+    "tests.support.redis_fixtures",
 ]
 
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -18,7 +18,7 @@ from adapters.limits import AdapterLimits
 from adapters.registry import AdapterRegistry
 from adapters.sources import ArchiveSource
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 
 MiB = 1024 * 1024
 LIMITS = AdapterLimits(

@@ -25,7 +25,7 @@ from adapters.manifest import AdapterStatus, RegistryFile
 from adapters.registry import AdapterRegistry
 from adapters.sources import LocalDirectorySource
 from adapters.validation import WEIGHTS_FILE
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 
 LIMITS = AdapterLimits(max_lora_rank=16)
 

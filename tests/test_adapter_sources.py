@@ -22,7 +22,7 @@ from adapters.limits import AdapterLimits
 from adapters.registry import AdapterRegistry
 from adapters.sources import AdapterSource, FsspecSource, LocalDirectorySource
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 
 LIMITS = AdapterLimits(max_lora_rank=16, max_files=6)
 MEMORY = {"memory"}  # not a default protocol: tests opt in

@@ -30,7 +30,7 @@ from adapters.limits import AdapterLimits
 from adapters.registry import AdapterRegistry
 from adapters.sources import LocalDirectorySource
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 
 LIMITS = AdapterLimits(max_lora_rank=16, max_weights_bytes=4 * 1024 * 1024, max_files=8)
 Q_PROJ = "base_model.model.model.layers.0.self_attn.q_proj"

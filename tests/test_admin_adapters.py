@@ -9,9 +9,17 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.admin_requests import ADMIN, chat, new_adapter, register, tar_gz_of, upload, zip_of
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
+from tests.support.admin_requests import (
+    ADMIN,
+    chat,
+    new_adapter,
+    register,
+    tar_gz_of,
+    upload,
+    zip_of,
+)
 
 
 async def test_config_adapters_are_imported_as_versions(fake_gateway: FakeGateway) -> None:

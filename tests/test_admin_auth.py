@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from gateway.config import Settings
 from gateway.errors import AuthenticationError, PermissionDeniedError
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from gateway.tenancy.admin_guard import AdminGuard
-from tests.admin_requests import ADMIN, upload
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
+from tests.support.admin_requests import ADMIN, upload
 
 ROUTES = [
     ("GET", "/admin/adapters"),

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.admin.commands import format_table, run_admin_command
-from gateway.cli import build_parser
-from tests.admin_requests import new_adapter
+from gateway.cli.admin import format_table, run_admin_command
+from gateway.cli.main import build_parser
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit
-from tests.modelkit import tiny_llama_dir
+from tests.support.admin_requests import new_adapter
+from tests.support.modelkit import tiny_llama_dir
 
-DATASET = Path(__file__).parent.parent / "adapters" / "data" / "pirate.jsonl"
+DATASET = Path(__file__).parent.parent / "adapters" / "tooling" / "data" / "pirate.jsonl"
 
 
 async def run(

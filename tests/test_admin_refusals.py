@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.admin_requests import ADMIN, chat, new_adapter, register, upload, zip_of
 from tests.conftest import FakeGateway, FakeKit
+from tests.support.admin_requests import ADMIN, chat, new_adapter, register, upload, zip_of
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.admin.tenant_commands import run_tenant_command
-from gateway.cli import build_parser, main
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import parse_key
+from gateway.cli.main import build_parser, main
+from gateway.cli.tenants import run_tenant_command
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import parse_key
 from tests.conftest import FakeKit
-from tests.tenant_admin_support import ADMIN_KEY, Gateway, started, tenant_config
+from tests.support.tenant_admin_support import ADMIN_KEY, Gateway, started, tenant_config
 
 
 async def run(gw: Gateway, *argv: str, key: str = ADMIN_KEY.key) -> tuple[int, str, str]:
@@ -93,7 +93,7 @@ async def test_refusals_exit_1_and_bad_arguments_exit_2(
 
 
 def test_expires_in_counts_from_now() -> None:
-    from gateway.admin.tenant_commands import key_body
+    from gateway.cli.tenants import key_body
 
     args = build_parser().parse_args(["keys", "create", "--tenant", "t", "--expires-in", "2h"])
     assert key_body(args, now=1000.0) == {"name": "cli", "expires_at": 1000 + 7200}

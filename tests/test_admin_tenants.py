@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.tenancy.sqlite_tenant_store import tenant_db_path
 from tests.conftest import FakeKit
-from tests.tenant_admin_support import (
+from tests.support.tenant_admin_support import (
     ADMIN,
     ADMIN_KEY,
     FILE_KEY,

@@ -1,4 +1,4 @@
-"""Two gateways on one real PostgreSQL (``tests/postgres_fixtures``): a key made on one
+"""Two gateways on one real PostgreSQL (``tests/support/postgres_fixtures``): a key made on one
 works on the other, a revocation on one gets 401 on the other within 5 s, and two
 revocations or edits of one tenant at once, one on each gateway, leave one consistent
 state with both in the audit log. The stores themselves under many threads at once,
@@ -15,16 +15,22 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.cli.main import main
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from gateway.tenancy.managed import ManagedKey
 from gateway.tenancy.pg_tenant_store import PostgresTenantStore
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 from gateway.tenancy.tenant_store import Revocation
 from tests.conftest import FakeKit
-from tests.postgres_fixtures import PostgresServer, write_url
-from tests.tenant_admin_support import ADMIN, Gateway, tenant_config, two_gateways, write_config
+from tests.support.postgres_fixtures import PostgresServer, write_url
+from tests.support.tenant_admin_support import (
+    ADMIN,
+    Gateway,
+    tenant_config,
+    two_gateways,
+    write_config,
+)
 
 PROPAGATION_BOUND_S = 5.0
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeGateway
-from tests.sse import parse_sse
+from tests.support.sse import parse_sse
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 

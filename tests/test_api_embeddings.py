@@ -16,16 +16,16 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.config import RetrievalSettings, Settings
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.rag.embeddings import served_embedder_id
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.settings import RetrievalSettings, Settings
+from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
-from gateway.tenancy.keys import generate_key
 from retrieval.embedding import normalize_rows
 from retrieval.tokens import cl100k
 from tests.conftest import FakeKit, fake_settings, run_fake_gateway
-from tests.openai_schema import assert_openai_schema
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
+from tests.support.openai_schema import assert_openai_schema
 
 MODEL = served_embedder_id(RetrievalSettings())  # the default embedder's served id
 KEYS = {name: generate_key() for name in ("acme", "globex", "admin")}

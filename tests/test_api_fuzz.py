@@ -41,14 +41,14 @@ from schemathesis import GenerationMode
 
 from gateway.admin.protocol import RegisterAdapterRequest
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.protocol.common import INT64_MAX, INT64_MIN, MAX_TOP_K
 from gateway.rag.protocol import IngestPathRequest
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
 from tests.conftest import ADMIN_KEY, FakeKit
-from tests.fakes import FakeEngine
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
+from tests.support.fakes import FakeEngine
 
 FUZZ_EXAMPLES = int(os.environ.get("LORAGATE_FUZZ_EXAMPLES", "10"))
 TENANT_KEY = generate_key()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.config import RetrievalSettings
 from gateway.rag.embeddings import served_embedder_id
+from gateway.settings import RetrievalSettings
 from tests.conftest import FakeGateway
 
 

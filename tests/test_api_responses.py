@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 from gateway.app import create_app
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
-from gateway.tenancy.keys import generate_key
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.openai_schema import assert_openai_schema
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
+from tests.support.fakes import FakeEngine
+from tests.support.openai_schema import assert_openai_schema
 
 KEYS = {name: generate_key() for name in ("acme", "globex", "admin")}
 MANUAL = """# Acme Router Manual

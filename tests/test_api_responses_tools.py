@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import ScriptedEngine
-from tests.openai_schema import assert_openai_schema
+from tests.support.fakes import ScriptedEngine
+from tests.support.openai_schema import assert_openai_schema
 
 WEATHER = {
     "type": "function",

@@ -10,11 +10,11 @@ import pytest
 
 from adapters.base_model import BaseModelSpec
 from adapters.validation import AdapterValidator
-from gateway.config import RemoteEngineSettings, Settings
-from gateway.tenancy.keys import generate_key
+from gateway.settings import RemoteEngineSettings, Settings
+from gateway.settings.keys import generate_key
 from loadtests import bench_affinity, bench_remote
 from loadtests.replica_process import ReplicaProcess
-from tests.modelkit import tiny_llama_dir
+from tests.support.modelkit import tiny_llama_dir
 
 
 def rows(direct: list[tuple[float, float]], gateway: list[tuple[float, float]]) -> list[dict]:

@@ -15,11 +15,11 @@ import pytest
 
 from gateway.api.browser_guard import host_name, is_loopback_name
 from gateway.app import create_app
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.engine_fixtures import free_port, start_gateway, stop_gateway
-from tests.fakes import FakeEngine
+from tests.support.engine_fixtures import free_port, start_gateway, stop_gateway
+from tests.support.fakes import FakeEngine
 
 CHAT = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 CHAT_BYTES = httpx.Request("POST", "http://x", json=CHAT).content

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from gateway.app import create_app
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.asyncio
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import psycopg
 
+from gateway.settings.tenancy import BudgetPeriod
 from gateway.tenancy.budget import Spend
-from gateway.tenancy.config import BudgetPeriod
 from gateway.tenancy.pg_usage import PostgresUsageBackend
 from gateway.tenancy.usage import UsageStore
 

@@ -20,20 +20,20 @@ import yaml
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import BudgetConfig, BudgetPeriod, TenancyConfig
 from gateway.state import GatewayState
 from gateway.tenancy.budget import BudgetDraw, Spend, window_of
 from gateway.tenancy.budget_redis import RedisBudgetStore
-from gateway.tenancy.config import BudgetConfig, BudgetPeriod, TenancyConfig
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.keys import generate_key
 from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.usage import UsageStore
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,6 +14,15 @@ import pytest
 
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import (
+    BudgetConfig,
+    BudgetPeriod,
+    KeyConfig,
+    PricingConfig,
+    TenancyConfig,
+    TenantConfig,
+)
 from gateway.tenancy.budget import (
     BudgetDraw,
     BudgetExceededError,
@@ -23,16 +32,7 @@ from gateway.tenancy.budget import (
     budget_draws,
     window_of,
 )
-from gateway.tenancy.config import (
-    BudgetConfig,
-    BudgetPeriod,
-    KeyConfig,
-    PricingConfig,
-    TenancyConfig,
-    TenantConfig,
-)
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.keys import generate_key
 from gateway.tenancy.usage import UsageStore
 
 pytestmark = pytest.mark.asyncio

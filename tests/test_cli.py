@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.cli import main
-from gateway.tenancy.keys import parse_key, verify_secret
+from gateway.cli.main import main
+from gateway.settings.keys import parse_key, verify_secret
 
 
 def test_keys_create_prints_a_key_once_and_a_matching_hash(

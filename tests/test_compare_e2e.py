@@ -18,10 +18,10 @@ from gateway.compare.results import ResultsFile
 from gateway.compare.runner import run_pairs
 from gateway.compare.variants import load_variants
 from gateway.engine.interface import GenerationRequest
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.test_rag_api import KEYS, QUESTION, RagGateway, start
+from tests.support.fakes import FakeEngine
+from tests.support.rag_gateway import KEYS, QUESTION, RagGateway, start
 
 PIRATE_REPLY = "Arr, matey! Hold the reset button for ten seconds [1] ."
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 ANSWER_DELAY_S = 0.25
 ITEMS = 6

@@ -12,13 +12,13 @@ import httpx
 import openai
 import pytest
 
-from gateway.compare.commands import cmd_compare
+from gateway.cli.compare import cmd_compare
 from gateway.compare.eval_set import EvalItem
 from gateway.compare.search_quality import SearchOutcome, figures, search_outcomes, write_figures
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.test_rag_api import KEYS, QUESTION, RagGateway, start
+from tests.support.fakes import FakeEngine
+from tests.support.rag_gateway import KEYS, QUESTION, RagGateway, start
 
 
 @pytest.fixture

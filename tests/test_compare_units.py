@@ -309,7 +309,7 @@ def test_two_variants_with_a_clear_winner_get_a_winner_sentence(tmp_path: Path) 
 def test_demo_flag_finds_the_shipped_files_and_the_demo_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.compare.commands import demo_eval_dir, demo_key
+    from gateway.cli.compare import demo_eval_dir, demo_key
 
     assert (demo_eval_dir() / "eval.jsonl").is_file()
     assert (demo_eval_dir() / "variants.yaml").is_file()

@@ -20,70 +20,32 @@ import httpx
 import pytest
 import yaml
 
-from adapters.demo_kit import TOOL_ADAPTER, DemoKit
+from adapters.tooling.demo_kit import TOOL_ADAPTER, DemoKit
 from gateway.app import create_app
-from gateway.cli import main
-from gateway.config import RetrievalSettings, Settings
+from gateway.cli.main import main
 from gateway.demo import runner
 from gateway.demo.banner import demo_banner
 from gateway.demo.config import (
     ACME,
     DEMO_MODEL_ID,
     GLOBEX,
-    DemoPaths,
-    demo_config,
-    write_demo_config,
 )
 from gateway.demo.keys import KEYS_FILE, ROLES, DemoKeys, DemoKeysError, load_or_create_keys
 from gateway.demo.knowledge import (
-    DemoKnowledgeBase,
     collection_names,
-    ensure_demo_collections,
     kb_files,
 )
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.rag.embeddings import served_embedder_id
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import parse_key, verify_secret
+from gateway.settings import RetrievalSettings, Settings
+from gateway.settings.keys import parse_key, verify_secret
 from loadtests.tool_dataset import tool_definitions
 from retrieval import CollectionStore
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.modelkit import write_random_adapter
-from tests.test_retrieval_fakes import WordHashEmbedder
-
-FAKE_EMBEDDER = "word-hash"
-
-
-def fake_kb(cache: Path, counter: list[int] | None = None) -> DemoKnowledgeBase:
-    """The demo's collections embedded by the word-hash fake (counts factory calls)."""
-
-    def factory() -> WordHashEmbedder:
-        if counter is not None:
-            counter.append(1)
-        return WordHashEmbedder(name=FAKE_EMBEDDER)
-
-    return ensure_demo_collections(
-        cache,
-        RetrievalSettings(),
-        embedder_factory=factory,
-        embedder_name=FAKE_EMBEDDER,
-        progress=False,
-    )
-
-
-def demo_gateway_settings(kit: FakeKit, cache: Path, **server: Any) -> tuple[Settings, DemoKeys]:
-    """The demo's own config, over the fake kit and the fake-embedded collections."""
-    keys = load_or_create_keys(cache)
-    paths = DemoPaths(
-        base_model=kit.base,
-        adapters=dict(kit.adapters),
-        collections_root=fake_kb(cache).root,
-        data_dir=cache / "registry",
-        adapter_root=kit.adapter_root,
-    )
-    config = demo_config(paths, keys, server)
-    config["retrieval"]["preload"] = False  # the fake embedder is handed to create_app
-    return write_demo_config(cache / "demo-config.yaml", config), keys
+from tests.support.demo_settings import FAKE_EMBEDDER, demo_gateway_settings, fake_kb
+from tests.support.embedders import WordHashEmbedder
+from tests.support.fakes import FakeEngine
+from tests.support.modelkit import write_random_adapter
 
 
 @asynccontextmanager

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from adapters import demo_kit
-from adapters.atomic_dir import atomic_directory
-from adapters.dataset import load_dataset
-from adapters.demo_kit import (
+from adapters.common.atomic_dir import atomic_directory
+from adapters.tooling import demo_kit
+from adapters.tooling.dataset import load_dataset
+from adapters.tooling.demo_kit import (
     ADAPTER_NAMES,
     CHECK_QUESTIONS,
     DATASETS,
@@ -29,9 +29,9 @@ from adapters.demo_kit import (
     ensure_demo_kit,
     training_settings,
 )
-from adapters.smollm2 import check_servable_llama
-from adapters.training import METADATA_FILE, TrainingResult
-from tests.modelkit import tiny_llama_dir
+from adapters.tooling.smollm2 import check_servable_llama
+from adapters.tooling.training import METADATA_FILE, TrainingResult
+from tests.support.modelkit import tiny_llama_dir
 
 
 def test_the_demo_datasets_teach_a_clear_persona() -> None:
@@ -260,7 +260,7 @@ def test_the_real_demo_kit_is_complete_and_built_once(real_kit: DemoKit) -> None
 
 @pytest.mark.demo
 def test_the_real_adapters_speak_their_personas(real_kit: DemoKit) -> None:
-    from adapters.persona_check import BASE, answers_with_transformers
+    from adapters.tooling.persona_check import BASE, answers_with_transformers
 
     answers = answers_with_transformers(real_kit, max_new_tokens=8)
     assert {a.model for a in answers} == {BASE, *PERSONA_PREFIXES}

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
-from gateway.tenancy.config import TenancyConfig
+from gateway.settings import Settings
+from gateway.settings.tenancy import TenancyConfig
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "loragate.json"

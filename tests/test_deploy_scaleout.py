@@ -4,7 +4,7 @@ Kubernetes (``kubernetes/scaleout`` and its InferencePool variant): each kustomi
 resolved here the way kustomize does (resources, strategic-merge patches, namespace), and
 then every reference must land: selectors on pod labels, Service ports on named container
 ports, volumes on PVCs and ConfigMap keys, the gateway config (validated by
-``gateway.config.Settings``) on the replicas' headless Service, their flags and Redis; the
+``gateway.settings.Settings``) on the replicas' headless Service, their flags and Redis; the
 NetworkPolicy admits only gateway pods to the replicas' API port. Where ``kubectl`` is
 installed, its own ``kubectl kustomize`` must build the same objects. Compose
 (``compose.scaleout.yaml``): mounted files exist, volumes and secrets are declared, the
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import RemoteEngineSettings, Settings
+from gateway.settings import RemoteEngineSettings, Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SCALEOUT = DEPLOY / "kubernetes" / "scaleout"

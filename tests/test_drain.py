@@ -19,12 +19,12 @@ import httpx
 import pytest
 import yaml
 
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.engine_fixtures import free_port
-from tests.fakes import FakeEngine
-from tests.sse import parse_sse
+from tests.support.engine_fixtures import free_port
+from tests.support.fakes import FakeEngine
+from tests.support.sse import parse_sse
 
 REPO = Path(__file__).resolve().parent.parent
 CHAT = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}]}

@@ -13,13 +13,13 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from gateway.app import create_app
-from gateway.cli import main
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.cli.main import main
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from tests.conftest import FakeKit
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
-from tests.fakes import FakeEngine
-from tests.tenant_admin_support import ADMIN, ADMIN_KEY, tenant_config
+from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
+from tests.support.fakes import FakeEngine
+from tests.support.tenant_admin_support import ADMIN, ADMIN_KEY, tenant_config
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from gateway.tenancy.config import TenancyConfig
-from gateway.tenancy.keys import generate_key
-from tests.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import TenancyConfig
+from tests.support.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
 
 pytestmark = pytest.mark.engine
 

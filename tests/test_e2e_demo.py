@@ -15,7 +15,7 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from tests.engine_fixtures import free_port
+from tests.support.engine_fixtures import free_port
 
 pytestmark = [pytest.mark.demo, pytest.mark.engine]
 
@@ -25,7 +25,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from adapters.demo_kit import ensure_demo_kit
+    from adapters.tooling.demo_kit import ensure_demo_kit
 
     kit = ensure_demo_kit(progress=False)
     workdir = tmp_path_factory.mktemp("demo")

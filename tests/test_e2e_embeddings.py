@@ -21,15 +21,15 @@ from langchain_openai import OpenAIEmbeddings
 from openai import OpenAI
 
 from gateway.app import create_app
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
 from retrieval import Embedder
 from retrieval.tokens import cl100k
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
-from tests.fakes import FakeEngine
-from tests.modelkit import smollm2_tokenizer_dir, tiny_llama_dir
-from tests.openai_schema import assert_openai_schema
+from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
+from tests.support.fakes import FakeEngine
+from tests.support.modelkit import smollm2_tokenizer_dir, tiny_llama_dir
+from tests.support.openai_schema import assert_openai_schema
 
 MODEL = "all-minilm-l6-v2"
 KEY = generate_key()

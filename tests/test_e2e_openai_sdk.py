@@ -2,7 +2,7 @@
 
 Every test runs twice: against the gateway with its in-process vLLM engine
 (``live_gateway``) and against the gateway in remote mode in front of two vLLM OpenAI
-servers (``remote_gateway``, tests/remote_fixtures.py). Both serve ``tiny-llama`` and
+servers (``remote_gateway``, tests/support/remote_fixtures.py). Both serve ``tiny-llama`` and
 the adapters ``a1``..``a6``; the SDK must see no difference.
 """
 
@@ -14,7 +14,7 @@ from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.rag.embeddings import served_embedder_id
-from tests.engine_fixtures import LiveGateway
+from tests.support.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 

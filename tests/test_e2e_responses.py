@@ -17,8 +17,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from openai import OpenAI
 
-from tests.engine_fixtures import LiveGateway
-from tests.openai_schema import assert_openai_schema
+from tests.support.engine_fixtures import LiveGateway
+from tests.support.openai_schema import assert_openai_schema
 
 pytestmark = pytest.mark.engine
 

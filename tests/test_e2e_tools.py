@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
-from tests.engine_fixtures import LiveGateway
+from tests.support.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 

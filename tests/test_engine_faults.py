@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.config import Settings
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
+from gateway.settings import Settings
+from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.engine
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.engine_fixtures import ADAPTERS, LiveGateway
-from tests.sse import parse_sse
+from tests.support.engine_fixtures import ADAPTERS, LiveGateway
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.engine
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit, fake_settings
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
-from tests.fakes import FakeEngine
+from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
+from tests.support.fakes import FakeEngine
 
 PROMPT = " ".join(f"word{i % 5000} and some more text" for i in range(70_000))  # ~1.9 MB
 

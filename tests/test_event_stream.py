@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.serving.disconnect import ClientDisconnected, cancel_on_disconnect
-from gateway.serving.event_stream import EventStreamResponse
+from gateway.api.event_stream import EventStreamResponse
+from gateway.pipeline.disconnect import ClientDisconnected, cancel_on_disconnect
 
 SCOPE: dict[str, Any] = {"type": "http", "asgi": {"spec_version": "2.3"}}
 

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from retrieval.errors import DocumentRejectedError
 from retrieval.extraction import HTML, MARKDOWN, PDF, PLAIN_TEXT, ExtractedDocument, extract
-from tests.test_retrieval_fakes import make_pdf
-from tests.test_retrieval_hardening import one_page_pdf
+from tests.support.documents import make_pdf, one_page_pdf
 
 FUZZ = settings(
     max_examples=60,

@@ -13,11 +13,11 @@ from adapters.base_model import BaseModelSpec
 from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.errors import ModelNotFoundError
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.admin_requests import ADMIN, chat, new_adapter, register
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
-from tests.sse import parse_sse
+from tests.support.admin_requests import ADMIN, chat, new_adapter, register
+from tests.support.fakes import FakeEngine
+from tests.support.sse import parse_sse
 
 
 async def _until(condition: Callable[[], bool]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway, live_adapter_root
-from tests.modelkit import write_random_adapter
+from tests.support.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway, live_adapter_root
+from tests.support.modelkit import write_random_adapter
 
 pytestmark = pytest.mark.engine
 

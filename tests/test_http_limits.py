@@ -22,7 +22,7 @@ import uvicorn
 from gateway.api.graceful_server import GracefulServer
 from gateway.api.http_limits import MAX_HEAD_BYTES, MAX_HEADERS, LimitedHttpToolsProtocol
 from gateway.pipeline.drain import Drain
-from tests.engine_fixtures import free_port
+from tests.support.engine_fixtures import free_port
 
 HEAD_TIMEOUT = 1.0
 

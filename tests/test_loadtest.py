@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.report import read_failures, read_steps
-from tests.engine_fixtures import LiveGateway
+from tests.support.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 

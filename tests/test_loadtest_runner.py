@@ -22,7 +22,12 @@ from loadtests.target import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_SERVER = [sys.executable, str(ROOT / "tests" / "fake_openai_server.py"), "--port", "{port}"]
+FAKE_SERVER = [
+    sys.executable,
+    str(ROOT / "tests" / "support" / "fake_openai_server.py"),
+    "--port",
+    "{port}",
+]
 
 
 def test_durations() -> None:

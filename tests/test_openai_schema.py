@@ -1,5 +1,5 @@
 """Every response body, over the ASGI app with a fake engine, validates against OpenAI's
-published OpenAPI schemas (``tests/openai_schema.py``), and the official SDK's types
+published OpenAPI schemas (``tests/support/openai_schema.py``), and the official SDK's types
 still parse it. A key with no value is left out unless the spec types it nullable."""
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from openai.types import Completion
 from openai.types import Model as SDKModel
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.openai_schema import COMPLETION_STREAM, assert_openai_schema, openai_schema_errors
-from tests.sse import parse_sse
+from tests.support.openai_schema import (
+    COMPLETION_STREAM,
+    assert_openai_schema,
+    openai_schema_errors,
+)
+from tests.support.sse import parse_sse
 
 CHAT = "CreateChatCompletionResponse"
 CHAT_CHUNK = "CreateChatCompletionStreamResponse"

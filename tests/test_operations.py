@@ -25,10 +25,10 @@ from gateway import app as app_module
 from gateway.app import create_app
 from gateway.config_reload import load_settings, reload_tenancy
 from gateway.metrics import GatewayMetrics
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.tenancy.usage import UsageUnavailableError
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

@@ -16,14 +16,14 @@ import pytest
 from starlette.requests import Request
 
 from gateway.api.generation import respond
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.chat import ChatEndpoint
+from gateway.pipeline.disconnect import ClientDisconnected
 from gateway.protocol.chat import ChatCompletionRequest
-from gateway.serving.disconnect import ClientDisconnected
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
-from gateway.tenancy.keys import generate_key
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 KEYS = {name: generate_key() for name in ("a", "b", "capped")}
 

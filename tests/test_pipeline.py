@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,22 @@ import yaml
 
 from adapters.errors import BaseModelMismatchError
 from gateway.metrics import GatewayMetrics
-from gateway.tenancy.config import TenancyConfig
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.usage import SqliteUsageBackend, UsageStore
-from tests.conftest import FakeGateway
-from tests.sse import parse_sse
-from tests.test_tenancy_api import KEYS, Tenanted, bearer, config, gw  # noqa: F401
+from tests.conftest import FakeGateway, FakeKit
+from tests.support.sse import parse_sse
+from tests.support.tenanted import KEYS, Tenanted, bearer, config, tenanted_gateway
+
+
+@pytest.fixture
+async def gw(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> AsyncIterator[Tenanted]:
+    async for gateway in tenanted_gateway(fake_kit, tmp_path, renderer):
+        yield gateway
+
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,7 +50,7 @@ def in_flight(state: Any, tenant: str) -> float:
     return value or 0.0
 
 
-async def test_dependencies_run_on_the_event_loop(gw: Tenanted) -> None:  # noqa: F811
+async def test_dependencies_run_on_the_event_loop(gw: Tenanted) -> None:
     """Plain ``def`` dependencies run in FastAPI's thread pool; ``authenticate`` is
     event-loop only (it sets the request's context labels)."""
     threads: list[threading.Thread] = []
@@ -56,7 +66,7 @@ async def test_dependencies_run_on_the_event_loop(gw: Tenanted) -> None:  # noqa
     assert threads == [threading.main_thread()]
 
 
-async def test_a_caller_over_its_limit_costs_no_rendering(gw: Tenanted) -> None:  # noqa: F811
+async def test_a_caller_over_its_limit_costs_no_rendering(gw: Tenanted) -> None:
     """Admission comes first: the 429 is decided before the prompt is rendered."""
     for _ in range(3):  # acme's key: 3 requests per minute
         assert (await gw.chat("acme", model="tiny-base", max_tokens=2)).status_code == 200
@@ -75,7 +85,7 @@ async def test_a_caller_over_its_limit_costs_no_rendering(gw: Tenanted) -> None:
 
 
 async def test_small_prompts_render_on_the_loop_and_large_ones_in_a_thread(
-    gw: Tenanted,  # noqa: F811
+    gw: Tenanted,
 ) -> None:
     """A short chat is tokenized inline (cheaper than a thread hop); a long one goes to a
     worker thread so it never stalls the event loop."""
@@ -101,7 +111,7 @@ async def test_small_prompts_render_on_the_loop_and_large_ones_in_a_thread(
     assert where[1] is not threading.main_thread()
 
 
-async def test_a_refused_request_costs_no_request_from_the_limit(gw: Tenanted) -> None:  # noqa: F811
+async def test_a_refused_request_costs_no_request_from_the_limit(gw: Tenanted) -> None:
     """globex: max_in_flight 1. A request refused for concurrency takes nothing from the
     request bucket (it was never served), so the next one is admitted."""
     cfg = config(gw_kit(gw), gw.state.settings.registry.data_dir)
@@ -122,7 +132,7 @@ async def test_a_refused_request_costs_no_request_from_the_limit(gw: Tenanted) -
     assert (await gw.chat("globex", model="robot")).status_code == 200
 
 
-def gw_kit(gw: Tenanted) -> Any:  # noqa: F811
+def gw_kit(gw: Tenanted) -> Any:
     from tests.conftest import FakeKit
 
     settings = gw.state.settings
@@ -131,7 +141,7 @@ def gw_kit(gw: Tenanted) -> Any:  # noqa: F811
     return FakeKit(settings.model.path, root, adapters)
 
 
-async def test_a_reload_mid_request_keeps_the_gauges_exact(gw: Tenanted) -> None:  # noqa: F811
+async def test_a_reload_mid_request_keeps_the_gauges_exact(gw: Tenanted) -> None:
     """The in-flight gauge is decremented on the series it was incremented on, even when
     a reload removes the tenant while its request runs."""
     gw.engine.token_delay = 0.05
@@ -260,7 +270,7 @@ async def test_a_cancelled_completion_charges_what_was_produced(
     assert produced and produced > 0
 
 
-async def test_token_limits_reserve_the_completion_budget(gw: Tenanted) -> None:  # noqa: F811
+async def test_token_limits_reserve_the_completion_budget(gw: Tenanted) -> None:
     """300 tokens per minute: n=8 x max_tokens=250 can never fit (refused before any
     work), and concurrent requests cannot together spend more than the budget."""
     cfg = config(gw_kit(gw), gw.state.settings.registry.data_dir)
@@ -282,7 +292,7 @@ async def test_token_limits_reserve_the_completion_budget(gw: Tenanted) -> None:
 
 
 def test_tenants_have_a_default_concurrency_cap() -> None:
-    from gateway.tenancy.config import DEFAULT_MAX_IN_FLIGHT, TenantConfig
+    from gateway.settings.tenancy import DEFAULT_MAX_IN_FLIGHT, TenantConfig
 
     assert TenantConfig().max_in_flight == DEFAULT_MAX_IN_FLIGHT
 

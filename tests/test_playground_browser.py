@@ -27,12 +27,12 @@ from gateway.app import create_app
 from gateway.demo.config import ACME, DEMO_MODEL_ID
 from gateway.demo.keys import DemoKeys
 from gateway.engine.interface import GenerationRequest
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit
-from tests.engine_fixtures import free_port
-from tests.fakes import FakeEngine
-from tests.test_demo_config import FAKE_EMBEDDER, demo_gateway_settings
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.demo_settings import FAKE_EMBEDDER, demo_gateway_settings
+from tests.support.embedders import WordHashEmbedder
+from tests.support.engine_fixtures import free_port
+from tests.support.fakes import FakeEngine
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

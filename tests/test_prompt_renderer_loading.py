@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.test_security_prompt_injection import ORDINARY
+from gateway.model_io.prompt_renderer import PromptRenderer
+from tests.support.chat_samples import ORDINARY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ PROBE = """
 import sys
 from pathlib import Path
 from typing import Any
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 renderer = PromptRenderer.from_model_dir(Path(sys.argv[1]))
 renderer.chat([{"role": "user", "content": "Hi"}])
 print(sorted(m for m in ("torch", "transformers.models.auto") if m in sys.modules))

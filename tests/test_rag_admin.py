@@ -14,11 +14,12 @@ import pytest
 import yaml
 
 from gateway.app import create_app
-from gateway.cli import main
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.cli.main import main
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings
-from tests.fakes import FakeEngine
-from tests.test_retrieval_fakes import WordHashEmbedder, make_pdf
+from tests.support.documents import make_pdf
+from tests.support.embedders import WordHashEmbedder
+from tests.support.fakes import FakeEngine
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 GUIDE = "# Backup guide\n\n## Nightly backups\n\nBackups run at 02:00 and keep 14 copies.\n"
@@ -210,7 +211,7 @@ def test_cli_ingest_list_search_delete_and_a_gateway_sees_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", lambda _: WordHashEmbedder())
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", lambda _: WordHashEmbedder())
     data = ["--data-dir", str(tmp_path / "data")]
     assert main(["rag", "ingest", *data, "--collection", "ops", str(allowed), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -230,10 +231,10 @@ def test_cli_ingest_list_search_delete_and_a_gateway_sees_it(
     def no_model(_: object) -> None:
         raise AssertionError("keyword search must not load the embedder")
 
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", no_model)
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", no_model)
     assert main(["rag", "search", *data, "--collection", "ops", "14 copies", "--mode", "bm25"]) == 0
     assert "[1]" in capsys.readouterr().out
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", lambda _: WordHashEmbedder())
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", lambda _: WordHashEmbedder())
     faq_id = next(d["document_id"] for d in listed if d["source"].endswith("faq.md"))
     assert main(["rag", "delete", *data, "--collection", "ops", faq_id]) == 0
     assert main(["rag", "delete", *data, "--collection", "ops", faq_id]) == 1
@@ -246,7 +247,7 @@ def test_cli_ingest_list_search_delete_and_a_gateway_sees_it(
 def test_cli_reads_the_store_location_from_a_config_file(
     tmp_path: Path, allowed: Path, monkeypatch: pytest.MonkeyPatch, fake_kit: FakeKit
 ) -> None:
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", lambda _: WordHashEmbedder())
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", lambda _: WordHashEmbedder())
     config = tmp_path / "loragate.yaml"
     root = tmp_path / "kb"
     config.write_text(
@@ -266,7 +267,7 @@ async def test_a_gateway_searches_what_the_cli_ingested(
     allowed: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", lambda _: WordHashEmbedder())
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", lambda _: WordHashEmbedder())
     data_dir = tmp_path / "data"
     assert (
         main(["rag", "ingest", "--data-dir", str(data_dir), "--collection", "ops", str(allowed)])

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from tests.test_retrieval_fakes import WordHashEmbedder
+from gateway.cli.main import main
+from tests.support.embedders import WordHashEmbedder
 
 SECRET = "db password hunter2"
 
 
 @pytest.fixture
 def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr("gateway.rag.commands.build_embedder", lambda _: WordHashEmbedder())
+    monkeypatch.setattr("gateway.cli.rag.build_embedder", lambda _: WordHashEmbedder())
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "guide.md").write_text("# Guide\n\nRefunds reach the card in five days.\n")

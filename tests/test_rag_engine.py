@@ -7,8 +7,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
-from tests.sse import parse_sse
+from tests.support.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.engine
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.admin_requests import ADMIN
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
-from tests.test_retrieval_fakes import GatedEmbedder
+from tests.support.admin_requests import ADMIN
+from tests.support.embedders import GatedEmbedder
+from tests.support.fakes import FakeEngine
 
 GUIDE = b"# Guide\n\n## Backups\n\nBackups run nightly at two o'clock and are kept for a week.\n"
 MANUAL = b"# Manual\n\n## Restores\n\nRestores copy the nightly backup back into place.\n"

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import RetrievalSettings
 from gateway.pipeline.chat_prompt import ChatPrompt
 from gateway.protocol.chat import RagOptions
 from gateway.rag.errors import RetrievalUnavailableError, as_gateway_error
@@ -22,11 +21,12 @@ from gateway.rag.grounding import (
     with_sources,
 )
 from gateway.rag.provider import StoreProvider
-from gateway.tenancy.config import PolicyConfig, RagPolicyConfig, Range, TenancyConfig
+from gateway.settings import RetrievalSettings
+from gateway.settings.tenancy import PolicyConfig, RagPolicyConfig, Range, TenancyConfig
 from gateway.tenancy.policy import Policy
 from retrieval import CollectionStore, SearchHit
 from retrieval import errors as lib
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
 
 
 def test_a_policy_plan_always_applies_and_a_request_adds_to_it() -> None:

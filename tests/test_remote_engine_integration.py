@@ -1,7 +1,7 @@
 """``engine.kind: remote`` over two real vLLM OpenAI servers on loopback.
 
 The replicas and the gateway in front of them are session fixtures
-(``tests/remote_fixtures.py``), shared with the OpenAI-SDK e2e suite's remote mode. At
+(``tests/support/remote_fixtures.py``), shared with the OpenAI-SDK e2e suite's remote mode. At
 temperature 0, what comes through the gateway must equal what the same replica
 answers directly, adapters must go to their home replica, and a killed replica is
 ejected and rejoins.
@@ -18,7 +18,7 @@ import pytest
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.remote.placement import ranking
 from loadtests.replica_process import ReplicaProcess
-from tests.engine_fixtures import LiveGateway
+from tests.support.engine_fixtures import LiveGateway
 
 pytestmark = pytest.mark.engine
 

@@ -1,6 +1,6 @@
 """A replica is a trust boundary: what a malformed or malicious one can and cannot do.
 
-Each case scripts ``tests.hostile_replica.HostileReplica`` and checks that the remote
+Each case scripts ``tests.support.hostile_replica.HostileReplica`` and checks that the remote
 engine answers with its documented replica errors (``EngineUnavailableError`` 503 before
 the first token, ``EngineFailureError`` 500 after it, a generic 400 for a refusal), books
 no more tokens than were asked for, reads no more than its caps, never hands a client
@@ -35,7 +35,7 @@ from gateway.engine.remote.client import (
 )
 from gateway.errors import EngineFailureError, EngineUnavailableError
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.hostile_replica import Answer, HostileReplica, good_events, remote_engine
+from tests.support.hostile_replica import Answer, HostileReplica, good_events, remote_engine
 
 SECRET = "/srv/vllm/secret-models on gpu-node-17.internal.corp"
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.remote.engine import REFUSED_MESSAGE
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.hostile_replica import Answer, HostileReplica, good_events, remote_engine
+from tests.support.hostile_replica import Answer, HostileReplica, good_events, remote_engine
 
 leaf = st.none() | st.booleans() | st.integers(-3, 1 << 40) | st.floats() | st.text(max_size=12)
 anything = st.recursive(

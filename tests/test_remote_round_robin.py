@@ -13,7 +13,7 @@ import pytest
 
 from gateway.engine.remote.placement import BoundedLoad, RoundRobin
 from gateway.engine.remote.startup import build_remote_engine, discover_base, placement_for
-from tests.test_remote_engine_units import (
+from tests.support.fake_replica import (
     FakeReplica,
     ServedReplica,
     adapter,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from retrieval import CollectionStore, IngestStatus
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ CHILD = textwrap.dedent(
     import retrieval.collection as collection
     import retrieval.index as index
     from retrieval import CollectionStore
-    from tests.test_retrieval_fakes import WordHashEmbedder
+    from tests.support.embedders import WordHashEmbedder
 
     root, document, marker, stage = sys.argv[1:5]
 

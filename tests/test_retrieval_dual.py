@@ -13,7 +13,7 @@ import pytest
 from retrieval.dual_embedding import DUAL_MODEL_NAME, DualEmbedder
 from retrieval.errors import EmbedderMismatchError
 from retrieval.store import CollectionStore
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
 
 ENGLISH = "How do I restore the database from the backup file?"
 GERMAN = "Wie stelle ich die Datenbank aus der Sicherungsdatei wieder her?"

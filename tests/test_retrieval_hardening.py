@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,12 +18,13 @@ import httpx
 import pytest
 
 from gateway.admin import collection_routes
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from retrieval import CollectionStore, ExtractionLimitError, RetrievalConfig
 from retrieval.extraction import HTML, MARKDOWN, PDF, PdfLimits, atx_heading, extract
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
-from tests.test_retrieval_fakes import GatedEmbedder, WordHashEmbedder, make_pdf
+from tests.support.documents import flate_stream, make_pdf, one_page_pdf
+from tests.support.embedders import GatedEmbedder, WordHashEmbedder
+from tests.support.fakes import FakeEngine
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -33,53 +33,6 @@ def timed(func: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = func()
     return result, time.perf_counter() - started
-
-
-# --- PDF builders ---------------------------------------------------------------------
-
-
-def build_pdf(objects: dict[int, bytes]) -> bytes:
-    """A PDF file of numbered objects (1 must be the catalog) with a correct xref."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets: dict[int, int] = {}
-    for number in sorted(objects):
-        offsets[number] = len(out)
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, objects[number])
-    xref, size = len(out), max(objects) + 1
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
-    out += b"".join(b"%010d 00000 n \n" % offsets.get(n, 0) for n in range(1, size))
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref)
-    return bytes(out)
-
-
-def flate_stream(data: bytes, extra: bytes = b"") -> bytes:
-    packed = zlib.compress(data, 9)
-    return b"<< /Length %d /Filter /FlateDecode %s >>\nstream\n%s\nendstream" % (
-        len(packed),
-        extra,
-        packed,
-    )
-
-
-FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
-
-
-def one_page_pdf(
-    content: bytes, xobjects: bytes = b"", extra: dict[int, bytes] | None = None
-) -> bytes:
-    """One page whose content stream (FlateDecode) is ``content``; objects 1-5 are
-    taken, ``extra`` adds more (e.g. form XObjects named in ``xobjects``)."""
-    resources = b"<< /Font << /F1 3 0 R >> /XObject << %s >> >>" % xobjects
-    objects = {
-        1: b"<< /Type /Catalog /Pages 2 0 R >>",
-        2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
-        3: FONT,
-        4: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources %s "
-        b"/Contents 5 0 R >>" % resources,
-        5: flate_stream(content),
-        **(extra or {}),
-    }
-    return build_pdf(objects)
 
 
 TEXT_LINE = b"BT /F1 12 Tf 72 700 Td (Lorem ipsum dolor sit amet) Tj ET\n"

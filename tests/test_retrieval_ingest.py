@@ -21,7 +21,8 @@ from retrieval import (
     UnsupportedFileTypeError,
 )
 from retrieval.extraction import HTML, MARKDOWN, PDF, PLAIN_TEXT, extract
-from tests.test_retrieval_fakes import WordHashEmbedder, make_pdf
+from tests.support.documents import make_pdf
+from tests.support.embedders import WordHashEmbedder
 
 HTML_PAGE = b"""<?xml version="1.0" encoding="UTF-8"?>
 <html><head><title>Backup Guide</title><style>p {color: red}</style></head>

@@ -17,7 +17,7 @@ from retrieval.embedding import bundled_model_dir
 from retrieval.extraction import HTML, MARKDOWN, extract
 from retrieval.store import CollectionStore
 from retrieval.tokens import HuggingFaceTokenizer
-from tests.test_retrieval_fakes import WordHashEmbedder as HashingEmbedder
+from tests.support.embedders import WordHashEmbedder as HashingEmbedder
 
 SENTENCES = {
     "en": "Which command restores the database from the backup file when the server is down?",

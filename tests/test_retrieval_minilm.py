@@ -10,7 +10,7 @@ import pytest
 from retrieval import CollectionStore, RetrievalConfig, SentenceTransformerEmbedder
 from retrieval.chunking import Chunker
 from retrieval.extraction import MARKDOWN, extract
-from tests.test_retrieval_store import BILLING_FAQ, ROUTER_MANUAL
+from tests.support.documents import BILLING_FAQ, ROUTER_MANUAL
 
 
 @pytest.fixture(scope="module")

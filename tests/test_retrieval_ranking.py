@@ -11,7 +11,7 @@ from retrieval import CollectionStore, RetrievalConfig, SourceDocument
 from retrieval.collection import Snapshot
 from retrieval.expand import added_tokens, build_passages, joined_text, same_section
 from retrieval.extraction import extract
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.embedders import WordHashEmbedder
 
 FILLER = (
     "The buffer pool keeps recently used table pages in memory so that repeated reads "

@@ -19,36 +19,8 @@ from retrieval import (
     SearchMode,
     SourceDocument,
 )
-from tests.test_retrieval_fakes import GatedEmbedder, WordHashEmbedder
-
-ROUTER_MANUAL = """# Acme Router Manual
-
-## Installation
-
-Unpack the router, connect the power cable and plug the uplink cable into the WAN port.
-The status light turns green after about a minute.
-
-## Resetting the admin password
-
-If you forgot the admin password, hold the recessed reset button on the back for ten
-seconds while the router is powered on. The password returns to the factory default
-printed on the label under the router.
-
-## Firmware updates
-
-Firmware updates are downloaded from the vendor portal and uploaded on the maintenance page.
-"""
-
-BILLING_FAQ = """# Billing FAQ
-
-## Invoices
-
-Invoices are emailed on the first day of each month and can be downloaded as PDF files.
-
-## Refunds
-
-Refunds are issued to the original payment card within five business days.
-"""
+from tests.support.documents import BILLING_FAQ, ROUTER_MANUAL
+from tests.support.embedders import GatedEmbedder, WordHashEmbedder
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tenancy.keys import generate_key
+from gateway.settings.keys import generate_key
 from loadtests.haproxy_rig import Rig, mid_body, parse_stats
 from loadtests.paced_target import export_keys
 from loadtests.report_reliability import Row

@@ -17,14 +17,14 @@ import httpx
 import pytest
 import yaml
 
-import gateway.cli
+import gateway.cli.main
 from gateway.app import create_app
-from gateway.cli import main
-from gateway.config import Settings, is_loopback_host
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.cli.main import main
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings, is_loopback_host
+from gateway.settings.keys import generate_key
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 OLD_ADMIN_KEY = "old-admin-key-0123456789"
 NEW_ADMIN_KEY = "new-admin-key-9876543210"
@@ -110,7 +110,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     ) -> None:
         calls.append(settings)
 
-    monkeypatch.setattr(gateway.cli, "_serve", fake_serve)
+    monkeypatch.setattr(gateway.cli.main, "_serve", fake_serve)
     return calls
 
 

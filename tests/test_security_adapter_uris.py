@@ -25,12 +25,12 @@ from adapters.public_hosts import HostGuard, InternalHostRefused, PublicOnlyReso
 from adapters.public_hosts import is_public_address as real_is_public_address
 from adapters.registry import AdapterRegistry
 from adapters.sources import FsspecSource
-from gateway.config import RegistrySettings
 from gateway.logging_setup import QUIET_LIBRARIES, configure_logging
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.admin_requests import ADMIN, tar_gz_of
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import RegistrySettings
 from tests.conftest import FakeKit, fake_settings, run_fake_gateway
-from tests.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.admin_requests import ADMIN, tar_gz_of
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 
 LIMITS = AdapterLimits(max_lora_rank=16, max_files=6)
 HTTP = {"http"}

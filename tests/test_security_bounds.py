@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.protocol.common import (
     INT64_MAX,
     INT64_MIN,
@@ -23,7 +24,6 @@ from gateway.protocol.common import (
     MAX_STOP_TOTAL_BYTES,
     MAX_TOP_K,
 )
-from gateway.serving.prompt_renderer import PromptRenderer
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
 
 CHAT = "/v1/chat/completions"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
 
 DOC_ROUTES = ["/openapi.json", "/docs", "/redoc"]

@@ -15,11 +15,12 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import FakeEngine
-from tests.test_retrieval_fakes import WordHashEmbedder
+from tests.support.chat_samples import ORDINARY
+from tests.support.embedders import WordHashEmbedder
+from tests.support.fakes import FakeEngine
 
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 # Meta's Llama 3 template, ``| trim`` included (the BOS written out: SmolLM2's is another).
@@ -30,23 +31,6 @@ LLAMA3_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
     "{% endif %}"
 )
-
-ORDINARY = [
-    [{"role": "user", "content": "Hello"}],
-    [
-        {"role": "system", "content": "You answer in French."},
-        {"role": "user", "content": "What is the capital of France?"},
-        {"role": "assistant", "content": "La capitale de la France est Paris."},
-        {"role": "user", "content": "Et de l'Italie ?"},
-    ],
-    [{"role": "user", "content": "\n\n  indented, then blank lines  \n\n"}],
-    [
-        {"role": "user", "content": "Code: <div class='x'>1 < 2 && 3 > 2</div>\n```py\nx=1\n```"},
-        {"role": "assistant", "content": ""},
-        {"role": "user", "content": "Ünïcödé 日本語 🙂 and digits 1234567890"},
-    ],
-    [{"role": "system", "content": "Cite sources as [1]."}, {"role": "user", "content": " x "}],
-]
 
 
 @pytest.fixture(scope="module")

@@ -18,23 +18,23 @@ import yaml
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.config import LimitStoreSettings, Settings
 from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.config import TenancyConfig
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import LimitStoreSettings, Settings
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.keys import generate_key
 from gateway.tenancy.limit_store import InFlightSlot, LimitsUnavailableError
 from gateway.tenancy.rate_limit import Limit
 from gateway.tenancy.redis_limits import RedisLimitStore
 from gateway.tenancy.usage import UsageStore
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.redis_fixtures import free_port
-from tests.test_tenancy_api import KEYS, Tenanted, config
+from tests.support.fakes import FakeEngine
+from tests.support.redis_fixtures import free_port
+from tests.support.tenanted import KEYS, Tenanted, config
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,4 +1,4 @@
-"""Several gateways, one adapter registry: a real PostgreSQL (``tests/postgres_fixtures``)
+"""Several gateways, one adapter registry: a real PostgreSQL (``tests/support/postgres_fixtures``)
 holds the registry document, one folder (the "shared volume") the adapter files.
 
 Registries first (two objects on one database, as two processes would be), then two
@@ -19,21 +19,21 @@ import pytest
 import yaml
 
 from adapters.base_model import BaseModelSpec
+from adapters.common.pg_connection import PostgresConnection
 from adapters.errors import AdapterConflictError, AdapterNotFoundError
 from adapters.limits import AdapterLimits
 from adapters.manifest import AdapterStatus
-from adapters.pg_connection import PostgresConnection
 from adapters.pg_registry_state import PostgresStateStore
 from adapters.registry import AdapterRegistry
 from adapters.registry_state_store import RegistryUnavailableError
 from adapters.sources import LocalDirectorySource
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
-from gateway.config import SharedStoreSettings
-from gateway.serving.prompt_renderer import PromptRenderer
-from tests.admin_requests import ADMIN, chat, new_adapter, register
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import SharedStoreSettings
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.modelkit import tiny_llama_dir, write_random_adapter
-from tests.postgres_fixtures import PostgresServer, write_url
+from tests.support.admin_requests import ADMIN, chat, new_adapter, register
+from tests.support.modelkit import tiny_llama_dir, write_random_adapter
+from tests.support.postgres_fixtures import PostgresServer, write_url
 
 LIMITS = AdapterLimits(max_lora_rank=16)
 
@@ -277,7 +277,7 @@ def test_shared_store_settings_need_a_url_source(tmp_path, monkeypatch):
 def test_config_check_validates_the_shared_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     path = tmp_path / "loragate.yaml"
     config = {"model": {"path": str(tmp_path)}, "tenants": {"acme": {"models": ["*"]}}}

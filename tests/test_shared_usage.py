@@ -1,4 +1,4 @@
-"""Several gateways, one usage ledger in a real PostgreSQL (``tests/postgres_fixtures``):
+"""Several gateways, one usage ledger in a real PostgreSQL (``tests/support/postgres_fixtures``):
 totals are exact across gateways, a retried batch is never counted twice, and usage
 recorded while PostgreSQL is away is written when it is back."""
 
@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 from gateway.app import create_app
-from gateway.config import Settings
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from gateway.tenancy.pg_usage import PostgresUsageBackend
 from gateway.tenancy.usage import UsageBatch, UsageRow, UsageStore, UsageUnavailableError
 from tests.conftest import FakeKit
-from tests.fakes import FakeEngine
-from tests.postgres_fixtures import PostgresServer, write_url
-from tests.test_tenancy_api import KEYS, Tenanted, bearer, config
+from tests.support.fakes import FakeEngine
+from tests.support.postgres_fixtures import PostgresServer, write_url
+from tests.support.tenanted import KEYS, Tenanted, bearer, config
 
 NOW = 1_800_000_000.0
 

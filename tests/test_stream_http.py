@@ -22,7 +22,7 @@ from gateway.engine.remote.stream_http import (
 )
 from loadtests.instant_backend import FIRST_TOKEN_ID, MAX_MODEL_LEN, MODEL, serve
 from loadtests.raw_load import build_request, run_load
-from tests.engine_fixtures import free_port
+from tests.support.engine_fixtures import free_port
 
 HOST = "127.0.0.1"
 

@@ -14,10 +14,10 @@ import pytest
 from gateway.errors import AuthenticationError, ModelNotFoundError
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
-from gateway.tenancy.config import TenancyConfig
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.directory import TenantDirectory
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.keys import generate_key
 from gateway.tenancy.managed import KeyUses, ManagedKey, ManagedTenancy, ManagedTenant, merge
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore
 from gateway.tenancy.tenant_admin import TenantAdmin

@@ -16,10 +16,10 @@ from gateway.errors import (
     ModelNotFoundError,
 )
 from gateway.model_catalog import ServedModel
+from gateway.settings.keys import generate_key, hash_secret, parse_key, verify_secret
+from gateway.settings.tenancy import PolicyConfig, TenancyConfig
 from gateway.tenancy.admission import InFlightLimiter
-from gateway.tenancy.config import PolicyConfig, TenancyConfig
 from gateway.tenancy.directory import TenantDirectory
-from gateway.tenancy.keys import generate_key, hash_secret, parse_key, verify_secret
 from gateway.tenancy.policy import Policy, SamplingRequest
 from gateway.tenancy.rate_limit import Limit, RateLimiter, TokenBucket
 from gateway.tenancy.usage import UsageStore

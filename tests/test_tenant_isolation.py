@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from tests.conftest import FakeKit, fake_settings
-from tests.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
-from tests.fakes import FakeEngine
+from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
+from tests.support.fakes import FakeEngine
 
 KEYS = {name: generate_key() for name in ("a", "b")}
 PROMPTS, N, STREAMS = 4, 8, 8

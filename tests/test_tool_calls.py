@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from gateway.engine.interface import StructuredOutput
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings.keys import generate_key
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.fakes import ScriptedEngine
-from tests.openai_schema import assert_openai_schema
-from tests.sse import parse_sse
+from tests.support.fakes import ScriptedEngine
+from tests.support.openai_schema import assert_openai_schema
+from tests.support.sse import parse_sse
 
 WEATHER = {
     "type": "function",

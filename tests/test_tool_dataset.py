@@ -7,10 +7,10 @@ import json
 
 from jsonschema import Draft202012Validator
 
-from adapters.dataset import load_dataset
+from adapters.tooling.dataset import load_dataset
+from gateway.model_io.tool_format import TOOLS_INSTRUCTION, parse_calls, tools_text
+from gateway.model_io.tool_set import ToolBounds, ToolSet
 from gateway.protocol.tools import ChatTool
-from gateway.serving.tool_format import TOOLS_INSTRUCTION, parse_calls, tools_text
-from gateway.serving.tool_set import ToolBounds, ToolSet
 from loadtests import tool_dataset
 from loadtests.tool_dataset import (
     FUNCTIONS,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from gateway.model_io.tool_format import call_text, parse_calls, tools_text
+from gateway.model_io.tool_set import ToolBounds, ToolSet
 from gateway.protocol.tools import ChatTool
-from gateway.serving.tool_format import call_text, parse_calls, tools_text
-from gateway.serving.tool_set import ToolBounds, ToolSet
 
 TOOLS = [
     ChatTool.model_validate(

@@ -20,17 +20,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from gateway.app import create_app
-from gateway.config import Settings, TracingSettings
 from gateway.engine.interface import Engine
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.chat import ChatEndpoint
 from gateway.protocol.chat import ChatCompletionRequest
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.tenancy.keys import generate_key
+from gateway.settings import Settings, TracingSettings
+from gateway.settings.keys import generate_key
 from gateway.tracing import NO_TRACE, TraceMiddleware, Tracing
 from gateway.tracing.request import CONTENT_EVENT
 from tests.conftest import FakeKit, fake_settings
-from tests.fakes import FakeEngine
-from tests.hostile_replica import BASE, HostileReplica, remote_engine
+from tests.support.fakes import FakeEngine
+from tests.support.hostile_replica import BASE, HostileReplica, remote_engine
 
 CALLER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 CALLER_SPAN = 0xB7AD6B7169203331

@@ -12,11 +12,11 @@ import pytest
 from openai import OpenAI
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.settings import Settings
 from loadtests.replica_process import ReplicaProcess
-from tests.engine_fixtures import free_port, start_gateway, stop_gateway
-from tests.modelkit import tiny_llama_dir
-from tests.otel_collector import Collector, ReceivedSpan, rotel_binary
+from tests.support.engine_fixtures import free_port, start_gateway, stop_gateway
+from tests.support.modelkit import tiny_llama_dir
+from tests.support.otel_collector import Collector, ReceivedSpan, rotel_binary
 
 pytestmark = pytest.mark.engine
 

@@ -12,18 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapters.atomic_dir import atomic_directory
-from adapters.content_hash import model_content_hash
-from adapters.dataset import DatasetError
-from adapters.training import (
+from adapters.common.atomic_dir import atomic_directory
+from adapters.tooling.content_hash import model_content_hash
+from adapters.tooling.dataset import DatasetError
+from adapters.tooling.training import (
     METADATA_FILE,
     TrainingError,
     TrainingResult,
     eval_count,
     train_lora,
 )
-from tests.modelkit import tiny_llama_dir
-from tests.test_training_data import GOOD, chat_line
+from tests.support.modelkit import tiny_llama_dir
+from tests.support.training_data import GOOD, chat_line
 
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", METADATA_FILE}
 QA = [
@@ -176,7 +176,7 @@ def test_an_interrupt_during_training_leaves_no_adapter(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("adapters.training._train", interrupted)
+    monkeypatch.setattr("adapters.tooling.training._train", interrupted)
     data = write_dataset(tmp_path / "d.jsonl", QA[:2])
     with pytest.raises(KeyboardInterrupt):
         train(tiny_llama_dir(), data, tmp_path / "out" / "pirate")

@@ -9,21 +9,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from adapters.chat_encoding import IGNORE_INDEX, ChatEncodingError, encode_chat
-from adapters.dataset import DatasetError, load_dataset, parse_dataset
-from tests.modelkit import smollm2_tokenizer_dir
-
-
-def chat_line(question: str, answer: str, system: str | None = None) -> str:
-    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    return json.dumps({"messages": messages})
-
-
-# --- dataset validation -------------------------------------------------------------
-
-GOOD = chat_line("Hi?", "Hello.")
+from adapters.tooling.chat_encoding import IGNORE_INDEX, ChatEncodingError, encode_chat
+from adapters.tooling.dataset import DatasetError, load_dataset, parse_dataset
+from tests.support.modelkit import smollm2_tokenizer_dir
+from tests.support.training_data import GOOD, chat_line
 
 
 def test_a_valid_dataset_loads_with_lines_and_hash(tmp_path: Path) -> None:

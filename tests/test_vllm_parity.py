@@ -23,13 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-import gateway.cli
-from gateway.cli import build_parser, main
-from gateway.config import Settings
-from gateway.engine import vllm_args
-from gateway.engine.vllm_args import argument_types, check_extra_args, engine_arg_values
+import gateway.cli.main
+from gateway.cli.main import build_parser, main
+from gateway.settings import Settings, vllm_args
+from gateway.settings.vllm_args import argument_types, check_extra_args, engine_arg_values
 from tests.conftest import FakeKit
-from tests.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
+from tests.support.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway
 
 
 @pydantic_dataclass(config=ConfigDict(extra="forbid"))
@@ -142,7 +141,7 @@ def test_without_vllm_names_go_unchecked_but_reserved_ones_are_refused(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "vllm.engine.arg_utils", None)  # import fails
-    caplog.set_level(logging.WARNING, logger="gateway.engine.vllm_args")
+    caplog.set_level(logging.WARNING, logger="gateway.settings.vllm_args")
     assert vllm_args.vllm_argument_types.__wrapped__() is None
     assert "engine.extra_args not checked: vLLM cannot be imported here" in caplog.text
     monkeypatch.setattr(vllm_args, "vllm_argument_types", lambda: None)
@@ -171,7 +170,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Settings, Path | None
     ) -> None:
         calls.append((settings, config_path, overrides))
 
-    monkeypatch.setattr(gateway.cli, "_serve", fake_serve)
+    monkeypatch.setattr(gateway.cli.main, "_serve", fake_serve)
     return calls
 
 
@@ -250,8 +249,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.strip() == f"loragate {gateway.cli.package_version()}"
-    assert gateway.cli.package_version()[0].isdigit()
+    assert capsys.readouterr().out.strip() == f"loragate {gateway.cli.main.package_version()}"
+    assert gateway.cli.main.package_version()[0].isdigit()
 
 
 def all_actions(parser: argparse.ArgumentParser, path: str = "loragate") -> Iterator[Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.pg_registry_state import PostgresStateStore
-from gateway.config import SharedStoreSettings
+from gateway.settings import SharedStoreSettings
 
 
 def registry_store_options(settings: SharedStoreSettings) -> dict[str, Any]:

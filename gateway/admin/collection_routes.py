@@ -24,7 +24,6 @@ from starlette.datastructures import UploadFile
 from gateway.admin.request_body import declared_length, read_json_body
 from gateway.api.deps import RetrievalDep, SettingsDep, require_admin
 from gateway.api.json_body import validated
-from gateway.config import MIB, Settings
 from gateway.errors import InvalidRequestError
 from gateway.protocol.common import AdminRequest
 from gateway.rag.protocol import (
@@ -37,6 +36,7 @@ from gateway.rag.protocol import (
     IngestPathRequest,
     IngestResponse,
 )
+from gateway.settings import MIB, Settings
 from retrieval import SourceDocument
 from retrieval.ingest import expand_paths
 

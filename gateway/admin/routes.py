@@ -30,8 +30,8 @@ from gateway.admin.protocol import (
 from gateway.admin.request_body import declared_length, read_json_body
 from gateway.api.deps import LifecycleDep, SettingsDep, require_admin
 from gateway.api.json_body import validated
-from gateway.config import Settings
 from gateway.errors import InvalidRequestError
+from gateway.settings import Settings
 
 REGISTER_PATH = "/admin/adapters"
 router = APIRouter(prefix=REGISTER_PATH, tags=["admin"], dependencies=[Depends(require_admin)])

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from gateway.protocol.common import AdminRequest
-from gateway.tenancy.config import BudgetConfig, TenantConfig
+from gateway.settings.tenancy import BudgetConfig, TenantConfig
 from gateway.tenancy.managed import ManagedKey
 from gateway.tenancy.tenant_store import AuditEntry
 

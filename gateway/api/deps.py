@@ -12,13 +12,13 @@ from fastapi import Depends, Header, Request
 
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.api.generation_route import current_state
-from gateway.config import Settings
 from gateway.engine.interface import Generator
 from gateway.errors import GatewayError
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.embeddings import EmbeddingService
 from gateway.rag.service import RetrievalService
+from gateway.settings import Settings
 from gateway.state import GatewayState
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper

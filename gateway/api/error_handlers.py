@@ -12,9 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import AdapterError
 from gateway.adapter_runtime.errors import as_gateway_error as adapter_gateway_error
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError
+from gateway.pipeline.disconnect import ClientDisconnected
+from gateway.protocol.sse import error_body
 from gateway.rag.errors import as_gateway_error
-from gateway.serving.disconnect import ClientDisconnected
-from gateway.serving.sse import error_body
 from retrieval.errors import RetrievalError
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from functools import partial
 
 from fastapi import Request, Response
 
+from gateway.api.event_stream import EventStreamResponse
+from gateway.pipeline.disconnect import cancel_on_disconnect
 from gateway.pipeline.endpoint import Endpoint
 from gateway.pipeline.pipeline import GenerationPipeline
-from gateway.serving.disconnect import cancel_on_disconnect
-from gateway.serving.event_stream import EventStreamResponse
-from gateway.serving.sse import with_error_events
+from gateway.protocol.sse import with_error_events
 from gateway.tenancy.directory import Caller
 
 

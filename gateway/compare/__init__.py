@@ -8,5 +8,5 @@ loragate (or, without RAG, any OpenAI-compatible server).
 Modules: ``eval_set`` (JSONL schema, loading), ``variants`` (YAML schema), ``results``
 (the resumable answers file), ``runner`` (requests), ``scoring`` (one answer's marks),
 ``metrics`` (per variant / language), ``stats`` (paired bootstrap), ``report``
-(Markdown, JSON, sentences), ``plots`` (PNG), ``commands`` (the CLI).
+(Markdown, JSON, sentences), ``plots`` (PNG). The command is ``gateway.cli.compare``.
 """

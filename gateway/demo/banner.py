@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import Settings
 from gateway.demo.config import ACME, DEMO_MODEL_ID, GLOBEX, DemoTenant
 from gateway.demo.keys import DemoKeys
+from gateway.settings import Settings
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 

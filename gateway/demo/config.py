@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from adapters.demo_kit import TOOL_ADAPTER
-from gateway.config import RetrievalSettings, Settings
+from adapters.tooling.demo_kit import TOOL_ADAPTER
 from gateway.demo.keys import DemoKeys
 from gateway.rag.embeddings import served_embedder_id
+from gateway.settings import RetrievalSettings, Settings
 
 DEMO_MODEL_ID = "smollm2-135m-instruct"
 CONFIG_FILE = "demo-config.yaml"

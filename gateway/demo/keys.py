@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.tenancy.keys import NewKey, generate_key, parse_key, verify_secret
+from gateway.settings.keys import NewKey, generate_key, parse_key, verify_secret
 
 KEYS_FILE = "demo-keys.json"
 KEYS_FORMAT = 1

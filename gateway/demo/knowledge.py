@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.atomic_dir import TMP_SUFFIX, atomic_directory
-from adapters.demo_kit import LOCK_FILE, exclusive_lock
-from gateway.config import RetrievalSettings
+from adapters.common.atomic_dir import TMP_SUFFIX, atomic_directory
+from adapters.tooling.demo_kit import LOCK_FILE, exclusive_lock
 from gateway.rag.embeddings import BUNDLED_NAMES
 from gateway.rag.provider import build_embedder, library_config
+from gateway.settings import RetrievalSettings
 from retrieval import CollectionStore, Embedder, SourceDocument
 from retrieval.ingest import EXTRACTOR_VERSION
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 
-from adapters.demo_kit import DemoKit, default_cache_dir, ensure_demo_kit
-from gateway.config import Settings
+from adapters.tooling.demo_kit import DemoKit, default_cache_dir, ensure_demo_kit
 from gateway.demo.banner import base_url, demo_banner
 from gateway.demo.config import CONFIG_FILE, DemoPaths, demo_config, write_demo_config
 from gateway.demo.keys import DemoKeys, load_or_create_keys
 from gateway.demo.knowledge import DemoKnowledgeBase, ensure_demo_collections
+from gateway.settings import Settings
 
 Serve = Callable[[Settings, Path], None]
 READY_POLL_S = 0.5

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.config import EngineSettings, ModelSettings
 from gateway.engine.interface import Engine
+from gateway.settings import EngineSettings, ModelSettings
 
 
 def start_engine(model: ModelSettings, engine: EngineSettings) -> Engine:

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from gateway.config import ModelSettings, VLLMEngineSettings
 from gateway.engine.dtype import choose_dtype
 from gateway.engine.interface import (
     AdapterRef,
@@ -25,8 +24,9 @@ from gateway.engine.interface import (
     TokenLogprob,
 )
 from gateway.engine.lora_slots import SLOTS_METHOD, WORKER_EXTENSION
-from gateway.engine.vllm_args import engine_arg_values
 from gateway.errors import EngineFailureError, EngineUnavailableError, InvalidRequestError
+from gateway.settings import ModelSettings, VLLMEngineSettings
+from gateway.settings.vllm_args import engine_arg_values
 
 logger = logging.getLogger(__name__)
 

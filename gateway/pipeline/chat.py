@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from json.encoder import encode_basestring as json_string  # C; UTF-8 kept as is
 
-from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationOutput, TokenLogprob
 from gateway.errors import InvalidRequestError, UnsupportedParameterError
+from gateway.model_io.generation_params import SamplingFields, refuse_unsupported
+from gateway.model_io.tool_format import call_text, result_text, tools_text
+from gateway.model_io.tool_set import ToolBounds, ToolSet
+from gateway.model_io.tool_stream import ArgumentsPiece, CallExtractor, CallStart, Piece, TextPiece
+from gateway.model_io.usage import finish_reason
 from gateway.pipeline.chat_prompt import ChatPrompt
 from gateway.pipeline.endpoint import Prepared, Rendered, RenderInput
 from gateway.pipeline.merge import ChoiceAccumulator
@@ -31,14 +35,10 @@ from gateway.protocol.chat import (
 )
 from gateway.protocol.common import Usage
 from gateway.protocol.logprobs import ChatLogprobs, ChatTokenLogprob, TopLogprob
+from gateway.protocol.sse import DONE, event
 from gateway.protocol.tools import FunctionDelta, ToolCall, ToolCallDelta
 from gateway.rag.grounding import RagPlan, last_user_turn, plan_for
-from gateway.serving.generation_params import SamplingFields, refuse_unsupported
-from gateway.serving.sse import DONE, event
-from gateway.serving.tool_format import call_text, result_text, tools_text
-from gateway.serving.tool_set import ToolBounds, ToolSet
-from gateway.serving.tool_stream import ArgumentsPiece, CallExtractor, CallStart, Piece, TextPiece
-from gateway.serving.usage import finish_reason
+from gateway.settings import LimitSettings
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 

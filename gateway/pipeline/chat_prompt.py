@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.protocol.chat import ChatCitation
 from gateway.rag.grounding import citation_models, fit_sources, with_sources
-from gateway.serving.prompt_renderer import PromptRenderer
 from gateway.tenancy.policy import Policy
 from retrieval import SearchHit
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gateway.config import LimitSettings
 from gateway.engine.interface import ChoiceOutput, GenerationOutput
 from gateway.errors import InvalidRequestError, PermissionDeniedError, UnsupportedParameterError
+from gateway.model_io.generation_params import SamplingFields, refuse_unsupported
+from gateway.model_io.usage import finish_reason
 from gateway.pipeline.endpoint import Prepared, Rendered, RenderInput
 from gateway.pipeline.merge import ChoiceAccumulator
 from gateway.protocol.completions import (
@@ -21,10 +22,9 @@ from gateway.protocol.completions import (
     completion_prompts,
 )
 from gateway.protocol.logprobs import CompletionLogprobs
+from gateway.protocol.sse import DONE, event
 from gateway.rag.grounding import RagPlan
-from gateway.serving.generation_params import SamplingFields, refuse_unsupported
-from gateway.serving.sse import DONE, event
-from gateway.serving.usage import finish_reason
+from gateway.settings import LimitSettings
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.config import LimitSettings
 from gateway.engine.interface import GenerationOutput, GenerationRequest
+from gateway.model_io.generation_params import SamplingFields
+from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.model_io.usage import usage
 from gateway.pipeline.merge import ChoiceAccumulator
 from gateway.protocol.chat import ChatCitation
 from gateway.protocol.common import Usage
 from gateway.rag.grounding import RagPlan
-from gateway.serving.generation_params import SamplingFields
-from gateway.serving.prompt_renderer import PromptRenderer
-from gateway.serving.usage import usage
+from gateway.settings import LimitSettings
 from gateway.tenancy.directory import Route
 from gateway.tenancy.gatekeeper import Ticket
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest

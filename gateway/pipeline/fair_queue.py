@@ -55,10 +55,10 @@ from contextlib import asynccontextmanager
 
 from gateway.errors import GatewayError, OverloadedError
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline.disconnect import cancel_on_disconnect
 from gateway.pipeline.slot_shares import ACTIVE_SECONDS, ShareCap, SlotShares
 from gateway.pipeline.stall_cuts import StalledHold, StalledHolds
 from gateway.pipeline.wait_line import TenantState, Waiter, WaitLine
-from gateway.serving.disconnect import cancel_on_disconnect
 
 Abandoned = Callable[[], Awaitable[None]]
 """Returns when the client has gone (the request should leave the queue)."""

@@ -23,17 +23,17 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import cast
 
-from gateway.config import LimitSettings, RetrievalSettings
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
 from gateway.errors import ContextLengthError, InvalidRequestError
 from gateway.model_catalog import ModelCatalog
+from gateway.model_io.generation_params import build_generation_params
+from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.drain import Drain
 from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
 from gateway.pipeline.fair_queue import Abandoned, FairQueue
 from gateway.pipeline.merge import ChoiceAccumulator, merged
 from gateway.rag.service import RetrievalService
-from gateway.serving.generation_params import build_generation_params
-from gateway.serving.prompt_renderer import PromptRenderer
+from gateway.settings import LimitSettings, RetrievalSettings
 from gateway.tenancy.directory import Caller, Route
 from gateway.tenancy.gatekeeper import Gatekeeper, Ticket
 from gateway.tenancy.policy import BoundedSampling

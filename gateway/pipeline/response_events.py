@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.model_io.tool_stream import ArgumentsPiece, CallStart, Piece, TextPiece
 from gateway.pipeline.response_items import call_item_id, message_id
 from gateway.protocol.responses import (
     FunctionCallOutput,
@@ -24,7 +25,6 @@ from gateway.protocol.responses import (
     OutputText,
     ResponseObject,
 )
-from gateway.serving.tool_stream import ArgumentsPiece, CallStart, Piece, TextPiece
 
 TERMINAL = {
     "completed": "response.completed",

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.errors import InvalidRequestError, UnsupportedParameterError
+from gateway.model_io.tool_stream import CollectedCall
 from gateway.protocol.chat import ChatCitation
 from gateway.protocol.responses import (
     FileCitation,
@@ -32,7 +33,6 @@ from gateway.protocol.responses import (
     OutputMessage,
     OutputText,
 )
-from gateway.serving.tool_stream import CollectedCall
 
 ITEM_TYPES: dict[str, type[ItemModel]] = {
     "message": MessageItem,

@@ -21,9 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config import LimitSettings, ResponsesSettings
 from gateway.engine.interface import GenerationOutput
 from gateway.errors import GatewayError, InvalidRequestError, UnsupportedParameterError
+from gateway.model_io.generation_params import SamplingFields, refuse_unsupported
+from gateway.model_io.tool_stream import CallExtractor
 from gateway.pipeline.chat import ChatEndpoint
 from gateway.pipeline.endpoint import Prepared, Rendered, RenderInput
 from gateway.pipeline.merge import ChoiceAccumulator
@@ -48,8 +49,7 @@ from gateway.protocol.responses import (
     Status,
 )
 from gateway.rag.grounding import RagPlan
-from gateway.serving.generation_params import SamplingFields, refuse_unsupported
-from gateway.serving.tool_stream import CallExtractor
+from gateway.settings import LimitSettings, ResponsesSettings
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 from gateway.tenancy.response_store import ResponseStore, StoredResponse

@@ -11,5 +11,6 @@ into chat prompts:
   numbered sources, trimmed to the context window.
 - ``protocol``: request and response models of ``/v1/retrieval/search`` and
   ``/admin/collections``.
-- ``commands``: ``loragate rag ...`` (local: uses the store directly).
+
+``loragate rag ...`` is ``gateway.cli.rag`` (local: it uses the store directly).
 """

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from gateway.config import LimitSettings, RetrievalSettings
 from gateway.errors import EngineFailureError, InvalidRequestError, ModelNotFoundError
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ServedModel
@@ -27,6 +26,7 @@ from gateway.protocol.common import ModelCard
 from gateway.protocol.embeddings import CreateEmbeddingRequest, CreateEmbeddingResponse
 from gateway.rag.embedding_batcher import BatchFigures, EmbeddingBatcher
 from gateway.rag.provider import StoreProvider
+from gateway.settings import LimitSettings, RetrievalSettings
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from retrieval import Embedder

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.protocol.chat import ChatCitation, RagOptions
-from gateway.tenancy.config import RagPolicyConfig
+from gateway.settings.tenancy import RagPolicyConfig
 from retrieval import Citation, RetrievedContext, SearchHit, SearchMode, build_context
 
 NO_SOURCES = (

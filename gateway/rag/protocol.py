@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 
 from gateway.protocol.chat import SearchModeName
 from gateway.protocol.common import AdminRequest, ErrorInfo, OpenAIModel
+from gateway.protocol.sse import error_body
 from gateway.rag.errors import as_gateway_error
-from gateway.serving.sse import error_body
 from retrieval import CollectionInfo, DocumentInfo, IngestResult, SearchHit
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import faiss
 
-from gateway.config import MIB, RetrievalSettings, Settings
 from gateway.rag.errors import RetrievalUnavailableError
+from gateway.settings import MIB, RetrievalSettings, Settings
 from retrieval import CollectionStore, Embedder, RetrievalConfig, SentenceTransformerEmbedder
 from retrieval.embedding import embedder_from_name
 

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
-from gateway.config import RetrievalSettings
 from gateway.errors import InvalidRequestError
 from gateway.metrics import GatewayMetrics
 from gateway.rag.errors import CollectionNotFoundError
 from gateway.rag.provider import StoreProvider, pin_faiss_threads
+from gateway.settings import RetrievalSettings
 from gateway.tenancy.directory import Caller
 from retrieval import (
     CollectionInfo,

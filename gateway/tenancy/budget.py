@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.errors import RateLimitError
-from gateway.tenancy.config import (
+from gateway.settings.tenancy import (
     BudgetConfig,
     BudgetPeriod,
     KeyConfig,

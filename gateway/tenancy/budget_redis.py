@@ -29,7 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.config import LimitStoreSettings
+from gateway.settings import LimitStoreSettings
 from gateway.tenancy.budget import COST_SLACK, BudgetDraw, Seed, Spend
 from gateway.tenancy.limit_store import LimitsUnavailableError
 from gateway.tenancy.redis_limits import UNREACHABLE, redis_client

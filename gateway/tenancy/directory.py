@@ -20,8 +20,8 @@ from gateway.errors import (
     ModelNotFoundError,
 )
 from gateway.model_catalog import ServedModel
-from gateway.tenancy.config import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
-from gateway.tenancy.keys import parse_key, verify_secret
+from gateway.settings.keys import parse_key, verify_secret
+from gateway.settings.tenancy import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
 from gateway.tenancy.managed import EMPTY, KeyRule, KeyUses, ManagedTenancy, merge
 from gateway.tenancy.policy import Policy
 from gateway.tenancy.rate_limit import Limit

@@ -35,6 +35,7 @@ from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics, Series
 from gateway.model_catalog import ServedModel
 from gateway.request_context import current_labels
+from gateway.settings.tenancy import KeyConfig, TenancyConfig
 from gateway.tenancy.budget import (
     BudgetDraw,
     BudgetStore,
@@ -45,7 +46,6 @@ from gateway.tenancy.budget import (
     budget_refusal,
     budget_report,
 )
-from gateway.tenancy.config import KeyConfig, TenancyConfig
 from gateway.tenancy.directory import Caller, Route, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.managed import KeyUses, ManagedTenancy

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.tenancy.config import BudgetConfig, KeyConfig, TenancyConfig, TenantConfig
+from gateway.settings.tenancy import BudgetConfig, KeyConfig, TenancyConfig, TenantConfig
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.tenancy.config import TenancyConfig
+from gateway.settings import Settings
+from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.managed import EMPTY, ManagedTenancy, merge
 from gateway.tenancy.sqlite_tenant_store import SqliteTenantStore, tenant_db_path
 from gateway.tenancy.tenant_store import SqlTenantStore

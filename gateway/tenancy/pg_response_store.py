@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from adapters.pg_connection import PostgresConnection
+from adapters.common.pg_connection import PostgresConnection
 from gateway.tenancy.response_store import (
     PURGE_EVERY_SECONDS,
     ResponseStoreUnavailableError,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.pg_connection import PostgresConnection
+from adapters.common.pg_connection import PostgresConnection
 from gateway.tenancy.tenant_store import Run, SqlTenantStore, T, TenantStoreUnavailableError
 
 SCHEMA = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.pg_connection import PostgresConnection
+from adapters.common.pg_connection import PostgresConnection
 from gateway.tenancy.budget import Spend
 from gateway.tenancy.usage import (
     UsageBatch,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ContextLengthError, InvalidRequestError
-from gateway.tenancy.config import (
+from gateway.settings.tenancy import (
     TEMPLATE_VARIABLE,
     PolicyConfig,
     RagPolicyConfig,

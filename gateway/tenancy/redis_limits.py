@@ -40,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.config import LimitStoreSettings
+from gateway.settings import LimitStoreSettings
 from gateway.tenancy.limit_store import Entry, InFlightSlot, LimitsUnavailableError
 from gateway.tenancy.rate_limit import Limit
 

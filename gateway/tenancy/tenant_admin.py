@@ -25,16 +25,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.errors import ConflictError, GatewayError, InvalidRequestError, NotFoundError
-from gateway.tenancy.budget import Spend, window_of
-from gateway.tenancy.config import (
+from gateway.settings.keys import generate_key, parse_key
+from gateway.settings.tenancy import (
     NAME,
     RESERVED_TENANTS,
     BudgetPeriod,
     TenancyConfig,
     TenantConfig,
 )
+from gateway.tenancy.budget import Spend, window_of
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.keys import generate_key, parse_key
 from gateway.tenancy.managed import KeyUses, ManagedKey, ManagedTenancy
 from gateway.tenancy.tenant_store import (
     AuditEntry,

@@ -26,8 +26,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from gateway.config import SharedStoreSettings
 from gateway.errors import GatewayError
+from gateway.settings import SharedStoreSettings
 from gateway.tenancy.managed import ManagedKey, ManagedTenancy, ManagedTenant
 
 T = TypeVar("T")

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from gateway.errors import GatewayError
+from gateway.settings.tenancy import BudgetPeriod
 from gateway.tenancy.budget import BudgetDraw, Spend, window_of
-from gateway.tenancy.config import BudgetPeriod
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.trace import Tracer
 
-from gateway.config import TracingSettings
+from gateway.settings import TracingSettings
 from gateway.tracing.request import NO_TRACE, RequestTrace, Trace
 
 if TYPE_CHECKING:

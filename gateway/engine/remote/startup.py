@@ -8,12 +8,12 @@ from typing import Any
 
 import httpx
 
-from gateway.config import ModelSettings, RemoteEngineSettings
 from gateway.engine.remote.client import Deadlines, ReplicaClient, ReplicaError
 from gateway.engine.remote.engine import RemoteEngine
 from gateway.engine.remote.placement import BoundedLoad, Placement, RoundRobin
 from gateway.engine.remote.replicas import DnsTarget, ReplicaPool, Resolver, resolve_addresses
 from gateway.errors import EngineUnavailableError
+from gateway.settings import ModelSettings, RemoteEngineSettings
 
 
 def start_remote_engine(

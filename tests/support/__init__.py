@@ -1,0 +1,1 @@
+"""Test helpers: fakes, fixtures and servers shared by the test modules."""
