@@ -120,7 +120,7 @@ def _load(path: Path, overrides: ConfigOverrides) -> Settings:
 def _refuse_switching_keys_off(current: TenancyConfig, new: TenancyConfig) -> None:
     """A reload never turns a keyed gateway into an open one: emptying ``tenants`` and
     ``admin.keys`` by mistake (or by a bad merge) would let anyone call it, and the
-    loopback-only rule for open mode was checked against the address bound at start-up,
+    loopback-only rule for open mode is checked against the address bound at start-up,
     which a reload cannot see. Going open takes a restart, which checks that rule."""
     if current.enabled and not new.enabled:
         logger.warning("config reload refused: it would switch API keys off")

@@ -6,7 +6,7 @@ and their bookkeeping, which cost as much CPU as a short stream itself. This res
 pulls the events in one plain asyncio task and sends them from the request's task,
 several per write when they are ready together; another task watches for the
 disconnect and cancels the producer when the client is gone (so the engine request
-is aborted, as before).
+is aborted).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 dependency solving.
 
 FastAPI solves a route's dependency tree on every request, parses the JSON body into
-Python objects and then validates them: for a chat completion that was about a quarter
+Python objects and then validates them: for a chat completion that is about a quarter
 of the gateway's own CPU time per request (profiled with cProfile on process time,
 ``loadtests/bench_overhead.py``'s load). The endpoint functions of this route class
 keep their usual signatures (so the OpenAPI document describes their body, and they
@@ -10,7 +10,7 @@ read like any route), but requests reach them through one small handler:
 
 - the state: ``app.state.gateway`` (503 while the gateway starts);
 - ``caller``: ``Gatekeeper.authenticate`` on the ``Authorization`` header (401 first,
-  before the body is looked at, as FastAPI's order was);
+  before the body is looked at, in FastAPI's own order);
 - ``body``: validated from the raw bytes by pydantic's JSON parser (errors rendered
   like FastAPI's own body errors: ``gateway.api.json_body``);
 - ``pipeline``: the state's, and ``request`` itself.

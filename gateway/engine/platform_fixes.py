@@ -22,7 +22,7 @@ above applies alone. With them, ``PunicaWrapperCPU.add_lora_linear`` becomes
 batch's adapters (the MLP layers of a q/k/v/o adapter), and one shrink and one expand
 GEMM per adapter for the slices of a merged layer (q/k/v). ``LORAGATE_CPU_LORA_OPS=vllm``
 keeps vLLM's own ops (with the ``-1`` fix), ``=ops-only`` the grouped ops under vLLM's
-``add_lora_linear``: for before/after measurements.
+``add_lora_linear``: for side-by-side measurements.
 """
 
 from __future__ import annotations
