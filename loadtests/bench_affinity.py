@@ -262,7 +262,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     adapter_root = args.out / "adapters"
     # Small random weights: they cost what a trained adapter costs to load and apply,
-    # which is all a throughput benchmark needs; kept from an earlier run.
+    # which is all a throughput benchmark needs; reused when this script wrote them already.
     adapters = {f"z{i}": adapter_root / f"z{i}" for i in range(1, args.adapters + 1)}
     for i, path in enumerate(adapters.values(), start=1):
         if not (path / "adapter_config.json").exists():

@@ -24,7 +24,7 @@ class RetrievalConfig:
     chunk_overlap: int = 30
     """Tokens repeated from the end of one chunk at the start of the next (same section)."""
     chunk_in_embedder_tokens: bool = True
-    """Size chunks in the embedder's tokens (False: cl100k tokens, as before)."""
+    """Size chunks in the embedder's tokens (False: cl100k tokens)."""
     language: str = "auto"
     """Language documents are analysed in for BM25 (stop words, Snowball stemmer):
     ``auto`` detects it per document, or a code (``en fr de es it pt nl``)."""
@@ -62,15 +62,16 @@ class RetrievalConfig:
     cross_language_bm25_weight: float = 0.5
     """Weight of the BM25 ranking in hybrid fusion for a query in none of the collection's
     document languages (the dense ranking weighs 1): keywords rarely match across
-    languages. 0.5 raised other-language answer@5 from 0.55 to 0.68 (SQLite manual) and
-    0.53 to 0.57 (PostgreSQL), English unchanged (``docs/benchmarks.md``)."""
+    languages. At 0.5 other-language answer@5 is 0.68 against 0.55 at full weight (SQLite
+    manual) and 0.57 against 0.53 (PostgreSQL), English the same (``docs/benchmarks.md``)."""
     """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
     passage_tokens: int = 300
     """Grow each search hit with the adjacent chunks of its own section up to this many
     cl100k tokens, a lower hit it swallows freeing its slot (0: single chunks). 300
-    keeps five sources (~1,100 tokens) inside the gateway's 1,500-token context and
-    raised hybrid answer-in-top-5 from 0.85 to 0.90 (English) and 0.25 to 0.32 (fr/de/es)
-    on the PostgreSQL manual, recall@10 unchanged (``retrieval/bench/README.md``)."""
+    keeps five sources (~1,100 tokens) inside the gateway's 1,500-token context and gives
+    hybrid answer-in-top-5 0.90 against 0.85 with single chunks (English), 0.32 against
+    0.25 (fr/de/es) on the PostgreSQL manual, recall@10 the same or higher
+    (``retrieval/bench/README.md``)."""
     keep_versions: int = 2
     """Committed versions kept on disk per collection (the current one included)."""
 

@@ -3,7 +3,7 @@
 Why not ``html.parser`` (through BeautifulSoup): on the CPython this project runs
 (3.11.7; fixed only in 3.9.23/3.10.18/3.11.13/3.12.11/3.13.4, CVE-2025-6069) its
 handling of unterminated constructs is quadratic -- 24 KB of ``<a `` took 20 s to
-parse and 96 KB 271 s -- and the tree it builds was walked by recursion. Every step
+parse and 96 KB 271 s -- and the tree it builds is walked by recursion. Every step
 here consumes input with ``str.find`` or an anchored regular expression that cannot
 look past the token it reads, so no character is scanned twice.
 

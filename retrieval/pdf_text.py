@@ -255,7 +255,7 @@ def _outline_paths(reader: Any, page_count: int) -> list[tuple[str, ...]]:
             if page is not None and 0 <= page < page_count:
                 starts.append((page, last[0]))
     # One sweep: a page takes the path of the last entry starting at or before it
-    # (setting every later page once per entry was pages x entries).
+    # (setting every later page once per entry would cost pages x entries).
     starts.sort(key=lambda item: item[0])
     paths: list[tuple[str, ...]] = []
     current: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ several ``RetrievalConfig.passage_tokens`` values on one ingested store.
 
 The corpus is the gold pages plus an even sample of the other pages, ``--pages`` in all
 (``--pages 0``: every page). Only the stable ``CollectionStore`` API is used, so the
-same script measures an older checkout (``PYTHONPATH=<old tree>``) for before/after.
+same script measures another checkout (``PYTHONPATH=<other tree>``) side by side.
 Without the package it prints how to install it and exits 0.
 """
 
