@@ -31,6 +31,7 @@ from gateway.api.routes import (
 )
 from gateway.api.routes import embeddings as embedding_routes
 from gateway.config_reload import reload_tenancy
+from gateway.console import routes as console
 from gateway.engine.factory import start_engine
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
@@ -167,6 +168,7 @@ def create_app(
         retrieval.router,
         operations.router,
         playground.router,
+        console.router,
     ):
         app.include_router(router)
     app.add_middleware(

@@ -15,6 +15,7 @@ from adapters.common.pg_connection import PostgresConnection
 from gateway.tenancy.budget import Spend
 from gateway.tenancy.usage import (
     UsageBatch,
+    UsagePoint,
     UsageRow,
     UsageUnavailableError,
     spent_query,
@@ -87,6 +88,13 @@ class PostgresUsageBackend:
         sql, params = usage_query("loragate_usage", "%s", tenant, since_minute)
         rows = self._db.run(lambda c: c.execute(sql, params).fetchall())
         return [UsageRow.from_db(row) for row in rows]
+
+    def series(
+        self, tenant: str | None, since_minute: int, bucket_minutes: int
+    ) -> list[UsagePoint]:
+        sql, params = usage_query("loragate_usage", "%s", tenant, since_minute, bucket_minutes)
+        rows = self._db.run(lambda c: c.execute(sql, params).fetchall())
+        return [UsagePoint.from_db(row) for row in rows]
 
     def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend:
         sql, params = spent_query("loragate_usage", "%s", tenant, key_id, since_minute)

@@ -26,6 +26,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -45,20 +46,45 @@ _GROUPS = "tenant, key_id, model, adapter"
 
 
 def usage_query(
-    table: str, placeholder: str, tenant: str | None, since_minute: int
+    table: str,
+    placeholder: str,
+    tenant: str | None,
+    since_minute: int,
+    bucket_minutes: int | None = None,
 ) -> tuple[str, list[object]]:
     """The one usage query of every backend: rows since ``since_minute`` (of ``tenant``
     when given) summed per tenant, key, model and adapter, in that order; as SQL with
-    ``placeholder`` (``?`` for SQLite, ``%s`` for PostgreSQL) and its parameters."""
+    ``placeholder`` (``?`` for SQLite, ``%s`` for PostgreSQL) and its parameters.
+
+    With ``bucket_minutes``, the sums are split into buckets of that many minutes: each
+    row starts with its bucket's first minute, rows in bucket order. ``minute / n`` of
+    two integers is integer division in SQLite and PostgreSQL."""
+    groups = _GROUPS
+    select = ""
+    if bucket_minutes is not None:
+        n = int(bucket_minutes)
+        select, groups = f"(minute / {n}) * {n} AS bucket, ", f"bucket, {_GROUPS}"
     sql = (
-        f"SELECT {_GROUPS}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
+        f"SELECT {select}{_GROUPS}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
         f"SUM(cost), SUM(engine_seconds) FROM {table} WHERE minute >= {placeholder}"
     )
     params: list[object] = [since_minute]
     if tenant is not None:
         sql += f" AND tenant = {placeholder}"
         params.append(tenant)
-    return f"{sql} GROUP BY {_GROUPS} ORDER BY {_GROUPS}", params
+    return f"{sql} GROUP BY {groups} ORDER BY {groups}", params
+
+
+class UsageBucket(StrEnum):
+    """The width of one point of a usage series; buckets start at UTC hour or day
+    boundaries (unix time is UTC, and a UTC day is 1440 whole minutes)."""
+
+    HOUR = "hour"
+    DAY = "day"
+
+    @property
+    def minutes(self) -> int:
+        return 60 if self is UsageBucket.HOUR else 1440
 
 
 def spent_query(
@@ -126,6 +152,23 @@ class UsageRow:
 
 
 @dataclass(frozen=True)
+class UsagePoint:
+    """One bucket of a usage series: ``row`` summed from ``start`` (unix seconds, UTC)
+    for one bucket width."""
+
+    start: int
+    row: UsageRow
+
+    @classmethod
+    def from_db(cls, row: Sequence[Any]) -> UsagePoint:
+        """A row of ``usage_query`` with buckets: the bucket's first minute, then a usage row."""
+        return cls(int(row[0]) * 60, UsageRow.from_db(row[1:]))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"start": self.start, **self.row.__dict__}
+
+
+@dataclass(frozen=True)
 class UsageBatch:
     """Sealed usage of one flush: never changes after it gets its id."""
 
@@ -140,6 +183,10 @@ class UsageBackend(Protocol):
     def write(self, batch: UsageBatch) -> None: ...
 
     def query(self, tenant: str | None, since_minute: int) -> list[UsageRow]: ...
+
+    def series(
+        self, tenant: str | None, since_minute: int, bucket_minutes: int
+    ) -> list[UsagePoint]: ...
 
     def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend: ...
 
@@ -213,6 +260,14 @@ class SqliteUsageBackend:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return [UsageRow.from_db(row) for row in rows]
+
+    def series(
+        self, tenant: str | None, since_minute: int, bucket_minutes: int
+    ) -> list[UsagePoint]:
+        sql, params = usage_query("usage", "?", tenant, since_minute, bucket_minutes)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [UsagePoint.from_db(row) for row in rows]
 
     def spent(self, tenant: str | None, key_id: str | None, since_minute: int) -> Spend:
         sql, params = spent_query("usage", "?", tenant, key_id, since_minute)
@@ -308,6 +363,14 @@ class UsageStore:
         self.flush()
         with self._flush_lock:
             return self.backend.query(tenant, int(since // 60) if since else 0)
+
+    def series(
+        self, bucket: UsageBucket, *, tenant: str | None = None, since: float | None = None
+    ) -> list[UsagePoint]:
+        """``query`` per UTC hour or day: the points of a spend-over-time chart."""
+        self.flush()
+        with self._flush_lock:
+            return self.backend.series(tenant, int(since // 60) if since else 0, bucket.minutes)
 
     def spent(
         self, *, tenant: str | None = None, key_id: str | None = None, since: float = 0.0

@@ -11,10 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.api.deps import StateDep, check_admin, require_admin
 from gateway.config_reload import reload_tenancy
+from gateway.errors import InvalidRequestError
+from gateway.tenancy.usage import UsageBucket
 
 router = APIRouter()
 
 MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z: the usage table's minutes fit int64
+MAX_SERIES_BUCKETS = 1000
+"""The most buckets one ``/admin/usage?bucket=`` answer spans (41 days of hours)."""
 
 
 @router.get("/metrics")
@@ -44,14 +48,40 @@ async def usage(
         float | None,
         Query(description="Unix time", ge=0, le=MAX_UNIX_TIME, allow_inf_nan=False),
     ] = None,
+    bucket: Annotated[
+        UsageBucket | None,
+        Query(description="hour or day: split `data` into UTC buckets, each row's `start`."),
+    ] = None,
 ) -> dict[str, Any]:
     """Requests, tokens, cost and engine seconds per tenant, key, model and adapter
-    (``data``), and each budget with its spend in the current period (``budgets``)."""
-    rows = await asyncio.to_thread(state.usage.query, tenant=tenant, since=since)
-    return {
+    (``data``), and each budget with its spend in the current period (``budgets``).
+
+    With ``bucket``, ``data`` is a series: the same sums per UTC hour or day, each row
+    with its bucket's ``start`` (unix seconds), oldest first, over at most
+    ``MAX_SERIES_BUCKETS`` buckets (``since`` defaults to the first of them)."""
+    now = time.time()
+    answer: dict[str, Any] = {
         "object": "list",
-        "generated_at": int(time.time()),
+        "generated_at": int(now),
         "currency": state.gatekeeper.directory.config.pricing.currency,
-        "data": [row.__dict__ for row in rows],
-        "budgets": await state.gatekeeper.budget_status(tenant),
     }
+    if bucket is None:
+        rows = await asyncio.to_thread(state.usage.query, tenant=tenant, since=since)
+        answer["data"] = [row.__dict__ for row in rows]
+    else:
+        width = bucket.minutes * 60
+        earliest = (now // width - (MAX_SERIES_BUCKETS - 1)) * width
+        if since is None:
+            since = earliest
+        elif since < earliest:
+            raise InvalidRequestError(
+                f"A series by {bucket} spans at most {MAX_SERIES_BUCKETS} buckets: "
+                f"'since' must be {int(earliest)} or later.",
+                param="since",
+                code="invalid_value",
+            )
+        points = await asyncio.to_thread(state.usage.series, bucket, tenant=tenant, since=since)
+        answer["bucket"] = bucket.value
+        answer["data"] = [point.as_json() for point in points]
+    answer["budgets"] = await state.gatekeeper.budget_status(tenant)
+    return answer
