@@ -1,6 +1,6 @@
 """The built wheel carries the non-Python files the installed package needs: the
-playground's static files, the demo's knowledge base, the persona datasets and the
-Locust scenarios (package-data in ``pyproject.toml``).
+playground's and the console's static files, the demo's knowledge base, the persona
+datasets and the Locust scenarios (package-data in ``pyproject.toml``).
 
 The wheel is built from a copy of the source tree (so a build never races another in
 the checkout) with the installed setuptools and no network: about 10 s.
@@ -52,6 +52,7 @@ def files_under(folder: str, pattern: str) -> list[str]:
     ("folder", "pattern"),
     [
         ("gateway/playground/static", "*"),
+        ("gateway/console/static", "*"),
         ("gateway/demo/kb", "**/*.md"),
         ("gateway/demo/eval", "*"),
         ("adapters/tooling/data", "*.jsonl"),
