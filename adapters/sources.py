@@ -185,6 +185,35 @@ class FsspecSource:
         return f"uri:{redact_uri(self.uri)}"
 
     def materialize(self, workdir: Path, limits: AdapterLimits) -> Path:
+        fs, root, guard = self._open()
+        try:
+            return self._fetch(fs, root, workdir, limits)
+        except Exception as exc:
+            if guard is not None:  # a refusal often surfaces as "not found" or I/O error
+                guard.raise_if_refused()
+            if isinstance(exc, OSError | ValueError):
+                message = f"Cannot read {self.describe()}: {_safe(exc)}"
+                raise SourceUnavailableError(message) from None
+            raise
+
+    def exists(self) -> bool:
+        """Whether anything is at the URI (after the same checks as ``materialize``)."""
+        fs, root, guard = self._open(missing_ok=True)
+        if root is None:
+            return False
+        try:
+            return bool(fs.exists(root))
+        except Exception as exc:
+            if guard is not None:
+                guard.raise_if_refused()
+            if isinstance(exc, OSError | ValueError):
+                message = f"Cannot read {self.describe()}: {_safe(exc)}"
+                raise SourceUnavailableError(message) from None
+            raise
+
+    def _open(self, missing_ok: bool = False) -> tuple[Any, Any, HostGuard | None]:
+        """The filesystem and path of the URI, once its protocol and place are allowed
+        (``missing_ok``: the path is None for a local path that does not exist)."""
         protocol = _protocol(self.uri)
         if protocol not in self.allowed_protocols:
             raise SourceNotAllowedError(
@@ -198,16 +227,10 @@ class FsspecSource:
         except (ImportError, ValueError, OSError) as exc:
             raise SourceUnavailableError(f"Cannot open {self.describe()}: {_safe(exc)}") from None
         if protocol in LOCAL_PROTOCOLS:
+            if missing_ok and not os.path.lexists(root):
+                return fs, None, guard
             _check_inside_roots(root, self.allowed_roots)
-        try:
-            return self._fetch(fs, root, workdir, limits)
-        except Exception as exc:
-            if guard is not None:  # a refusal often surfaces as "not found" or I/O error
-                guard.raise_if_refused()
-            if isinstance(exc, OSError | ValueError):
-                message = f"Cannot read {self.describe()}: {_safe(exc)}"
-                raise SourceUnavailableError(message) from None
-            raise
+        return fs, root, guard
 
     def _guard(self, protocol: str) -> HostGuard | None:
         """For ``http(s)``: check the URI's own host now, and every connection later."""

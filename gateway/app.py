@@ -36,6 +36,7 @@ from gateway.engine.factory import start_engine
 from gateway.engine.interface import Engine
 from gateway.errors import GatewayError
 from gateway.metrics import EngineSnapshot, GatewayMetrics
+from gateway.model_catalog import source_owner
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.openapi_docs import docs_app_arguments
 from gateway.pipeline.drain import Drain
@@ -118,6 +119,8 @@ def create_app(
                 label_models(state)
                 app.state.gateway = state
                 background.append(asyncio.create_task(_flush_usage(state)))
+                await state.on_demand.refresh()  # adapters fetched before a restart
+                background.append(asyncio.create_task(state.on_demand.run()))
                 # Tenants and keys changed through the other gateways; last-use times.
                 interval = settings.shared_store.refresh_seconds
                 background.append(asyncio.create_task(state.tenant_admin.follow(interval)))
@@ -259,7 +262,8 @@ def _reload_on_sighup(state: GatewayState, config_path: Path | None) -> Callable
 def label_models(state: GatewayState) -> None:
     """Bound the metric labels to the models this gateway serves (and tenants' aliases)."""
     aliases = {a for t in state.gatekeeper.directory.config.tenants.values() for a in t.aliases}
-    adapters = {e.name for e in state.registry.entries()}
+    # Adapters fetched from tenants' sources may be thousands: they count as "other".
+    adapters = {e.name for e in state.registry.entries() if source_owner(e) is None}
     state.metrics.labels.update(
         models={state.catalog.base_id, state.embeddings.model_id, *adapters, *aliases},
         adapters=adapters,

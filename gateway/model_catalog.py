@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from adapters.errors import AdapterNotFoundError, BaseModelMismatchError
 from adapters.manifest import AdapterEntry, AdapterStatus
+from adapters.namespace_sources import AdapterSourceSpec
 from adapters.registry import AdapterRegistry
 from gateway.engine.interface import AdapterRef
 from gateway.errors import ModelNotFoundError
@@ -28,6 +30,45 @@ def engine_ref(entry: AdapterEntry) -> AdapterRef:
     )
 
 
+TENANT_SOURCE_PREFIX = "tenant:"
+"""How the registry entry of an adapter fetched from a tenant's source starts its
+``source``: ``tenant:<tenant>:<store>``. Only that tenant's requests resolve it."""
+
+
+def source_owner(entry: AdapterEntry) -> str | None:
+    """The tenant whose adapter source ``entry`` came from; None for a registered one."""
+    if not entry.source.startswith(TENANT_SOURCE_PREFIX):
+        return None
+    return entry.source[len(TENANT_SOURCE_PREFIX) :].partition(":")[0]
+
+
+class FetchNeeded(ModelNotFoundError):
+    """The caller's tenant has an adapter source that may hold ``model``: fetch it
+    (``ModelCatalog.fetch``), then route again. Anywhere else it is the usual 404."""
+
+    def __init__(self, model: str, tenant: str, spec: AdapterSourceSpec) -> None:
+        super().__init__(model)
+        self.tenant = tenant
+        self.spec = spec
+
+
+class TenantAdapters(Protocol):
+    """Adapters fetched from tenants' sources (``gateway.adapter_runtime.on_demand``)."""
+
+    def lookup(self, tenant: str, model: str) -> AdapterEntry | None:
+        """The tenant's servable entry for ``model``; None when the source must be asked.
+
+        Raises ``ModelNotFoundError`` for a name no source may hold or one remembered as
+        missing, and the remembered error of an adapter the registry refused.
+        """
+        ...
+
+    async def fetch(self, tenant: str, model: str, spec: AdapterSourceSpec) -> None:
+        """Fetch, validate, register and load ``model`` from the source (once, however
+        many requests ask at the same time)."""
+        ...
+
+
 class ModelCatalog:
     """The base model plus every servable adapter version of the registry.
 
@@ -37,10 +78,17 @@ class ModelCatalog:
     retired meanwhile. Holds no state of its own besides the base id; safe to share.
     """
 
-    def __init__(self, base_id: str, registry: AdapterRegistry, max_model_len: int) -> None:
+    def __init__(
+        self,
+        base_id: str,
+        registry: AdapterRegistry,
+        max_model_len: int,
+        tenant_adapters: TenantAdapters | None = None,
+    ) -> None:
         self.base_id = base_id
         self.max_model_len = max_model_len
         self._registry = registry
+        self._tenant_adapters = tenant_adapters
         self._created = int(time.time())
 
     def resolve(self, model: str) -> ServedModel:
@@ -52,7 +100,24 @@ class ModelCatalog:
             # Validated for another base model: this gateway cannot serve it (the
             # registry's own 422 is for the admin API, not for a client's request).
             raise ModelNotFoundError(model) from None
+        if source_owner(entry) is not None:  # a tenant's own: only through its namespace
+            raise ModelNotFoundError(model)
         return ServedModel(id=model, adapter=engine_ref(entry))
+
+    def resolve_sourced(self, tenant: str, model: str, spec: AdapterSourceSpec) -> ServedModel:
+        """``model`` in ``tenant``'s adapter namespace; ``FetchNeeded`` if not held yet."""
+        if self._tenant_adapters is None:
+            raise ModelNotFoundError(model)
+        entry = self._tenant_adapters.lookup(tenant, model)
+        if entry is None:
+            raise FetchNeeded(model, tenant, spec)
+        return ServedModel(id=model, adapter=engine_ref(entry))
+
+    async def fetch(self, pending: FetchNeeded) -> None:
+        """Bring ``pending.model`` from its tenant's source into the registry and engine."""
+        if self._tenant_adapters is None:
+            raise ModelNotFoundError(pending.model)
+        await self._tenant_adapters.fetch(pending.tenant, pending.model, pending.spec)
 
     def _base_card(self) -> ModelCard:
         return ModelCard(
@@ -73,7 +138,11 @@ class ModelCatalog:
 
     def cards(self) -> list[ModelCard]:
         """The base model and every adapter name with an active version (``root``: it)."""
-        active = [e for e in self._registry.entries() if e.status is AdapterStatus.ACTIVE]
+        active = [
+            e
+            for e in self._registry.entries()
+            if e.status is AdapterStatus.ACTIVE and source_owner(e) is None
+        ]
         return [self._base_card()] + [self._adapter_card(e.name, e) for e in active]
 
     def card(self, model: str) -> ModelCard:
@@ -84,4 +153,6 @@ class ModelCatalog:
             entry = self._registry.resolve(model)
         except AdapterNotFoundError:
             raise ModelNotFoundError(model) from None
+        if source_owner(entry) is not None:
+            raise ModelNotFoundError(model)
         return self._adapter_card(model, entry)

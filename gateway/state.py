@@ -15,6 +15,8 @@ from adapters.limits import AdapterLimits, MiB
 from adapters.registry import AdapterRegistry
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.adapter_runtime.on_demand import OnDemandAdapters
+from gateway.adapter_runtime.on_demand_report import OnDemandMetrics
 from gateway.adapter_runtime.shared_registry import registry_store_options, settle_seconds
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
 from gateway.engine.interface import Engine
@@ -52,6 +54,8 @@ class GatewayState:
     registry: AdapterRegistry
     catalog: ModelCatalog
     lifecycle: AdapterLifecycle
+    on_demand: OnDemandAdapters
+    """Tenants' adapters fetched from their sources on first request."""
     admin_guard: AdminGuard
     pipeline: GenerationPipeline
     gatekeeper: Gatekeeper
@@ -188,20 +192,30 @@ def build_state(
 
     tracker = InFlightTracker()
     tracked = TrackedEngine(engine, tracker, on_adapter_load=metrics.adapter_load.observe)
-    catalog = ModelCatalog(settings.model.served_name, registry, engine.max_model_len)
     max_pinned = max(0, settings.engine.max_loras - settings.registry.pin_reserve)
+    lifecycle = AdapterLifecycle(
+        registry,
+        tracked,
+        tracker,
+        max_pinned=max_pinned,
+        settle_seconds=settle_seconds(settings.shared_store),
+    )
+    on_demand = OnDemandAdapters(
+        lifecycle,
+        settings.adapter_cache,
+        settings.registry,
+        OnDemandMetrics(metrics.registry),
+    )
+    catalog = ModelCatalog(
+        settings.model.served_name, registry, engine.max_model_len, tenant_adapters=on_demand
+    )
     return GatewayState(
         settings=settings,
         engine=tracked,
         registry=registry,
         catalog=catalog,
-        lifecycle=AdapterLifecycle(
-            registry,
-            tracked,
-            tracker,
-            max_pinned=max_pinned,
-            settle_seconds=settle_seconds(settings.shared_store),
-        ),
+        lifecycle=lifecycle,
+        on_demand=on_demand,
         admin_guard=AdminGuard(
             settings.admin.api_key,
             lookup=lookup,

@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.support.remote_fixtures",
     "tests.support.postgres_fixtures",
     "tests.support.redis_fixtures",
+    "tests.support.s3_server",
 ]
 
 ADMIN_KEY = "test-admin-key-0123456789"

@@ -7,6 +7,7 @@ They extend the tree of ``gateway.errors``::
     NotFoundError                   404 (AdapterNotFoundError, code adapter_not_found)
     ConflictError                   409 invalid_request_error (AdapterConflictError)
     RegistryUnavailableError        503 service_unavailable (the shared registry store)
+    AdapterSourceUnavailableError   503 service_unavailable (a tenant's adapter source)
     GatewayError                    500 (RegistryError: logged; the registry's state)
 
 ``as_gateway_error`` keeps each library error's message, ``code`` and ``param``, so one
@@ -36,6 +37,15 @@ class RegistryUnavailableError(GatewayError):
     status_code = 503
     error_type = "service_unavailable"
     default_code = "registry_unavailable"
+
+
+class AdapterSourceUnavailableError(GatewayError):
+    """A tenant's adapter source could not be read (store down, credentials missing):
+    nothing is known about the name, so nothing is remembered; the client may retry."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "adapter_source_unavailable"
 
 
 def as_gateway_error(exc: lib.AdapterError) -> GatewayError:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from adapters.manifest import AdapterEntry, AdapterStatus
 from gateway.adapter_runtime.inflight import InFlightTracker
+from gateway.adapter_runtime.on_demand_report import OnDemandReport
 from gateway.adapter_runtime.residency import Residency, residency_of
 from gateway.engine.interface import AdapterResidency
 from gateway.protocol.common import AdminRequest
@@ -128,6 +129,11 @@ class AdapterList(BaseModel):
     slots_known: bool = Field(
         description="Whether the engine reported its slot table; if not, no version is "
         "reported as gpu_slot."
+    )
+    on_demand: OnDemandReport | None = Field(
+        default=None,
+        description="Adapters fetched from tenants' sources on first request: requests "
+        "and hit rates per tier, residency, the disk cache per tenant.",
     )
 
 

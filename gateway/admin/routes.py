@@ -28,7 +28,7 @@ from gateway.admin.protocol import (
     VersionRequest,
 )
 from gateway.admin.request_body import declared_length, read_json_body
-from gateway.api.deps import LifecycleDep, SettingsDep, require_admin
+from gateway.api.deps import LifecycleDep, SettingsDep, StateDep, require_admin
 from gateway.api.json_body import validated
 from gateway.errors import InvalidRequestError
 from gateway.settings import Settings
@@ -105,7 +105,7 @@ async def register_adapter(
 
 
 @router.get("")
-async def list_adapters(lifecycle: LifecycleDep) -> AdapterList:
+async def list_adapters(lifecycle: LifecycleDep, state: StateDep) -> AdapterList:
     stats = await lifecycle.residency()
     names = sorted({e.name for e in lifecycle.registry.entries()})
     return AdapterList(
@@ -114,6 +114,7 @@ async def list_adapters(lifecycle: LifecycleDep) -> AdapterList:
             for n in names
         ],
         slots_known=stats.slots is not None,
+        on_demand=state.on_demand.report(),
     )
 
 

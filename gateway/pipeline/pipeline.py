@@ -25,7 +25,7 @@ from typing import cast
 
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
 from gateway.errors import ContextLengthError, InvalidRequestError
-from gateway.model_catalog import ModelCatalog
+from gateway.model_catalog import FetchNeeded, ModelCatalog
 from gateway.model_io.generation_params import build_generation_params
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.drain import Drain
@@ -159,7 +159,7 @@ class GenerationPipeline:
         self, caller: Caller, endpoint: Endpoint, ticket: Ticket, trace: Trace
     ) -> Prepared:
         self._check_prompt_chars(endpoint)  # after admission: a 429 comes first
-        route = self._gatekeeper.route(ticket, endpoint.model, self._catalog.resolve)
+        route = await self._route(ticket, endpoint.model)
         endpoint.check_route(route)
         bounded = route.policy.bound_sampling(endpoint.sampling())
         hits = await self._retrieve(caller, endpoint, route, trace)
@@ -177,6 +177,16 @@ class GenerationPipeline:
             else:
                 rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
+
+    async def _route(self, ticket: Ticket, model: str | None) -> Route:
+        """The model for this caller; an adapter its tenant's source holds is fetched
+        and loaded first (on this request, once for all requests asking at once)."""
+        catalog = self._catalog
+        try:
+            return self._gatekeeper.route(ticket, model, catalog.resolve, catalog.resolve_sourced)
+        except FetchNeeded as pending:
+            await catalog.fetch(pending)
+        return self._gatekeeper.route(ticket, model, catalog.resolve, catalog.resolve_sourced)
 
     def _check_prompt_chars(self, endpoint: Endpoint) -> None:
         """Refuse, before any tokenizer spends time on it, a prompt whose characters

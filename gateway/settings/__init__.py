@@ -5,7 +5,8 @@ and ``LORAGATE_*``, one module per section with the types it needs beside it.
 - ``model``: ``model`` and ``adapters``; ``engine``: ``engine`` (in-process vLLM or
   remote replicas, their shared ``LoraCapacity``); ``vllm_args``: ``engine.extra_args``
   checked against vLLM's own argument definitions.
-- ``registry``, ``server`` (also ``admin`` and ``metrics``), ``limits`` (also
+- ``registry``; ``adapter_cache`` (tenants' adapters fetched on first request);
+  ``server`` (also ``admin`` and ``metrics``), ``limits`` (also
   ``admission`` and ``limits_store``), ``stores`` (``shared_store``, ``responses``),
   ``rag`` (``retrieval``), ``tracing``.
 - ``tenancy``: tenants, keys, aliases, policies, prompts and pricing (the part a reload
@@ -15,6 +16,7 @@ and ``LORAGATE_*``, one module per section with the types it needs beside it.
 This package imports nothing else of the gateway: every other part may import it.
 """
 
+from gateway.settings.adapter_cache import AdapterCacheSettings
 from gateway.settings.engine import (
     ENGINE_KINDS,
     VLLM_LORA_RANKS,
@@ -59,6 +61,7 @@ __all__ = [
     "MIB",
     "MIN_ADMIN_KEY_LENGTH",
     "VLLM_LORA_RANKS",
+    "AdapterCacheSettings",
     "AdapterSettings",
     "AdminSettings",
     "AdmissionSettings",

@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gateway.settings.adapter_cache import AdapterCacheSettings
 from gateway.settings.engine import (
     EngineSettings,
     VLLMEngineSettings,
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     limits: LimitSettings = LimitSettings()
     registry: RegistrySettings = RegistrySettings()
+    adapter_cache: AdapterCacheSettings = AdapterCacheSettings()
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
@@ -113,6 +115,29 @@ class Settings(BaseSettings):
     def _safe_access(self) -> Settings:
         tenancy = self.tenancy()  # cross-field checks: key ids, prompt references
         self.server.check_open_access(tenancy)
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_sources_allowed(self) -> Settings:
+        """A tenant's folder or URI source obeys the registry's own source rules."""
+        reg = self.registry
+        roots = [root.resolve() for root in reg.allowed_roots]
+        for name, tenant in self.tenants.items():
+            spec = tenant.adapter_source
+            if spec is None:
+                continue
+            if spec.path is not None and not any(
+                spec.path.resolve().is_relative_to(root) for root in roots
+            ):
+                raise ValueError(
+                    f"tenant '{name}': adapter_source.path is not under registry.allowed_roots"
+                )
+            protocol = spec.uri.partition("://")[0] if spec.uri else None
+            if protocol is not None and protocol not in reg.allowed_protocols:
+                raise ValueError(
+                    f"tenant '{name}': adapter_source.uri protocol '{protocol}' is not in "
+                    "registry.allowed_protocols"
+                )
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.namespace_sources import AdapterSourceSpec
 from gateway.settings.keys import valid_hash
 from retrieval import SearchMode
 
@@ -196,6 +197,12 @@ class TenantConfig(Section):
         gt=0,
         le=1000,
         description="Share of the engine when it is saturated, relative to other tenants.",
+    )
+    adapter_source: AdapterSourceSpec | None = Field(
+        default=None,
+        description="Where this tenant's adapters are fetched from on their first request "
+        "(docs/adapter-sources.md): a model name no alias, listed model or registered "
+        "adapter answers is looked up there.",
     )
 
     @model_validator(mode="after")

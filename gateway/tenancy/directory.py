@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.namespace_sources import AdapterSourceSpec
 from gateway.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -27,6 +28,9 @@ from gateway.tenancy.policy import Policy
 from gateway.tenancy.rate_limit import Limit
 
 OPEN_TENANT = "default"
+
+SourcedResolve = Callable[[str, str, AdapterSourceSpec], ServedModel]
+"""(tenant, model, its source) -> the model in that tenant's adapter namespace."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +139,18 @@ class TenantDirectory:
         return self.config.tenants.get(caller.tenant) if caller.tenant else None
 
     def route(
-        self, caller: Caller, model: str | None, resolve: Callable[[str], ServedModel]
+        self,
+        caller: Caller,
+        model: str | None,
+        resolve: Callable[[str], ServedModel],
+        sourced: SourcedResolve | None = None,
     ) -> Route:
-        """Resolve ``model`` for ``caller``. Unknown and forbidden give the same 404."""
+        """Resolve ``model`` for ``caller``. Unknown and forbidden give the same 404.
+
+        A tenant with an ``adapter_source`` reaches, through ``sourced``, the adapters of
+        its own namespace: any name its aliases, models and the registry do not answer
+        (``FetchNeeded`` when the source has to be asked first).
+        """
         tenant = self.tenant(caller)
         if tenant is None:
             if caller.is_admin or caller.open_mode:
@@ -156,9 +169,17 @@ class TenantDirectory:
         if alias is not None:
             served = resolve(alias.model)
             return Route(served, name, self._policies[(caller.tenant, name)], salt)
-        if not self._allowed(tenant, name):
+        policy = self._policies[(caller.tenant, None)]
+        source = tenant.adapter_source
+        if self._allowed(tenant, name):
+            try:
+                return Route(resolve(name), name, policy, salt)
+            except ModelNotFoundError:
+                if source is None or sourced is None:
+                    raise
+        if source is None or sourced is None:
             raise ModelNotFoundError(name)
-        return Route(resolve(name), name, self._policies[(caller.tenant, None)], salt)
+        return Route(sourced(caller.tenant, name, source), name, policy, salt)
 
     def _key_allows(self, caller: Caller, model: str) -> bool:
         """A managed key with a model list may call only those (names as the tenant

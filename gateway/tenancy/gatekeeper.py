@@ -33,7 +33,7 @@ from typing import Any
 
 from gateway.errors import RateLimitError
 from gateway.metrics import GatewayMetrics, Series
-from gateway.model_catalog import ServedModel
+from gateway.model_catalog import FetchNeeded, ServedModel
 from gateway.request_context import current_labels
 from gateway.settings.tenancy import KeyConfig, TenancyConfig
 from gateway.tenancy.budget import (
@@ -46,7 +46,7 @@ from gateway.tenancy.budget import (
     budget_refusal,
     budget_report,
 )
-from gateway.tenancy.directory import Caller, Route, TenantDirectory
+from gateway.tenancy.directory import Caller, Route, SourcedResolve, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.managed import KeyUses, ManagedTenancy
 from gateway.tenancy.rate_limit import Limit, RateLimiter
@@ -356,14 +356,20 @@ class Gatekeeper:
             raise _rate_limited(wait)
 
     def route(
-        self, ticket: Ticket, model: str | None, resolve: Callable[[str], ServedModel]
+        self,
+        ticket: Ticket,
+        model: str | None,
+        resolve: Callable[[str], ServedModel],
+        sourced: SourcedResolve | None = None,
     ) -> Route:
         """Resolve ``model`` for the ticket's caller, and fix the ticket's adapter label."""
         labels = current_labels()
         labels.model = model
         directory = _directory_of(ticket.caller, self.directory)
         try:
-            route = directory.route(ticket.caller, model, resolve)
+            route = directory.route(ticket.caller, model, resolve, sourced)
+        except FetchNeeded:
+            raise  # not a refusal yet: the caller fetches and routes again
         except Exception:
             self.metrics.rejected("not_found")
             raise
