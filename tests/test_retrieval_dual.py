@@ -5,6 +5,9 @@ German or Spanish question finds the English section)."""
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +78,80 @@ def test_weights_must_be_usable() -> None:
         fake_dual(english_weights=(0.0, 0.0))
     with pytest.raises(ValueError):
         fake_dual(english_weights=(-1.0, 1.0))
+
+
+class RecordingPart(WordHashEmbedder):
+    """A part that records which threads ran it and how many of its calls overlapped;
+    ``hook`` runs at the start of every ``embed_documents`` call."""
+
+    def __init__(self, dimension: int, name: str, hook: Callable[[int], None]) -> None:
+        super().__init__(dimension=dimension, name=name)
+        self.hook = hook
+        self.threads: set[str] = set()
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.threads.add(threading.current_thread().name)
+            call = self.calls
+        try:
+            self.hook(call)
+            return super().embed_documents(texts)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_both_parts_embed_at_the_same_time_and_give_the_serial_vectors() -> None:
+    together = threading.Barrier(2, timeout=10)  # one part after the other breaks it
+
+    def meet(call: int) -> None:
+        if call == 0:
+            together.wait()  # each part's first slice must run while the other's does
+
+    english = RecordingPart(64, "english", meet)
+    multilingual = RecordingPart(32, "multilingual", meet)
+    dual = DualEmbedder(english, multilingual, workers=2, slice_texts=3)  # type: ignore[arg-type]
+    texts = [
+        f"restore backup number {n} of the {w} database" for n, w in enumerate("abcdefghij" * 2)
+    ]
+    vectors = dual.embed_documents(texts)
+
+    serial = fake_dual(workers=1).embed_documents(texts)
+    np.testing.assert_array_equal(vectors, serial)
+    assert english.calls + multilingual.calls == 2 * 7  # 20 texts in slices of 3, per part
+    assert multilingual.most_at_once == 1  # USE serialises its calls: never two at once
+    assert len(english.threads | multilingual.threads) == 2
+
+
+def test_a_failing_part_stops_the_others_and_its_error_reaches_the_caller() -> None:
+    def fail_third(call: int) -> None:
+        if call == 2:
+            raise RuntimeError("model crashed")
+
+    english = RecordingPart(64, "english", lambda call: time.sleep(0.01))
+    multilingual = RecordingPart(32, "multilingual", fail_third)
+    dual = DualEmbedder(english, multilingual, workers=2, slice_texts=1)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="model crashed"):
+        dual.embed_documents([f"text {n}" for n in range(200)])
+    assert english.calls < 100  # stopped long before the end
+    assert english.running == multilingual.running == 0  # no worker left running
+
+
+def test_a_part_returning_the_wrong_shape_is_refused() -> None:
+    class Short(WordHashEmbedder):
+        def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+            return super().embed_documents(texts)[:-1]
+
+    dual = DualEmbedder(WordHashEmbedder(dimension=64), Short(dimension=32), workers=2)
+    with pytest.raises(EmbedderMismatchError, match="returned shape"):
+        dual.embed_documents(["one text", "another text"])
+    with pytest.raises(ValueError):
+        fake_dual(workers=0)
 
 
 MANUAL = """# Operations manual

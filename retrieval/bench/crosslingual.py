@@ -13,7 +13,8 @@ into ``~/.cache/loragate/bench-corpora`` when not installed): the SQLite documen
 
 Per corpus, embedder and search mode: ingestion seconds, chunks/s and chunks per
 CPU-second of the process (extraction, chunking, embedding, indexing, commit; on a
-shared machine wall time swells with the other jobs' load, CPU time much less);
+shared machine wall time swells with the other jobs' load, CPU time much less) and the
+cores it kept busy (CPU seconds per wall second: 2.0 is both cores of a 2-core machine);
 answer@5 (a top-5 hit from the gold page holds the answer span) and page@10 (a top-10
 hit comes from the gold page) for English questions and for the others; the search
 latency p50/p99 per question (query embedding included). Every answer span is checked
@@ -90,7 +91,7 @@ def parse_weights(text: str) -> list[tuple[float, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retrieval.bench.crosslingual")
     parser.add_argument("--corpora", default="sqlite,postgresql")
-    parser.add_argument("--embedders", default="minilm,use-multilingual,dual")
+    parser.add_argument("--embedders", default="minilm-int8,use-multilingual,dual")
     parser.add_argument("--modes", default="hybrid", help=f"some of {','.join(SEARCH_MODES)}")
     parser.add_argument("--pages", default="", help="e.g. sqlite=0,postgresql=300 (0: all)")
     parser.add_argument("--english-weights", default="", help="dual: MiniLM:USE pairs, 1:1,2:1")
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     headers = ["corpus", "embedder", "mode", "pages", "chunks", "ingest s", "chunks/s"]
-    headers += ["chunks/CPU-s"]
+    headers += ["chunks/CPU-s", "cores busy"]
     headers += ["en ans@5", "en page@10", "other ans@5", "other page@10", "p50 ms", "p99 ms"]
     print_table("Cross-language retrieval (top 10)", headers, table)
     if scale:
@@ -214,7 +215,7 @@ def run_one(
             others = rates([r for lang, rows in per_language.items() if lang != "en" for r in rows])
             p50, p99 = percentiles_ms(seconds)
             row: list[object] = [corpus.name, label, mode, len(chosen), chunks, total, rate]
-            row.append(cpu_rate)
+            row += [cpu_rate, cpu / total]
             table.append([*row, *english, *others, p50, p99])
             for lang in sorted(per_language, key=lambda x: (x != "en", x)):
                 ans, page = rates(per_language[lang])
