@@ -210,3 +210,27 @@ def test_library_errors_map_to_openai_errors(
         assert "'x'" not in mapped.message
     if status >= 500:
         assert error.message not in mapped.message  # server details stay in the log
+
+
+def test_collections_of_another_embedder_are_named_at_start_with_the_setting_that_serves_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.rag.provider import open_store
+
+    manual = tmp_path / "manual.md"
+    manual.write_text("# Manual\n\nHold the reset button for ten seconds.\n")
+    CollectionStore(tmp_path / "root", WordHashEmbedder(name="use-multilingual-v3")).ingest(
+        "old", [manual]
+    )
+    CollectionStore(tmp_path / "root", WordHashEmbedder(name="my-e5")).ingest("custom", [manual])
+    current = WordHashEmbedder(name="minilm-int8+use-multilingual-v3")
+    CollectionStore(tmp_path / "root", current).ingest("fresh", [manual])
+
+    with caplog.at_level("WARNING", logger="gateway.rag.provider"):
+        open_store(tmp_path / "root", RetrievalSettings(), current)
+    warnings = sorted(r.getMessage() for r in caplog.records)
+    assert len(warnings) == 2  # "fresh" matches the configured embedder
+    assert warnings[0].startswith("collection 'custom' was built with 'my-e5'")
+    assert "retrieval.embedder" not in warnings[0]  # not a bundled one: no setting to name
+    assert warnings[1].startswith("collection 'old' was built with 'use-multilingual-v3'")
+    assert warnings[1].endswith("retrieval.embedder: use-multilingual serves it as built")

@@ -29,8 +29,7 @@ from pathlib import Path
 
 from adapters.common.atomic_dir import TMP_SUFFIX, atomic_directory
 from adapters.tooling.demo_kit import LOCK_FILE, exclusive_lock
-from gateway.rag.embeddings import BUNDLED_NAMES
-from gateway.rag.provider import build_embedder, library_config
+from gateway.rag.provider import BUNDLED_NAMES, build_embedder, library_config
 from gateway.settings import RetrievalSettings
 from retrieval import CollectionStore, Embedder, SourceDocument
 from retrieval.ingest import EXTRACTOR_VERSION

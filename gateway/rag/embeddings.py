@@ -25,25 +25,15 @@ from gateway.model_catalog import ServedModel
 from gateway.protocol.common import ModelCard
 from gateway.protocol.embeddings import CreateEmbeddingRequest, CreateEmbeddingResponse
 from gateway.rag.embedding_batcher import BatchFigures, EmbeddingBatcher
-from gateway.rag.provider import StoreProvider
+from gateway.rag.provider import BUNDLED_NAMES, StoreProvider
 from gateway.settings import LimitSettings, RetrievalSettings
 from gateway.tenancy.directory import Caller
 from gateway.tenancy.gatekeeper import Gatekeeper
 from retrieval import Embedder
-from retrieval.dual_embedding import DUAL_MODEL_NAME
-from retrieval.embedding import BUNDLED_MODEL_NAME, chunk_tokenizer_of, normalize_rows
+from retrieval.embedding import chunk_tokenizer_of, normalize_rows
 from retrieval.tokens import Cl100kTokenizer, cl100k
-from retrieval.use_embedding import USE_MODEL_NAME
 
 logger = logging.getLogger(__name__)
-
-BUNDLED_NAMES = {
-    "minilm": BUNDLED_MODEL_NAME,
-    "minilm-int8": f"{BUNDLED_MODEL_NAME}-int8",
-    "use-multilingual": USE_MODEL_NAME,
-    "dual": DUAL_MODEL_NAME,
-}
-"""What each bundled embedder calls itself (``Embedder.name``), known before it loads."""
 
 INLINE_RENDER_FLOATS = 16_384
 """Responses with more numbers than this are rendered on a worker thread."""

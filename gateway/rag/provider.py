@@ -12,11 +12,21 @@ import faiss
 from gateway.rag.errors import RetrievalUnavailableError
 from gateway.settings import MIB, RetrievalSettings, Settings
 from retrieval import CollectionStore, Embedder, RetrievalConfig, SentenceTransformerEmbedder
-from retrieval.embedding import embedder_from_name
+from retrieval.dual_embedding import DUAL_MODEL_NAME
+from retrieval.embedding import BUNDLED_MODEL_NAME, embedder_from_name
+from retrieval.use_embedding import USE_MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
 StoreFactory = Callable[[], CollectionStore]
+
+BUNDLED_NAMES = {
+    "minilm": BUNDLED_MODEL_NAME,
+    "minilm-int8": f"{BUNDLED_MODEL_NAME}-int8",
+    "use-multilingual": USE_MODEL_NAME,
+    "dual": DUAL_MODEL_NAME,
+}
+"""What each bundled embedder calls itself (``Embedder.name``), known before it loads."""
 
 
 def library_config(settings: RetrievalSettings) -> RetrievalConfig:
@@ -47,12 +57,35 @@ def build_embedder(settings: RetrievalSettings) -> Embedder:
 def open_store(
     root: Path, settings: RetrievalSettings, embedder: Embedder | None = None
 ) -> CollectionStore:
-    """The collections under ``root`` (blocking: loads the embedder unless given one)."""
-    return CollectionStore(
+    """The collections under ``root`` (blocking: loads the embedder unless given one).
+    Collections another embedder built are logged (:func:`other_embedder_warnings`)."""
+    store = CollectionStore(
         root,
         embedder if embedder is not None else build_embedder(settings),
         library_config(settings),
     )
+    for warning in other_embedder_warnings(store):
+        logger.warning("%s", warning)
+    return store
+
+
+def other_embedder_warnings(store: CollectionStore) -> list[str]:
+    """One line per collection built with another embedder than ``store``'s: its
+    searches fail (``embedder_mismatch``) until it is ingested again, or until the
+    embedder that built it is configured (named when it is a bundled one)."""
+    settings_for = {name: setting for setting, name in BUNDLED_NAMES.items()}
+    lines = []
+    for info in store.list_collections():
+        if info.embedder == store.embedder.name:
+            continue
+        setting = settings_for.get(info.embedder)
+        keep = f"; retrieval.embedder: {setting} serves it as built" if setting else ""
+        lines.append(
+            f"collection {info.name!r} was built with {info.embedder!r} and the configured "
+            f"embedder is {store.embedder.name!r}: its searches fail (embedder_mismatch) "
+            f"until its documents are ingested again into a new or emptied collection{keep}"
+        )
+    return lines
 
 
 def should_preload(settings: Settings) -> bool:
