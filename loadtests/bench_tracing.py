@@ -18,6 +18,11 @@ other programs falls on all of them alike. Variants:
 
 *added* is a variant's median (over rounds) minus ``off``'s. ``bench_overhead --tracing``
 measures the same over real sockets, where a loaded machine's noise dominates.
+
+A first, smaller table times the tracing calls of one remote-mode request alone (server
+span, operation, admission, render, queue, engine with one replica call, nine outputs;
+no gateway around them), the span processor doing nothing with the ended spans or
+queueing them for a batch exporter that drops them: the request path's share.
 """
 
 from __future__ import annotations
@@ -29,20 +34,26 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 
 import httpx
+from opentelemetry import context as otel_context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Tracer, set_span_in_context
+from opentelemetry.util.types import AnyValue
 
 from gateway.app import create_app
+from gateway.engine.interface import ChoiceOutput, GenerationOutput
 from gateway.settings import Settings
-from gateway.tracing import Tracing
+from gateway.tracing import Tracing, replica_call
+from gateway.tracing.record import SpanSink, current_span
 from loadtests.bench_overhead import HOST, chat_body, loragate_config, started
 from loadtests.bench_serving import wait_ready
+from loadtests.instant_backend import MODEL
 from loadtests.target import free_port
 
 
@@ -51,6 +62,145 @@ class DroppingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
+
+
+class _Entered:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+TOKENS = [GenerationOutput("bench", [ChoiceOutput(0, "w", (i,))]) for i in range(8)] + [
+    GenerationOutput("bench", [ChoiceOutput(0, "w", (8,), finish_reason="length")])
+]
+"""Nine outputs of one token each, the last one finished."""
+
+
+async def _outputs() -> AsyncGenerator[tuple[int, GenerationOutput], None]:
+    for i, output in enumerate(TOKENS):
+        if i == 0:
+            async with replica_call("http://127.0.0.1:8000", MODEL, 12):
+                pass
+        yield 0, output
+
+
+async def _traced_calls(tracing: Tracing) -> None:
+    """One remote-mode request's tracing calls, as the middleware and pipeline make them."""
+    span = tracing.start("POST", SpanKind.SERVER, {"http.request.method": "POST"}, None)
+    assert span is not None
+    token = current_span.set(span)
+    trace = tracing.request("bench", "chat", MODEL)
+    async with trace, trace.entry("loragate.admission", _Entered()):
+        with trace.step("loragate.render"):
+            pass
+        async with trace.entry("loragate.queue", _Entered()):
+            async for _ in trace.engine(_outputs()):
+                pass
+    current_span.reset(token)
+    span.attributes["http.response.status_code"] = 200
+    span.run.end(span)
+
+
+async def _sdk_calls(tracer: Tracer) -> None:
+    """The same spans, attributes and context switches through the SDK's span API."""
+    server = tracer.start_span("POST", kind=SpanKind.SERVER, attributes=SERVER_ATTRIBUTES)
+    token = otel_context.attach(set_span_in_context(server))
+    operation = tracer.start_span(f"chat {MODEL}", attributes=dict(OPERATION_ATTRIBUTES))
+    under = set_span_in_context(operation)
+    for name in ("loragate.admission", "loragate.render", "loragate.queue"):
+        tracer.start_span(name, context=under).end()
+    engine = tracer.start_span("loragate.engine", context=under)
+    running = set_span_in_context(engine)
+    for i in range(len(TOKENS)):
+        step = otel_context.attach(running)
+        if i == 0:
+            call = tracer.start_span(f"text_completion {MODEL}", kind=SpanKind.CLIENT)
+            call.set_attributes(CALL_ATTRIBUTES)
+            call.end()
+        otel_context.detach(step)
+    engine.set_attribute("gen_ai.server.time_to_first_token", 0.001)
+    engine.end()
+    operation.set_attributes(ENDED_ATTRIBUTES)
+    operation.end()
+    otel_context.detach(token)
+    server.set_attribute("http.response.status_code", 200)
+    server.end()
+
+
+SERVER_ATTRIBUTES: dict[str, AnyValue] = {"http.request.method": "POST"}
+OPERATION_ATTRIBUTES: dict[str, AnyValue] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "vllm",
+    "loragate.tenant": "bench",
+    "loragate.endpoint": "chat",
+    "gen_ai.request.model": MODEL,
+}
+ENDED_ATTRIBUTES: dict[str, AnyValue] = {
+    "gen_ai.response.id": "chatcmpl-bench",
+    "gen_ai.request.max_tokens": 8,
+    "gen_ai.request.temperature": 1.0,
+    "gen_ai.request.top_p": 1.0,
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.response.model": MODEL,
+    "gen_ai.usage.output_tokens": 9,
+    "gen_ai.response.finish_reasons": ("length",),
+}
+CALL_ATTRIBUTES: dict[str, AnyValue] = {
+    "gen_ai.operation.name": "text_completion",
+    "gen_ai.provider.name": "vllm",
+    "gen_ai.request.model": MODEL,
+    "gen_ai.usage.input_tokens": 12,
+    "server.address": "127.0.0.1",
+    "server.port": 8000,
+    "http.request.method": "POST",
+    "url.full": "http://127.0.0.1:8000/v1/completions",
+}
+
+
+def calls_cpu_us(calls: Callable[[], Awaitable[None]], requests: int = 2000) -> float:
+    """CPU microseconds per request of ``calls`` (best of five runs)."""
+
+    async def run() -> float:
+        for _ in range(200):
+            await calls()
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(requests):
+                await calls()
+            best = min(best, (time.process_time() - started) / requests * 1e6)
+        return best
+
+    return asyncio.run(run())
+
+
+def print_calls_table() -> None:
+    queued = Tracing.exporting(DroppingExporter())
+    assert queued.sink is not None
+    sink = queued.sink
+    ignored = Tracing(
+        SpanSink(SpanProcessor(), sink.resource, sink.scope, sink.ids), sampler=queued.sampler
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=sink.resource)
+    provider.add_span_processor(BatchSpanProcessor(DroppingExporter()))
+    tracer = provider.get_tracer("loragate")
+    rows: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("recorded; ReadableSpans made, processor does nothing", lambda: _traced_calls(ignored)),
+        ("recorded; queued by the batch processor, exporter drops", lambda: _traced_calls(queued)),
+        ("the SDK's span API; batch processor, exporter drops", lambda: _sdk_calls(tracer)),
+    ]
+    print("\nTracing calls of one remote-mode request alone (7 spans), CPU µs, best of 5:\n")
+    print("| spans | CPU µs/request |")
+    print("| --- | ---: |")
+    for name, calls in rows:
+        print(f"| {name} | {calls_cpu_us(calls):.1f} |")
+    queued.shutdown()
+    provider.shutdown()
 
 
 BATCH = 50
@@ -154,6 +304,7 @@ def main() -> int:
                 for name, (ms, w) in measured.items():
                     cpu.setdefault((name, stream), []).append(ms)
                     walls.setdefault((name, stream), []).extend(w)
+    print_calls_table()
     print_table(cpu, walls, variants, args, load_before, os.getloadavg())
     return 0
 

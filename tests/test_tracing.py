@@ -239,13 +239,14 @@ async def test_the_replica_receives_the_callers_trace_in_traceparent(
                 r = await client.post(
                     "/v1/chat/completions",
                     json={"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}]},
-                    headers={"traceparent": TRACEPARENT},
+                    headers={"traceparent": TRACEPARENT, "tracestate": "vendor=abc"},
                 )
                 assert r.status_code == 200, r.text
     finally:
         await replica.stop()
     traced, untraced = replica.headers
     assert "traceparent" not in untraced  # tracing off: nothing passed on
+    assert traced["tracestate"] == "vendor=abc"  # the caller's, passed on as it came
     spans = by_name(exporter.get_finished_spans())
     call = spans[f"text_completion {BASE}"]
     assert call.kind == SpanKind.CLIENT

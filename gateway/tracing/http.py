@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.request_context import labels_var, request_id_var
 from gateway.tracing.provider import Tracing
+from gateway.tracing.record import UNSAMPLED, SpanRecord, current_span
 
 W3C = TraceContextTextMapPropagator()
 """W3C Trace Context (``traceparent``, ``tracestate``): what callers and vLLM speak."""
@@ -23,14 +21,15 @@ UNTRACED = frozenset({"/metrics", "/health", "/ready"})
 class TraceMiddleware:
     """Pure ASGI middleware (streams pass through untouched), added only when tracing
     is on. The span is current in the request's task for the whole request, the
-    streamed body included, so the pipeline's spans are its children; it is named
-    ``{method} {route}`` once routing has matched, and carries the tenant, model and
-    adapter the services found (``RequestLabels``)."""
+    streamed body included (``current_span``), so the pipeline's spans are its
+    children; it is named ``{method} {route}`` once routing has matched, and carries
+    the tenant, model and adapter the services found (``RequestLabels``). The sampler
+    decides here for the whole request; a request sampled out records nothing."""
 
     def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
-        assert tracing.tracer is not None, "add the middleware only when tracing is on"
+        assert tracing.enabled, "add the middleware only when tracing is on"
         self.app = app
-        self.tracer = tracing.tracer
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path", "") in UNTRACED:
@@ -41,19 +40,25 @@ class TraceMiddleware:
             for k, v in scope.get("headers", ())
             if k in TRACE_HEADERS
         }
-        parent = W3C.extract(carrier) if carrier else otel_context.Context()
         method = scope.get("method", "GET")
-        span = self.tracer.start_span(
+        span = self.tracing.start(
             method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
+            SpanKind.SERVER,
+            {
                 "http.request.method": method,
                 "url.path": scope.get("path", ""),
                 "url.scheme": scope.get("scheme", "http"),
                 "loragate.request_id": request_id_var.get(),
             },
+            W3C.extract(carrier) if carrier else None,
         )
+        if span is None:  # sampled out
+            token = current_span.set(UNSAMPLED)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                current_span.reset(token)
+            return
         status = 500
 
         async def traced_send(message: Message) -> None:
@@ -62,29 +67,27 @@ class TraceMiddleware:
                 status = message["status"]
             await send(message)
 
-        token = otel_context.attach(set_span_in_context(span, parent))
+        token = current_span.set(span)
         try:
             await self.app(scope, receive, traced_send)
         except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__qualname__)
+            span.attributes["error.type"] = type(exc).__qualname__
             raise
         finally:
-            otel_context.detach(token)
+            current_span.reset(token)
             _finish(span, scope, status)
 
 
-def _finish(span: Any, scope: Scope, status: int) -> None:
-    if not span.is_recording():  # sampled out
-        span.end()
-        return
-    ended: dict[str, Any] = {"http.response.status_code": status}
+def _finish(span: SpanRecord, scope: Scope, status: int) -> None:
+    attributes = span.attributes
+    attributes["http.response.status_code"] = status
     route = getattr(scope.get("route"), "path", None)
     if isinstance(route, str):
-        span.update_name(f"{scope.get('method', 'GET')} {route}")
-        ended["http.route"] = route
+        span.name = f"{scope.get('method', 'GET')} {route}"
+        attributes["http.route"] = route
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
-        ended["error.type"] = str(status)
+        attributes["error.type"] = str(status)
     labels = labels_var.get()
     if labels is not None:
         for key, value in (
@@ -93,6 +96,5 @@ def _finish(span: Any, scope: Scope, status: int) -> None:
             ("loragate.adapter", labels.adapter),
         ):
             if value is not None:
-                ended[key] = value
-    span.set_attributes(ended)
-    span.end()
+                attributes[key] = value
+    span.run.end(span)

@@ -6,14 +6,17 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from opentelemetry.trace import Tracer
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, get_current_span
 
 from gateway.settings import TracingSettings
+from gateway.tracing.record import SpanRecord, SpanSink, TracedRun, Unrecorded, current_span
 from gateway.tracing.request import NO_TRACE, RequestTrace, Trace
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 SCOPE = "loragate"
 DEFAULT_SERVICE_NAME = "loragate"
@@ -41,26 +44,35 @@ def traces_url(base: str) -> str:
 
 
 class Tracing:
-    """The tracer every traced step uses, and whether prompts and outputs are recorded.
+    """Where traced requests' spans go, how traces are sampled, and whether prompts and
+    outputs are recorded.
 
-    ``tracer`` None: tracing is off; ``request`` then hands out ``NO_TRACE`` (whose
+    ``sink`` None: tracing is off; ``request`` then hands out ``NO_TRACE`` (whose
     methods do nothing and return what they were given) and the app adds no middleware.
+    ``sampler`` None with a sink: the SDK's default, every trace a caller did not mark
+    as sampled out.
     """
 
     def __init__(
         self,
-        tracer: Tracer | None = None,
+        sink: SpanSink | None = None,
         *,
+        sampler: Sampler | None = None,
         capture_content: bool = False,
         provider: TracerProvider | None = None,
     ) -> None:
-        self.tracer = tracer
+        self.sink = sink
+        if sink is not None and sampler is None:
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+            sampler = ParentBased(ALWAYS_ON)
+        self.sampler = sampler
         self.capture_content = capture_content
         self._provider = provider
 
     @property
     def enabled(self) -> bool:
-        return self.tracer is not None
+        return self.sink is not None
 
     @classmethod
     def from_settings(
@@ -103,28 +115,58 @@ class Tracing:
     ) -> Tracing:
         """An SDK tracer provider of its own (never the process-wide one) sending to
         ``exporter``: in batches from a worker thread (``OTEL_BSP_*``), or each span
-        as it ends (``batch=False``: tests with the SDK's in-memory exporter).
+        as it ends (``batch=False``: tests with the SDK's in-memory exporter). The
+        provider supplies the resource (``OTEL_RESOURCE_ATTRIBUTES`` merged), the
+        sampler, the id generator and the processor's shutdown; spans are recorded
+        by ``gateway.tracing.record`` and reach the processor as they end.
         ``sample_ratio`` None: the SDK's sampler from ``OTEL_TRACES_SAMPLER``."""
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         resource = Resource.create({SERVICE_NAME: service_name or DEFAULT_SERVICE_NAME})
         sampler = None if sample_ratio is None else ParentBased(TraceIdRatioBased(sample_ratio))
         provider = TracerProvider(resource=resource, sampler=sampler)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         provider.add_span_processor(processor)
-        tracer = provider.get_tracer(SCOPE)
-        return cls(tracer, capture_content=capture_content, provider=provider)
+        sink = SpanSink(
+            processor, provider.resource, InstrumentationScope(SCOPE), provider.id_generator
+        )
+        return cls(
+            sink, sampler=provider.sampler, capture_content=capture_content, provider=provider
+        )
+
+    def start(
+        self, name: str, kind: SpanKind, attributes: dict[str, object], caller: Context | None
+    ) -> SpanRecord | None:
+        """The root span of a trace in this process, under ``caller``'s span when the
+        request carried one (W3C context, as extracted); None when off or sampled out.
+        The sampler decides here, once for the whole trace."""
+        if self.sink is None or self.sampler is None:  # off
+            return None
+        remote = get_current_span(caller).get_span_context() if caller is not None else None
+        if remote is not None and remote.is_valid:
+            trace_id, parent_id, state = remote.trace_id, remote.span_id, remote.trace_state
+        else:
+            trace_id, parent_id, state = self.sink.ids.generate_trace_id(), None, None
+        decision = self.sampler.should_sample(caller, trace_id, name, kind)
+        if not decision.decision.is_sampled():
+            return None
+        run = TracedRun(self.sink, trace_id, decision.trace_state or state, parent_id)
+        return run.start(name, None, kind, attributes)
 
     def request(self, tenant: str, operation: str, model: str | None) -> Trace:
-        """The trace of one generation request (``NO_TRACE`` when off or sampled out)."""
-        if self.tracer is None:
+        """The trace of one generation request (``NO_TRACE`` when off or sampled out):
+        under the request's server span, or a trace of its own outside one."""
+        if self.sink is None:
             return NO_TRACE
-        trace = RequestTrace(self.tracer, tenant, operation, model, self.capture_content)
-        if not trace.span.is_recording():  # sampled out: no child spans either
-            trace.span.end()
+        parent = current_span.get()
+        if isinstance(parent, Unrecorded):  # the request's trace is sampled out
+            return NO_TRACE
+        trace = RequestTrace(self, tenant, operation, model, parent)
+        if trace.span is None:  # sampled out: no child spans either
             return NO_TRACE
         return trace
 

@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Tracer, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import SpanKind
 
-from gateway.tracing.request import PROVIDER, TRACER_KEY, failed
-
-W3C = TraceContextTextMapPropagator()
+from gateway.tracing.record import SpanRecord, current_span
+from gateway.tracing.request import PROVIDER, failed
 
 
 class ReplicaCall:
@@ -19,7 +16,7 @@ class ReplicaCall:
     as a context manager, ends the span (an exception: its ``error.type``). Not current:
     the call runs across the engine stream's steps."""
 
-    def __init__(self, span: Span | None, headers: dict[str, str]) -> None:
+    def __init__(self, span: SpanRecord | None, headers: dict[str, str]) -> None:
         self.span = span
         self.headers = headers
 
@@ -33,7 +30,7 @@ class ReplicaCall:
             return
         if exc is not None:
             failed(self.span, exc)
-        self.span.end()
+        self.span.run.end(self.span)
 
 
 NO_CALL = ReplicaCall(None, {})
@@ -42,9 +39,9 @@ NO_CALL = ReplicaCall(None, {})
 
 def replica_call(url: str, model: str, prompt_tokens: int) -> ReplicaCall:
     """A CLIENT span for ``POST {url}/v1/completions`` under the current engine span,
-    or ``NO_CALL`` when the request is not traced (tracing off)."""
-    tracer = otel_context.get_value(TRACER_KEY)
-    if not isinstance(tracer, Tracer):
+    or ``NO_CALL`` when the request is not traced (tracing off, or sampled out)."""
+    engine = current_span.get()
+    if not isinstance(engine, SpanRecord):
         return NO_CALL
     where = urlsplit(url)
     attributes: dict[str, Any] = {
@@ -58,9 +55,6 @@ def replica_call(url: str, model: str, prompt_tokens: int) -> ReplicaCall:
     }
     if where.port is not None:
         attributes["server.port"] = where.port
-    span = tracer.start_span(
-        f"text_completion {model}", kind=SpanKind.CLIENT, attributes=attributes
-    )
-    headers: dict[str, str] = {}
-    W3C.inject(headers, context=set_span_in_context(span))
-    return ReplicaCall(span, headers)
+    run = engine.run
+    span = run.start(f"text_completion {model}", engine, SpanKind.CLIENT, attributes)
+    return ReplicaCall(span, run.traceparent(span))

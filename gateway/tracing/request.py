@@ -9,9 +9,10 @@
     └── loragate.engine           generation (``gen_ai.server.time_to_first_token``); in
         └── text_completion ...   remote mode one client span per replica call
 
-Each span has an explicit parent (the operation's span, itself a child of the server
-span current when the request started); only ``engine`` makes its span current, and only
-while the engine's stream runs a step, so the remote engine sees it (``replica_call``).
+Each span records its parent (the operation's span, itself a child of the server span
+current when the request started; see ``gateway.tracing.record``); only ``engine`` makes
+its span current, and only while the engine's stream runs a step, so the remote engine
+sees it (``replica_call``).
 ``NO_TRACE`` stands in when tracing is off: every method returns what it was given.
 """
 
@@ -20,33 +21,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from opentelemetry import context as otel_context
-from opentelemetry.trace import (
-    INVALID_SPAN,
-    Span,
-    SpanKind,
-    Status,
-    StatusCode,
-    Tracer,
-    set_span_in_context,
-)
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.errors import GatewayError
+from gateway.tracing.record import UNSAMPLED, SpanRecord, current_span
 
 if TYPE_CHECKING:
     from gateway.engine.interface import GenerationOutput
     from gateway.pipeline.endpoint import Prepared
+    from gateway.tracing.provider import Tracing
 
 T = TypeVar("T")
 Output = tuple[int, "GenerationOutput"]
-
-TRACER_KEY = otel_context.create_key("loragate-tracer")
-"""The request's tracer in the OTel context while the engine runs a step: the remote
-engine's ``replica_call`` opens its client span with it."""
 
 OPERATIONS = {"chat": "chat", "responses": "chat", "completions": "text_completion"}
 """GenAI ``gen_ai.operation.name`` per endpoint."""
@@ -59,6 +49,18 @@ PROVIDER = "vllm"
 """``gen_ai.provider.name``: the engine behind every model this gateway serves."""
 
 
+class StepSpan(Protocol):
+    """What a traced block may add to its span (``SpanRecord``, or ``Unrecorded``)."""
+
+    def is_recording(self) -> bool: ...
+
+    def set_attribute(self, key: str, value: Any) -> None: ...
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None: ...
+
+    def set_status(self, status: Status) -> None: ...
+
+
 class Trace(Protocol):
     """What the pipeline calls; ``RequestTrace`` and ``NO_TRACE`` implement it."""
 
@@ -69,7 +71,7 @@ class Trace(Protocol):
     ) -> None:
         """Ends the operation's span (an exception: its ``error.type``)."""
 
-    def step(self, name: str) -> AbstractContextManager[Span]:
+    def step(self, name: str) -> AbstractContextManager[StepSpan]:
         """A child span around a block of the request."""
 
     def entry(
@@ -85,8 +87,8 @@ class Trace(Protocol):
 
 
 class _NoSpan:
-    def __enter__(self) -> Span:
-        return INVALID_SPAN
+    def __enter__(self) -> StepSpan:
+        return UNSAMPLED
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -104,7 +106,7 @@ class NoTrace:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def step(self, name: str) -> AbstractContextManager[Span]:
+    def step(self, name: str) -> AbstractContextManager[StepSpan]:
         return _NO_SPAN
 
     def entry(
@@ -124,18 +126,19 @@ NO_TRACE = NoTrace()
 
 class RequestTrace:
     """The spans of one request (see the module's tree). Concurrency rule: used by the
-    request's own steps only; the spans are ended here, whatever task ends the request."""
+    request's own steps only; the spans are ended here, whatever task ends the request.
+    ``span`` None: the trace was sampled out (``Tracing.request`` then hands out
+    ``NO_TRACE``)."""
 
     def __init__(
         self,
-        tracer: Tracer,
+        tracing: Tracing,
         tenant: str,
         endpoint: str,
         model: str | None,
-        capture_content: bool,
+        parent: SpanRecord | None,
     ) -> None:
-        self._tracer = tracer
-        self._capture = capture_content
+        self._capture = tracing.capture_content
         operation = OPERATIONS.get(endpoint, endpoint)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -146,14 +149,20 @@ class RequestTrace:
         if model is not None:
             attributes["gen_ai.request.model"] = model
         name = f"{operation} {model}" if model else operation
-        # The parent: the server span current in the request's task at this point.
-        self.span = tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
-        self._context = set_span_in_context(self.span)
+        if parent is not None:  # the server span current in the request's task
+            self.span: SpanRecord | None = parent.run.start(name, parent, attributes=attributes)
+        else:  # outside the HTTP middleware: a trace of its own
+            self.span = tracing.start(name, SpanKind.INTERNAL, attributes, None)
         self._output_tokens = 0
         self._finish: dict[tuple[int, int], str] = {}
         self._texts: dict[tuple[int, int], list[str]] = {}
         self._cached: dict[int, int] = {}
         self._input: list[dict[str, Any]] | None = None
+
+    @property
+    def _span(self) -> SpanRecord:
+        assert self.span is not None, "a sampled-out trace is NO_TRACE"
+        return self.span
 
     async def __aenter__(self) -> RequestTrace:
         return self
@@ -161,15 +170,15 @@ class RequestTrace:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        span = self.span
-        ended: dict[str, Any] = {"gen_ai.usage.output_tokens": self._output_tokens}
+        span = self._span
+        attributes = span.attributes
+        attributes["gen_ai.usage.output_tokens"] = self._output_tokens
         if self._finish:
-            ended["gen_ai.response.finish_reasons"] = [
+            attributes["gen_ai.response.finish_reasons"] = tuple(
                 self._finish[k] for k in sorted(self._finish)
-            ]
+            )
         if self._cached:
-            ended["gen_ai.usage.cache_read.input_tokens"] = sum(self._cached.values())
-        span.set_attributes(ended)
+            attributes["gen_ai.usage.cache_read.input_tokens"] = sum(self._cached.values())
         if self._capture:
             details = {"gen_ai.output.messages": json.dumps(self._output_messages())}
             if self._input is not None:
@@ -177,10 +186,11 @@ class RequestTrace:
             span.add_event(CONTENT_EVENT, details)
         if exc is not None:
             failed(span, exc)
-        span.end()
+        span.run.end(span)
 
-    def step(self, name: str) -> AbstractContextManager[Span]:
-        return _Step(self._tracer.start_span(name, context=self._context))
+    def step(self, name: str) -> AbstractContextManager[StepSpan]:
+        span = self._span
+        return _Step(span.run.start(name, span))
 
     def entry(
         self, name: str, manager: AbstractAsyncContextManager[T]
@@ -190,13 +200,14 @@ class RequestTrace:
     def prepared(self, prepared: Prepared, endpoint: object) -> None:
         first = prepared.generations[0]
         params = first.params
-        attributes: dict[str, Any] = {
-            "gen_ai.response.id": prepared.id,
-            "gen_ai.request.max_tokens": params.max_tokens,
-            "gen_ai.request.temperature": params.temperature,
-            "gen_ai.request.top_p": params.top_p,
-            "gen_ai.usage.input_tokens": sum(len(g.prompt_token_ids) for g in prepared.generations),
-        }
+        attributes = self._span.attributes
+        attributes["gen_ai.response.id"] = prepared.id
+        attributes["gen_ai.request.max_tokens"] = params.max_tokens
+        attributes["gen_ai.request.temperature"] = params.temperature
+        attributes["gen_ai.request.top_p"] = params.top_p
+        attributes["gen_ai.usage.input_tokens"] = sum(
+            len(g.prompt_token_ids) for g in prepared.generations
+        )
         if params.n != 1:
             attributes["gen_ai.request.choice.count"] = params.n
         if params.seed is not None:
@@ -208,43 +219,41 @@ class RequestTrace:
             attributes["gen_ai.response.model"] = first.adapter.engine_name
         else:
             attributes["gen_ai.response.model"] = prepared.model
-        self.span.set_attributes(attributes)
         if self._capture:
             self._input = input_messages(endpoint)
 
     async def engine(self, outputs: AsyncGenerator[Output, None]) -> AsyncGenerator[Output, None]:
-        span = self._tracer.start_span("loragate.engine", context=self._context)
-        running = otel_context.set_value(TRACER_KEY, self._tracer, set_span_in_context(span))
-        started = time.monotonic()
+        operation = self._span
+        span = operation.run.start("loragate.engine", operation)
         first = True
         try:
             while True:
-                # Current only while the engine runs this step (attached and detached in
-                # the same task), so a replica call opened here is the span's child.
-                token = otel_context.attach(running)
+                # Current only while the engine runs this step (set and reset in the
+                # same task), so a replica call opened here is the span's child.
+                token = current_span.set(span)
                 try:
                     item = await anext(outputs)
                 except StopAsyncIteration:
                     break
                 finally:
-                    otel_context.detach(token)
+                    current_span.reset(token)
                 if first:
                     first = False
-                    span.set_attribute(
-                        "gen_ai.server.time_to_first_token", time.monotonic() - started
-                    )
+                    span.attributes["gen_ai.server.time_to_first_token"] = (
+                        time.time_ns() - span.start
+                    ) / 1e9
                 self._observe(item)
                 yield item
         except BaseException as exc:
             failed(span, exc)
             raise
         finally:
-            token = otel_context.attach(running)
+            token = current_span.set(span)
             try:
                 await outputs.aclose()
             finally:
-                otel_context.detach(token)
-                span.end()
+                current_span.reset(token)
+                span.run.end(span)
 
     def _observe(self, item: Output) -> None:
         p, out = item
@@ -274,10 +283,10 @@ class _Step:
 
     __slots__ = ("span",)
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: SpanRecord) -> None:
         self.span = span
 
-    def __enter__(self) -> Span:
+    def __enter__(self) -> StepSpan:
         return self.span
 
     def __exit__(
@@ -285,7 +294,7 @@ class _Step:
     ) -> None:
         if exc is not None:
             failed(self.span, exc)
-        self.span.end()
+        self.span.run.end(self.span)
 
 
 class _SpannedEntry(Generic[T]):
@@ -294,7 +303,7 @@ class _SpannedEntry(Generic[T]):
     __slots__ = ("manager", "step")
 
     def __init__(
-        self, step: AbstractContextManager[Span], manager: AbstractAsyncContextManager[T]
+        self, step: AbstractContextManager[StepSpan], manager: AbstractAsyncContextManager[T]
     ) -> None:
         self.step = step
         self.manager = manager
@@ -309,7 +318,7 @@ class _SpannedEntry(Generic[T]):
         return await self.manager.__aexit__(kind, exc, tb)
 
 
-def failed(span: Span, exc: BaseException) -> None:
+def failed(span: StepSpan, exc: BaseException) -> None:
     """``error.type`` on ``span``; ERROR status for the gateway's own failures (5xx and
     unexpected exceptions), not for a request refused (4xx) or a client that left."""
     if isinstance(exc, GatewayError):
