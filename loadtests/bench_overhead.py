@@ -31,6 +31,11 @@ collector (rotel, the dev extra's, dropping what it receives): every request tra
 and one in ten (``parentbased_traceidratio``, 0.1); the row without tracing then runs
 with every ``OTEL_*`` variable removed.
 
+``--rounds N`` measures every target N times in turn (each round: every target's c=1
+and c=32 runs) and pools the rounds' latencies and CPU time, so that a burst of load
+from other programs falls on all targets alike: what a loaded shared machine needs for
+a difference of a fraction of a millisecond to show.
+
 The load average goes with the table: the servers and the client share the machine's
 cores.
 """
@@ -86,6 +91,20 @@ class Target:
     note: str = ""
     results: dict[str, LoadResult] = field(default_factory=dict)
     cpu_ms_per_request: float | None = None
+    cpu_seconds: float = 0.0
+    """CPU time of the target's process tree in its c=32 windows, all rounds."""
+    cpu_requests: int = 0
+
+    def add(self, name: str, result: LoadResult) -> None:
+        """Pool ``result`` with the earlier rounds' run of the same name."""
+        pooled = self.results.get(name)
+        if pooled is None:
+            self.results[name] = result
+            return
+        pooled.latencies += result.latencies
+        pooled.errors += result.errors
+        pooled.first_error = pooled.first_error or result.first_error
+        pooled.seconds += result.seconds
 
 
 @contextmanager
@@ -180,10 +199,10 @@ def measure(target: Target, args: argparse.Namespace) -> None:
         request = build_request(
             HOST, target.port, "/v1/chat/completions", chat_body(stream, args.tokens), target.key
         )
-        target.results[f"c1-{'stream' if stream else 'json'}"] = asyncio.run(
+        target.add(f"c1-{'stream' if stream else 'json'}", asyncio.run(
             run_load(HOST, target.port, request, stream=stream, concurrency=1,
                      seconds=args.seconds, warmup=200)
-        )  # fmt: skip
+        ))  # fmt: skip
     request = build_request(
         HOST, target.port, "/v1/chat/completions", chat_body(True, args.tokens), target.key
     )
@@ -196,9 +215,11 @@ def measure(target: Target, args: argparse.Namespace) -> None:
         run_load(HOST, target.port, request, stream=True, concurrency=args.concurrency,
                  seconds=args.seconds * 2, warmup=3, window=window)
     )  # fmt: skip
-    target.results["c32"] = result
+    target.add("c32", result)
     if len(marks) == 2 and result.requests:
-        target.cpu_ms_per_request = 1000 * (marks[1] - marks[0]) / result.requests
+        target.cpu_seconds += marks[1] - marks[0]
+        target.cpu_requests += result.requests
+        target.cpu_ms_per_request = 1000 * target.cpu_seconds / target.cpu_requests
 
 
 def main() -> int:
@@ -222,6 +243,12 @@ def main() -> int:
         "--tracing",
         action="store_true",
         help="also run loragate with traces exported to a local collector (rotel)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every target this many times in turn, pooled (default 1)",
     )
     parser.add_argument("--model", type=Path, help="tokenizer folder (default: tests' tiny model)")
     parser.add_argument(
@@ -273,10 +300,11 @@ def main() -> int:
             targets.append(Target(f"loragate @ {tree}", port, proc, key=key))
         if "litellm" in only:
             targets.append(_start_litellm(stack, args, backend_port, work))
-        for target in targets:
-            if not target.note:
-                print(f"measuring {target.name} ...", file=sys.stderr)
-                measure(target, args)
+        for r in range(args.rounds):
+            for target in targets:
+                if not target.note:
+                    print(f"round {r + 1}: measuring {target.name} ...", file=sys.stderr)
+                    measure(target, args)
     print_table(targets, args, load_before, os.getloadavg())
     failed = [t.name for t in targets for r in t.results.values() if r.errors or not r.requests]
     return 1 if failed else 0
@@ -350,7 +378,8 @@ def print_table(
     direct = targets[0].results
     print(
         f"\nChat completion, {args.tokens} tokens, instant backend; c=1 runs "
-        f"{args.seconds:g}s each, c={args.concurrency} streamed {2 * args.seconds:g}s. "
+        f"{args.seconds:g}s each, c={args.concurrency} streamed {2 * args.seconds:g}s, "
+        f"{args.rounds} round(s) in turn, pooled. "
         f"Load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
         f"({os.cpu_count()} CPUs).\n"
     )

@@ -22,7 +22,7 @@ def target(name: str, ms: float, rps_n: int, cpu: float | None) -> Target:
 
 
 def test_the_table_reports_added_latency_and_ratios(capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(tokens=8, seconds=5.0, concurrency=32)
+    args = argparse.Namespace(tokens=8, seconds=5.0, concurrency=32, rounds=1)
     skipped = Target("LiteLLM proxy", 0, None, note="skipped: no venv")
     targets = [
         target("backend directly", 1.0, 1000, 0.05),
@@ -41,3 +41,12 @@ def test_the_table_reports_added_latency_and_ratios(capsys: pytest.CaptureFixtur
     assert "gateway b / gateway a: added p50 x10.0, CPU-ms per request x10.0" in out
     assert "serves x10.0 the requests/s" in out
     assert "p50 +18.00 ms streamed, +9.00 ms JSON." in out
+
+
+def test_rounds_pool_their_latencies_errors_and_time() -> None:
+    t = Target("gateway", 1, None)
+    t.add("c1-stream", LoadResult(latencies=[0.001] * 3, seconds=1.0))
+    t.add("c1-stream", LoadResult(latencies=[0.005] * 4, errors=2, first_error="boom", seconds=2.0))
+    pooled = t.results["c1-stream"]
+    assert pooled.requests == 7 and pooled.p50 == 5.0
+    assert (pooled.errors, pooled.first_error, pooled.seconds) == (2, "boom", 3.0)
