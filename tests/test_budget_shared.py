@@ -263,9 +263,8 @@ async def test_a_dead_gateways_reservations_lapse_after_the_lease(
         assert await a.reserve((budget,), Spend(20), holder="1") is None  # one holder, 80
         await asyncio.sleep(lease * 1.8)  # alive: A renews its lease
         assert await b.reserve((budget,), Spend(30), holder="1") == budget
-        assert a._renewer is not None
-        a._renewer.cancel()  # A "dies": it stops renewing and never settles
-        await asyncio.gather(a._renewer, return_exceptions=True)
+        assert a.leases.held  # A "dies": it stops renewing and never settles
+        await a.leases.stop()
         died = time.monotonic()
         while await b.reserve((budget,), Spend(30), holder="2") is not None:
             assert time.monotonic() - died < lease + 1.0, "the reservation did not lapse"

@@ -192,10 +192,8 @@ async def test_a_dead_gateways_slots_lapse_after_the_lease(
             assert (await store.enter("acme", 2, {}, 0)).slot is not None
         await asyncio.sleep(lease * 1.8)  # alive: A renews its leases
         assert not await admitted(b)
-        assert store._renewer is not None
-        store._renewer.cancel()  # A "dies": it stops renewing and never releases
-        await asyncio.gather(store._renewer, return_exceptions=True)
-        store._held.clear()
+        assert store.leases.held  # A "dies": it stops renewing and never releases
+        await store.leases.stop()
         died = time.monotonic()
         assert not await admitted(b)
         while not await admitted(b):

@@ -184,6 +184,31 @@ Seed = Callable[[BudgetDraw], Awaitable[Spend]]
 """The spend already recorded for a draw's subject in its period (the usage store)."""
 
 
+class SeedReads:
+    """Each counter's seed read once at a time: requests that need it while it is being
+    read wait on that read, shielded (a cancelled request does not cancel it for the
+    others); a failed read is tried again by the next request. No ``seed``: nothing
+    was spent before. Concurrency rule: event-loop only."""
+
+    def __init__(self, seed: Seed | None) -> None:
+        self._seed = seed
+        self._pending: dict[str, asyncio.Future[Spend]] = {}
+
+    async def read(self, draw: BudgetDraw) -> Spend:
+        name = draw.counter
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = self._pending[name] = asyncio.ensure_future(self._first(draw))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._pending.pop(name, None)
+
+    async def _first(self, draw: BudgetDraw) -> Spend:
+        return await self._seed(draw) if self._seed is not None else Spend()
+
+
 class BudgetStore(Protocol):
     """Budget counters (spent and reserved per subject and period), for one gateway or
     shared by several.
@@ -227,10 +252,9 @@ class MemoryBudgetStore:
     that arrives meanwhile)."""
 
     def __init__(self, seed: Seed | None = None) -> None:
-        self._seed = seed
+        self._seeds = SeedReads(seed)
         self._spent: dict[str, Spend] = {}
         self._reserved: dict[str, Spend] = {}
-        self._seeding: dict[str, asyncio.Future[Spend]] = {}
         self._ends: dict[str, float] = {}  # counter -> end of its period
 
     async def _ready(self, draws: tuple[BudgetDraw, ...]) -> None:
@@ -238,14 +262,7 @@ class MemoryBudgetStore:
             name = draw.counter
             if name in self._spent:
                 continue
-            pending = self._seeding.get(name)
-            if pending is None:
-                pending = self._seeding[name] = asyncio.ensure_future(self._first(draw))
-            try:
-                spent = await asyncio.shield(pending)
-            finally:
-                if pending.done():  # a failed seed is tried again by the next request
-                    self._seeding.pop(name, None)
+            spent = await self._seeds.read(draw)
             if name not in self._spent:
                 self._forget_ended(draw.window.start)
                 self._spent[name] = spent
@@ -258,9 +275,6 @@ class MemoryBudgetStore:
             del self._ends[name]
             self._spent.pop(name, None)
             self._reserved.pop(name, None)
-
-    async def _first(self, draw: BudgetDraw) -> Spend:
-        return await self._seed(draw) if self._seed is not None else Spend()
 
     async def check(self, draws: tuple[BudgetDraw, ...]) -> BudgetDraw | None:
         await self._ready(draws)

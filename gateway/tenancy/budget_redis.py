@@ -30,9 +30,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.settings import LimitStoreSettings
-from gateway.tenancy.budget import COST_SLACK, BudgetDraw, Seed, Spend
+from gateway.tenancy.budget import COST_SLACK, BudgetDraw, Seed, SeedReads, Spend
 from gateway.tenancy.limit_store import LimitsUnavailableError
-from gateway.tenancy.redis_limits import UNREACHABLE, redis_client
+from gateway.tenancy.redis_leases import UNREACHABLE, LeaseRenewer
+from gateway.tenancy.redis_limits import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -125,23 +126,6 @@ end
 return 0
 """
 
-# KEYS: leases. ARGV[1]: lease (ms); then per key: how many holders, the holders still
-# running here. Only holders still present are renewed (XX).
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[1])
-local at = 2
-for _, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[at])
-  for i = at + 1, at + n do
-    redis.call('ZADD', key, 'XX', now + lease, ARGV[i])
-  end
-  at = at + n + 1
-end
-return 0
-"""
-
 
 class RedisBudgetStore:
     """A ``BudgetStore`` on Redis, shared by every gateway naming the same Redis and
@@ -164,18 +148,19 @@ class RedisBudgetStore:
     ) -> None:
         self._client = client
         self._prefix = key_prefix
-        self._seed = seed
         self._lease_ms = max(1, round(lease_seconds * 1000))
         self.gateway_id = uuid.uuid4().hex[:16]
         self._seeds: dict[str, Spend] = {}
-        self._seeding: dict[str, asyncio.Future[Spend]] = {}
-        self._held: dict[str, set[str]] = {}  # lease key -> holders running here
-        self._renewer: asyncio.Task[None] | None = None
+        self._seed_reads = SeedReads(seed)
+        # A lease set expires with its counter (``EXPIREAT`` in ``_RESERVE``), not
+        # with its last lease.
+        self.leases = LeaseRenewer(
+            client, self._lease_ms, expire_sets=False, what="budget reservations"
+        )
         self._pending: set[asyncio.Task[Any]] = set()
         self._failing = False
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
-        self._renew = client.register_script(_RENEW)
 
     @classmethod
     def from_settings(cls, settings: LimitStoreSettings, seed: Seed | None) -> RedisBudgetStore:
@@ -207,8 +192,7 @@ class RedisBudgetStore:
         refused = await self._run("reserve", draws, amount, self._member(holder))
         if refused is None and holder:
             for lease in self._keys(draws)[1::2]:
-                self._held.setdefault(lease, set()).add(self._member(holder))
-            self._start_renewer()
+                self.leases.hold(lease, self._member(holder))
         return refused
 
     async def _run(
@@ -248,21 +232,11 @@ class RedisBudgetStore:
         known = self._seeds.get(name)
         if known is not None:
             return known
-        pending = self._seeding.get(name)
-        if pending is None:
-            pending = self._seeding[name] = asyncio.ensure_future(self._first(draw))
-        try:
-            spent = await asyncio.shield(pending)
-        finally:
-            if pending.done():
-                self._seeding.pop(name, None)
+        spent = await self._seed_reads.read(draw)
         if len(self._seeds) >= MAX_SEEDS:
             self._seeds.clear()  # read again on next use: bounds memory, changes nothing
         self._seeds[name] = spent
         return spent
-
-    async def _first(self, draw: BudgetDraw) -> Spend:
-        return await self._seed(draw) if self._seed is not None else Spend()
 
     async def settle(
         self, draws: tuple[BudgetDraw, ...], reserved: Spend, used: Spend, holder: str = ""
@@ -270,11 +244,7 @@ class RedisBudgetStore:
         keys = self._keys(draws)
         member = self._member(holder)
         for lease in keys[1::2] if member else ():
-            held = self._held.get(lease)
-            if held is not None:
-                held.discard(member)
-                if not held:
-                    del self._held[lease]
+            self.leases.release(lease, member)
         args: list[str | int] = [
             member,
             reserved.tokens,
@@ -299,32 +269,9 @@ class RedisBudgetStore:
         st, sc, rt, rc = await self._client.hmget(self.key(draw), ["st", "sc", "rt", "rc"])
         return Spend(int(st or 0), float(sc or 0)), Spend(int(rt or 0), float(rc or 0))
 
-    # -- leases ------------------------------------------------------------------------
-
-    def _start_renewer(self) -> None:
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_forever())
-
-    async def _renew_forever(self) -> None:
-        """Every third of a lease, push back the lease of every reservation held here."""
-        while self._held:
-            await asyncio.sleep(self._lease_ms / 3000)
-            held = {key: sorted(members) for key, members in self._held.items() if members}
-            if not held:
-                continue
-            args: list[str | int] = [self._lease_ms]
-            for members in held.values():
-                args += [len(members), *members]
-            try:
-                await self._renew(keys=list(held), args=args)
-            except UNREACHABLE:
-                logger.warning("could not renew budget reservations on Redis")
-
     async def close(self) -> None:
         """Stop renewing (reservations still held lapse), finish settlements, close."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        await self.leases.stop()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self._client.aclose()

@@ -38,11 +38,11 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from gateway.settings import LimitStoreSettings
 from gateway.tenancy.limit_store import Entry, InFlightSlot, LimitsUnavailableError
 from gateway.tenancy.rate_limit import Limit
+from gateway.tenancy.redis_leases import UNREACHABLE, LeaseRenewer
 
 logger = logging.getLogger(__name__)
 
@@ -120,28 +120,6 @@ end
 return 0
 """
 
-# KEYS: tenants' slots. ARGV[1]: lease (ms); then per key: how many members, the
-# members still running here. Only members still present are renewed (XX): a slot
-# released meanwhile stays released.
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[1])
-local at = 2
-for _, key in ipairs(KEYS) do
-  local n = tonumber(ARGV[at])
-  for i = at + 1, at + n do
-    redis.call('ZADD', key, 'XX', now + lease, ARGV[i])
-  end
-  at = at + n + 1
-  if redis.call('EXISTS', key) == 1 then redis.call('PEXPIRE', key, lease) end
-end
-return 0
-"""
-
-UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
-"""What a Redis call raises when the server cannot answer (the caller fails closed)."""
-
 
 def redis_client(settings: LimitStoreSettings) -> Redis:
     """The client every Redis-backed store of a gateway is built with."""
@@ -182,13 +160,13 @@ class RedisLimitStore:
         self._period = period
         self.gateway_id = uuid.uuid4().hex[:16]
         self._seq = itertools.count()
-        self._held: dict[str, set[str]] = {}  # slot key -> members running here
-        self._renewer: asyncio.Task[None] | None = None
+        self.leases = LeaseRenewer(
+            client, self._lease_ms, expire_sets=True, what="in-flight leases"
+        )
         self._pending: set[asyncio.Task[Any]] = set()
         self._failing = False
         self._admit = client.register_script(_ADMIT)
         self._settle_script = client.register_script(_SETTLE)
-        self._renew = client.register_script(_RENEW)
 
     @classmethod
     def from_settings(cls, settings: LimitStoreSettings) -> RedisLimitStore:
@@ -211,9 +189,7 @@ class RedisLimitStore:
         wait = await self._take(InFlightSlot(key, member), cap, draws)
         if wait != 0:
             return Entry(None, max(wait, 0.0))  # -1: over the cap
-        slots = self._slots_key(key)
-        self._held.setdefault(slots, set()).add(member)
-        self._start_renewer()
+        self.leases.hold(self._slots_key(key), member)
         return Entry(InFlightSlot(key, member))
 
     async def admit(self, limits: dict[str, Limit], tokens: int) -> float:
@@ -244,12 +220,7 @@ class RedisLimitStore:
 
     async def release(self, slot: InFlightSlot, limits: dict[str, Limit], tokens: int) -> None:
         if slot.member is not None:
-            slots = self._slots_key(slot.key)
-            held = self._held.get(slots)
-            if held is not None:
-                held.discard(slot.member)
-                if not held:
-                    del self._held[slots]
+            self.leases.release(self._slots_key(slot.key), slot.member)
         await self._settle(slot, self._token_pairs(limits, tokens) if tokens else [])
 
     def _token_pairs(self, limits: dict[str, Limit], tokens: int) -> list[_Draw]:
@@ -293,36 +264,11 @@ class RedisLimitStore:
     def _slots_key(self, key: str) -> str:
         return f"{self._prefix}inflight:{key}"
 
-    def _start_renewer(self) -> None:
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_forever())
-
-    async def _renew_forever(self) -> None:
-        """Every third of a lease, push back the lease of every slot running here."""
-        while self._held:
-            await asyncio.sleep(self._lease_ms / 3000)
-            try:
-                await self._renew_once()
-            except UNREACHABLE:
-                logger.warning("could not renew in-flight leases on Redis")
-
-    async def _renew_once(self) -> None:
-        held = {key: sorted(members) for key, members in self._held.items() if members}
-        if not held:
-            return
-        args: list[str | int] = [self._lease_ms]
-        for members in held.values():
-            args += [len(members), *members]
-        await self._renew(keys=list(held), args=args)
-
     async def close(self) -> None:
         """Stop renewing, hand back the slots still held here, close the connections."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        held = await self.leases.stop()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        held, self._held = self._held, {}
         try:
             if held:
                 async with self._client.pipeline(transaction=False) as pipe:
