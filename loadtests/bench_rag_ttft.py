@@ -1,7 +1,8 @@
 """Time to first token with RAG on vs off, on the demo model, through ``loragate serve``.
 
 Ingests a corpus with ``loragate rag ingest`` (the Debian Reference chapters 3, 4 and 8
-when ``debian-reference-en`` is installed, else this repository's README), starts
+when ``debian-reference-en`` is installed, else this repository's README and its
+adapters and operations pages), starts
 ``loragate serve`` on loopback with the store preloaded, and sends the same questions
 (streaming, one at a time or ``--concurrency`` at once) without ``"rag"`` and with
 ``"rag": {"top_k": k}`` for each ``k`` of ``--top-ks``, in alternating order. Prints
@@ -39,7 +40,8 @@ from loadtests.bench_serving import MODEL_ID, free_port, wait_ready
 DEBIAN = Path("/usr/share/debian-reference")
 DEBIAN_FILES = ("ch03.en.html", "ch04.en.html", "ch08.en.html")
 QUESTIONS_FILE = Path(__file__).resolve().parents[1] / "retrieval" / "bench" / "questions.json"
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README_DOCS = [ROOT / "README.md", ROOT / "docs" / "adapters.md", ROOT / "docs" / "operations.md"]
 README_QUESTIONS = [
     "How do I start the demo?",
     "Which OpenAI SDK parameters do I change to use the gateway?",
@@ -56,7 +58,7 @@ def corpus() -> tuple[list[Path], list[str]]:
         labelled = json.loads(QUESTIONS_FILE.read_text())["questions"]
         questions = [q["question"] for q in labelled if q["document"] in DEBIAN_FILES]
         return files, questions
-    return [README], README_QUESTIONS
+    return README_DOCS, README_QUESTIONS
 
 
 def write_config(base: Path, workdir: Path, port: int) -> Path:

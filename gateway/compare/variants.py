@@ -38,7 +38,7 @@ DEFAULT_MAX_TOKENS = 128
 
 
 class RagSpec(BaseModel):
-    """What the request's ``rag`` extension carries (see the README's RAG section)."""
+    """What the request's ``rag`` extension carries (``docs/rag.md``)."""
 
     model_config = ConfigDict(extra="forbid")
 
