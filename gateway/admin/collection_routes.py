@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
@@ -26,6 +27,7 @@ from gateway.api.deps import RetrievalDep, SettingsDep, require_admin
 from gateway.api.json_body import validated
 from gateway.errors import InvalidRequestError
 from gateway.protocol.common import AdminRequest
+from gateway.rag.extra import require_rag_extra
 from gateway.rag.protocol import (
     CollectionCard,
     CollectionList,
@@ -37,8 +39,9 @@ from gateway.rag.protocol import (
     IngestResponse,
 )
 from gateway.settings import MIB, Settings
-from retrieval import SourceDocument
-from retrieval.ingest import expand_paths
+
+if TYPE_CHECKING:
+    from retrieval import SourceDocument
 
 PREFIX = "/admin/collections"
 DOCUMENTS_PATH = r"/admin/collections/[^/]+/documents"
@@ -65,6 +68,9 @@ def allowed_files(path: str, roots: list[Path]) -> list[str]:
         )
     if "://" in path:
         raise _path_not_allowed("Give a local path; URLs are not ingested by the admin API.")
+    require_rag_extra()
+    from retrieval.ingest import expand_paths
+
     resolved_roots = [root.expanduser().resolve() for root in roots]
     files = [str(Path(f).resolve()) for f in expand_paths([Path(path).expanduser().resolve()])]
     for file in files:
@@ -89,6 +95,9 @@ async def _uploaded(request: Request, settings: Settings) -> tuple[list[SourceDo
             )
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
         meta = validated(UploadFields, fields)
+        require_rag_extra()
+        from retrieval import SourceDocument
+
         documents = []
         for upload in uploads:
             name = Path(upload.filename or "upload").name

@@ -25,6 +25,7 @@ from gateway.cli.admin_client import (
     default_url,
     packed_folder,
 )
+from gateway.extras import TRAINING, MissingExtraError, require
 
 LIST_COLUMNS = (
     ("NAME", "name"),
@@ -208,6 +209,11 @@ def _cell(value: Any) -> str:
 def cmd_train(
     args: argparse.Namespace, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> int:
+    try:
+        require(TRAINING)  # torch, transformers, peft
+    except MissingExtraError as exc:
+        print(f"loragate: {exc}", file=sys.stderr)
+        return 2
     from adapters.tooling.dataset import DatasetError
     from adapters.tooling.training import TrainingError, train_lora
 

@@ -18,6 +18,7 @@ from typing import Any
 from gateway.compare.eval_set import EvalFileError, load_eval_set
 from gateway.compare.results import RESULTS_FILE, ResultsFile, item_fingerprint
 from gateway.compare.variants import fingerprint, load_variants
+from gateway.extras import COMPARE, MissingExtraError, require
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 KEY_ENV = ("LORAGATE_API_KEY", "OPENAI_API_KEY")
@@ -119,6 +120,11 @@ def add_compare_parser(sub: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        require(COMPARE)  # the OpenAI SDK, matplotlib
+    except MissingExtraError as exc:
+        print(f"loragate compare: {exc}", file=sys.stderr)
+        return 2
     eval_path, variants_path = args.eval, args.variants
     if args.demo:
         eval_path = eval_path or demo_eval_dir() / "eval.jsonl"

@@ -18,6 +18,7 @@ from gateway.cli.compare import add_compare_parser
 from gateway.cli.rag import add_rag_parser
 from gateway.cli.tenants import add_keys_parser, add_tenants_parser
 from gateway.config_reload import ConfigOverrides, load_settings
+from gateway.extras import ENGINE, RAG, TRAINING, MissingExtraError, require
 from gateway.logging_setup import configure_logging
 from gateway.settings import ServerSettings, Settings, VLLMEngineSettings, config_error_lines
 from gateway.tenancy.managed import EMPTY
@@ -134,8 +135,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("loragate: not starting, the configuration is invalid:", file=sys.stderr)
         print_config_errors(args.config or "command line", exc)
         return 2
+    try:
+        require_extras_of(settings)
+    except MissingExtraError as exc:
+        print(f"loragate: not starting: {exc}", file=sys.stderr)
+        return 2
     _serve(settings, args.config, overrides)
     return 0
+
+
+def require_extras_of(settings: Settings) -> None:
+    """The extras this configuration starts with: the in-process engine's, and ``rag``
+    when retrieval loads at start-up (else retrieval answers 503 naming it)."""
+    from gateway.rag.provider import should_preload
+
+    if settings.engine.kind == "vllm":
+        require(ENGINE)
+    if should_preload(settings):
+        require(RAG)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -163,6 +180,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo once (cached), print its keys and examples when ready, serve it."""
+    try:
+        for extra in (ENGINE, RAG, TRAINING):  # the engine, its collections, its kit
+            require(extra)
+    except MissingExtraError as exc:
+        print(f"loragate demo: {exc}", file=sys.stderr)
+        return 2
     from gateway.demo.runner import run_demo
 
     return run_demo(args.cache_dir, _server_overrides(args), _serve)

@@ -15,17 +15,22 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from gateway.extras import RAG, MissingExtraError, require
 from gateway.rag.protocol import CollectionCard, DocumentCard, SearchResult
 from gateway.rag.provider import build_embedder, open_store
 from gateway.settings import RegistrySettings, RetrievalSettings, Settings, config_error_lines
-from retrieval import CollectionStore, Embedder, IngestStatus, RetrievalError, SearchMode
-from retrieval.ingest import OnError, expand_paths
+from retrieval import IngestStatus, RetrievalError, SearchMode
+
+if TYPE_CHECKING:  # the store and its embedders come with the rag extra
+    import numpy as np
+
+    from retrieval import CollectionStore, Embedder
+    from retrieval.ingest import OnError
 
 SNIPPET_CHARS = 160
 
@@ -118,6 +123,11 @@ def cmd_rag(args: argparse.Namespace) -> int:
         for line in config_error_lines(args.config, exc):
             print(line, file=sys.stderr)
         return 2
+    try:
+        require(RAG)
+    except MissingExtraError as exc:
+        print(f"loragate rag: {exc}", file=sys.stderr)
+        return 2
     needs_vectors = args.rag_command in ("ingest", "delete") or (
         args.rag_command == "search" and (args.mode or settings.mode) != "bm25"
     )
@@ -191,6 +201,8 @@ def folder_files(path: str) -> tuple[list[str], list[str]]:
     file elsewhere). A file named on the command line is taken as named, link or not."""
     if "://" in path or not Path(path).is_dir():
         return [path], []
+    from retrieval.ingest import expand_paths
+
     folder = Path(path).resolve()
     files = list(expand_paths([path]))
     return files, [f for f in files if not Path(f).resolve().is_relative_to(folder)]

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 import secrets
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from gateway.errors import InvalidRequestError
+from gateway.model_io.model_tokenizer import FolderTokenizer
 
 
 class PromptRenderer:
-    """Wraps the base model's Hugging Face (fast) tokenizer and chat template. Safe to
+    """Wraps the base model's tokenizer and chat template: a ``FolderTokenizer`` read
+    from the model folder, or any Hugging Face fast tokenizer (``transformers``' own
+    objects have the same methods; tests hand some in). Safe to
     call from several threads at once (prompts are rendered in threads): its only state
     is a cache of plain dict operations.
 
@@ -73,24 +77,9 @@ class PromptRenderer:
 
     @classmethod
     def from_model_dir(cls, path: Path) -> PromptRenderer:
-        """The tokenizer class the folder's ``tokenizer_config.json`` names, picked as
-        ``AutoTokenizer`` picks it (its fast variant when transformers has one), loaded
-        without ``AutoTokenizer``, whose model registry imports torch (a remote-mode
-        gateway never needs it): such a gateway is ready in 3.1 s, against 7.5 s through
-        ``AutoTokenizer``. A name that is
-        not a tokenizer class of the installed transformers falls back to
-        ``AutoTokenizer``."""
-        import transformers
-
-        name = _tokenizer_class_name(path) or ""
-        loader: Any = getattr(transformers, f"{name}Fast", None) or getattr(
-            transformers, name, None
-        )
-        if not (
-            isinstance(loader, type) and issubclass(loader, transformers.PreTrainedTokenizerBase)
-        ):
-            loader = transformers.AutoTokenizer
-        return cls(loader.from_pretrained(str(path)))
+        """The tokenizer and chat template of the model folder ``path``, read without
+        ``transformers`` (``FolderTokenizer``: the same ids as its ``AutoTokenizer``)."""
+        return cls(FolderTokenizer.from_dir(path))
 
     def chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of ``messages`` rendered with the chat template, plus the
@@ -167,7 +156,9 @@ class PromptRenderer:
                     messages, add_generation_prompt=True, tokenize=False
                 )
             )
-        except Exception as exc:  # jinja errors raised by the model's own template
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:
+            # ChatTemplateError (a ValueError) from FolderTokenizer; Jinja's own errors
+            # from a transformers tokenizer's template.
             raise InvalidRequestError(
                 f"The messages cannot be rendered with this model's chat template: {exc}",
                 param="messages",
@@ -240,13 +231,3 @@ def _split_at_specials(
     if pos < len(text):
         runs.append(text[pos:])
     return runs
-
-
-def _tokenizer_class_name(path: Path) -> str | None:
-    """``tokenizer_class`` of ``path``'s ``tokenizer_config.json`` (None when absent)."""
-    try:
-        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    name = config.get("tokenizer_class") if isinstance(config, dict) else None
-    return name if isinstance(name, str) and name.isidentifier() else None

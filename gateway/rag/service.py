@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.errors import InvalidRequestError
 from gateway.metrics import GatewayMetrics
@@ -24,7 +24,9 @@ from retrieval import (
     SearchMode,
 )
 from retrieval import errors as lib
-from retrieval.store import IngestInput
+
+if TYPE_CHECKING:
+    from retrieval.store import IngestInput
 
 T = TypeVar("T")
 
