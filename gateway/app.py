@@ -92,8 +92,8 @@ def create_app(
         )
         try:
             # Before the embedder's thread starts: transformers' lazy imports are not
-            # thread-safe (a tokenizer class looked up while that thread imported
-            # sentence-transformers was missing: AttributeError at start-up).
+            # thread-safe (a tokenizer class looked up while that thread imports
+            # sentence-transformers can be missing: AttributeError at start-up).
             prompt_renderer = renderer or PromptRenderer.from_model_dir(settings.model.path)
             if should_preload(settings):
                 stores.start()  # a worker thread, overlapping the engine's start-up
