@@ -6,19 +6,22 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-
-import faiss
+from typing import TYPE_CHECKING
 
 from gateway.rag.errors import RetrievalUnavailableError
+from gateway.rag.extra import require_rag_extra
 from gateway.settings import MIB, RetrievalSettings, Settings
-from retrieval import CollectionStore, Embedder, RetrievalConfig, SentenceTransformerEmbedder
+from retrieval import RetrievalConfig
 from retrieval.dual_embedding import DUAL_MODEL_NAME
-from retrieval.embedding import BUNDLED_MODEL_NAME, embedder_from_name
+from retrieval.embedding import BUNDLED_MODEL_NAME
 from retrieval.use_embedding import USE_MODEL_NAME
+
+if TYPE_CHECKING:
+    from retrieval import CollectionStore, Embedder
 
 logger = logging.getLogger(__name__)
 
-StoreFactory = Callable[[], CollectionStore]
+StoreFactory = Callable[[], "CollectionStore"]
 
 BUNDLED_NAMES = {
     "minilm": BUNDLED_MODEL_NAME,
@@ -43,6 +46,10 @@ def library_config(settings: RetrievalSettings) -> RetrievalConfig:
 
 def build_embedder(settings: RetrievalSettings) -> Embedder:
     """The configured model (local files only; takes seconds, a first minilm-int8 ~30 s)."""
+    require_rag_extra()
+    from retrieval import SentenceTransformerEmbedder
+    from retrieval.embedding import embedder_from_name
+
     if settings.embedder_dir is None and settings.embedder != "minilm":
         return embedder_from_name(settings.embedder)
     return SentenceTransformerEmbedder(
@@ -59,6 +66,9 @@ def open_store(
 ) -> CollectionStore:
     """The collections under ``root`` (blocking: loads the embedder unless given one).
     Collections another embedder built are logged (:func:`other_embedder_warnings`)."""
+    require_rag_extra()
+    from retrieval import CollectionStore
+
     store = CollectionStore(
         root,
         embedder if embedder is not None else build_embedder(settings),
@@ -99,6 +109,8 @@ def pin_faiss_threads(config: RetrievalConfig) -> None:
     """Thread initializer: FAISS's OpenMP thread count is per calling thread, so each
     worker that searches sets it (the store sets it only in the thread that built it)."""
     if config.faiss_threads is not None:
+        import faiss
+
         faiss.omp_set_num_threads(config.faiss_threads)
 
 
