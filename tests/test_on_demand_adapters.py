@@ -21,6 +21,7 @@ from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
+from tests.support.engine_fixtures import free_port
 from tests.support.modelkit import write_random_adapter
 from tests.support.s3_server import ACCESS_KEY_ENV, BUCKET, SECRET_KEY_ENV, S3Server
 
@@ -346,3 +347,38 @@ async def test_a_folder_source_serves_its_adapters_on_first_request(
         )
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "model_not_found"
+
+
+async def test_an_unreadable_source_answers_503_and_is_asked_again(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, s3_server: S3Server
+) -> None:
+    key = KEYS["acme"]
+    dead = s3_source(s3_server, "dead/")
+    dead["endpoint"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tenants = {
+        "acme": {
+            "keys": [{"id": key.key_id, "hash": key.hash}],
+            "models": ["*"],  # every registered name too: the namespace still decides
+            "adapter_source": dead,
+        }
+    }
+    settings = fake_settings(fake_kit, tmp_path / "registry", tenants=tenants)
+    async with run_fake_gateway(settings, renderer) as gateway:
+        headers = {"Authorization": f"Bearer {key.key}"}
+
+        async def chat(model: str) -> httpx.Response:
+            body = {"model": model, "messages": MESSAGES, "max_tokens": 2}
+            return await gateway.client.post("/v1/chat/completions", json=body, headers=headers)
+
+        for _ in range(2):  # not remembered: each request asks the store again
+            down = await chat("tone")
+            assert down.status_code == 503
+            assert down.json()["error"]["code"] == "adapter_source_unavailable"
+            assert down.headers["retry-after"] == "5"
+        state = gateway.app.state.gateway
+        assert state.on_demand.tiers["unavailable"] == 2
+        unknown = await chat("never-there-at-all" + "x" * 60)  # too long for a namespace
+        for probe in ("../x", "/etc/passwd", "s3://adapters/x", "a..b"):
+            answer = await chat(probe)
+            assert (answer.status_code, answer.content) == (404, unknown.content), probe
+        assert (await chat("pirate")).status_code == 200  # a registered adapter, via '*'
