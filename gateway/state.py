@@ -20,6 +20,7 @@ from gateway.adapter_runtime.on_demand_report import OnDemandMetrics
 from gateway.adapter_runtime.shared_registry import registry_store_options, settle_seconds
 from gateway.adapter_runtime.tracked_engine import TrackedEngine
 from gateway.engine.interface import Engine
+from gateway.errors import AuthenticationError
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import ModelCatalog
 from gateway.model_io.prompt_renderer import PromptRenderer
@@ -187,7 +188,7 @@ def build_state(
     def lookup(key: str) -> Caller | None:
         try:
             return gatekeeper.directory.authenticate(f"Bearer {key}")
-        except Exception:
+        except AuthenticationError:
             return None
 
     tracker = InFlightTracker()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -119,3 +120,21 @@ def test_the_admin_key_can_come_from_the_environment(
     assert settings.admin.api_key is not None
     assert settings.admin.api_key.get_secret_value() == ADMIN_KEY
     assert ADMIN_KEY not in repr(settings)  # a SecretStr: never printed
+
+
+async def test_a_failing_key_lookup_is_a_500_not_a_wrong_key(
+    fake_gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin guard's lookup turns only ``AuthenticationError`` into "no such key":
+    a bug in the tenant directory is the server's error (500), not the caller's 401."""
+
+    def broken(authorization: str | None) -> None:
+        raise RuntimeError("directory bug")
+
+    directory = fake_gateway.app.state.gateway.gatekeeper.directory
+    monkeypatch.setattr(directory, "authenticate", broken)
+    transport = httpx.ASGITransport(app=fake_gateway.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        r = await client.get("/admin/adapters", headers={"Authorization": "Bearer sk-not-it"})
+    assert r.status_code == 500
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}

@@ -10,10 +10,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from gateway.engine.interface import AdapterLoadRefused
 from tests.conftest import FakeGateway, FakeKit
 from tests.support.admin_requests import ADMIN, chat, new_adapter, register, upload, zip_of
 
@@ -185,7 +187,7 @@ async def test_an_engine_that_refuses_the_weights_leaves_nothing_behind(
     fake_gateway: FakeGateway, fake_kit: FakeKit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def refuse(adapter: object) -> bool:
-        raise RuntimeError("bad LoRA weights")
+        raise AdapterLoadRefused("bad LoRA weights")
 
     monkeypatch.setattr(fake_gateway.engine, "load", refuse)
     r = await register(fake_gateway.client, "broken", new_adapter(fake_kit, seed=75))
@@ -193,3 +195,25 @@ async def test_an_engine_that_refuses_the_weights_leaves_nothing_behind(
     listing = await fake_gateway.client.get("/admin/adapters", headers=ADMIN)
     assert "broken" not in {a["name"] for a in listing.json()["data"]}
     assert (await chat(fake_gateway.client, "broken")).status_code == 404
+
+
+async def test_an_engine_bug_while_loading_is_a_500_not_a_bad_adapter(
+    fake_gateway: FakeGateway,
+    fake_kit: FakeKit,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the engine's ``AdapterLoadRefused`` blames the adapter: any other error is the
+    server's, answered 500 and logged with its traceback."""
+
+    async def crash(adapter: object) -> bool:
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(fake_gateway.engine, "load", crash)
+    transport = httpx.ASGITransport(app=fake_gateway.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        r = await register(client, "unlucky", new_adapter(fake_kit, seed=76))
+    assert r.status_code == 500
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert "engine bug" not in r.text
+    assert any(rec.exc_info and "engine bug" in str(rec.exc_info[1]) for rec in caplog.records)

@@ -12,8 +12,7 @@ from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.registry import AdapterRegistry
 from adapters.sources import AdapterSource
 from gateway.adapter_runtime.inflight import InFlightTracker
-from gateway.engine.interface import AdapterHost, AdapterResidency
-from gateway.errors import GatewayError
+from gateway.engine.interface import AdapterHost, AdapterLoadRefused, AdapterResidency
 from gateway.model_catalog import engine_ref
 
 logger = logging.getLogger(__name__)
@@ -233,9 +232,7 @@ class AdapterLifecycle:
         """Load ``entry`` into the engine; 422 if the engine refuses the weights."""
         try:
             await self.engine.load(engine_ref(entry))
-        except GatewayError:  # the engine itself is down or failing: not the adapter's fault
-            raise
-        except Exception as exc:
+        except AdapterLoadRefused as exc:
             raise AdapterValidationError(
                 f"The engine could not load {entry.ref!r}: {exc}", code="engine_load_failed"
             ) from exc

@@ -148,14 +148,20 @@ class Generator(Protocol):
     async def shutdown(self) -> None: ...
 
 
+class AdapterLoadRefused(ValueError):
+    """The engine refused an adapter's weights (unreadable path, wrong rank, bad
+    tensors): the adapter's fault, not the engine's."""
+
+
 @runtime_checkable
 class AdapterHost(Protocol):
     """Adapter residency in an engine, keyed by ``AdapterRef``.
 
     ``load`` makes an adapter resident ahead of its first request (engines also load
-    on demand); ``unload`` forgets it; ``pin`` keeps it resident. Each returns whether
-    the engine did it. ``capabilities`` names the optional ones this host offers
-    (``"pin"``, ``"slots"``); callers check before relying on them.
+    on demand) and raises ``AdapterLoadRefused`` when the weights are at fault (any
+    other exception is the engine's own failure); ``unload`` forgets it; ``pin`` keeps it
+    resident. Each returns whether the engine did it. ``capabilities`` names the optional
+    ones this host offers (``"pin"``, ``"slots"``); callers check before relying on them.
     """
 
     capabilities: frozenset[str]

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.engine.dtype import choose_dtype
 from gateway.engine.interface import (
+    AdapterLoadRefused,
     AdapterRef,
     AdapterResidency,
     ChoiceOutput,
@@ -170,11 +171,19 @@ class VLLMEngine:
 
     async def load(self, adapter: AdapterRef) -> bool:
         from vllm.lora.request import LoRARequest
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         request = LoRARequest(
             lora_name=adapter.engine_name, lora_int_id=adapter.lora_id, lora_path=adapter.path
         )
-        return bool(await self._llm.add_lora(request))
+        try:
+            return bool(await self._llm.add_lora(request))
+        except EngineDeadError as exc:
+            raise EngineUnavailableError("The inference engine is not running.") from exc
+        except Exception as exc:
+            # The engine core reports a failed utility call (the worker could not read or
+            # apply the weights) as a plain Exception carrying the worker's message.
+            raise AdapterLoadRefused(f"vLLM could not load {adapter.engine_name}: {exc}") from exc
 
     async def unload(self, adapter: AdapterRef) -> bool:
         return bool(await self._llm.remove_lora(adapter.lora_id))

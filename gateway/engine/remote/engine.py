@@ -9,6 +9,7 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 
 from gateway.engine.interface import (
+    AdapterLoadRefused,
     AdapterRef,
     AdapterResidency,
     GenerationOutput,
@@ -34,10 +35,6 @@ REFUSED_MESSAGE = "The inference server refused the request."
 EVENT_BYTES_PER_PROMPT_TOKEN = 12
 """Bytes a prompt token may take in the first stream event (vLLM repeats the prompt's
 token ids there); the event cap is 1 MiB plus this per prompt token."""
-
-
-class AdapterLoadRefused(ValueError):
-    """A replica refused an adapter (unreadable path, wrong rank): the adapter's fault."""
 
 
 @dataclass(frozen=True)
