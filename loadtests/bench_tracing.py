@@ -16,8 +16,11 @@ other programs falls on all of them alike. Variants:
   (rotel, the dev extra's, which drops what it receives);
 - ``1 in 10``: as ``on``, with ``sample_ratio: 0.1``.
 
-*added* is a variant's median (over rounds) minus ``off``'s. ``bench_overhead --tracing``
-measures the same over real sockets, where a loaded machine's noise dominates.
+*added* is a variant's median (over rounds) minus ``off``'s; *paired* is the median,
+over the turns, of a variant's turn p50 minus ``off``'s p50 in the same cycle of turns
+(load that changes between cycles falls on both sides of each difference).
+``bench_overhead --tracing`` measures the same over real sockets, where a loaded
+machine's noise dominates.
 
 A first, smaller table times the tracing calls of one remote-mode request alone (server
 span, operation, admission, render, queue, engine with one replica call, nine outputs;
@@ -309,6 +312,16 @@ def main() -> int:
     return 0
 
 
+def paired_added_p50(walls: list[float], off: list[float]) -> float:
+    """Median over turns of (this turn's p50 - off's p50 in the same cycle), in ms."""
+    turns = min(len(walls), len(off)) // BATCH
+    return statistics.median(
+        statistics.median(walls[k * BATCH : (k + 1) * BATCH])
+        - statistics.median(off[k * BATCH : (k + 1) * BATCH])
+        for k in range(turns)
+    )
+
+
 def print_table(
     cpu: dict[tuple[str, bool], list[float]],
     walls: dict[tuple[str, bool], list[float]],
@@ -325,9 +338,9 @@ def print_table(
     )
     print(
         "| variant | request | CPU ms/request (median of rounds) | added CPU ms "
-        "| wall p50 ms | added p50 ms | wall p99 ms |"
+        "| wall p50 ms | added p50 ms | added p50 ms, paired | wall p99 ms |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for stream in (True, False):
         base_cpu = statistics.median(cpu[("off", stream)])
         base_p50 = statistics.median(walls[("off", stream)])
@@ -338,8 +351,16 @@ def print_table(
             p99 = w[min(len(w) - 1, int(0.99 * len(w)))]
             added = "-" if name == "off" else f"{c - base_cpu:+.3f}"
             added_p50 = "-" if name == "off" else f"{p50 - base_p50:+.3f}"
+            paired = (
+                "-"
+                if name == "off"
+                else f"{paired_added_p50(walls[(name, stream)], walls[('off', stream)]):+.3f}"
+            )
             kind = "streamed" if stream else "JSON"
-            print(f"| {name} | {kind} | {c:.3f} | {added} | {p50:.3f} | {added_p50} | {p99:.2f} |")
+            print(
+                f"| {name} | {kind} | {c:.3f} | {added} | {p50:.3f} | {added_p50} | {paired} "
+                f"| {p99:.2f} |"
+            )
 
 
 if __name__ == "__main__":
