@@ -206,7 +206,7 @@ def test_kubernetes_probes_and_mounts() -> None:
 
 
 def test_images_check_health() -> None:
-    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.gateway"):
         text = (DEPLOY / "docker" / name).read_text()
         assert re.search(r"HEALTHCHECK .*\n.*/health", text), name
         assert re.search(r"^USER 10001", text, re.MULTILINE), name
