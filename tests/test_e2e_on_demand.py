@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ KEY = generate_key()
 ADMIN = "fleet-admin-key-0123456789"
 PREFIX = f"{uuid.uuid4().hex[:8]}/acme/"
 MESSAGES = [{"role": "user", "content": "Say something."}]
+CROWD = 16
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,11 @@ def fleet_gateway(
     tmp_path_factory: pytest.TempPathFactory,
     s3_server: S3Server,
 ) -> Iterator[tuple[LiveGateway, Path]]:
-    folder = write_random_adapter(
-        tiny_llama_dir(), tmp_path_factory.mktemp("fleet") / "persona", seed=42
-    )
+    kit = tmp_path_factory.mktemp("fleet")
+    folder = write_random_adapter(tiny_llama_dir(), kit / "persona", seed=42)
     s3_server.put_folder(folder, f"{PREFIX}persona/")
+    crowd = write_random_adapter(tiny_llama_dir(), kit / "crowd", seed=43)
+    s3_server.put_folder(crowd, f"{PREFIX}crowd/")
     settings = Settings.load(
         None,
         model={"path": tiny_llama_dir(), "name": "tiny-llama"},
@@ -108,3 +111,20 @@ def test_the_sdk_gets_the_answer_of_an_adapter_fetched_on_its_first_request(
     resident = gateway.run(gateway.state.engine.residency())
     assert resident.replicas is not None
     assert any(entry.lora_int_id in ids for ids in resident.replicas.values())
+
+
+def test_concurrent_first_requests_fetch_once_and_get_one_answer(
+    fleet_gateway: tuple[LiveGateway, Path],
+    s3_server: S3Server,
+    replicas: list[ReplicaProcess],
+) -> None:
+    gateway, _ = fleet_gateway
+    client = OpenAI(base_url=gateway.base_url + "/v1", api_key=KEY.key, max_retries=0)
+    with ThreadPoolExecutor(max_workers=CROWD) as pool:
+        answers = list(pool.map(lambda _: answer(client, "crowd"), range(CROWD)))
+    assert len(set(answers)) == 1  # float32 replicas: one adapter, one greedy answer
+    assert len(s3_server.reads(f"{PREFIX}crowd/")) == 3  # one list, two files
+    (entry,) = gateway.state.registry.entries(scoped_name("acme", "crowd"))
+    engine_name = f"{entry.name}@{entry.version}"
+    loads = [r.adapter_loads().count(engine_name) for r in replicas]
+    assert 1 <= sum(loads) <= len(replicas) and max(loads) == 1  # at most once per replica
