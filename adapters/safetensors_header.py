@@ -64,6 +64,19 @@ def _is_count(value: object) -> bool:
 
 def read_safetensors_header(path: Path, *, max_header_bytes: int) -> dict[str, TensorInfo]:
     """Return ``{tensor name: TensorInfo}`` from ``path``; raise ``InvalidWeightsError``."""
+    raw, data_len = _read_raw_header(path, max_header_bytes)
+    header = _parse_header(path, raw)
+    tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        tensors[name], offsets = _tensor_entry(path, name, entry)
+        spans.append((offsets[0], offsets[1], name))
+    _check_spans(path, spans, data_len)
+    return tensors
+
+
+def _read_raw_header(path: Path, max_header_bytes: int) -> tuple[bytes, int]:
+    """The header's bytes and the data section's length, after the size checks."""
     with path.open("rb") as fh:
         file_size = fh.seek(0, 2)
         fh.seek(0)
@@ -74,7 +87,11 @@ def read_safetensors_header(path: Path, *, max_header_bytes: int) -> dict[str, T
             raise _invalid(path, f"header length {header_len} outside 1..{max_header_bytes}")
         if 8 + header_len > file_size:
             raise _invalid(path, f"header length {header_len} runs past the end of the file")
-        raw = fh.read(header_len)
+        return fh.read(header_len), file_size - 8 - header_len
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header's JSON object without ``__metadata__`` (checked: strings to strings)."""
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -84,28 +101,32 @@ def read_safetensors_header(path: Path, *, max_header_bytes: int) -> dict[str, T
     metadata = header.pop(METADATA_KEY, {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _invalid(path, "__metadata__ must map strings to strings")
-    data_len = file_size - 8 - header_len
-    tensors: dict[str, TensorInfo] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _invalid(path, f"entry {name!r} needs exactly dtype, shape and data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_BYTES:
-            raise _invalid(path, f"tensor {name!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise _invalid(path, f"tensor {name!r} has an invalid shape {shape!r}")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(_is_count(o) for o in offsets)
-            or offsets[0] > offsets[1]
-        ):
-            raise _invalid(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
-        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
-            raise _invalid(path, f"tensor {name!r}: data_offsets do not match dtype and shape")
-        spans.append((offsets[0], offsets[1], name))
-        tensors[name] = TensorInfo(dtype=dtype, shape=tuple(shape))
+    return header
+
+
+def _tensor_entry(path: Path, name: str, entry: object) -> tuple[TensorInfo, list[int]]:
+    """One tensor's dtype and shape, and its data offsets, each checked."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _invalid(path, f"entry {name!r} needs exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise _invalid(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise _invalid(path, f"tensor {name!r} has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise _invalid(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise _invalid(path, f"tensor {name!r}: data_offsets do not match dtype and shape")
+    return TensorInfo(dtype=dtype, shape=tuple(shape)), offsets
+
+
+def _check_spans(path: Path, spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """The tensors tile the data section: no overlap, no gap, nothing past its end."""
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
@@ -113,4 +134,3 @@ def read_safetensors_header(path: Path, *, max_header_bytes: int) -> dict[str, T
         position = end
     if position != data_len:
         raise _invalid(path, f"data section is {data_len} bytes but tensors cover {position}")
-    return tensors

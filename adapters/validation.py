@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from adapters.base_model import BaseModelSpec
 from adapters.errors import (
@@ -145,7 +145,7 @@ class AdapterValidator:
         try:  # the library's own parser must agree with ours
             with safe_open(str(root / WEIGHTS_FILE), framework="numpy"):
                 pass
-        except Exception as exc:
+        except (SafetensorError, OSError) as exc:
             raise InvalidWeightsError(f"{WEIGHTS_FILE} cannot be opened: {exc}") from None
         target, cited = config.get("target_modules"), config.get("base_model_name_or_path")
         return ValidatedAdapter(

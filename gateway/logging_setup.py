@@ -60,7 +60,7 @@ class CredentialFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message, formatted = record.getMessage(), True
-        except Exception:  # bad arguments: logging's own error report would print them
+        except Exception:  # noqa: BLE001 (an argument's __str__ may raise anything; a filter must not)
             message, formatted = f"{record.msg!s} (unformattable log arguments)", False
         masked = redact_credentials(message)
         if masked != message or not formatted:

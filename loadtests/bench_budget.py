@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
 
 from gateway.settings.keys import NewKey, generate_key
@@ -102,11 +103,9 @@ def start_redis(stack: ExitStack, work: Path) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            import redis
-
             if redis.Redis(host=HOST, port=port, socket_timeout=1).ping():
                 return f"redis://{HOST}:{port}/0"
-        except Exception:  # refused while it starts
+        except redis.RedisError:  # refused while it starts
             time.sleep(0.1)
     raise SystemExit("redis-server did not answer PING")
 

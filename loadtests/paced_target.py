@@ -151,7 +151,7 @@ def paced_gateway(
         )
         with server as url:
             stop = threading.Event()
-            process = server._process  # the gateway's pid, for its memory
+            process = server.process  # the gateway's pid, for its memory
             sampler = threading.Thread(
                 target=_sample_memory,
                 args=(process.pid if process else 0, out / MEMORY_FILE, stop),

@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             ready_timeout_s=600,
         )
         with server as url:
-            assert server._process is not None
-            rec = asyncio.run(drive(url, keys, server._process.pid, args))
+            assert server.process is not None
+            rec = asyncio.run(drive(url, keys, server.process.pid, args))
     finally:
         replica.terminate()
         replica.wait(10)

@@ -105,6 +105,11 @@ class ServerProcess:
         self.stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server's process while it runs (its pid, for memory and CPU samples)."""
+        return self._process
+
     def start(self) -> str:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:

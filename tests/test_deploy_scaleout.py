@@ -169,7 +169,7 @@ def test_kubectl_kustomize_builds_the_same_objects(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("objects", [SCALEOUT_OBJECTS, POOL_OBJECTS], ids=["scaleout", "pool"])
-def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:
+def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:  # noqa: C901
     for kind in WORKLOADS:
         for obj in of_kind(objects, kind):
             labels = obj["spec"]["template"]["metadata"]["labels"]

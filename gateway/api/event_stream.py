@@ -78,7 +78,7 @@ class EventStreamResponse(Response):
         """Whether the client was cut for accepting no bytes (for tests and logs)."""
         self.init_headers()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
         buffer: list[str] = []
         buffered = 0  # characters in buffer
         ready = asyncio.Event()  # the buffer holds events, or the producer ended
@@ -99,7 +99,7 @@ class EventStreamResponse(Response):
                         await self._room(room, cut)
             except asyncio.CancelledError:
                 pass  # the client left (or the response is being torn down)
-            except BaseException as exc:  # re-raised by the sender
+            except BaseException as exc:  # noqa: BLE001 (re-raised by the sender)
                 failure = exc
             finally:
                 ended = True

@@ -119,7 +119,7 @@ def add_compare_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:  # noqa: C901
     try:
         require(COMPARE)  # the OpenAI SDK, matplotlib
     except MissingExtraError as exc:

@@ -83,7 +83,7 @@ def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
     """The tensors' version counters; ``None`` for inference tensors (they have none)."""
     if any(t.is_inference() for t in tensors):
         return None
-    return tuple(t._version for t in tensors)
+    return tuple(t._version for t in tensors)  # noqa: SLF001 (torch has no public counter)
 
 
 def filled_slots(
@@ -257,7 +257,7 @@ class StepRows:
 def step_rows(wrapper: Any) -> StepRows:
     rows = wrapper.__dict__.get("_loragate_rows")
     if rows is None:
-        rows = wrapper._loragate_rows = StepRows()
+        rows = wrapper._loragate_rows = StepRows()  # noqa: SLF001 (our own attribute)
     assert isinstance(rows, StepRows)
     return rows
 

@@ -145,7 +145,7 @@ class CallArrayScanner:
         self._named = False
         self._cap_string = self._cap_escape = self._cap_started = False
 
-    def feed(self, text: str) -> list[Piece]:
+    def feed(self, text: str) -> list[Piece]:  # noqa: C901
         pieces: list[Piece] = []
         args = ""
         for ch in text:

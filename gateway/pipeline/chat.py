@@ -179,7 +179,7 @@ class ChatEndpoint:
         )
         return body.json_body()
 
-    async def events(
+    async def events(  # noqa: C901
         self, prepared: Prepared, outputs: AsyncIterator[tuple[int, GenerationOutput]]
     ) -> AsyncIterator[str]:
         """Role chunks, content chunks, one finish chunk per choice (the last of them

@@ -359,7 +359,7 @@ class FairQueue:
         ):
             del self._tenants[t.name]
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> None:  # noqa: C901
         """Grant slots by smallest start tag while they fit. The head of line waits for
         room (a costly request is not starved by cheap ones); with headroom, a tenant at
         or over its share is passed over while only the reserve is free (and the ones at

@@ -27,7 +27,7 @@ async def merged(
             async for out in generate(generation):
                 await queue.put((p, out))
             await queue.put((p, None))
-        except BaseException as exc:  # re-raised in the consumer
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer)
             await queue.put((p, exc))
 
     tasks = [asyncio.create_task(pump(p, g)) for p, g in enumerate(generations)]

@@ -12,6 +12,7 @@ keeping the response (``store``) for retrieval and ``previous_response_id``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -53,6 +54,8 @@ from gateway.settings import LimitSettings, ResponsesSettings
 from gateway.tenancy.directory import Route
 from gateway.tenancy.policy import BoundedSampling, Policy, SamplingRequest
 from gateway.tenancy.response_store import ResponseStore, StoredResponse
+
+logger = logging.getLogger(__name__)
 
 # Chat's parameter names in errors -> the Responses parameter they came from.
 RENAMED = {
@@ -269,9 +272,12 @@ class ResponsesEndpoint:
             if record is not None:
                 await asyncio.to_thread(self._store.put, record)
             yield events.finished(response)
-        except Exception as exc:
-            message = exc.message if isinstance(exc, GatewayError) else "The server failed."
-            error = ResponseError(code="server_error", message=message)
+        except GatewayError as exc:
+            error = ResponseError(code="server_error", message=exc.message)
+            yield events.finished(self._response(prepared, "failed", error=error))
+        except Exception:
+            logger.exception("response %s failed", response_id(prepared))
+            error = ResponseError(code="server_error", message="The server failed.")
             yield events.finished(self._response(prepared, "failed", error=error))
 
     def _final(

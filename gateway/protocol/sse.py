@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel
 
 from gateway.errors import GatewayError
 from gateway.protocol.common import ErrorInfo, ErrorResponse
+
+logger = logging.getLogger(__name__)
 
 DONE = "data: [DONE]\n\n"
 
@@ -33,6 +36,7 @@ async def with_error_events(events: AsyncIterator[str]) -> AsyncIterator[str]:
         yield event(error_body(exc))
         yield DONE
     except Exception:
+        logger.exception("unhandled error while streaming")
         failure = GatewayError("The server failed while streaming this response.")
         yield event(error_body(failure))
         yield DONE

@@ -235,6 +235,13 @@ class TenancyConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TenancyConfig:
+        self._check_unique_key_ids()
+        for name, tenant in self.tenants.items():
+            self._check_tenant(name, tenant)
+        self._check_prompt_variables()
+        return self
+
+    def _check_unique_key_ids(self) -> None:
         seen: dict[str, str] = {}
         for owner, keys in [("admin", self.admin.keys)] + [
             (f"tenant '{t}'", c.keys) for t, c in self.tenants.items()
@@ -243,24 +250,28 @@ class TenancyConfig(Section):
                 if key.id in seen:
                     raise ValueError(f"key id {key.id} is used by {seen[key.id]} and {owner}")
                 seen[key.id] = owner
-        for name, tenant in self.tenants.items():
-            if not NAME.match(name):
-                raise ValueError(f"tenant '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
-            if name in RESERVED_TENANTS:
-                raise ValueError(
-                    f"tenant name '{name}' is reserved: usage, limits and metrics label "
-                    "the admin key and open mode's callers with it"
-                )
-            policies = [tenant.policy] + [a.policy for a in tenant.aliases.values() if a.policy]
-            for policy in policies:
-                for ref in policy.prompts or ():
-                    self.prompt(ref)
-                for collection in policy.rag.collections if policy.rag else ():
-                    if collection not in tenant.collections and "*" not in tenant.collections:
-                        raise ValueError(
-                            f"tenant '{name}': policy collection '{collection}' is not in "
-                            "its collections"
-                        )
+
+    def _check_tenant(self, name: str, tenant: TenantConfig) -> None:
+        """The tenant's name, and its policies' prompts and collections."""
+        if not NAME.match(name):
+            raise ValueError(f"tenant '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
+        if name in RESERVED_TENANTS:
+            raise ValueError(
+                f"tenant name '{name}' is reserved: usage, limits and metrics label "
+                "the admin key and open mode's callers with it"
+            )
+        policies = [tenant.policy] + [a.policy for a in tenant.aliases.values() if a.policy]
+        for policy in policies:
+            for ref in policy.prompts or ():
+                self.prompt(ref)
+            for collection in policy.rag.collections if policy.rag else ():
+                if collection not in tenant.collections and "*" not in tenant.collections:
+                    raise ValueError(
+                        f"tenant '{name}': policy collection '{collection}' is not in "
+                        "its collections"
+                    )
+
+    def _check_prompt_variables(self) -> None:
         for name, versions in self.prompts.items():
             for version, text in versions.items():
                 unknown = set(TEMPLATE_VARIABLE.findall(text)) - TEMPLATE_VARIABLES
@@ -268,7 +279,6 @@ class TenancyConfig(Section):
                     raise ValueError(
                         f"prompt {name}@{version}: unknown variables {sorted(unknown)}"
                     )
-        return self
 
     def prompt(self, ref: str) -> str:
         """Template text of ``name`` (latest version) or ``name@version``."""

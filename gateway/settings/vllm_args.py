@@ -74,7 +74,7 @@ def vllm_argument_types() -> dict[str, Any] | None:
     """Each ``AsyncEngineArgs`` field -> its type; ``None`` when vLLM cannot be imported."""
     try:
         from vllm.engine.arg_utils import AsyncEngineArgs
-    except Exception as exc:  # ImportError, or a broken install failing on import
+    except Exception as exc:  # noqa: BLE001 (ImportError, or a broken install failing on import)
         logger.warning(
             "engine.extra_args not checked: vLLM cannot be imported here (%s: %s); "
             "the engine checks them when it starts",
@@ -106,7 +106,7 @@ def _resolve(annotation: Any, namespace: dict[str, Any]) -> Any:
     probe.__annotations__ = {"value": annotation}
     try:
         return typing.get_type_hints(probe, globalns=namespace)["value"]
-    except Exception:
+    except (NameError, AttributeError, TypeError, SyntaxError):  # an annotation not resolvable here
         return UNCHECKED
 
 
@@ -211,14 +211,21 @@ def _conforms(value: Any, annotation: Any) -> bool:
         return any(value == p and type(value) is type(p) for p in params)
     if _is_union(annotation):
         return any(_conforms(value, p) for p in params)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
+    if annotation in (bool, int, float, str):
+        return _SCALARS[annotation](value)
+    return _conforms_structure(value, annotation, origin, params)
+
+
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
+def _conforms_structure(value: Any, annotation: Any, origin: Any, params: tuple[Any, ...]) -> bool:
+    """``_conforms`` for containers, enums, dataclasses and what cannot be judged."""
     if annotation in (list, set, frozenset, tuple) or origin in (list, set, frozenset, tuple):
         items = params[0] if params and (origin is not tuple or params[-1] is ...) else Any
         return isinstance(value, list) and all(_conforms(v, items) for v in value)

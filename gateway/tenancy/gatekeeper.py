@@ -160,7 +160,7 @@ class Ticket:
         if seconds is not None:
             self._gatekeeper.metrics.schedule_wait(seconds)
 
-    async def _settle(self, slot: InFlightSlot) -> None:
+    async def settle(self, slot: InFlightSlot) -> None:
         """Record usage (no awaits before it: it survives a cancelled request), then
         settle the reservation against what was used and free the slot, in one call,
         and the budgets' reservation in a task of its own: a cancelled request's scope
@@ -345,7 +345,7 @@ class Gatekeeper:
             yield ticket
         finally:
             gauge.dec()
-            await ticket._settle(slot)
+            await ticket.settle(slot)
 
     async def admit_search(self, caller: Caller) -> None:
         """A direct search: one request from the caller's request buckets, no tokens."""

@@ -3,6 +3,7 @@ file's and the admin API store's, merged as the gateway merges them (the file wi
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from gateway.errors import GatewayError
@@ -33,11 +34,12 @@ def read_managed(settings: Settings) -> tuple[ManagedTenancy | None, str]:
             return EMPTY, f"{where} (none yet)"
         try:
             store = SqliteTenantStore(path, create=False)
-        except Exception as exc:  # sqlite3.Error and OSError: say so, show the file's view
+        except (sqlite3.Error, OSError) as exc:  # say so, show the file's view
             return None, f"{where}: not read ({exc})"
     try:
         return store.snapshot(), where
-    except Exception as exc:
+    # GatewayError: PostgreSQL out of reach; ValueError: rows that fail validation
+    except (GatewayError, sqlite3.Error, OSError, ValueError) as exc:
         return None, f"{where}: not read ({exc})"
     finally:
         store.close()

@@ -368,7 +368,7 @@ class TenantAdmin:
         try:
             await self.flush_uses()
         except Exception:
-            logger.warning("last-use times of API keys not written at shutdown")
+            logger.warning("last-use times of API keys not written at shutdown", exc_info=True)
         await asyncio.to_thread(self.store.close)
 
 

@@ -405,8 +405,8 @@ class UsageStore:
         """Flush (what cannot be written now is logged as lost) and close the backend."""
         try:
             self.flush()
-        except Exception as exc:
-            logger.error("usage not written at shutdown, %d rows lost: %s", self.unsent_rows, exc)
+        except Exception:
+            logger.exception("usage not written at shutdown, %d rows lost", self.unsent_rows)
         with self._flush_lock:
             self.backend.close()
 

@@ -47,7 +47,7 @@ class FakeEngine:
         tag = request.adapter.name if request.adapter else "base"
         return [f"{tag}{index}w{i}" for i in range(self.reply_words)]
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:  # noqa: C901
         self.requests.append(request)
         self.running.add(request.request_id)
         if request.adapter is not None:  # vLLM loads an adapter a request needs

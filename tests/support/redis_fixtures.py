@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from redis import Redis as SyncRedis
 
 
@@ -36,9 +37,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             try:
                 if client.ping():
                     break
-            except OSError:
-                pass
-            except Exception:  # redis' ConnectionError while it starts
+            except (OSError, redis.RedisError):  # refused while it starts
                 pass
             if proc.poll() is not None:
                 pytest.fail(f"redis-server exited with {proc.returncode}")

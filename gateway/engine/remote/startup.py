@@ -43,7 +43,7 @@ def start_remote_engine(
 
         try:
             found.append(asyncio.run(run()))
-        except BaseException as exc:  # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
             found.append(exc)
 
     thread = threading.Thread(target=discover_in_thread, name="remote-engine-discovery")
