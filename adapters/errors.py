@@ -15,7 +15,8 @@ Hierarchy::
     │   │                                 host on a loopback/private/internal address
     │   ├── InvalidSourceUriError         a URI fsspec would misread (chained ``a::b``)
     │   ├── SourceUnavailableError        the source cannot be read (missing, I/O)
-    │   └── UnsafeArchiveError            archive member escapes, links, bombs, sizes
+    │   ├── UnsafeArchiveError            archive member escapes, links, bombs, sizes
+    │   └── InvalidSplitError             a traffic split's weights or versions are unusable
     ├── AdapterValidationError            422: the adapter's files are not servable
     │   ├── UnsafeWeightsFormatError      pickle-based weights (.bin, .pt, .pkl, ...)
     │   ├── AdapterConfigError            adapter_config.json missing / unparsable / bad
@@ -93,6 +94,14 @@ class SourceUnavailableError(AdapterRequestError):
 
     default_code = "source_unavailable"
     default_param = "source"
+
+
+class InvalidSplitError(AdapterRequestError):
+    """A traffic split that cannot be served: bad weights, or a version that does not
+    exist or is not servable."""
+
+    default_code = "invalid_split"
+    default_param = "weights"
 
 
 class UnsafeArchiveError(AdapterRequestError):

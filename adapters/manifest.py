@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from adapters.errors import InvalidAdapterNameError, RegistryCorruptError
 from adapters.naming import AdapterRef, check_name, check_version
+from adapters.traffic_split import TrafficSplit
 
 
 class AdapterStatus(StrEnum):
@@ -84,6 +85,9 @@ class RegistryState(BaseModel):
     removed_refs: tuple[str, ...] = Field(
         default=(), description="name@version of removed entries: never registered again."
     )
+    splits: tuple[TrafficSplit, ...] = Field(
+        default=(), description="Weighted traffic splits between versions, one per name."
+    )
 
     @model_validator(mode="after")
     def _invariants(self) -> RegistryState:
@@ -100,6 +104,12 @@ class RegistryState(BaseModel):
             raise ValueError("more than one active version for a name")
         if set(refs) & set(self.removed_refs):
             raise ValueError("an entry is also listed as removed")
+        split_names = [s.name for s in self.splits]
+        if len(set(split_names)) != len(split_names):
+            raise ValueError("more than one traffic split for a name")
+        for split in self.splits:
+            if any(f"{split.name}@{v}" not in refs for v in split.weights):
+                raise ValueError(f"the traffic split of {split.name!r} names a missing version")
         return self
 
     def used_refs(self) -> set[str]:

@@ -39,6 +39,7 @@ from adapters.registry_state_store import (
 )
 from adapters.sources import AdapterSource
 from adapters.store import AdapterStore, file_sha256
+from adapters.traffic_split import TrafficSplit
 from adapters.validation import STORED_FILES, WEIGHTS_FILE, AdapterValidator
 
 ORPHAN_GRACE_SECONDS = 3600.0
@@ -188,6 +189,13 @@ class AdapterRegistry:
         found = [e for e in self._state.entries if name is None or e.name == name]
         return sorted(found, key=lambda e: (e.name, e.lora_int_id))
 
+    def split(self, name: str) -> TrafficSplit | None:
+        """The traffic split of ``name``, if one is set (read without I/O)."""
+        return changes.split_of(self._state, name)
+
+    def splits(self) -> tuple[TrafficSplit, ...]:
+        return self._state.splits
+
     def verify(self) -> list[str]:
         """Check every stored copy against its sha256; return one line per problem."""
         problems = []
@@ -314,6 +322,17 @@ class AdapterRegistry:
         removed = self._mutate(lambda state: changes.remove(state, name, version))
         self._delete_files([removed])
         return removed
+
+    def set_split(self, name: str, weights: dict[str, int]) -> TrafficSplit:
+        """Route requests for ``name`` by ``weights`` (version -> percent, sum 100),
+        sticky per caller (``adapters.traffic_split``); persisted and shared like
+        activation. ``InvalidSplitError`` (400) names what is wrong."""
+        fingerprint = self._fingerprint
+        return self._mutate(lambda state: changes.set_split(state, name, weights, fingerprint))
+
+    def clear_split(self, name: str) -> TrafficSplit | None:
+        """End ``name``'s split; returns the one it had (None: there was none)."""
+        return self._mutate(lambda state: changes.clear_split(state, name))
 
     def pin(self, name: str, version: str | None = None) -> AdapterEntry:
         """Mark an entry (default: the active version) as pinned: never retired or evicted."""

@@ -12,9 +12,11 @@ from adapters.errors import (
     AdapterNotFoundError,
     BaseModelMismatchError,
     InvalidAdapterNameError,
+    InvalidSplitError,
 )
 from adapters.manifest import AdapterEntry, AdapterStatus, RegistryState
 from adapters.naming import AdapterRef
+from adapters.traffic_split import TrafficSplit, weights_problem
 
 
 def find(state: RegistryState, name: str, version: str) -> AdapterEntry:
@@ -67,8 +69,16 @@ def without(state: RegistryState, chosen: list[AdapterEntry]) -> RegistryState:
         update={
             "entries": tuple(e for e in state.entries if e.ref not in refs),
             "removed_refs": (*state.removed_refs, *sorted(refs)),
+            "splits": _splits_without(state.splits, refs),
         }
     )
+
+
+def _splits_without(splits: tuple[TrafficSplit, ...], refs: set[str]) -> tuple[TrafficSplit, ...]:
+    """``splits`` minus those naming a version in ``refs``: a split only ever routes to
+    servable versions, so retiring or removing one of its versions ends it (the name's
+    active version serves everyone again)."""
+    return tuple(s for s in splits if not any(f"{s.name}@{v}" in refs for v in s.weights))
 
 
 def activate(state: RegistryState, name: str, version: str) -> tuple[RegistryState, AdapterEntry]:
@@ -99,7 +109,8 @@ def retire(
         return without(state, chosen), chosen
     retired = {e.ref: e.model_copy(update={"status": AdapterStatus.RETIRING}) for e in chosen}
     entries = tuple(retired.get(e.ref, e) for e in state.entries)
-    return state.model_copy(update={"entries": entries}), list(retired.values())
+    splits = _splits_without(state.splits, set(retired))
+    return state.model_copy(update={"entries": entries, "splits": splits}), list(retired.values())
 
 
 def remove(state: RegistryState, name: str, version: str) -> tuple[RegistryState, AdapterEntry]:
@@ -123,3 +134,41 @@ def set_pinned(
     updated = entry.model_copy(update={"pinned": pinned})
     entries = tuple(updated if e.ref == entry.ref else e for e in state.entries)
     return state.model_copy(update={"entries": entries}), updated
+
+
+def split_of(state: RegistryState, name: str) -> TrafficSplit | None:
+    return next((s for s in state.splits if s.name == name), None)
+
+
+def set_split(
+    state: RegistryState, name: str, weights: dict[str, int], fingerprint: str
+) -> tuple[RegistryState, TrafficSplit]:
+    """Route ``name``'s traffic by ``weights`` (version -> percent); replaces any split
+    ``name`` had. Every version must exist and be servable on this base model."""
+    if not any(e.name == name for e in state.entries):
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    problem = weights_problem(weights)
+    if problem is not None:
+        raise InvalidSplitError(f"Invalid traffic split: {problem}.")
+    for version in weights:
+        entry = next((e for e in state.entries if e.name == name and e.version == version), None)
+        if entry is None:
+            raise InvalidSplitError(f"Invalid traffic split: {name}@{version} does not exist.")
+        if entry.status is AdapterStatus.RETIRING:
+            raise InvalidSplitError(f"Invalid traffic split: {entry.ref} is retiring.")
+        if entry.base_fingerprint != fingerprint:
+            raise InvalidSplitError(
+                f"Invalid traffic split: {entry.ref} was validated on another base model."
+            )
+    split = TrafficSplit(name=name, weights=dict(weights))
+    others = tuple(s for s in state.splits if s.name != name)
+    return state.model_copy(update={"splits": (*others, split)}), split
+
+
+def clear_split(state: RegistryState, name: str) -> tuple[RegistryState, TrafficSplit | None]:
+    """End ``name``'s split (its active version serves everyone); the split it had."""
+    if not any(e.name == name for e in state.entries):
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    old = split_of(state, name)
+    others = tuple(s for s in state.splits if s.name != name)
+    return state.model_copy(update={"splits": others}), old

@@ -10,6 +10,7 @@ from adapters.errors import AdapterNotFoundError, BaseModelMismatchError
 from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.namespace_sources import AdapterSourceSpec
 from adapters.registry import AdapterRegistry
+from adapters.traffic_split import bucket, choose
 from gateway.engine.interface import AdapterRef
 from gateway.errors import ModelNotFoundError
 from gateway.protocol.common import ModelCard
@@ -21,6 +22,17 @@ class ServedModel:
 
     id: str
     adapter: AdapterRef | None = None
+    split: bool = False
+    """The version was chosen by the adapter's traffic split (``adapters.traffic_split``)."""
+
+    @property
+    def adapter_label(self) -> str | None:
+        """The ``adapter`` metric label: the name, or ``name@version`` for a version
+        chosen by a split (so each side of a split has its own series)."""
+        if self.adapter is None:
+            return None
+        a = self.adapter
+        return f"{a.name}@{a.version}" if self.split else a.name
 
 
 def engine_ref(entry: AdapterEntry) -> AdapterRef:
@@ -91,9 +103,16 @@ class ModelCatalog:
         self._tenant_adapters = tenant_adapters
         self._created = int(time.time())
 
-    def resolve(self, model: str) -> ServedModel:
+    def resolve(self, model: str, caller: str | None = None) -> ServedModel:
+        """``model`` as served now. With ``caller`` (the sticky key: the request's
+        ``user``, else its API key id), a name with a traffic split resolves to the
+        version the caller's bucket falls in; ``name@version`` ignores splits."""
         if model == self.base_id:
             return ServedModel(id=model)
+        if caller is not None:
+            chosen = self._split_choice(model, caller)
+            if chosen is not None:
+                return chosen
         try:
             entry = self._registry.resolve(model)
         except (AdapterNotFoundError, BaseModelMismatchError):
@@ -103,6 +122,21 @@ class ModelCatalog:
         if source_owner(entry) is not None:  # a tenant's own: only through its namespace
             raise ModelNotFoundError(model)
         return ServedModel(id=model, adapter=engine_ref(entry))
+
+    def _split_choice(self, model: str, caller: str) -> ServedModel | None:
+        split = self._registry.split(model)
+        if split is None:
+            return None
+        order = {e.version: e.lora_int_id for e in self._registry.entries(model)}
+        ordered = sorted(split.weights.items(), key=lambda vw: order.get(vw[0], 0))
+        version = choose(ordered, bucket(model, caller))
+        try:
+            entry = self._registry.resolve(f"{model}@{version}")
+        except (AdapterNotFoundError, BaseModelMismatchError):
+            return None  # retired meanwhile: the active version serves
+        if source_owner(entry) is not None:
+            return None
+        return ServedModel(id=model, adapter=engine_ref(entry), split=True)
 
     def resolve_sourced(self, tenant: str, model: str, spec: AdapterSourceSpec) -> ServedModel:
         """``model`` in ``tenant``'s adapter namespace; ``FetchNeeded`` if not held yet."""
