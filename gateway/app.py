@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from gateway.adapter_runtime.residency import Residency
 from gateway.adapter_runtime.startup import prepare_adapters
 from gateway.admin import collection_routes, tenant_routes
 from gateway.admin import routes as admin_routes
@@ -222,9 +223,9 @@ async def _flush_usage(state: GatewayState) -> None:
         try:
             label_models(state)  # adapters registered or aliases reloaded since
             resident = await state.lifecycle.residency()
-            state.residency_seen["cpu_cache"] = len(resident.loaded)
+            state.residency_seen[Residency.CPU_CACHE] = len(resident.loaded)
             if resident.slots is not None:
-                state.residency_seen["gpu_slot"] = len(resident.slots)
+                state.residency_seen[Residency.GPU_SLOT] = len(resident.slots)
         except Exception:
             logger.exception("periodic label/residency refresh failed")
 
@@ -279,8 +280,8 @@ def engine_snapshot(state: GatewayState) -> Callable[[], EngineSnapshot]:
             running=f.running,
             waiting=f.waiting,
             kv_cache_usage=f.kv_cache_usage,
-            adapters_in_slots=state.residency_seen.get("gpu_slot", 0),
-            adapters_in_cpu_cache=state.residency_seen.get("cpu_cache", 0),
+            adapters_in_slots=state.residency_seen.get(Residency.GPU_SLOT, 0),
+            adapters_in_cpu_cache=state.residency_seen.get(Residency.CPU_CACHE, 0),
             adapters_running=f.adapters_running,
         )
 

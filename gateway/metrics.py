@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client import (
@@ -46,17 +47,36 @@ ENDPOINTS = (
     "embeddings",
     "other",
 )
-REJECTION_REASONS = (
-    "auth",
-    "rate_limit",
-    "overload",
-    "validation",
-    "not_found",
-    "budget",
-    "admin_key",
-)
-QUEUE_REFUSAL_REASONS = ("queue_full", "queue_wait", "shutting_down")
-"""Why the fair queue in front of the engine (or a drain) refused a request with a 503."""
+
+
+class Rejection(StrEnum):
+    """Why a request was refused: the ``reason`` label of ``loragate_rejections_total``
+    (the values are the wire contract: dashboards and alerts match them)."""
+
+    AUTH = "auth"
+    RATE_LIMIT = "rate_limit"
+    OVERLOAD = "overload"
+    VALIDATION = "validation"
+    NOT_FOUND = "not_found"
+    BUDGET = "budget"
+    ADMIN_KEY = "admin_key"
+
+
+class QueueRefusal(StrEnum):
+    """Why the fair queue in front of the engine (or a drain) refused a request with a
+    503: the ``reason`` label of ``loragate_fair_queue_refusals_total``."""
+
+    QUEUE_FULL = "queue_full"
+    QUEUE_WAIT = "queue_wait"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class ResidencyTier(StrEnum):
+    """The ``tier`` label of ``loragate_adapters_resident``: where the engine holds an
+    adapter (``gateway.adapter_runtime.residency.Residency`` names the same values)."""
+
+    GPU_SLOT = "gpu_slot"
+    CPU_CACHE = "cpu_cache"
 
 
 @dataclass(frozen=True)
@@ -174,7 +194,7 @@ class GatewayMetrics:
         self.rejections = Counter(
             "loragate_rejections", "Requests refused, by reason.", ["reason"], registry=r
         )
-        for reason in REJECTION_REASONS:
+        for reason in Rejection:
             self.rejections.labels(reason)
         self.ttft = Histogram(
             "loragate_time_to_first_token_seconds",
@@ -231,8 +251,8 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
-        for reason in QUEUE_REFUSAL_REASONS:
-            self.fair_queue_refusals.labels(reason)
+        for refusal in QueueRefusal:
+            self.fair_queue_refusals.labels(refusal)
         self.embedding_batch_inputs = Histogram(
             "loragate_embedding_batch_inputs",
             "Inputs per embedder call of /v1/embeddings (concurrent requests combined).",
@@ -340,8 +360,8 @@ class GatewayMetrics:
         if self.enabled:
             self.child(self.fair_queue_wait, self.labels.tenant(tenant)).observe(seconds)
 
-    def fair_queue_refused(self, reason: str) -> None:
-        if self.enabled and reason in QUEUE_REFUSAL_REASONS:
+    def fair_queue_refused(self, reason: QueueRefusal) -> None:
+        if self.enabled:
             self.fair_queue_refusals.labels(reason).inc()
 
     def embedding_batch(self, inputs: int, seconds: float) -> None:
@@ -349,9 +369,9 @@ class GatewayMetrics:
             self.embedding_batch_inputs.observe(inputs)
             self.embedding_batch_seconds.observe(seconds)
 
-    def rejected(self, reason: str) -> None:
+    def rejected(self, reason: Rejection) -> None:
         if self.enabled:
-            self.rejections.labels(reason if reason in REJECTION_REASONS else "validation").inc()
+            self.rejections.labels(reason).inc()
 
 
 class _FirstOfEachName(Collector):
@@ -406,8 +426,8 @@ class _EngineCollector(Collector):
         resident = GaugeMetricFamily(
             "loragate_adapters_resident", "Adapters resident, by tier.", labels=["tier"]
         )
-        resident.add_metric(["gpu_slot"], snap.adapters_in_slots)
-        resident.add_metric(["cpu_cache"], snap.adapters_in_cpu_cache)
+        resident.add_metric([ResidencyTier.GPU_SLOT], snap.adapters_in_slots)
+        resident.add_metric([ResidencyTier.CPU_CACHE], snap.adapters_in_cpu_cache)
         yield resident
         yield GaugeMetricFamily(
             "loragate_engine_adapters_running",

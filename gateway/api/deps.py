@@ -14,6 +14,7 @@ from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.api.generation_route import current_state
 from gateway.engine.interface import Generator
 from gateway.errors import GatewayError
+from gateway.metrics import Rejection
 from gateway.model_catalog import ModelCatalog
 from gateway.pipeline.pipeline import GenerationPipeline
 from gateway.rag.embeddings import EmbeddingService
@@ -84,7 +85,7 @@ def check_admin(state: GatewayState, request: Request, authorization: str | None
     try:
         state.admin_guard.check(authorization, request.client.host if request.client else None)
     except GatewayError:
-        state.metrics.rejected("admin_key")
+        state.metrics.rejected(Rejection.ADMIN_KEY)
         raise
 
 

@@ -52,9 +52,10 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from gateway.errors import GatewayError, OverloadedError
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, QueueRefusal
 from gateway.pipeline.disconnect import cancel_on_disconnect
 from gateway.pipeline.slot_shares import ACTIVE_SECONDS, ShareCap, SlotShares
 from gateway.pipeline.stall_cuts import StalledHold, StalledHolds
@@ -66,6 +67,10 @@ Abandoned = Callable[[], Awaitable[None]]
 SERVICE_EWMA = 0.2
 """Weight of the newest slot hold time in the service-time estimate."""
 MAX_RETRY_AFTER = 60
+PushOut = Literal["push_out"]
+PUSH_OUT: PushOut = "push_out"
+"""``_verdict``'s answer when the queue is full but another tenant is over its share of
+it: no refusal; that tenant's newest waiter is pushed out to make room."""
 WAKE_SLACK = 0.001
 """Past a reserve's lapse, so the re-dispatch finds it lapsed."""
 
@@ -144,10 +149,10 @@ class FairQueue:
         ):
             return
         if self._closed is not None:
-            raise self._refused("shutting_down")
+            raise self._refused(QueueRefusal.SHUTTING_DOWN)
         start = max(self._virtual, state.finish if state else 0.0)
         reason = self._verdict(state, weight, 1, start)
-        if reason is not None and reason != "push_out":
+        if isinstance(reason, QueueRefusal):
             raise self._refused(reason)
 
     def stalled(self, tenant: str, cost: int, cut: Callable[[], None]) -> Callable[[], None]:
@@ -171,7 +176,7 @@ class FairQueue:
         self._closed = refusal
         for waiter in self._line.waiters(iter(list(self._tenants.values()))):
             self._remove(waiter)
-            self._turn_away(waiter, "shutting_down")
+            self._turn_away(waiter, QueueRefusal.SHUTTING_DOWN)
 
     @asynccontextmanager
     async def slot(
@@ -203,20 +208,23 @@ class FairQueue:
             state.peak = max(state.peak, state.held)
             self.in_use += cost
             return state, 0.0
-        reason = "shutting_down" if self._closed is not None else None
-        reason = reason or self._verdict(state, weight, cost, start)
+        reason: QueueRefusal | PushOut | None = (
+            QueueRefusal.SHUTTING_DOWN
+            if self._closed is not None
+            else self._verdict(state, weight, cost, start)
+        )
         waiter = self._line.add(state, cost, start)
         self._dispatch()  # it may start at once (a slot kept free for it)
         if waiter.granted:
             return state, 0.0
-        if reason == "push_out":
+        if reason == PUSH_OUT:
             victim = self._most_over_share(state, 0.0)  # (it waits now: counted)
             if victim is not None:
                 self._push_out(victim)
                 reason = None
             else:
-                reason = "queue_full"
-        if reason is not None:
+                reason = QueueRefusal.QUEUE_FULL
+        if isinstance(reason, QueueRefusal):
             self._leave(waiter)
             raise self._refused(reason)
         work = waiter.future if gone is None else cancel_on_disconnect(waiter.future, gone)
@@ -226,7 +234,7 @@ class FairQueue:
         except TimeoutError:
             if not waiter.granted:  # (granted just as the time ran out: keep the slot)
                 self._leave(waiter)
-                raise self._refused("queue_wait") from None
+                raise self._refused(QueueRefusal.QUEUE_WAIT) from None
         except BaseException:
             if waiter.granted:  # granted, then cancelled before it ran: give the slot back
                 self._release(state, cost)
@@ -247,20 +255,20 @@ class FairQueue:
 
     def _verdict(
         self, state: TenantState | None, weight: float, cost: int, start: float
-    ) -> str | None:
+    ) -> QueueRefusal | PushOut | None:
         """Why a request arriving now is refused (``queue_full``, ``queue_wait``),
         ``push_out`` (the queue is full, but another tenant is over its share), or None."""
         if self.max_depth <= 0:
-            return "queue_full"
+            return QueueRefusal.QUEUE_FULL
         wait = self.estimated_wait(self._cost_ahead(start) + cost)
         if wait is not None and wait > self.max_wait:
-            return "queue_wait"
+            return QueueRefusal.QUEUE_WAIT
         extra = 0.0 if state is not None and state.count else weight
         if state is not None and state.count >= self._depth_share(weight, extra):
-            return "queue_full"
+            return QueueRefusal.QUEUE_FULL
         if self._line.depth >= self.max_depth:
             over = self._most_over_share(state, extra)
-            return "queue_full" if over is None else "push_out"
+            return QueueRefusal.QUEUE_FULL if over is None else PUSH_OUT
         return None
 
     def _cost_ahead(self, start: float) -> int:
@@ -294,19 +302,23 @@ class FairQueue:
     def _push_out(self, victim: TenantState) -> None:
         waiter = victim.waiting[-1]
         self._leave(waiter)
-        self._turn_away(waiter, "queue_full")
+        self._turn_away(waiter, QueueRefusal.QUEUE_FULL)
 
-    def _turn_away(self, waiter: Waiter, reason: str) -> None:
+    def _turn_away(self, waiter: Waiter, reason: QueueRefusal) -> None:
         waiter.refusal = self._refused(reason)
         if not waiter.future.done():
             waiter.future.set_result(None)
 
-    def _refused(self, reason: str) -> GatewayError:
+    def _refused(self, reason: QueueRefusal) -> GatewayError:
         """The 503 for ``reason`` (counted once here)."""
         self._metrics.fair_queue_refused(reason)
-        if reason == "shutting_down" and self._closed is not None:
+        if reason == QueueRefusal.SHUTTING_DOWN and self._closed is not None:
             return self._closed()
-        what = "the queue is full" if reason == "queue_full" else "the wait would be too long"
+        what = (
+            "the queue is full"
+            if reason == QueueRefusal.QUEUE_FULL
+            else "the wait would be too long"
+        )
         return OverloadedError(
             f"The server is overloaded ({what}). Retry shortly.",
             headers={"Retry-After": self.retry_after()},

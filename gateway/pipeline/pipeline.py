@@ -25,6 +25,7 @@ from typing import cast
 
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
 from gateway.errors import ContextLengthError, InvalidRequestError
+from gateway.metrics import QueueRefusal
 from gateway.model_catalog import FetchNeeded, ModelCatalog
 from gateway.model_io.generation_params import build_generation_params
 from gateway.model_io.prompt_renderer import PromptRenderer
@@ -118,7 +119,7 @@ class GenerationPipeline:
         self, caller: Caller, endpoint: Endpoint, gone: Abandoned | None
     ) -> AsyncGenerator[Prepared | Output, None]:
         if self.drain.draining:
-            self._gatekeeper.metrics.fair_queue_refused("shutting_down")
+            self._gatekeeper.metrics.fair_queue_refused(QueueRefusal.SHUTTING_DOWN)
             raise self.drain.refusal()
         endpoint.check(self.limits)
         if endpoint.n > self.limits.max_n:  # before it can inflate the token reservation

@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.errors import RateLimitError
-from gateway.metrics import GatewayMetrics, Series
+from gateway.metrics import GatewayMetrics, Rejection, Series
 from gateway.model_catalog import FetchNeeded, ServedModel
 from gateway.request_context import current_labels
 from gateway.settings.tenancy import KeyConfig, TenancyConfig
@@ -110,7 +110,7 @@ class Ticket:
         if delta > 0 and self.limits:
             wait = await store.reserve_more(self.limits, delta)
             if wait > 0:
-                self._gatekeeper.metrics.rejected("rate_limit")
+                self._gatekeeper.metrics.rejected(Rejection.RATE_LIMIT)
                 raise _rate_limited(wait)
         elif delta < 0 and self.limits:
             await store.charge_tokens(self.limits, delta)
@@ -126,7 +126,7 @@ class Ticket:
         delta = amount - self.budget_reserved
         refused = await self._gatekeeper.budgets.reserve(self.draws, delta, self.holder)
         if refused is not None:
-            self._gatekeeper.metrics.rejected("budget")
+            self._gatekeeper.metrics.rejected(Rejection.BUDGET)
             raise budget_refusal(refused)
         self.budget_reserved = amount
 
@@ -300,7 +300,7 @@ class Gatekeeper:
         try:
             caller = self.directory.authenticate(authorization)
         except Exception:
-            self.metrics.rejected("auth")
+            self.metrics.rejected(Rejection.AUTH)
             raise
         current_labels().tenant = caller.tenant
         return caller
@@ -321,15 +321,15 @@ class Gatekeeper:
         if draws:  # a spent budget: refused before it takes anything
             refused = await self.budgets.check(draws)
             if refused is not None:
-                self.metrics.rejected("budget")
+                self.metrics.rejected(Rejection.BUDGET)
                 raise budget_refusal(refused)
         cap = tenant.max_in_flight if tenant else None
         entry = await self.limit_store.enter(caller.label, cap, limits, reserve_tokens)
         if entry.slot is None and entry.wait > 0:
-            self.metrics.rejected("rate_limit")
+            self.metrics.rejected(Rejection.RATE_LIMIT)
             raise _rate_limited(entry.wait)
         if entry.slot is None:
-            self.metrics.rejected("overload")
+            self.metrics.rejected(Rejection.OVERLOAD)
             raise RateLimitError(
                 "Too many concurrent requests for your tenant. Retry shortly.",
                 code="too_many_concurrent_requests",
@@ -352,7 +352,7 @@ class Gatekeeper:
         limits = _directory_of(caller, self.directory).limits(caller)
         wait = await self.limit_store.admit(limits, 0) if limits else 0.0
         if wait > 0:
-            self.metrics.rejected("rate_limit")
+            self.metrics.rejected(Rejection.RATE_LIMIT)
             raise _rate_limited(wait)
 
     def route(
@@ -371,7 +371,7 @@ class Gatekeeper:
         except FetchNeeded:
             raise  # not a refusal yet: the caller fetches and routes again
         except Exception:
-            self.metrics.rejected("not_found")
+            self.metrics.rejected(Rejection.NOT_FOUND)
             raise
         ticket.route = route
         # The tenant label stays the one fixed at admission.
