@@ -30,7 +30,6 @@ from retrieval.ingest import (
     embed_chunks,
     expand_paths,
     prepare_inputs,
-    read_source,
 )
 from retrieval.pdf_text import PdfLimits
 from retrieval.records import (
@@ -226,28 +225,6 @@ class CollectionStore:
                 )
             empty = np.zeros((0, base.dimension), dtype=np.float32)
             self._commit(collection, directory, base.updated({document_id}, [], [], empty))
-
-    def ingest_file(
-        self,
-        collection: str,
-        path: str | os.PathLike[str],
-        *,
-        source: str | None = None,
-        title: str | None = None,
-        document_id: str | None = None,
-        media_type: str | None = None,
-    ) -> IngestResult:
-        """Ingest one local path or fsspec URL. ``source`` (shown in citations and
-        identifying the document) defaults to the resolved path or the URL."""
-        document = read_source(
-            path,
-            max_bytes=self.config.max_file_bytes,
-            source=source,
-            title=title,
-            document_id=document_id,
-            media_type=media_type,
-        )
-        return self.ingest(collection, [document])[0]
 
     def ingest_bytes(
         self,

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.remote.placement import ranking
+from gateway.engine.remote.replicas import Replica
 from loadtests.replica_process import ReplicaProcess
 from tests.support.engine_fixtures import LiveGateway
 
@@ -83,10 +84,10 @@ def test_adapter_requests_land_on_their_home_replica(
 ) -> None:
     engine = remote_engine(remote_gateway)
     name = engine_name(remote_gateway, "r1")
-    before = {v.url: v.requests for v in engine.replica_residency()}
+    before = {url: r.requests for url, r in engine.pool.replicas.items()}
     for _ in range(4):
         completion(remote_gateway.base_url, "r1", PROMPT, max_tokens=2)
-    views = {v.url: v for v in engine.replica_residency()}
+    views = engine.pool.replicas
     target = home(remote_gateway, replicas, "r1").url
     assert {u: v.requests - before[u] for u, v in views.items()} == {
         r.url: 4 if r.url == target else 0 for r in replicas
@@ -108,7 +109,7 @@ def test_killed_replica_is_ejected_and_rejoins_with_adapters_reloaded(
     engine = remote_engine(remote_gateway)
     victim = home(remote_gateway, replicas, "r1")
     completion(remote_gateway.base_url, "r1", PROMPT, max_tokens=2)
-    loads_before = {v.url: v.loads for v in engine.replica_residency()}[victim.url]
+    loads_before = _view(engine, victim.url).loads
     victim.kill()
     victim.start()  # boots while the checks below run (its port opens once it is ready)
     # Not one request is lost: those for the dead replica are retried on the other.
@@ -122,8 +123,8 @@ def test_killed_replica_is_ejected_and_rejoins_with_adapters_reloaded(
     assert engine_name(remote_gateway, "r1") in _replica_models(victim)
 
 
-def _view(engine: RemoteEngine, url: str):  # type: ignore[no-untyped-def]
-    return next(v for v in engine.replica_residency() if v.url == url)
+def _view(engine: RemoteEngine, url: str) -> Replica:
+    return engine.pool.replicas[url]
 
 
 def _wait(condition, what: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

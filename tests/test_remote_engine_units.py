@@ -380,9 +380,7 @@ async def test_load_pin_unload_and_residency(engine: RemoteEngine, fakes: list[F
     assert await engine.load(lora) is False
     assert home.load_calls == ["pirate@v1"]
     assert await engine.pin(lora) is True
-    views = {v.url: v for v in engine.replica_residency()}
-    assert views[home.url].adapters == ("pirate@v1",)
-    assert views[home.url].pinned == ("pirate@v1",)
+    assert list(engine.pool.replicas[home.url].adapters) == ["pirate@v1"]
     # A pinned adapter is loaded again as soon as a probe sees its replica restarted.
     home.restart()
     await engine.pool.refresh()
@@ -390,7 +388,6 @@ async def test_load_pin_unload_and_residency(engine: RemoteEngine, fakes: list[F
     assert await engine.unload(lora) is True
     assert home.unload_calls == ["pirate@v1"] and "pirate@v1" not in home.adapters
     assert (await engine.residency()).loaded == frozenset()
-    assert engine.capabilities == {"pin"}
 
 
 async def test_name_already_on_the_replica_is_adopted_not_reloaded(

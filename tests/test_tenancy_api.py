@@ -16,6 +16,7 @@ import yaml
 
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.settings.keys import generate_key, parse_key
+from gateway.tenancy.limit_store import MemoryLimitStore
 from gateway.tenancy.rate_limit import RateLimiter
 from tests.conftest import FakeKit
 from tests.support.sse import parse_sse
@@ -138,7 +139,7 @@ async def test_policy_caps_are_enforced(gw: Tenanted) -> None:
 
 async def test_rate_limit_boundary_retry_after_and_refill(gw: Tenanted) -> None:
     now = [0.0]
-    gw.state.gatekeeper.rate_limiter = RateLimiter(clock=lambda: now[0])
+    gw.state.gatekeeper.limit_store = MemoryLimitStore(RateLimiter(clock=lambda: now[0]))
     for _ in range(3):
         assert (await gw.chat("acme", model="pirate", max_tokens=1)).status_code == 200
     r = await gw.chat("acme", model="pirate", max_tokens=1)

@@ -35,7 +35,6 @@ class TrackedEngine:
         self.tracker = tracker
         self._on_adapter_load = on_adapter_load
         self.max_model_len = engine.max_model_len
-        self.capabilities = engine.capabilities
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         adapter = request.adapter

@@ -160,11 +160,9 @@ class AdapterHost(Protocol):
     ``load`` makes an adapter resident ahead of its first request (engines also load
     on demand) and raises ``AdapterLoadRefused`` when the weights are at fault (any
     other exception is the engine's own failure); ``unload`` forgets it; ``pin`` keeps it
-    resident. Each returns whether the engine did it. ``capabilities`` names the optional
-    ones this host offers (``"pin"``, ``"slots"``); callers check before relying on them.
+    resident. Each returns whether the engine did it. ``residency`` says which adapters are
+    loaded and, where the engine can tell, which sit in its batch slots.
     """
-
-    capabilities: frozenset[str]
 
     async def load(self, adapter: AdapterRef) -> bool: ...
 

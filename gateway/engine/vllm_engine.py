@@ -71,8 +71,6 @@ def engine_args(model: ModelSettings, engine: VLLMEngineSettings) -> Any:
 class VLLMEngine:
     """Owns one ``AsyncLLM``. Safe to call from one event loop (the server's)."""
 
-    capabilities = frozenset({"pin", "slots"})
-
     def __init__(self, llm: Any, max_model_len: int, figures: _FiguresBox | None = None) -> None:
         self._llm = llm
         self.max_model_len = max_model_len

@@ -49,7 +49,7 @@ from gateway.tenancy.budget import (
 from gateway.tenancy.directory import Caller, Route, SourcedResolve, TenantDirectory
 from gateway.tenancy.limit_store import InFlightSlot, LimitStore, MemoryLimitStore
 from gateway.tenancy.managed import KeyUses, ManagedTenancy
-from gateway.tenancy.rate_limit import Limit, RateLimiter
+from gateway.tenancy.rate_limit import Limit
 from gateway.tenancy.usage import UsageStore
 
 
@@ -232,20 +232,6 @@ class Gatekeeper:
         self.holders = itertools.count()  # names each request's budget reservation
         self._key_index: tuple[TenantDirectory, dict[str, KeyConfig]] | None = None
         self._label_tenants()
-
-    @property
-    def rate_limiter(self) -> RateLimiter:
-        """The in-memory store's buckets (tests swap in a limiter with a fake clock)."""
-        return self._memory_store().rate_limiter
-
-    @rate_limiter.setter
-    def rate_limiter(self, limiter: RateLimiter) -> None:
-        self._memory_store().rate_limiter = limiter
-
-    def _memory_store(self) -> MemoryLimitStore:
-        if not isinstance(self.limit_store, MemoryLimitStore):
-            raise TypeError("the limits live in a shared store, not in this process")
-        return self.limit_store
 
     def _key_of(self, caller: Caller, directory: TenantDirectory) -> KeyConfig | None:
         """The caller's key as the directory's tenancy names it (its budget), from an

@@ -41,7 +41,6 @@ class FakeEngine:
         self.loaded: set[int] = set()
         self.slots: frozenset[int] | None = None
         self.cached_tokens = 0
-        self.capabilities = frozenset({"pin", "slots"})
 
     def words(self, request: GenerationRequest, index: int) -> list[str]:
         tag = request.adapter.name if request.adapter else "base"

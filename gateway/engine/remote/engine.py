@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
 
 from gateway.engine.interface import (
     AdapterLoadRefused,
@@ -37,23 +36,6 @@ EVENT_BYTES_PER_PROMPT_TOKEN = 12
 token ids there); the event cap is 1 MiB plus this per prompt token."""
 
 
-@dataclass(frozen=True)
-class ReplicaResidency:
-    """One replica's view for ``/admin/adapters``: ``adapters`` are the names registered
-    there (least recently used first); ``cached`` the most recent ones, which vLLM's
-    ``max_cpu_loras`` cache keeps in memory."""
-
-    url: str
-    healthy: bool
-    in_flight: int
-    requests: int
-    adapters: tuple[str, ...]
-    cached: tuple[str, ...]
-    pinned: tuple[str, ...]
-    loads: int
-    last_error: str | None
-
-
 class RemoteEngine:
     """Sends each generation to one replica (adapter affinity, see ``placement``).
 
@@ -64,8 +46,6 @@ class RemoteEngine:
     event loop (the server's); the health monitor is a task on it.
     """
 
-    capabilities = frozenset({"pin"})
-
     def __init__(
         self,
         pool: ReplicaPool,
@@ -73,13 +53,11 @@ class RemoteEngine:
         base_model: str,
         max_model_len: int,
         placement: Placement,
-        cache_capacity: int,
     ) -> None:
         self.pool = pool
         self.base_model = base_model
         self.max_model_len = max_model_len
         self.placement = placement
-        self.cache_capacity = cache_capacity
         self._pinned: dict[str, AdapterRef] = {}
         self._retired: set[str] = set()
         self._monitor: asyncio.Task[None] | None = None
@@ -245,26 +223,6 @@ class RemoteEngine:
         }
         loaded = frozenset().union(*by_replica.values()) if by_replica else frozenset()
         return AdapterResidency(loaded=loaded, slots=None, replicas=by_replica)
-
-    def replica_residency(self) -> list[ReplicaResidency]:
-        views = []
-        for url in sorted(self.pool.replicas):
-            r = self.pool.replicas[url]
-            names = tuple(r.adapters)
-            views.append(
-                ReplicaResidency(
-                    url=url,
-                    healthy=r.healthy,
-                    in_flight=r.in_flight,
-                    requests=r.requests,
-                    adapters=names,
-                    cached=names[-self.cache_capacity :],
-                    pinned=tuple(n for n in self._pinned if n in r.adapters),
-                    loads=r.loads,
-                    last_error=r.last_error,
-                )
-            )
-        return views
 
     # -------------------------------------------------------------------- health
 

@@ -104,7 +104,6 @@ def build_remote_engine(
         base_model=name,
         max_model_len=length,
         placement=placement_for(settings),
-        cache_capacity=settings.max_cpu_loras or settings.max_loras,
     )
 
 
