@@ -172,7 +172,7 @@ def layer_runner(mode: str, c: dict[str, Any], shipped: ModuleType) -> Callable[
 
     from gateway.engine import cpu_lora_linear, cpu_lora_ops
 
-    class Wrapper(punica_cpu.PunicaWrapperCPU):  # type: ignore[misc]
+    class Wrapper(punica_cpu.PunicaWrapperCPU):
         pass
 
     for name in ("update_metadata", "add_lora_linear"):  # vLLM's own, even if patched

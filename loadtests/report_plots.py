@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
 if TYPE_CHECKING:
     from loadtests.report import StepStats
@@ -23,7 +24,7 @@ def _title(kind: str, title: str) -> str:
     return f"{kind}\n{textwrap.shorten(title, TITLE_WIDTH, placeholder=' ...')}"
 
 
-def _plot_series(axis: plt.Axes, steps: list[StepStats], series: list[Series]) -> None:
+def _plot_series(axis: Axes, steps: list[StepStats], series: list[Series]) -> None:
     for label, value, style in series:
         points = [(s.users, value(s)) for s in steps if value(s) is not None]
         if points:

@@ -267,7 +267,9 @@ def _load_model(base_dir: Path, rank: int, alpha: int, target_modules: Sequence[
     return peft_model, tokenizer
 
 
-def _batches(train_set: Sequence[EncodedChat], rng: random.Random, size: int) -> Iterator[list]:
+def _batches(
+    train_set: Sequence[EncodedChat], rng: random.Random, size: int
+) -> Iterator[list[EncodedChat]]:
     """Endless batches: each epoch is a fresh seeded permutation of the training set."""
     pending: list[EncodedChat] = []
     while True:

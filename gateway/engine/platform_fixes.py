@@ -52,7 +52,9 @@ def _row_mask(missing: Any, n_rows: int) -> Any:
     return full
 
 
-def _skip_negative_indices(op: Callable[..., None], *, adds: Callable[..., bool]) -> Callable:
+def _skip_negative_indices(
+    op: Callable[..., None], *, adds: Callable[..., bool]
+) -> Callable[..., None]:
     """Wrap a bgmv op ``op(inputs, weights, output, indices, ...)``.
 
     Rows whose index is negative keep their previous output when the op adds into

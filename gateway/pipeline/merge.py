@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from gateway.engine.interface import ChoiceOutput, GenerationOutput, GenerationRequest
+from gateway.engine.interface import (
+    ChoiceOutput,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprob,
+)
 from gateway.errors import EngineFailureError
 
 Generate = Callable[[GenerationRequest], AsyncIterator[GenerationOutput]]
@@ -54,7 +59,7 @@ class ChoiceAccumulator:
         self.n = n
         self._texts = [[""] * n for _ in range(prompts)]
         self._ids: list[list[list[int]]] = [[[] for _ in range(n)] for _ in range(prompts)]
-        self._lps: list[list[list]] = [[[] for _ in range(n)] for _ in range(prompts)]
+        self._lps: list[list[list[TokenLogprob]]] = [[[] for _ in range(n)] for _ in range(prompts)]
         self._reasons: list[list[str | None]] = [[None] * n for _ in range(prompts)]
 
     def add(self, p: int, out: GenerationOutput) -> None:

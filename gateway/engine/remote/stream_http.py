@@ -26,7 +26,7 @@ import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 
 BUFFERED_LIMIT = 1 << 20
 """Bytes of response body held before the replica is asked to wait (pause_reading)."""
