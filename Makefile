@@ -61,7 +61,7 @@ test: install
 	$(VENV)/bin/pytest
 
 test-fast: install
-	$(VENV)/bin/pytest -m "not engine and not demo"
+	$(VENV)/bin/pytest -m unit
 
 lint: install
 	$(VENV)/bin/ruff check gateway adapters retrieval loadtests tests

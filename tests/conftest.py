@@ -32,6 +32,39 @@ pytest_plugins = [
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
+TIERS = ("unit", "integration", "system")
+SYSTEM_FIXTURES = frozenset(
+    {"live_gateway", "remote_gateway", "replicas", "live_demo", "browser", "instant_replica"}
+)
+"""Fixtures that start a real engine, replica or gateway process, or a browser."""
+SYSTEM_MARKERS = ("engine", "demo")
+INTEGRATION_FIXTURES = frozenset({"pg_server", "pg_url", "redis_url", "s3_server", "replica"})
+"""Fixtures that start a Redis, PostgreSQL, S3 or other server in a subprocess."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """``unit``, ``integration`` or ``system``: a tier marker the test or its module sets
+    (``pytestmark``) wins; else the heaviest of the fixtures it uses (directly or through
+    other fixtures) and the ``engine``/``demo`` markers decides."""
+    for tier in TIERS:
+        if item.get_closest_marker(tier) is not None:
+            return tier
+    names = set(getattr(item, "fixturenames", ()))
+    if names & SYSTEM_FIXTURES or any(item.get_closest_marker(m) for m in SYSTEM_MARKERS):
+        return "system"
+    if names & INTEGRATION_FIXTURES:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test ``unit``, ``integration`` or ``system`` (``make test-fast`` runs
+    ``-m unit``)."""
+    for item in items:
+        tier = tier_of(item)
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+
 
 @pytest.fixture(scope="session")
 def tokenizer_dir() -> Path:
