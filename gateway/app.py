@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from gateway.adapter_runtime.residency import Residency
 from gateway.adapter_runtime.startup import prepare_adapters
+from gateway.adapter_runtime.traffic_split import adapter_labels
 from gateway.admin import collection_routes, tenant_routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.upload_limit import BodySizeLimitWithUploads
@@ -267,7 +268,7 @@ def label_models(state: GatewayState) -> None:
     adapters = {e.name for e in state.registry.entries() if source_owner(e) is None}
     state.metrics.labels.update(
         models={state.catalog.base_id, state.embeddings.model_id, *adapters, *aliases},
-        adapters=adapters,
+        adapters=adapter_labels(state.registry),  # names, and name@version in splits
     )
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from adapters.manifest import AdapterEntry, AdapterStatus
+from adapters.traffic_split import TrafficSplit
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.on_demand_report import OnDemandReport
 from gateway.adapter_runtime.residency import Residency, residency_of
@@ -41,6 +42,15 @@ class RegisterAdapterRequest(AdminRequest):
 
 class ActivateRequest(AdminRequest):
     version: str
+
+
+class SplitRequest(AdminRequest):
+    """``PUT /admin/adapters/{name}/split``: the traffic split between versions."""
+
+    weights: dict[str, int] = Field(
+        description="version -> integer weight (percent); 2 or more versions, sum 100. "
+        "Each caller (the request's `user`, else its API key) sticks to one version."
+    )
 
 
 class VersionRequest(AdminRequest):
@@ -104,6 +114,11 @@ class AdapterInfo(BaseModel):
     active_version: str | None
     requests_total: int
     versions: list[AdapterVersionInfo]
+    split: dict[str, int] | None = Field(
+        default=None,
+        description="The traffic split (version -> percent) requests for `name` follow; "
+        "null: the active version serves them all.",
+    )
 
     @classmethod
     def build(
@@ -112,6 +127,7 @@ class AdapterInfo(BaseModel):
         entries: list[AdapterEntry],
         stats: AdapterResidency,
         tracker: InFlightTracker,
+        split: TrafficSplit | None = None,
     ) -> AdapterInfo:
         versions = [AdapterVersionInfo.build(e, stats, tracker) for e in entries]
         active = next((v.version for v in versions if v.status is AdapterStatus.ACTIVE), None)
@@ -120,6 +136,7 @@ class AdapterInfo(BaseModel):
             active_version=active,
             requests_total=sum(v.requests_total for v in versions),
             versions=versions,
+            split=dict(split.weights) if split is not None else None,
         )
 
 

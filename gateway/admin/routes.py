@@ -1,4 +1,5 @@
-"""``/admin/adapters``: register, list, show, activate, retire, pin, unpin, pre-warm.
+"""``/admin/adapters``: register, list, show, activate, retire, pin, unpin, pre-warm,
+and traffic splits between versions (``PUT``/``DELETE /admin/adapters/{name}/split``).
 
 Every route needs the admin key (router dependency, checked before any body is read).
 Registration takes JSON (``path`` or ``uri``) or a multipart upload (``file``: a
@@ -9,13 +10,16 @@ from the app-wide body limit and applies its own: the JSON limit for JSON, and
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
 from starlette.datastructures import UploadFile
 
 from adapters.errors import AdapterNotFoundError
 from adapters.limits import MiB
 from adapters.manifest import AdapterEntry
 from adapters.sources import AdapterSource, ArchiveSource, FsspecSource, LocalDirectorySource
+from gateway.adapter_runtime import traffic_split
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.admin.protocol import (
     ActivateRequest,
@@ -25,6 +29,7 @@ from gateway.admin.protocol import (
     AdminRequest,
     RegisterAdapterRequest,
     RetireResponse,
+    SplitRequest,
     VersionRequest,
 )
 from gateway.admin.request_body import declared_length, read_json_body
@@ -32,6 +37,7 @@ from gateway.api.deps import LifecycleDep, SettingsDep, StateDep, require_admin
 from gateway.api.json_body import validated
 from gateway.errors import InvalidRequestError
 from gateway.settings import Settings
+from gateway.tenancy.tenant_admin import actor_of
 
 REGISTER_PATH = "/admin/adapters"
 router = APIRouter(prefix=REGISTER_PATH, tags=["admin"], dependencies=[Depends(require_admin)])
@@ -60,7 +66,13 @@ async def _info(lifecycle: AdapterLifecycle, name: str) -> AdapterInfo:
     entries = lifecycle.registry.entries(name)
     if not entries:
         raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
-    return AdapterInfo.build(name, entries, await lifecycle.residency(), lifecycle.tracker)
+    return AdapterInfo.build(
+        name,
+        entries,
+        await lifecycle.residency(),
+        lifecycle.tracker,
+        lifecycle.registry.split(name),
+    )
 
 
 async def _register_upload(
@@ -110,7 +122,13 @@ async def list_adapters(lifecycle: LifecycleDep, state: StateDep) -> AdapterList
     names = sorted({e.name for e in lifecycle.registry.entries()})
     return AdapterList(
         data=[
-            AdapterInfo.build(n, lifecycle.registry.entries(n), stats, lifecycle.tracker)
+            AdapterInfo.build(
+                n,
+                lifecycle.registry.entries(n),
+                stats,
+                lifecycle.tracker,
+                lifecycle.registry.split(n),
+            )
             for n in names
         ],
         slots_known=stats.slots is not None,
@@ -160,4 +178,34 @@ async def prewarm_adapter(
     name: str, lifecycle: LifecycleDep, body: VersionRequest | None = None
 ) -> AdapterInfo:
     await lifecycle.prewarm(name, body.version if body else None)
+    return await _info(lifecycle, name)
+
+
+@router.put("/{name}/split")
+async def set_split(
+    name: str,
+    body: SplitRequest,
+    lifecycle: LifecycleDep,
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> AdapterInfo:
+    """Split the traffic for ``name`` between its versions; replaces any split it had."""
+    split = await traffic_split.set_split(lifecycle.registry, state.metrics, name, body.weights)
+    await state.tenant_admin.record(
+        actor_of(authorization), "adapter.split", name, {"weights": split.weights}
+    )
+    return await _info(lifecycle, name)
+
+
+@router.delete("/{name}/split")
+async def clear_split(
+    name: str,
+    lifecycle: LifecycleDep,
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> AdapterInfo:
+    """End the split: the active version serves every request for ``name`` again."""
+    old = await traffic_split.clear_split(lifecycle.registry, state.metrics, name)
+    detail = {"weights": old.weights if old is not None else None}
+    await state.tenant_admin.record(actor_of(authorization), "adapter.split.clear", name, detail)
     return await _info(lifecycle, name)

@@ -94,6 +94,20 @@ def add_adapters_parser(sub: Any) -> None:
     activate = cmds.add_parser("activate", parents=[common], help="serve a version for NAME")
     activate.add_argument("name", help="adapter name")
     activate.add_argument("version", help="the version to serve as NAME")
+    split = cmds.add_parser(
+        "split",
+        parents=[common],
+        help="split NAME's traffic between versions (sticky per user or key)",
+    )
+    split.add_argument("name", help="adapter name")
+    split.add_argument(
+        "weights",
+        nargs="*",
+        type=_weight_pair,
+        metavar="VERSION=WEIGHT",
+        help="integer weights summing to 100, e.g. v3=90 v4=10",
+    )
+    split.add_argument("--clear", action="store_true", help="end the split")
     for name, text in (
         ("retire", "stop serving (one version, or all); unloaded after its last request"),
         ("pin", "keep a version loaded in the engine"),
@@ -172,8 +186,28 @@ async def _call(client: AdminClient, args: argparse.Namespace) -> Any:
         return await client.activate(args.name, args.version)
     if command == "retire":
         return await client.retire(args.name, args.version)
+    if command == "split":
+        return await _split(client, args)
     method = {"pin": client.pin, "unpin": client.unpin, "prewarm": client.prewarm}[command]
     return await method(args.name, args.version)
+
+
+def _weight_pair(text: str) -> tuple[str, int]:
+    version, sep, weight = text.partition("=")
+    if not sep or not version or not weight.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not VERSION=WEIGHT (e.g. v3=90)")
+    return version, int(weight)
+
+
+async def _split(client: AdminClient, args: argparse.Namespace) -> Any:
+    if args.clear == bool(args.weights):
+        raise AdminAPIError(0, "give either VERSION=WEIGHT pairs or --clear")
+    if args.clear:
+        return await client.clear_split(args.name)
+    weights = dict(args.weights)
+    if len(weights) != len(args.weights):
+        raise AdminAPIError(0, "each version may be named once")
+    return await client.split(args.name, weights)
 
 
 async def register(client: AdminClient, name: str, args: argparse.Namespace) -> Any:

@@ -156,3 +156,9 @@ class AdminClient:
 
     async def prewarm(self, name: str, version: str | None = None) -> Any:
         return await self._versioned("prewarm", name, version)
+
+    async def split(self, name: str, weights: dict[str, int]) -> Any:
+        return await self._call("PUT", f"/{name}/split", json={"weights": weights})
+
+    async def clear_split(self, name: str) -> Any:
+        return await self._call("DELETE", f"/{name}/split")

@@ -51,6 +51,7 @@ class ChatEndpoint:
     def __init__(self, request: ChatCompletionRequest) -> None:
         self.request = request
         self.model = request.model
+        self.user = request.user
         self.stream = bool(request.stream)
         self.max_tokens = request.max_completion_tokens or request.max_tokens
         self.n = request.n or 1

@@ -39,6 +39,7 @@ class CompletionEndpoint:
     def __init__(self, request: CompletionRequest) -> None:
         self.request = request
         self.model = request.model
+        self.user = request.user
         self.stream = bool(request.stream)
         self.max_tokens = request.max_tokens
         self.n = request.n or 1

@@ -85,6 +85,8 @@ class Endpoint(Protocol):
     """``chat`` or ``completions``."""
     id_prefix: str
     model: str | None
+    user: str | None
+    """The caller's end-user id, if sent: the sticky key of an adapter's traffic split."""
     stream: bool
     max_tokens: int | None
     """The completion budget the client asked for (None: the policy's or the context's)."""

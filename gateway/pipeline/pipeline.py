@@ -21,6 +21,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import cast
 
 from gateway.engine.interface import GenerationOutput, GenerationRequest, Generator
@@ -160,7 +161,7 @@ class GenerationPipeline:
         self, caller: Caller, endpoint: Endpoint, ticket: Ticket, trace: Trace
     ) -> Prepared:
         self._check_prompt_chars(endpoint)  # after admission: a 429 comes first
-        route = await self._route(ticket, endpoint.model)
+        route = await self._route(ticket, endpoint.model, endpoint.user)
         endpoint.check_route(route)
         bounded = route.policy.bound_sampling(endpoint.sampling())
         hits = await self._retrieve(caller, endpoint, route, trace)
@@ -179,15 +180,19 @@ class GenerationPipeline:
                 rendered = await asyncio.to_thread(endpoint.render, work)
         return await self._prepare(endpoint, route, bounded, rendered, ticket)
 
-    async def _route(self, ticket: Ticket, model: str | None) -> Route:
+    async def _route(self, ticket: Ticket, model: str | None, user: str | None) -> Route:
         """The model for this caller; an adapter its tenant's source holds is fetched
-        and loaded first (on this request, once for all requests asking at once)."""
+        and loaded first (on this request, once for all requests asking at once). An
+        adapter with a traffic split picks its version by the sticky key: the request's
+        ``user``, else the API key's id (else the caller's tenant label)."""
         catalog = self._catalog
+        caller = ticket.caller
+        resolve = partial(catalog.resolve, caller=user or caller.key_id or caller.label)
         try:
-            return self._gatekeeper.route(ticket, model, catalog.resolve, catalog.resolve_sourced)
+            return self._gatekeeper.route(ticket, model, resolve, catalog.resolve_sourced)
         except FetchNeeded as pending:
             await catalog.fetch(pending)
-        return self._gatekeeper.route(ticket, model, catalog.resolve, catalog.resolve_sourced)
+        return self._gatekeeper.route(ticket, model, resolve, catalog.resolve_sourced)
 
     def _check_prompt_chars(self, endpoint: Endpoint) -> None:
         """Refuse, before any tokenizer spends time on it, a prompt whose characters

@@ -86,6 +86,7 @@ class ResponsesEndpoint:
         loads it, off the event loop, and answers 404 when there is none)."""
         self.request = request
         self.model = request.model
+        self.user = request.user
         self.stream = bool(request.stream)
         self.max_tokens = request.max_output_tokens
         self._owner = owner

@@ -361,9 +361,11 @@ class Gatekeeper:
             raise
         ticket.route = route
         # The tenant label stays the one fixed at admission.
-        ticket.series = Series(ticket.series.tenant, self.metrics.labels.adapter(ticket.adapter))
+        # Metrics and traces: name@version for a version chosen by a traffic split.
+        adapter_label = route.served.adapter_label
+        ticket.series = Series(ticket.series.tenant, self.metrics.labels.adapter(adapter_label))
         labels.model = route.reported_id
-        labels.adapter = ticket.adapter
+        labels.adapter = adapter_label
         return route
 
 

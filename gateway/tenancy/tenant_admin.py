@@ -361,6 +361,12 @@ class TenantAdmin:
         self.uses.revoked.add({key_id: generation})
         return outcome
 
+    async def record(
+        self, actor: str, action: str, target: str | None, detail: dict[str, Any]
+    ) -> None:
+        """Audit an admin change outside tenancy (adapters' traffic splits)."""
+        await asyncio.to_thread(self.store.record, actor, action, target, detail)
+
     async def audit(self, *, limit: int, before: int | None) -> list[AuditEntry]:
         return await asyncio.to_thread(self.store.audit, limit=limit, before=before)
 

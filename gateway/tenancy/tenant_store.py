@@ -347,6 +347,15 @@ class SqlTenantStore:
 
         return self._write(write)
 
+    def record(self, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> None:
+        """Audit an admin change that is not a tenant's (e.g. ``adapter.split``): the
+        ``tenant`` column is empty; the admin generation does not move."""
+
+        def write(conn: Any) -> None:
+            self._audit(conn, actor, action, "", target, detail, time.time())
+
+        self._write(write)
+
     def touch_keys(self, used: dict[str, float]) -> None:
         """Record when keys were last used (one batch; never moves a time back)."""
         if not used:
