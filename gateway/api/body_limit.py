@@ -29,7 +29,7 @@ class BodySizeLimit:
         )
         await render(error)(scope, receive, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["method"] in ("GET", "HEAD", "OPTIONS")
@@ -37,30 +37,19 @@ class BodySizeLimit:
         ):
             await self.app(scope, receive, send)
             return
-        declared = None
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = None
+        declared = _content_length(scope)
         if declared is not None:
             if declared > self.max_bytes:
                 await self._refuse(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away while sending
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
+        body = await self._read_body(receive)
+        if body is None:  # the client went away while sending
+            return
+        if len(body) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -71,3 +60,27 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read_body(self, receive: Receive) -> bytearray | None:
+        """The body, read until its end or until it passes the limit (one chunk past it);
+        None when the client disconnects first."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes or not message.get("more_body", False):
+                return body
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The Content-Length header's value (the last one); None if absent or not a number."""
+    declared = None
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = None
+    return declared

@@ -119,23 +119,16 @@ def add_compare_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:  # noqa: C901
+def cmd_compare(args: argparse.Namespace) -> int:
     try:
         require(COMPARE)  # the OpenAI SDK, matplotlib
     except MissingExtraError as exc:
         print(f"loragate compare: {exc}", file=sys.stderr)
         return 2
-    eval_path, variants_path = args.eval, args.variants
-    if args.demo:
-        eval_path = eval_path or demo_eval_dir() / "eval.jsonl"
-        variants_path = variants_path or demo_eval_dir() / "variants.yaml"
-    retrieval_only = args.retrieval is not None and eval_path is not None and variants_path is None
-    if eval_path is None or (variants_path is None and not retrieval_only):
-        print("loragate compare: give --eval FILE and --variants FILE (or --demo)", file=sys.stderr)
+    paths = _input_paths(args)
+    if paths is None:
         return 2
-    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
-        print("loragate compare: --concurrency and --limit must be >= 1", file=sys.stderr)
-        return 2
+    eval_path, variants_path = paths
     try:
         items = load_eval_set(eval_path)
         variants = load_variants(variants_path) if variants_path is not None else None
@@ -151,24 +144,53 @@ def cmd_compare(args: argparse.Namespace) -> int:  # noqa: C901
     results = ResultsFile(args.out / RESULTS_FILE)
     failed = 0
     if not args.report_only:
-        api_key = _api_key(args)
-        if not api_key:
-            print("loragate compare: give --api-key or set $LORAGATE_API_KEY", file=sys.stderr)
-            return 2
-        try:
-            if args.retrieval is not None:
-                failed += asyncio.run(_retrieval(args, api_key, items))
-            failed += asyncio.run(_run(args, api_key, items, variants, results))
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: {len(results.records)} answers are saved in {results.path}; "
-                "run the same command again to finish",
-                file=sys.stderr,
-            )
-            return 130
-        finally:
-            results.close()
+        failed, status = _ask(args, items, variants, results)
+        if status is not None:
+            return status
     return _report(args, items, variants, results) or (1 if failed else 0)
+
+
+def _input_paths(args: argparse.Namespace) -> tuple[Path, Path | None] | None:
+    """The eval set and the variants file (None: retrieval only); None, said on stderr,
+    when the arguments do not name them or ask for impossible counts."""
+    eval_path, variants_path = args.eval, args.variants
+    if args.demo:
+        eval_path = eval_path or demo_eval_dir() / "eval.jsonl"
+        variants_path = variants_path or demo_eval_dir() / "variants.yaml"
+    retrieval_only = args.retrieval is not None and eval_path is not None and variants_path is None
+    if eval_path is None or (variants_path is None and not retrieval_only):
+        print("loragate compare: give --eval FILE and --variants FILE (or --demo)", file=sys.stderr)
+        return None
+    if args.concurrency < 1 or (args.limit is not None and args.limit < 1):
+        print("loragate compare: --concurrency and --limit must be >= 1", file=sys.stderr)
+        return None
+    return eval_path, variants_path
+
+
+def _ask(
+    args: argparse.Namespace, items: Any, variants: Any, results: ResultsFile
+) -> tuple[int, int | None]:
+    """Send every item to every variant (and the retrieval check when asked): the number
+    of failed requests, and the exit status when the run stopped early."""
+    api_key = _api_key(args)
+    if not api_key:
+        print("loragate compare: give --api-key or set $LORAGATE_API_KEY", file=sys.stderr)
+        return 0, 2
+    failed = 0
+    try:
+        if args.retrieval is not None:
+            failed += asyncio.run(_retrieval(args, api_key, items))
+        failed += asyncio.run(_run(args, api_key, items, variants, results))
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {len(results.records)} answers are saved in {results.path}; "
+            "run the same command again to finish",
+            file=sys.stderr,
+        )
+        return failed, 130
+    finally:
+        results.close()
+    return failed, None
 
 
 async def _run(

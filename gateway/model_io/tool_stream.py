@@ -145,7 +145,7 @@ class CallArrayScanner:
         self._named = False
         self._cap_string = self._cap_escape = self._cap_started = False
 
-    def feed(self, text: str) -> list[Piece]:  # noqa: C901
+    def feed(self, text: str) -> list[Piece]:
         pieces: list[Piece] = []
         args = ""
         for ch in text:
@@ -158,47 +158,52 @@ class CallArrayScanner:
                     self._capturing = False
                     self._flush_args(args, pieces)
                     args = ""
-                continue
-            if self._in_string:
-                if self._escape:
-                    self._escape = False
-                    self._string += ch
-                elif ch == "\\":
-                    self._escape = True
-                    self._string += ch
-                elif ch == '"':
-                    self._in_string = False
-                    self._string_done(pieces)
-                else:
-                    self._string += ch
-                continue
-            if ch.isspace():
-                continue
-            if ch == '"':
-                self._in_string, self._string = True, ""
-                continue
-            if ch in "[{":
-                self._depth += 1
-                if self._depth == 2 and ch == "{":
-                    self._index += 1
-                    self._named = False
-                    self._pending_args = ""
-                    self._key = None
-            elif ch in "]}":
-                self._depth -= 1
-            elif ch == ":":
-                self._expect_value = True
-                if self._depth == 2 and self._key == "parameters":
-                    self._capturing, self._capture_depth = True, 0
-                    self._cap_string = self._cap_escape = False
-                    self._cap_started = False
-                continue
-            elif ch == ",":
-                self._key = None
-            self._expect_value = False
+            elif self._in_string:
+                self._string_char(ch, pieces)
+            elif not ch.isspace():
+                self._structure_char(ch)
         if self._capturing and args:
             self._flush_args(args, pieces)
         return pieces
+
+    def _string_char(self, ch: str, pieces: list[Piece]) -> None:
+        """One character inside a JSON string (a key or a name)."""
+        if self._escape:
+            self._escape = False
+            self._string += ch
+        elif ch == "\\":
+            self._escape = True
+            self._string += ch
+        elif ch == '"':
+            self._in_string = False
+            self._string_done(pieces)
+        else:
+            self._string += ch
+
+    def _structure_char(self, ch: str) -> None:
+        """One non-space character outside strings: nesting, a key's colon, a comma."""
+        if ch == '"':
+            self._in_string, self._string = True, ""
+            return
+        if ch in "[{":
+            self._depth += 1
+            if self._depth == 2 and ch == "{":
+                self._index += 1
+                self._named = False
+                self._pending_args = ""
+                self._key = None
+        elif ch in "]}":
+            self._depth -= 1
+        elif ch == ":":
+            self._expect_value = True
+            if self._depth == 2 and self._key == "parameters":
+                self._capturing, self._capture_depth = True, 0
+                self._cap_string = self._cap_escape = False
+                self._cap_started = False
+            return
+        elif ch == ",":
+            self._key = None
+        self._expect_value = False
 
     def _string_done(self, pieces: list[Piece]) -> None:
         if self._depth != 2:
