@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -49,6 +50,9 @@ from gateway.settings.keys import generate_key
 from tests.conftest import ADMIN_KEY, FakeKit
 from tests.support.embedders import WordHashEmbedder
 from tests.support.fakes import FakeEngine
+
+# One app for the module (its fixture), on the module's loop: the tests await on it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FUZZ_EXAMPLES = int(os.environ.get("LORAGATE_FUZZ_EXAMPLES", "10"))
 TENANT_KEY = generate_key()
@@ -148,7 +152,7 @@ class FuzzTarget:
         return future.result(timeout=60)
 
 
-@pytest.fixture(scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def target(
     fake_kit: FakeKit, tmp_path_factory: pytest.TempPathFactory, renderer: PromptRenderer
 ) -> AsyncIterator[FuzzTarget]:
