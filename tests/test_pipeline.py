@@ -66,47 +66,49 @@ async def test_dependencies_run_on_the_event_loop(gw: Tenanted) -> None:
     assert threads == [threading.main_thread()]
 
 
-async def test_a_caller_over_its_limit_costs_no_rendering(gw: Tenanted) -> None:
-    """Admission comes first: the 429 is decided before the prompt is rendered."""
-    for _ in range(3):  # acme's key: 3 requests per minute
-        assert (await gw.chat("acme", model="tiny-base", max_tokens=2)).status_code == 200
+async def test_a_caller_over_its_limit_costs_no_rendering(
+    gw: Tenanted, renderer: PromptRenderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admission comes first: the 429 is decided before the prompt is rendered (``gw``'s
+    pipeline was built with ``renderer``)."""
     rendered: list[object] = []
-    real = gw.state.pipeline._renderer.chat
+    real = renderer.chat
 
     def spy(messages: Any) -> list[int]:
         rendered.append(messages)
         return real(messages)
 
-    gw.state.pipeline._renderer.chat = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(renderer, "chat", spy)
+    for _ in range(3):  # acme's key: 3 requests per minute
+        assert (await gw.chat("acme", model="tiny-base", max_tokens=2)).status_code == 200
+    assert len(rendered) == 3  # the spy sees what the pipeline renders
     big = "word " * 50_000
     r = await gw.chat("acme", model="tiny-base", messages=[{"role": "user", "content": big}])
     assert r.status_code == 429, r.text
-    assert rendered == []
+    assert len(rendered) == 3
 
 
 async def test_small_prompts_render_on_the_loop_and_large_ones_in_a_thread(
-    gw: Tenanted,
+    gw: Tenanted, renderer: PromptRenderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A short chat is tokenized inline (cheaper than a thread hop); a long one goes to a
-    worker thread so it never stalls the event loop."""
+    worker thread so it never stalls the event loop (``gw``'s pipeline renders with
+    ``renderer``)."""
     where: list[threading.Thread] = []
-    real = gw.state.pipeline._renderer.chat
+    real = renderer.chat
 
     def spy(messages: Any) -> list[int]:
         where.append(threading.current_thread())
         return real(messages)
 
-    gw.state.pipeline._renderer.chat = spy  # type: ignore[method-assign]
-    try:
-        short = [{"role": "user", "content": "hi"}]
-        r = await gw.chat("globex", model="robot", messages=short, max_tokens=2)
-        assert r.status_code == 200, r.text
-        # Longer than the tiny model's context: refused, but only once rendered.
-        long = [{"role": "user", "content": "word " * 1_000}]
-        r = await gw.chat("globex", model="robot", messages=long, max_tokens=2)
-        assert r.json()["error"]["code"] == "context_length_exceeded"
-    finally:
-        gw.state.pipeline._renderer.chat = real  # type: ignore[method-assign]
+    monkeypatch.setattr(renderer, "chat", spy)
+    short = [{"role": "user", "content": "hi"}]
+    r = await gw.chat("globex", model="robot", messages=short, max_tokens=2)
+    assert r.status_code == 200, r.text
+    # Longer than the tiny model's context: refused, but only once rendered.
+    long = [{"role": "user", "content": "word " * 1_000}]
+    r = await gw.chat("globex", model="robot", messages=long, max_tokens=2)
+    assert r.json()["error"]["code"] == "context_length_exceeded"
     assert where[0] is threading.main_thread()
     assert where[1] is not threading.main_thread()
 
