@@ -55,11 +55,16 @@ def source_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def open_shared(
     pg_url: str, tmp_path: Path, base: BaseModelSpec
 ) -> Iterator[Callable[..., AdapterRegistry]]:
-    """Registries on the test's database and one shared data folder."""
+    """Registries on the test's database and one shared data folder; a test that watches
+    a registry's state store builds it and passes it in (``store``)."""
     opened: list[AdapterRegistry] = []
 
-    def open_(refresh_seconds: float = 0.1, timeout: float = 5.0) -> AdapterRegistry:
-        store = PostgresStateStore(pg_url, timeout=timeout)
+    def open_(
+        refresh_seconds: float = 0.1,
+        timeout: float = 5.0,
+        store: PostgresStateStore | None = None,
+    ) -> AdapterRegistry:
+        store = store or PostgresStateStore(pg_url, timeout=timeout)
         reg = AdapterRegistry.open(
             tmp_path / "shared", base, LIMITS, state_store=store, refresh_seconds=refresh_seconds
         )
@@ -165,21 +170,22 @@ def test_the_same_explicit_version_from_both_one_wins(open_shared, source_root):
     assert a.verify() == []  # the loser's files did not replace the winner's
 
 
-def test_a_stale_writer_loses_the_swap_and_reapplies(open_shared, source_root, monkeypatch):
+def test_a_stale_writer_loses_the_swap_and_reapplies(open_shared, source_root, monkeypatch, pg_url):
     """B has not seen A's write: its save is refused and redone on the fresh state."""
-    a, b = open_shared(refresh_seconds=60), open_shared(refresh_seconds=60)
+    b_store = PostgresStateStore(pg_url, timeout=5.0)
+    a, b = open_shared(refresh_seconds=60), open_shared(refresh_seconds=60, store=b_store)
     a.register("tone", source(source_root, 0))
     b.refresh()
     first = a.register("tone", source(source_root, 1))  # b does not know v2
     monkeypatch.setattr(b._doc, "reload_if_moved", lambda: None)  # b stays stale
     saves: list[int] = []
-    real_save = b._doc._store.save
+    real_save = b_store.save
 
     def counting_save(expected: int, state: Any) -> int:
         saves.append(expected)
         return real_save(expected, state)
 
-    monkeypatch.setattr(b._doc._store, "save", counting_save)
+    monkeypatch.setattr(b_store, "save", counting_save)
     other = b.register("chat", source(source_root, 2))
     assert len(saves) == 2 and saves[0] < saves[1]  # refused once, then re-applied
     assert other.lora_int_id == first.lora_int_id + 1
@@ -191,11 +197,11 @@ def test_a_stale_writer_loses_the_swap_and_reapplies(open_shared, source_root, m
         b.activate("chat", "v1")
 
 
-def test_register_asks_the_revision_once(open_shared, source_root, monkeypatch):
+def test_register_asks_the_revision_once(open_shared, source_root, monkeypatch, pg_url):
     """One revision query per registration (before the files are committed); a save
     made by another gateway after it is caught by the compare-and-swap (test above)."""
-    a = open_shared(refresh_seconds=60)
-    store = a._doc._store
+    store = PostgresStateStore(pg_url, timeout=5.0)
+    a = open_shared(refresh_seconds=60, store=store)
     asked: list[int] = []
     real_revision = store.revision
     monkeypatch.setattr(store, "revision", lambda: asked.append(1) or real_revision())
@@ -206,11 +212,11 @@ def test_register_asks_the_revision_once(open_shared, source_root, monkeypatch):
     assert len(asked) == 1
 
 
-def test_a_save_whose_ack_was_lost_counts_as_done(open_shared, source_root, monkeypatch):
+def test_a_save_whose_ack_was_lost_counts_as_done(open_shared, source_root, monkeypatch, pg_url):
     """The UPDATE committed but the connection broke before its answer: the registry
     reads the document back, finds its own change, and keeps the files."""
-    a = open_shared()
-    store = a._doc._store
+    store = PostgresStateStore(pg_url, timeout=5.0)
+    a = open_shared(store=store)
     real_save = store.save
     cut: list[int] = []
 
