@@ -174,3 +174,18 @@ async def test_cli_sets_and_clears_a_split(fake_gateway: FakeGateway, fake_kit: 
     assert code == 0 and '"split": null' in out
     with pytest.raises(SystemExit):
         build_parser().parse_args(["adapters", "split", "pirate", "v1:90"])
+
+
+async def test_split_routes_need_the_admin_key(
+    fake_gateway: FakeGateway, fake_kit: FakeKit
+) -> None:
+    await two_versions(fake_gateway, fake_kit)
+    client = fake_gateway.client
+    body = {"weights": {"v1": 50, "v2": 50}}
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        put = await client.put("/admin/adapters/pirate/split", json=body, headers=headers)
+        delete = await client.delete("/admin/adapters/pirate/split", headers=headers)
+        for r in (put, delete):
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    listing = (await client.get("/admin/adapters/pirate", headers=ADMIN)).json()
+    assert listing["split"] is None
