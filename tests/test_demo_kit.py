@@ -195,6 +195,7 @@ def test_the_cache_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     assert default_cache_dir() == Path.home() / ".cache" / "loragate"
 
 
+@pytest.mark.integration  # worker processes train real adapters (about 90 s)
 def test_adapters_train_in_worker_processes_with_the_parents_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -88,6 +88,7 @@ def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.integration  # a headless Locust run in a subprocess
 def test_locust_run_counts_every_kind_of_failure(tmp_path: Path) -> None:
     """Runner -> fake server -> Locust -> CSV -> report, in a few seconds, no engine."""
     scenario = tmp_path / "fake.yaml"

@@ -134,6 +134,7 @@ def run(rig: Rig, plan: Plan, out: Path) -> tuple[RunResult, Counter[str]]:
     return result, counts
 
 
+@pytest.mark.system  # gateway processes, HAProxy and Locust
 @needs_haproxy
 def test_rolling_restart_under_locust_loses_no_stream(rig: Rig, tmp_path: Path):
     result, counts = run(rig, Plan(warmup_s=1, settle_s=1, stop_timeout_s=10), tmp_path)
@@ -146,6 +147,7 @@ def test_rolling_restart_under_locust_loses_no_stream(rig: Rig, tmp_path: Path):
     assert verdict(result.rows, result.restarts).passed
 
 
+@pytest.mark.system  # gateway processes, HAProxy and Locust
 @needs_haproxy
 def test_abrupt_kill_instead_of_drain_is_caught(rig: Rig, tmp_path: Path):
     # Last in the module: g0 is not brought back (saves a gateway start). The signal
