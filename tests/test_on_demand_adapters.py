@@ -194,12 +194,12 @@ async def test_another_tenants_names_answer_the_unknown_model_404(fleet_of: Flee
             "secret-a/../../x",
             "%2e%2e",
         ]
-        before = len(fleet.s3.calls)
+        before = len(fleet.s3.calls())
         for probe in probes:
             answer = await fleet.chat("zeta", probe)
             assert (answer.status_code, answer.content) == (404, unknown.content), probe
         assert fleet.reads("acme", "secret-a") == 3  # acme's own fetch, nothing more
-        probed = fleet.s3.calls[before:]
+        probed = fleet.s3.calls()[before:]
         zeta = fleet.prefixes["zeta"]
         assert probed and all(c.prefix.startswith(zeta) for c in probed)  # only zeta's prefix
         assert not any(c.path.startswith(f"/{BUCKET}/") for c in probed)  # no object read

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.admin import collection_routes
+import retrieval.ingest
 from gateway.model_io.prompt_renderer import PromptRenderer
 from retrieval import CollectionStore, ExtractionLimitError, RetrievalConfig
 from retrieval.extraction import HTML, MARKDOWN, PDF, PdfLimits, atx_heading, extract
@@ -305,8 +305,9 @@ async def test_health_answers_while_a_hostile_upload_is_extracted_and_embedded(
 async def test_health_answers_while_a_path_ingest_walks_a_slow_folder(
     fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Before: resolving and walking the path ran on the event loop.
-    real = collection_routes.expand_paths
+    # The admin route imports expand_paths from retrieval.ingest when it runs (the rag
+    # extra is optional), so the slow walk replaces it there.
+    real = retrieval.ingest.expand_paths
     walking = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -315,7 +316,7 @@ async def test_health_answers_while_a_path_ingest_walks_a_slow_folder(
         time.sleep(1.0)  # a network share answering slowly
         return real(paths)
 
-    monkeypatch.setattr(collection_routes, "expand_paths", slow_walk)
+    monkeypatch.setattr(retrieval.ingest, "expand_paths", slow_walk)
     async with _gateway(fake_kit, tmp_path, renderer, WordHashEmbedder()) as gw:
         body = {"path": str(tmp_path / "allowed" / "docs")}
         ingest = asyncio.create_task(
