@@ -1,54 +1,22 @@
 """Serves the playground's static files: the page and a fixed list of assets.
 
-No key is needed to load the page (it holds nothing secret); every API call it makes
-carries the key the user typed. A strict Content-Security-Policy keeps the page to
-its own scripts and styles and to this origin.
+Every API call the page makes carries the key the user typed. Serving and the
+Content-Security-Policy are those of every page the gateway ships
+(``gateway.api.static_page``); the playground also shows ``data:`` images.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
-
-from gateway.errors import NotFoundError
+from gateway.api.static_page import CSS, JAVASCRIPT, SVG, security_headers, static_page_router
 
 STATIC_DIR = Path(__file__).parent / "static"
-PAGE = "index.html"
 ASSETS = {
-    "playground.css": "text/css; charset=utf-8",
-    "playground.js": "text/javascript; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
+    "playground.css": CSS,
+    "playground.js": JAVASCRIPT,
+    "favicon.svg": SVG,
 }
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+SECURITY_HEADERS = security_headers(img_src="'self' data:")
 
-router = APIRouter(include_in_schema=False)
-
-
-@router.get("/playground")
-async def playground_page() -> FileResponse:
-    return FileResponse(
-        STATIC_DIR / PAGE, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
-    )
-
-
-@router.get("/playground/")
-async def playground_slash() -> RedirectResponse:
-    return RedirectResponse("/playground", status_code=308)
-
-
-@router.get("/playground/{asset}")
-async def playground_asset(asset: str) -> FileResponse:
-    media_type = ASSETS.get(asset)
-    if media_type is None:
-        raise NotFoundError(f"No playground file named {asset!r}.")
-    return FileResponse(STATIC_DIR / asset, media_type=media_type, headers=SECURITY_HEADERS)
+router = static_page_router("playground", STATIC_DIR, ASSETS, SECURITY_HEADERS)
