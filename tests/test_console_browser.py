@@ -14,9 +14,6 @@ horizontal overflow. Skipped only where chromium, chromedriver or selenium are m
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +22,6 @@ from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from PIL import Image
 
 from gateway.app import create_app
@@ -33,25 +29,13 @@ from gateway.demo.config import ACME, DEMO_MODEL_ID, GLOBEX
 from gateway.demo.keys import DemoKeys
 from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit
+from tests.support.browser import chromium, needs_browser, served
 from tests.support.demo_settings import FAKE_EMBEDDER, demo_gateway_settings
 from tests.support.embedders import WordHashEmbedder
 from tests.support.engine_fixtures import free_port
 from tests.support.fakes import FakeEngine
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-MISSING = [
-    name
-    for name, found in (
-        ("chromium", CHROMIUM),
-        ("chromedriver (Debian: chromium-driver)", CHROMEDRIVER),
-        ("selenium (pip)", importlib.util.find_spec("selenium")),
-    )
-    if not found
-]
-pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason=f"browser test needs {', '.join(MISSING)} (make install adds them)"
-)
+pytestmark = needs_browser
 
 OUTPUT = Path(__file__).resolve().parents[1] / "test-artifacts" / "console"
 HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
@@ -85,46 +69,14 @@ def live_gateway(
         renderer=renderer,
         embedder=WordHashEmbedder(name=FAKE_EMBEDDER),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield LiveGateway(f"http://127.0.0.1:{port}", keys, engine)
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT_S)
+    with served(app, port, "console-server") as url:
+        yield LiveGateway(url, keys, engine)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in a container has no user namespace sandbox
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,800",
-        "--force-device-scale-factor=1",
-        "--lang=en-US",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(1280, 800) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:

@@ -10,10 +10,7 @@ chromedriver or selenium are missing (``make install`` installs them on Debian).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from gateway.app import create_app
 from gateway.demo.config import ACME, DEMO_MODEL_ID
@@ -29,25 +25,13 @@ from gateway.demo.keys import DemoKeys
 from gateway.engine.interface import GenerationRequest
 from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.conftest import FakeKit
+from tests.support.browser import chromium, needs_browser, served
 from tests.support.demo_settings import FAKE_EMBEDDER, demo_gateway_settings
 from tests.support.embedders import WordHashEmbedder
 from tests.support.engine_fixtures import free_port
 from tests.support.fakes import FakeEngine
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-MISSING = [
-    name
-    for name, found in (
-        ("chromium", CHROMIUM),
-        ("chromedriver (Debian: chromium-driver)", CHROMEDRIVER),
-        ("selenium (pip)", importlib.util.find_spec("selenium")),
-    )
-    if not found
-]
-pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason=f"browser test needs {', '.join(MISSING)} (make install adds them)"
-)
+pytestmark = needs_browser
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "test-artifacts" / "playground.png"
 QUESTION = "How do I do a factory reset of the BP-300?"
@@ -101,46 +85,14 @@ def live_demo(
         renderer=renderer,
         embedder=WordHashEmbedder(name=FAKE_EMBEDDER),
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="playground-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + TIMEOUT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield LiveDemo(f"http://127.0.0.1:{port}", keys, engine)
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT_S)
+    with served(app, port, "playground-server") as url:
+        yield LiveDemo(url, keys, engine)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in a container has no user namespace sandbox
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1440,1000",
-        "--force-device-scale-factor=1",
-        "--lang=en-US",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(1440, 1000) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], what: str) -> Any:
