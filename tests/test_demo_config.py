@@ -211,6 +211,7 @@ def test_prepare_demo_twice_gives_the_same_keys_and_config(
         assert keys.key(role) in banner
     for expected in (
         "http://127.0.0.1:8765/playground",
+        "http://127.0.0.1:8765/console",
         "http://127.0.0.1:8765/metrics",
         'base_url="http://127.0.0.1:8765/v1"',
         'reply.model_extra["citations"]',

@@ -75,6 +75,7 @@ def demo_banner(settings: Settings, keys: DemoKeys, config_path: Path) -> str:
         "=" * 78,
         "",
         f"  Playground  {url}/playground   (paste a key below; the admin key shows adapters)",
+        f"  Console     {url}/console      (admin key: tenants, keys, spend, audit log)",
         f"  Metrics     {url}/metrics      (admin key):",
         f'              curl -H "Authorization: Bearer {admin}" {url}/metrics',
         f"  Keys file   {keys.path}   (mode 0600; the same keys on every run)",
