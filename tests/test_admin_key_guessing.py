@@ -78,7 +78,7 @@ def test_failures_are_forgotten_after_the_window_and_memory_is_bounded():
     assert guessing.wait("a") == 0
     for i in range(MAX_CLIENTS + 50):
         guessing.failed(f"c{i}")
-    assert len(guessing._clients) == MAX_CLIENTS
+    assert guessing.tracked_clients == MAX_CLIENTS
 
 
 def test_clients_are_counted_by_address_and_ipv6_by_64():

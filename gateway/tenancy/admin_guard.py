@@ -110,6 +110,11 @@ class KeyGuessing:
     def succeeded(self, client: str) -> None:
         self._clients.pop(client, None)
 
+    @property
+    def tracked_clients(self) -> int:
+        """How many clients' failures are remembered (at most ``MAX_CLIENTS``)."""
+        return len(self._clients)
+
 
 class AdminGuard:
     """Checks the ``Authorization: Bearer <key>`` header of an admin request.
