@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from gateway.adapter_runtime.residency import Residency
 from gateway.adapter_runtime.startup import prepare_adapters
 from gateway.adapter_runtime.traffic_split import adapter_labels
-from gateway.admin import collection_routes, tenant_routes
+from gateway.admin import collection_routes, promote_routes, tenant_routes
 from gateway.admin import routes as admin_routes
 from gateway.admin.upload_limit import BodySizeLimitWithUploads
 from gateway.api import error_handlers
@@ -168,6 +168,7 @@ def create_app(
         models.router,
         health.router,
         admin_routes.router,
+        promote_routes.router,
         tenant_routes.router,
         collection_routes.router,
         retrieval.router,

@@ -25,6 +25,7 @@ from gateway.cli.admin_client import (
     default_url,
     packed_folder,
 )
+from gateway.cli.promote import add_promote_parser, cmd_promote
 from gateway.extras import TRAINING, MissingExtraError, require
 
 LIST_COLUMNS = (
@@ -108,6 +109,7 @@ def add_adapters_parser(sub: Any) -> None:
         help="integer weights summing to 100, e.g. v3=90 v4=10",
     )
     split.add_argument("--clear", action="store_true", help="end the split")
+    add_promote_parser(cmds, common)
     for name, text in (
         ("retire", "stop serving (one version, or all); unloaded after its last request"),
         ("pin", "keep a version loaded in the engine"),
@@ -148,6 +150,8 @@ def add_adapters_parser(sub: Any) -> None:
 def cmd_adapters(args: argparse.Namespace) -> int:
     if args.adapters_command == "train":
         return cmd_train(args)
+    if args.adapters_command == "promote":
+        return cmd_promote(args)
     return asyncio.run(run_admin_command(args))
 
 

@@ -1,0 +1,94 @@
+"""``POST /admin/adapters/{name}/promote``: make a version that passed the evaluation
+gate (``loragate adapters promote``) the active one, and record why.
+
+The gate itself runs in the client (the eval set goes through the OpenAI API like any
+caller's requests); this route does the change in one call: it checks that the version
+the gate compared against is still the active one (else 409: the comparison no longer
+holds), activates the candidate, ends a traffic split that names it (the candidate then
+serves every request for ``name``), and writes one audit entry ``adapter.promote`` with
+the previous version, the split it ended and the gate's figures.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.errors import AdapterConflictError, AdapterNotFoundError
+from adapters.manifest import AdapterStatus
+from gateway.adapter_runtime import traffic_split
+from gateway.admin.protocol import AdapterInfo
+from gateway.api.deps import LifecycleDep, StateDep, require_admin
+from gateway.protocol.common import AdminRequest
+from gateway.tenancy.tenant_admin import actor_of
+
+router = APIRouter(prefix="/admin/adapters", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class GateFigures(BaseModel):
+    """What the evaluation gate measured (stored in the audit entry as given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: int = Field(ge=0, description="Eval items answered by both versions.")
+    candidate_mean: float = Field(description="Mean item score of the candidate (0..1).")
+    stable_mean: float = Field(description="Mean item score of the stable version (0..1).")
+    low: float = Field(description="Lower bound of the interval of candidate - stable.")
+    high: float = Field(description="Upper bound of that interval.")
+    confidence: float = Field(gt=0, lt=1, description="The interval's confidence, e.g. 0.95.")
+    margin: float = Field(ge=0, description="Promoted when low >= -margin.")
+    resamples: int = Field(ge=1, description="Paired bootstrap resamples.")
+    seed: int = Field(description="Bootstrap seed.")
+    eval_set: str = Field(max_length=200, description="The eval set's file name and sha256.")
+
+
+class PromoteRequest(AdminRequest):
+    version: str = Field(description="The candidate version to activate.")
+    stable: str = Field(
+        description="The active version the gate compared against; 409 if another is active now."
+    )
+    gate: GateFigures
+
+
+@router.post("/{name}/promote")
+async def promote_adapter(
+    name: str,
+    body: PromoteRequest,
+    lifecycle: LifecycleDep,
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> AdapterInfo:
+    registry = lifecycle.registry
+    entries = registry.entries(name)
+    if not entries:
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    active = next((e.version for e in entries if e.status is AdapterStatus.ACTIVE), None)
+    if active != body.stable:
+        raise AdapterConflictError(
+            f"The active version of {name!r} is {active!r}, not {body.stable!r}: the "
+            "evaluation compared against another version; run the gate again.",
+            code="stable_changed",
+            param="stable",
+        )
+    await lifecycle.activate(name, body.version)
+    split = registry.split(name)
+    ended: dict[str, int] | None = None
+    if split is not None and body.version in split.weights:
+        old = await traffic_split.clear_split(registry, state.metrics, name)
+        ended = dict(old.weights) if old is not None else None
+    detail: dict[str, Any] = {
+        "version": body.version,
+        "previous": body.stable,
+        "split_ended": ended,
+        "gate": body.gate.model_dump(),
+    }
+    await state.tenant_admin.record(actor_of(authorization), "adapter.promote", name, detail)
+    return AdapterInfo.build(
+        name,
+        registry.entries(name),
+        await lifecycle.residency(),
+        lifecycle.tracker,
+        registry.split(name),
+    )
