@@ -50,9 +50,8 @@ def memory_dir() -> Iterator[str]:
     uri = f"memory://adapters-{uuid.uuid4().hex}"
     yield uri
     fs = fsspec.filesystem("memory")
-    path = fs._strip_protocol(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+    if fs.exists(uri):
+        fs.rm(uri, recursive=True)
 
 
 def upload_to_memory(uri: str, files: dict[str, bytes]) -> None:

@@ -58,7 +58,8 @@ async def test_redis_reservation_is_all_or_nothing_across_two_stores(
     async def seed(d: BudgetDraw) -> Spend:
         return Spend(10, 0.5)
 
-    a = RedisBudgetStore(Redis.from_url(redis_url), key_prefix=prefix, seed=seed)
+    a_client = Redis.from_url(redis_url)
+    a = RedisBudgetStore(a_client, key_prefix=prefix, seed=seed)
     b = RedisBudgetStore(Redis.from_url(redis_url), key_prefix=prefix, seed=seed)
     try:
         tokens, cost = draw(max_tokens=100), draw(max_cost=1.0)
@@ -77,7 +78,7 @@ async def test_redis_reservation_is_all_or_nothing_across_two_stores(
         spent, reserved = await b.usage(cost)
         assert spent.tokens == 25 and spent.cost == pytest.approx(0.55)
         assert reserved.tokens == 0 and reserved.cost == pytest.approx(0.0, abs=1e-12)
-        ttl = await a._client.ttl(a.key(tokens))
+        ttl = await a_client.ttl(a.key(tokens))
         assert 86_400 < ttl <= 2 * 86_400  # the rest of the day, plus a day of grace
     finally:
         await a.close()

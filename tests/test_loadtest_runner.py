@@ -71,7 +71,7 @@ def test_server_process_starts_waits_and_stops_its_group(tmp_path: Path) -> None
         ready_timeout_s=30,
     )
     with server as url:
-        process = server._process
+        process = server.process
         assert process is not None and process.poll() is None
         assert url == server.base_url
     assert process.wait(timeout=1) is not None

@@ -433,12 +433,15 @@ async def test_dns_name_members_join_and_leave(fakes: list[FakeReplica]):
         return answers[host]
 
     port = int(fakes[1].url.rsplit(":", 1)[1])
-    settings = remote_settings(fakes[:1], dns_name="replicas.local", port=port)
+    refresh = 0.05
+    settings = remote_settings(
+        fakes[:1], dns_name="replicas.local", port=port, dns_refresh_seconds=refresh
+    )
     remote = build_remote_engine(settings, resolver=resolve)
     await discover_base(remote, settings)
     assert sorted(remote.pool.replicas) == sorted([fakes[0].url, fakes[1].url])
     answers["replicas.local"] = []
-    remote.pool._dns_due = 0.0
+    await asyncio.sleep(refresh * 1.5)  # the name is due to be resolved again
     await remote.pool.refresh()
     assert list(remote.pool.replicas) == [fakes[0].url]
     await remote.shutdown()

@@ -74,14 +74,14 @@ async def test_a_finished_stream_gives_its_connection_back_and_an_open_one_does_
         assert first.status == 200
         assert (await first.read_all()).rstrip().endswith(b"data: [DONE]")
         first.close()
-        assert len(pool._idle) == 1
-        reused = pool._idle[0]
+        assert len(pool.idle) == 1
+        reused = pool.idle[0]
         second = await pool.post("/v1/completions", body, connect_timeout=3)
-        assert pool._idle == [] and second._conn is reused  # kept alive, reused
+        assert pool.idle == () and second.connection is reused  # kept alive, reused
         await second.read()  # part of the body at most: the response has not ended...
-        second._conn.complete = False  # ...as with a replica still generating
+        reused.complete = False  # ...as with a replica still generating
         second.close()
-        assert pool._idle == [] and not reused.usable  # closed: the replica aborts
+        assert pool.idle == () and not reused.usable  # closed: the replica aborts
     finally:
         pool.close()
 
@@ -93,11 +93,11 @@ async def test_a_connection_the_replica_closed_while_idle_is_replaced(backend: i
         response = await pool.post("/v1/completions", body, connect_timeout=3)
         await response.read_all()
         response.close()
-        stale = pool._idle[0]
+        stale = pool.idle[0]
         assert stale.transport is not None
         stale.transport.abort()  # as if the replica dropped it, unseen by the pool yet
         again = await pool.post("/v1/completions", body, connect_timeout=3)
-        assert again.status == 200 and again._conn is not stale
+        assert again.status == 200 and again.connection is not stale
         await again.read_all()
         again.close()
     finally:
@@ -138,7 +138,6 @@ async def test_with_a_transport_streams_go_through_httpx() -> None:
         return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
 
     client = ReplicaClient("http://replica:8000", transport=httpx.MockTransport(handler))
-    assert client._streams is None
     events = [e async for e in client.stream_completion(completion([4]))]
     await client.aclose()
     assert events == [{"choices": [{"index": 0, "text": "a", "token_ids": [9]}]}]

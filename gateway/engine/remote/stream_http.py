@@ -193,6 +193,11 @@ class StreamResponse:
         self._conn: _Connection | None = conn
         self.status = conn.status
 
+    @property
+    def connection(self) -> _Connection | None:
+        """The connection this response is read from; None once closed."""
+        return self._conn
+
     async def read(self) -> bytes:
         """The body bytes that have arrived (waiting for some); ``b""`` at its end."""
         conn = self._conn
@@ -309,6 +314,11 @@ class StreamPool:
             conn.close()
             raise
         return StreamResponse(self, conn)
+
+    @property
+    def idle(self) -> tuple[_Connection, ...]:
+        """The connections kept open for the next requests (the last is reused first)."""
+        return tuple(self._idle)
 
     def release(self, conn: _Connection) -> None:
         if len(self._idle) < self._max_idle:
