@@ -120,12 +120,13 @@ def create_app(
                     await stores.get()
                 label_models(state)
                 app.state.gateway = state
-                background.append(asyncio.create_task(_flush_usage(state)))
+                background.append(asyncio.create_task(flush_usage_periodically(state)))
                 await state.on_demand.refresh()  # adapters fetched before a restart
                 background.append(asyncio.create_task(state.on_demand.run()))
                 # Tenants and keys changed through the other gateways; last-use times.
                 interval = settings.shared_store.refresh_seconds
                 background.append(asyncio.create_task(state.tenant_admin.follow(interval)))
+                background.append(asyncio.create_task(state.canary_watch.run()))
                 if state.registry.shared:  # pins made through the other gateways
                     interval = settings.shared_store.refresh_seconds
                     follow = state.lifecycle.follow_registry(interval)
@@ -139,6 +140,8 @@ def create_app(
                     stop_sighup()
                     for task in background:
                         task.cancel()
+                    if state.pipeline.shadows is not None:
+                        await state.pipeline.shadows.close()
                     await state.lifecycle.close()
                     await state.embeddings.close()
                     await state.gatekeeper.close()
@@ -207,12 +210,14 @@ def _open_mode(app: FastAPI) -> bool:
 USAGE_FLUSH_SECONDS = 5.0
 
 
-async def _flush_usage(state: GatewayState) -> None:
-    """Every few seconds: write usage to its store, refresh metric label bounds and adapter
+async def flush_usage_periodically(
+    state: GatewayState, seconds: float = USAGE_FLUSH_SECONDS
+) -> None:
+    """Every ``seconds``: write usage to its store, refresh metric label bounds and adapter
     residency (an adapter registered at runtime is labelled "other" until then). A store
     that is down does not stop the refresh."""
     while True:
-        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+        await asyncio.sleep(seconds)
         try:
             await asyncio.to_thread(state.usage.flush)
         except UsageUnavailableError as exc:

@@ -250,7 +250,6 @@ async def test_a_usage_store_that_is_down_does_not_stop_the_refresh(
     """With the shared usage store down, the periodic task still refreshes adapter
     residency and metric labels, and says so in one line (no traceback every 5 s)."""
     state = fake_gateway.app.state.gateway
-    monkeypatch.setattr(app_module, "USAGE_FLUSH_SECONDS", 0.01)
 
     def down() -> int:
         raise UsageUnavailableError("the usage database did not answer")
@@ -258,7 +257,7 @@ async def test_a_usage_store_that_is_down_does_not_stop_the_refresh(
     monkeypatch.setattr(state.usage, "flush", down)
     state.residency_seen.clear()
     caplog.set_level(logging.WARNING, logger="gateway.app")
-    task = asyncio.create_task(app_module._flush_usage(state))
+    task = asyncio.create_task(app_module.flush_usage_periodically(state, seconds=0.01))
     try:
         for _ in range(200):
             if "cpu_cache" in state.residency_seen:

@@ -17,7 +17,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.settings.tenancy import TenancyConfig
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.usage import SqliteUsageBackend, UsageStore
+from gateway.tenancy.usage import SqliteUsageBackend, UsageBatch, UsageStore
 from tests.conftest import FakeGateway, FakeKit
 from tests.support.sse import parse_sse
 from tests.support.tenanted import KEYS, Tenanted, bearer, config, tenanted_gateway
@@ -301,29 +301,24 @@ def test_tenants_have_a_default_concurrency_cap() -> None:
 
 def test_recording_usage_never_waits_for_a_commit(tmp_path: Path) -> None:
     """``record`` runs on the event loop: it must not wait while ``flush`` commits."""
-    store = UsageStore(tmp_path / "usage.db")
+    committing, release = threading.Event(), threading.Event()
+
+    class SlowDisk(SqliteUsageBackend):
+        """SQLite whose writes stall (a slow commit) while ``slow`` is set."""
+
+        slow = True
+
+        def write(self, batch: UsageBatch) -> None:
+            if self.slow:
+                committing.set()
+                release.wait(10)
+            super().write(batch)
+
+    backend = SlowDisk(tmp_path / "usage.db")
+    store = UsageStore(backend=backend)
     store.record(
         tenant="t", key_id="k", model="m", adapter=None, prompt_tokens=1, completion_tokens=1
     )
-    committing, release = threading.Event(), threading.Event()
-
-    class SlowDisk:
-        def __init__(self, db: Any) -> None:
-            self._db = db
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if sql == "COMMIT":
-                committing.set()
-                release.wait(10)
-            return self._db.execute(sql, *args)
-
-        def executemany(self, sql: str, rows: Any) -> Any:
-            return self._db.executemany(sql, rows)
-
-    backend = store.backend
-    assert isinstance(backend, SqliteUsageBackend)
-    real = backend._db
-    backend._db = SlowDisk(real)  # type: ignore[assignment]
     flusher = threading.Thread(target=store.flush)
     flusher.start()
     assert committing.wait(10)
@@ -345,7 +340,7 @@ def test_recording_usage_never_waits_for_a_commit(tmp_path: Path) -> None:
     flusher.join(10)
     recorder.join(10)
     assert not blocked, "record() waited for the SQLite commit"
-    backend._db = real
+    backend.slow = False
     rows = store.query()
     assert sum(r.requests for r in rows) == 2
     store.close()

@@ -146,6 +146,12 @@ class PromptRenderer:
         return str(self._tokenizer.decode(token_ids))
 
     @property
+    def tokenizer(self) -> Any:
+        """The tokenizer handed in (its chat template and vocabulary); the renderer
+        encodes with its own copies of the Rust tokenizer, not through this object."""
+        return self._tokenizer
+
+    @property
     def vocab_size(self) -> int:
         return len(self._tokenizer)
 
