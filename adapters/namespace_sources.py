@@ -11,7 +11,11 @@ Names are looked up only under the namespace's own root: a name is one path comp
 
 Layouts: ``<root>/<name>/adapter_config.json`` and ``<root>/<name>/adapter_model.safetensors``
 (the folder PEFT's ``save_pretrained`` writes), where ``<root>`` is ``s3://bucket/prefix``,
-the folder, or the URI.
+the folder, or the URI; or, where no such folder is, ``<root>/<name>.tar.gz``: that folder
+archived. An archive is fetched within ``max_archive_bytes`` and unpacked by
+``adapters.archive`` exactly as an uploaded one is (plain files and folders only, no
+``..``, no links or devices, unpacked bytes bounded: a tar bomb gets the upload's
+refusal), then validated as a folder is.
 
 Credentials of an S3 namespace are named, never given: ``access_key_env`` and
 ``secret_key_env`` are environment variable names read when the namespace is opened, so
@@ -29,7 +33,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adapters.archive import safe_relative_path
+from adapters.archive import extract_archive, safe_relative_path
 from adapters.errors import (
     SourceNotAllowedError,
     SourceUnavailableError,
@@ -49,6 +53,8 @@ ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 PREFIX = re.compile(r"([A-Za-z0-9!_.*'()-]+/)*")
 """An S3 key prefix: empty, or safe key characters in ``/``-terminated parts."""
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+ARCHIVE_SUFFIX = ".tar.gz"
+"""An adapter folder archived in a namespace: ``<root>/<name>.tar.gz``."""
 
 
 class SourceKind(StrEnum):
@@ -185,10 +191,13 @@ class FolderNamespace:
 
     def lookup(self, name: str) -> AdapterSource | None:
         folder = self.root / name
-        if not folder.is_dir():
-            return None
         # The namespace's root is the only allowed root: links out of it are refused.
-        return LocalDirectorySource(folder, [self.root])
+        if folder.is_dir():
+            return LocalDirectorySource(folder, [self.root])
+        archive = self.root / f"{name}{ARCHIVE_SUFFIX}"
+        if archive.is_file():
+            return FsspecSource(str(archive), allowed_protocols={"file"}, allowed_roots=[self.root])
+        return None
 
 
 class UriNamespace:
@@ -213,8 +222,11 @@ class UriNamespace:
         return f"uri:{self.uri}"
 
     def lookup(self, name: str) -> AdapterSource | None:
-        source = FsspecSource(f"{self.uri}/{name}", **self._options)
-        return source if source.exists() else None
+        for path in (name, f"{name}{ARCHIVE_SUFFIX}"):
+            source = FsspecSource(f"{self.uri}/{path}", **self._options)
+            if source.exists():
+                return source
+        return None
 
 
 class S3Namespace:
@@ -261,17 +273,25 @@ class S3Namespace:
         return f"s3://{self.bucket}/{self.prefix}{where}"
 
     def lookup(self, name: str) -> AdapterSource | None:
+        folder = f"{self.prefix}{name}/"
+        listing = self._list(folder, 1000)
+        objects = [(o["Key"], int(o["Size"])) for o in listing.get("Contents", [])]
+        if objects:
+            return S3AdapterSource(self, name, folder, objects, truncated=listing["IsTruncated"])
+        key = f"{self.prefix}{name}{ARCHIVE_SUFFIX}"
+        found = [o for o in self._list(key, 1).get("Contents", []) if o["Key"] == key]
+        if not found:
+            return None
+        return S3ArchiveSource(self, key, int(found[0]["Size"]))
+
+    def _list(self, prefix: str, max_keys: int) -> Any:
+        """One ``ListObjectsV2`` page of the keys starting with ``prefix``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        folder = f"{self.prefix}{name}/"
         try:
-            listing = self._client.list_objects_v2(Bucket=self.bucket, Prefix=folder, MaxKeys=1000)
+            return self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=max_keys)
         except (BotoCoreError, ClientError) as exc:
             raise SourceUnavailableError(f"Cannot list {self.describe()}: {exc}") from None
-        objects = [(o["Key"], int(o["Size"])) for o in listing.get("Contents", [])]
-        if not objects:
-            return None
-        return S3AdapterSource(self, name, folder, objects, truncated=listing["IsTruncated"])
 
     def read(self, key: str) -> Any:
         """The body stream of one object (``GetObject``)."""
@@ -331,6 +351,36 @@ class S3AdapterSource:
             finally:
                 body.close()
         return dest
+
+
+class S3ArchiveSource:
+    """``<name>.tar.gz`` in an S3 namespace: read once (its listed size checked first),
+    then unpacked and bounded as an uploaded archive is."""
+
+    def __init__(self, namespace: S3Namespace, key: str, size: int) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.size = size
+
+    def describe(self) -> str:
+        return f"s3://{self.namespace.bucket}/{self.key}"
+
+    def materialize(self, workdir: Path, limits: AdapterLimits) -> Path:
+        if self.size > limits.max_archive_bytes:  # from the listing, before any byte is read
+            raise UnsafeArchiveError(
+                f"{self.describe()} is larger than {limits.max_archive_bytes} bytes.",
+                code="archive_too_large",
+                param="source",
+            )
+        archive = workdir / "archive"
+        body = self.namespace.read(self.key)
+        try:
+            copy_bounded(body, archive, limits.max_archive_bytes, self.describe())
+        finally:
+            body.close()
+        unpacked = workdir / "unpacked"
+        unpacked.mkdir()
+        return extract_archive(archive, unpacked, limits)
 
 
 def open_namespace(

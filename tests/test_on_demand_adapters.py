@@ -5,6 +5,9 @@ to a registration's, tenant isolation, the miss memory, the disk cache's bounds.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import tarfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -17,6 +20,7 @@ import pytest
 
 from adapters.manifest import AdapterStatus
 from gateway.adapter_runtime.on_demand import scoped_name
+from gateway.adapter_runtime.on_demand_report import Tier
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
@@ -92,7 +96,9 @@ def fleet_of(
 
     @asynccontextmanager
     async def make(
-        cache: dict[str, Any] | None = None, **quotas: dict[str, Any]
+        cache: dict[str, Any] | None = None,
+        registry: dict[str, Any] | None = None,
+        **quotas: dict[str, Any],
     ) -> AsyncIterator[Fleet]:
         run = uuid.uuid4().hex[:8]
         prefixes = {t: f"{run}/{t}/" for t in KEYS}
@@ -111,6 +117,7 @@ def fleet_of(
             registry={
                 "data_dir": tmp_path / "registry",
                 "allowed_roots": [fake_kit.adapter_root, tmp_path],
+                **(registry or {}),
             },
             adapter_cache=cache or {},
         )
@@ -155,7 +162,7 @@ async def test_fifty_concurrent_first_requests_read_the_store_and_load_once(
         assert fleet.reads("acme", "burst") == 3
         assert fleet.loads("acme", "burst") == 1
         assert len(fleet.entries("acme", "burst")) == 1
-        assert fleet.state.on_demand.tiers["source"] == 50
+        assert fleet.state.on_demand.tiers[Tier.SOURCE] == 50
 
 
 async def test_a_bad_adapter_in_the_bucket_is_refused_as_its_registration_is(
@@ -382,3 +389,112 @@ async def test_an_unreadable_source_answers_503_and_is_asked_again(
             answer = await chat(probe)
             assert (answer.status_code, answer.content) == (404, unknown.content), probe
         assert (await chat("pirate")).status_code == 200  # a registered adapter, via '*'
+
+
+def tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, 0o644
+    return info
+
+
+def packed(folder: Path, top: str = "") -> bytes:
+    """``folder``'s files as a .tar.gz, under ``top/`` when given."""
+    return tar_gz(
+        [(member(f"{top}/{p.name}" if top else p.name), p.read_bytes()) for p in folder.iterdir()]
+    )
+
+
+def hostile(folder: Path, case: str) -> bytes:
+    config = (member("adapter_config.json"), (folder / "adapter_config.json").read_bytes())
+    weights = "adapter_model.safetensors"
+    bad = {
+        "bomb": (member(weights), bytes(3 * 2**20)),  # 3 MiB of zeros, ~3 KiB packed
+        "symlink": (member(weights, tarfile.SYMTYPE, "/etc/passwd"), None),
+        "hardlink": (member(weights, tarfile.LNKTYPE, "adapter_config.json"), None),
+        "traversal": (member(f"../{weights}"), (folder / weights).read_bytes()),
+        "device": (member(weights, tarfile.CHRTYPE), None),
+    }[case]
+    return tar_gz([config, bad])
+
+
+async def test_an_archived_adapter_in_the_bucket_is_unpacked_validated_and_served(
+    fleet_of: FleetFactory,
+) -> None:
+    async with fleet_of() as fleet:
+        folder = write_random_adapter(fleet.kit.base, fleet.work / "packed", seed=4)
+        key = f"{fleet.prefixes['acme']}packed.tar.gz"
+        fleet.s3.client().put_object(Bucket=BUCKET, Key=key, Body=packed(folder, top="packed"))
+        answer = await fleet.chat("acme", "packed")
+        assert answer.status_code == 200, answer.text
+        (entry,) = fleet.entries("acme", "packed")
+        assert entry.source == f"tenant:acme:s3://{BUCKET}/{key}"
+        weights = (folder / "adapter_model.safetensors").read_bytes()
+        assert entry.sha256 == hashlib.sha256(weights).hexdigest()
+        served = fleet.gateway.engine.requests[-1].adapter
+        assert served is not None and served.name == scoped_name("acme", "packed")
+        assert (Path(served.path) / "adapter_model.safetensors").read_bytes() == weights
+        # zeta's namespace has no such archive: the unknown-model 404
+        assert (await fleet.chat("zeta", "packed")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("bomb", "archive_too_large"),
+        ("symlink", "archive_link"),
+        ("hardlink", "archive_link"),
+        ("traversal", "archive_path_traversal"),
+        ("device", "archive_special_file"),
+    ],
+)
+async def test_a_hostile_archive_in_the_bucket_is_refused_as_its_upload_is(
+    fleet_of: FleetFactory, case: str, code: str
+) -> None:
+    async with fleet_of(registry={"max_weights_mib": 1}) as fleet:
+        folder = write_random_adapter(fleet.kit.base, fleet.work / "base-files", seed=6)
+        data = hostile(folder, case)
+        fleet.s3.client().put_object(
+            Bucket=BUCKET, Key=f"{fleet.prefixes['acme']}evil.tar.gz", Body=data
+        )
+        refused = await fleet.chat("acme", "evil")
+        uploaded = await fleet.gateway.client.post(
+            "/admin/adapters",
+            data={"name": "evil"},
+            files={"file": ("evil.tar.gz", data, "application/gzip")},
+            headers=ADMIN,
+        )
+        assert refused.status_code == uploaded.status_code
+        assert 400 <= refused.status_code < 500
+        assert refused.json() == uploaded.json()
+        assert refused.json()["error"]["code"] == code
+        assert fleet.entries("acme", "evil") == []
+        assert not any(fleet.work.rglob("passwd"))  # nothing was written outside
+
+
+async def test_one_tenants_flood_of_unknown_names_keeps_anothers_remembered_miss(
+    fleet_of: FleetFactory,
+) -> None:
+    async with fleet_of({"miss_max_entries": 3}) as fleet:
+        assert (await fleet.chat("zeta", "ghost")).status_code == 404
+        assert fleet.reads("zeta", "ghost") == 1
+        for i in range(10):  # more unknown names than a tenant's memory holds
+            assert (await fleet.chat("acme", f"flood-{i}")).status_code == 404
+        assert (await fleet.chat("zeta", "ghost")).status_code == 404
+        assert fleet.reads("zeta", "ghost") == 1  # still remembered: zeta's store not asked
+        assert (await fleet.chat("acme", "flood-9")).status_code == 404
+        assert fleet.reads("acme", "flood-9") == 1  # acme's newest names are remembered ...
+        assert (await fleet.chat("acme", "flood-0")).status_code == 404
+        assert fleet.reads("acme", "flood-0") == 2  # ... its oldest went out of its own memory
+        listing = (await fleet.gateway.client.get("/admin/adapters", headers=ADMIN)).json()
+        assert listing["on_demand"]["remembered_misses"] == 1 + 3
+        assert listing["on_demand"]["miss_tenants"] == 2

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -48,6 +48,7 @@ from adapters.naming import VERSION_PATTERN
 from adapters.sources import AdapterSource
 from gateway.adapter_runtime.errors import AdapterSourceUnavailableError
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
+from gateway.adapter_runtime.miss_memory import MissMemory
 from gateway.adapter_runtime.on_demand_report import OnDemandMetrics, OnDemandReport, Tier
 from gateway.adapter_runtime.residency import residency_of
 from gateway.engine.interface import AdapterResidency
@@ -123,8 +124,11 @@ class OnDemandAdapters:
         self._clock = clock
         self._namespaces: dict[AdapterSourceSpec, AdapterNamespace] = {}
         self._flights: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._misses: OrderedDict[tuple[str, str], tuple[float, AdapterError | None]] = (
-            OrderedDict()
+        self.misses = MissMemory(
+            settings.miss_ttl_seconds,
+            settings.miss_max_entries,
+            settings.miss_max_tenants,
+            clock,
         )
         self._last_used: dict[int, float] = {}
         self._residency = AdapterResidency()
@@ -165,23 +169,11 @@ class OnDemandAdapters:
         return entry
 
     def _raise_if_remembered(self, tenant: str, name: str) -> None:
-        remembered = self._misses.get((tenant, name))
-        if remembered is None:
+        miss = self.misses.get(tenant, name)
+        if miss is None:
             return
-        until, error = remembered
-        if self._clock() >= until:
-            del self._misses[(tenant, name)]
-            return
-        self._count(Tier.MISSING if error is None else Tier.REFUSED)
-        raise error if error is not None else ModelNotFoundError(name)
-
-    def _remember(self, tenant: str, name: str, error: AdapterError | None) -> None:
-        if self.settings.miss_ttl_seconds <= 0:
-            return
-        self._misses[(tenant, name)] = (self._clock() + self.settings.miss_ttl_seconds, error)
-        self._misses.move_to_end((tenant, name))
-        while len(self._misses) > self.settings.miss_max_entries:
-            self._misses.popitem(last=False)
+        self._count(Tier.MISSING if miss.error is None else Tier.REFUSED)
+        raise miss.error if miss.error is not None else ModelNotFoundError(name)
 
     def _count(self, tier: Tier) -> None:
         self.tiers[tier] += 1
@@ -231,7 +223,7 @@ class OnDemandAdapters:
             ) from None
         if source is None:
             self.metrics.lookups.labels(result="missing").inc()
-            self._remember(tenant, name, None)
+            self.misses.remember(tenant, name, None)
             raise ModelNotFoundError(name)
         self.metrics.lookups.labels(result="held").inc()
         try:
@@ -242,7 +234,7 @@ class OnDemandAdapters:
             raise  # another gateway or request registered it meanwhile: not a refusal
         except AdapterError as exc:
             logger.info("adapter %s of tenant %s refused: %s", name, tenant, exc.message)
-            self._remember(tenant, name, exc)
+            self.misses.remember(tenant, name, exc)
             raise
         self._last_used[entry.lora_int_id] = self._clock()
         self.metrics.fetch_seconds.observe(time.monotonic() - started)
@@ -343,7 +335,8 @@ class OnDemandAdapters:
             cached=self.cached(),
             limit_bytes=self.disk_limit_bytes,
             residency=self._residency,
-            remembered_misses=len(self._misses),
+            remembered_misses=len(self.misses),
+            miss_tenants=self.misses.tenants,
             fetching=len(self._flights),
         )
 

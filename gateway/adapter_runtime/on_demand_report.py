@@ -97,6 +97,9 @@ class OnDemandReport(BaseModel):
     disk_cache_limit_bytes: int
     tenants: dict[str, TenantCache]
     remembered_misses: int = Field(description="Names answered 404 from memory for a while.")
+    miss_tenants: int = Field(
+        default=0, description="Tenants with remembered misses (each its own bounded memory)."
+    )
     fetching: int = Field(description="Fetches running now.")
 
     @classmethod
@@ -109,6 +112,7 @@ class OnDemandReport(BaseModel):
         residency: AdapterResidency,
         remembered_misses: int,
         fetching: int,
+        miss_tenants: int = 0,
     ) -> OnDemandReport:
         served = sum(tiers[t] for t in SERVED)
         tenants: dict[str, TenantCache] = {}
@@ -134,5 +138,6 @@ class OnDemandReport(BaseModel):
             disk_cache_limit_bytes=limit_bytes,
             tenants=tenants,
             remembered_misses=remembered_misses,
+            miss_tenants=miss_tenants,
             fetching=fetching,
         )

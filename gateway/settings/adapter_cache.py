@@ -26,7 +26,18 @@ class AdapterCacheSettings(Section):
         description="How long a name the source does not hold (or an adapter it refused) "
         "is answered from memory, without asking the source again.",
     )
-    miss_max_entries: int = Field(default=10000, ge=1, description="Bound of that memory.")
+    miss_max_entries: int = Field(
+        default=1000,
+        ge=1,
+        description="Bound of that memory per tenant (its oldest names go first), so one "
+        "tenant asking for many unknown names never pushes out another's.",
+    )
+    miss_max_tenants: int = Field(
+        default=256,
+        ge=1,
+        description="Most tenants with remembered misses; past it the memory of the tenant "
+        "that missed least recently is dropped whole.",
+    )
     sweep_seconds: float = Field(
         default=5.0, gt=0, description="How often idle adapters and residency are checked."
     )
