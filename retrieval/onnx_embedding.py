@@ -1,13 +1,13 @@
 """A sentence-transformers BERT model run by ONNX Runtime, int8, batched by length.
 
-The ONNX file is made *locally* from the model's own weights (nothing is downloaded):
-on first use the model is exported with ``torch.onnx`` (eager attention, mean pooling
-inside the graph), ONNX Runtime's BERT optimizer fuses each layer's attention and its
-bias + GELU into single operators (residual adds and layer norms stay apart: the fused
-CPU kernel is slower), weights are quantized to int8 with dynamic
+The ONNX file is made *locally* from the model's own weights (nothing is downloaded,
+no torch): on first use ``retrieval.bert_onnx`` writes the encoder as an ONNX graph
+straight from ``model.safetensors``, each layer's attention and its bias + GELU already
+single operators (residual adds and layer norms stay apart: the fused CPU kernel is
+slower), mean pooling inside the graph; weights are quantized to int8 with dynamic
 quantization, and the result is cached (``cache_dir``, default ``~/.cache/loragate/onnx``)
 under a name that holds a digest of the weights, so a changed model is exported again.
-Export needs ``torch``, ``transformers`` and ``onnx`` (about 30 s); running needs only
+Export needs ``onnx`` and ``onnxruntime`` (a few seconds); running needs only
 ``onnxruntime`` and ``tokenizers``.
 
 Texts are sorted by length and cut into small batches of similar lengths, each padded
@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,37 +74,17 @@ def _weights_digest(model_dir: Path) -> str:
 
 
 def export_int8(model_dir: Path, target: Path) -> None:
-    """Export the model (mean-pooled output) to ONNX and quantize it to int8 at ``target``."""
-    import torch
+    """Write the model's mean-pooled int8 ONNX graph to ``target`` (atomically)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
 
-    # eager attention exports the plain MatMul-Softmax-MatMul pattern the fusion knows
-    model = AutoModel.from_pretrained(
-        str(model_dir), local_files_only=True, attn_implementation="eager"
-    ).eval()
+    from retrieval.bert_onnx import build_graph
 
-    class MeanPooled(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.inner(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-
+    graph = build_graph(model_dir)  # fused float32 graph, from the safetensors weights
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        plain = Path(scratch) / "model.onnx"
-        sample = torch.ones(2, 8, dtype=torch.long)
-        with warnings.catch_warnings():  # tracer notes on Python control flow: axes are declared
-            warnings.simplefilter("ignore")
-            _export(torch, MeanPooled(model).eval(), sample, plain)
         fused = Path(scratch) / "model-fused.onnx"
-        _fuse(plain, fused, model.config)
+        onnx.save(graph, str(fused))
         quantized = Path(scratch) / "model-int8.onnx"
         quantize_dynamic(
             str(fused),
@@ -117,51 +96,6 @@ def export_int8(model_dir: Path, target: Path) -> None:
             extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
         )
         os.replace(quantized, target)  # atomic: a concurrent reader sees all or nothing
-
-
-def _fuse(source: Path, target: Path, config: Any) -> None:
-    """ONNX Runtime's offline BERT fusions (attention, bias GELU; not the skip layer
-    norm, see :data:`DISABLED_OPTIMIZERS`).
-
-    A graph the optimizer does not recognise is saved as it is: quantizing then treats
-    the attention's MatMuls one by one, as export version 2 did."""
-    import logging
-
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    fusions = FusionOptions("bert")
-    fusions.enable_skip_layer_norm = False  # slower on CPU than Add + LayerNormalization
-    fusions.enable_bias_skip_layer_norm = False
-    optimized = optimize_model(
-        str(source),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        opt_level=0,  # the session applies ONNX Runtime's own graph optimizations
-        optimization_options=fusions,
-    )
-    optimized.save_model_to_file(str(target))
-
-
-def _export(torch: Any, module: Any, sample: Any, path: Path) -> None:
-    axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        module,
-        (sample, sample, torch.zeros_like(sample)),
-        str(path),
-        input_names=["input_ids", "attention_mask", "token_type_ids"],
-        output_names=["embedding"],
-        dynamic_axes={
-            "input_ids": axes,
-            "attention_mask": axes,
-            "token_type_ids": axes,
-            "embedding": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
 
 
 class OnnxEmbedder:

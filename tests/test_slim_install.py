@@ -11,6 +11,7 @@ none. Importing ``torch`` at the top of any module the gateway loads turns it re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -127,6 +128,128 @@ def test_a_remote_gateway_serves_without_ml_frameworks(
     assert probe.returncode == 0, probe.stderr[-3000:]
     answer = json.loads(probe.stdout.strip().splitlines()[-1])
     assert answer == {"chat": 200, "ready": 200, "heavy": []}, probe.stderr[-3000:]
+
+
+RAG_HEAVY = ("torch", "vllm", "transformers", "sentence_transformers", "peft", "gguf")
+"""What the rag extra does not have: a remote gateway searching a collection with the
+default embedder (dual) must not import any of it."""
+
+RAG_PROBE = r"""
+import asyncio, json, os, sys
+import httpx
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.settings.keys import generate_key
+
+model, replica, data, heavy_names = sys.argv[1:5]
+key, admin = generate_key(), generate_key()
+settings = Settings.load(
+    None,
+    model={"path": model, "name": "bench-base"},
+    engine={"kind": "remote", "replicas": [replica]},
+    registry={"data_dir": data},
+    retrieval={"embedder": "dual", "preload": True},
+    admin={"keys": [{"id": admin.key_id, "hash": admin.hash}]},
+    tenants={
+        "t": {
+            "keys": [{"id": key.key_id, "hash": key.hash}],
+            "models": ["bench-base"],
+            "collections": ["manual"],
+        }
+    },
+)
+app = create_app(settings)
+MANUAL = (
+    "# Router manual\n\n## Resetting the password\n\nHold the reset button on the back "
+    "for ten seconds: the admin password returns to the factory default.\n\n"
+    "## Firmware\n\nUpload new firmware on the maintenance page.\n"
+)
+
+async def main():
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            ingest = await client.post(
+                "/admin/collections/manual/documents",
+                headers={"Authorization": f"Bearer {admin.key}"},
+                files={"file": ("manual.md", MANUAL.encode(), "text/markdown")},
+            )
+            search = await client.post(
+                "/v1/retrieval/search",
+                headers={"Authorization": f"Bearer {key.key}"},
+                json={"collection": "manual", "query": "How do I reset the admin password?",
+                      "mode": "dense", "top_k": 1},
+            )
+            chat = await client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key.key}"},
+                json={"model": "bench-base", "messages": [{"role": "user", "content": "Hi"}]},
+            )
+            ready = await client.get("/ready")
+    heavy = [m for m in heavy_names.split(",") if m in sys.modules]
+    hits = search.json().get("data", []) if search.status_code == 200 else search.text
+    print(json.dumps({
+        "ingest": ingest.status_code, "search": search.status_code, "chat": chat.status_code,
+        "ready": ready.status_code, "heavy": heavy,
+        "top": hits[0]["heading_path"] if isinstance(hits, list) and hits else hits,
+        "onnx": sorted(os.listdir(os.path.join(os.environ["XDG_CACHE_HOME"], "loragate", "onnx"))),
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_a_remote_gateway_searches_a_collection_without_torch(
+    instant_replica: str, fake_kit: Any, tmp_path: Path
+) -> None:
+    """The rag extra's default embedder (dual: int8 MiniLM on ONNX Runtime, USE in numpy)
+    ingests and searches a collection in a fresh interpreter that never imports torch,
+    transformers, sentence-transformers or vLLM, and writes MiniLM's ONNX graph itself
+    (an empty cache: the export runs there too). About 15 s on 2 cores: two embedders
+    load and the int8 graph is written and quantized, what a slim gateway's first start
+    does."""
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RAG_PROBE,
+            str(fake_kit.base),
+            instant_replica,
+            str(tmp_path / "data"),
+            ",".join(RAG_HEAVY),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    answer = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert answer["heavy"] == [], answer
+    assert (answer["ingest"], answer["search"], answer["chat"], answer["ready"]) == (
+        200,
+        200,
+        200,
+        200,
+    ), answer
+    assert answer["top"] == ["Router manual", "Resetting the password"], answer
+    assert len(answer["onnx"]) == 1 and answer["onnx"][0].endswith("-int8.onnx"), answer
+
+
+def test_the_float_embedder_names_its_extra_when_sentence_transformers_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from retrieval.embedding import MissingEmbedderPackageError, embedder_from_name
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+
+    with pytest.raises(MissingEmbedderPackageError) as missing:
+        embedder_from_name("minilm")
+
+    assert "pip install 'loragate[rag-torch]'" in str(missing.value)
 
 
 def run_cli(args: list[str], blocked: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
