@@ -49,6 +49,9 @@ class ReplicaProcess:
     max_lora_rank: int = 8
     kv_cache_bytes: int = 64 * 1024 * 1024
     extra_args: list[str] = field(default_factory=list)
+    dtype: str = "float32"
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to the replica's environment (e.g. vLLM's ``VLLM_PLUGINS``)."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +62,7 @@ class ReplicaProcess:
         args = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port),
-            "--dtype", "float32", "--max-model-len", str(self.max_model_len),
+            "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
             "--enable-lora", "--max-loras", str(self.max_loras),
             "--max-lora-rank", str(self.max_lora_rank),
             "--kv-cache-memory-bytes", str(self.kv_cache_bytes),
@@ -83,6 +86,7 @@ class ReplicaProcess:
             "VLLM_CPU_OMP_THREADS_BIND": str(self.core),
             "VLLM_NO_USAGE_STATS": "1",
             "HF_HUB_OFFLINE": "1",
+            **self.env,
         }
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(

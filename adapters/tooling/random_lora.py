@@ -76,3 +76,37 @@ def write_random_lora(
     }
     (out_dir / "adapter_config.json").write_text(json.dumps(peft_config, indent=2))
     return out_dir
+
+
+def write_random_fleet(
+    base_dir: Path,
+    root: Path,
+    count: int,
+    *,
+    seed: int,
+    ranks: tuple[int, int] = (8, 16),
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+    dtype: Literal["float32", "bfloat16"] = "bfloat16",
+    prefix: str = "f",
+) -> dict[str, int]:
+    """Write ``count`` random adapters ``<root>/<prefix>NNNN/``, each with a rank drawn
+    uniformly from ``ranks`` (inclusive, seeded) and weights seeded by ``seed`` and its
+    index; return each adapter's name and rank, in order."""
+    import random
+
+    draw = random.Random(seed)
+    width = max(4, len(str(count - 1)))
+    fleet: dict[str, int] = {}
+    for index in range(count):
+        name = f"{prefix}{index:0{width}d}"
+        rank = draw.randint(*ranks)
+        write_random_lora(
+            base_dir,
+            root / name,
+            seed=seed * 1_000_003 + index,
+            rank=rank,
+            target_modules=target_modules,
+            dtype=dtype,
+        )
+        fleet[name] = rank
+    return fleet
