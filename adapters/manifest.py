@@ -108,7 +108,7 @@ class RegistryState(BaseModel):
         if len(set(split_names)) != len(split_names):
             raise ValueError("more than one traffic split for a name")
         for split in self.splits:
-            if any(f"{split.name}@{v}" not in refs for v in split.weights):
+            if any(f"{split.name}@{v}" not in refs for v in split.versions):
                 raise ValueError(f"the traffic split of {split.name!r} names a missing version")
         return self
 

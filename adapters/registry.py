@@ -39,7 +39,7 @@ from adapters.registry_state_store import (
 )
 from adapters.sources import AdapterSource
 from adapters.store import AdapterStore, file_sha256
-from adapters.traffic_split import TrafficSplit
+from adapters.traffic_split import SplitOptions, TrafficSplit
 from adapters.validation import STORED_FILES, WEIGHTS_FILE, AdapterValidator
 
 ORPHAN_GRACE_SECONDS = 3600.0
@@ -323,16 +323,23 @@ class AdapterRegistry:
         self._delete_files([removed])
         return removed
 
-    def set_split(self, name: str, weights: dict[str, int]) -> TrafficSplit:
+    def set_split(
+        self, name: str, weights: dict[str, int], options: SplitOptions | None = None
+    ) -> TrafficSplit:
         """Route requests for ``name`` by ``weights`` (version -> percent, sum 100),
-        sticky per caller (``adapters.traffic_split``); persisted and shared like
-        activation. ``InvalidSplitError`` (400) names what is wrong."""
+        sticky per caller (``adapters.traffic_split``), with ``options`` (shadow,
+        rollback bounds); persisted and shared like activation. ``InvalidSplitError``
+        (400) names what is wrong."""
         fingerprint = self._fingerprint
-        return self._mutate(lambda state: changes.set_split(state, name, weights, fingerprint))
+        return self._mutate(
+            lambda state: changes.set_split(state, name, weights, fingerprint, options)
+        )
 
-    def clear_split(self, name: str) -> TrafficSplit | None:
-        """End ``name``'s split; returns the one it had (None: there was none)."""
-        return self._mutate(lambda state: changes.clear_split(state, name))
+    def clear_split(self, name: str, expected: TrafficSplit | None = None) -> TrafficSplit | None:
+        """End ``name``'s split; returns the one it had (None: there was none). With
+        ``expected``: only if the split is still that one (a rollback's compare-and-clear,
+        safe when several gateways on one store decide at once)."""
+        return self._mutate(lambda state: changes.clear_split(state, name, expected))
 
     def pin(self, name: str, version: str | None = None) -> AdapterEntry:
         """Mark an entry (default: the active version) as pinned: never retired or evicted."""

@@ -16,7 +16,7 @@ from adapters.errors import (
 )
 from adapters.manifest import AdapterEntry, AdapterStatus, RegistryState
 from adapters.naming import AdapterRef
-from adapters.traffic_split import TrafficSplit, weights_problem
+from adapters.traffic_split import SplitOptions, TrafficSplit, weights_problem
 
 
 def find(state: RegistryState, name: str, version: str) -> AdapterEntry:
@@ -78,7 +78,7 @@ def _splits_without(splits: tuple[TrafficSplit, ...], refs: set[str]) -> tuple[T
     """``splits`` minus those naming a version in ``refs``: a split only ever routes to
     servable versions, so retiring or removing one of its versions ends it (the name's
     active version serves everyone again)."""
-    return tuple(s for s in splits if not any(f"{s.name}@{v}" in refs for v in s.weights))
+    return tuple(s for s in splits if not any(f"{s.name}@{v}" in refs for v in s.versions))
 
 
 def activate(state: RegistryState, name: str, version: str) -> tuple[RegistryState, AdapterEntry]:
@@ -141,34 +141,62 @@ def split_of(state: RegistryState, name: str) -> TrafficSplit | None:
 
 
 def set_split(
-    state: RegistryState, name: str, weights: dict[str, int], fingerprint: str
+    state: RegistryState,
+    name: str,
+    weights: dict[str, int],
+    fingerprint: str,
+    options: SplitOptions | None = None,
 ) -> tuple[RegistryState, TrafficSplit]:
     """Route ``name``'s traffic by ``weights`` (version -> percent); replaces any split
-    ``name`` had. Every version must exist and be servable on this base model."""
+    ``name`` had. Every version (the shadow's too) must exist and be servable on this
+    base model."""
     if not any(e.name == name for e in state.entries):
         raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
-    problem = weights_problem(weights)
+    shadow = options.shadow if options is not None else None
+    problem = weights_problem(weights, shadowed=shadow is not None)
     if problem is not None:
         raise InvalidSplitError(f"Invalid traffic split: {problem}.")
     for version in weights:
-        entry = next((e for e in state.entries if e.name == name and e.version == version), None)
-        if entry is None:
-            raise InvalidSplitError(f"Invalid traffic split: {name}@{version} does not exist.")
-        if entry.status is AdapterStatus.RETIRING:
-            raise InvalidSplitError(f"Invalid traffic split: {entry.ref} is retiring.")
-        if entry.base_fingerprint != fingerprint:
-            raise InvalidSplitError(
-                f"Invalid traffic split: {entry.ref} was validated on another base model."
-            )
-    split = TrafficSplit(name=name, weights=dict(weights))
+        _check_servable(state, name, version, fingerprint, "weights")
+    if shadow is not None:
+        _check_servable(state, name, shadow.version, fingerprint, "shadow.version")
+    split = TrafficSplit(
+        name=name,
+        weights=dict(weights),
+        shadow=shadow,
+        rollback=options.rollback if options is not None else None,
+    )
     others = tuple(s for s in state.splits if s.name != name)
     return state.model_copy(update={"splits": (*others, split)}), split
 
 
-def clear_split(state: RegistryState, name: str) -> tuple[RegistryState, TrafficSplit | None]:
-    """End ``name``'s split (its active version serves everyone); the split it had."""
+def _check_servable(
+    state: RegistryState, name: str, version: str, fingerprint: str, param: str
+) -> None:
+    entry = next((e for e in state.entries if e.name == name and e.version == version), None)
+    if entry is None:
+        raise InvalidSplitError(
+            f"Invalid traffic split: {name}@{version} does not exist.", param=param
+        )
+    if entry.status is AdapterStatus.RETIRING:
+        raise InvalidSplitError(f"Invalid traffic split: {entry.ref} is retiring.", param=param)
+    if entry.base_fingerprint != fingerprint:
+        raise InvalidSplitError(
+            f"Invalid traffic split: {entry.ref} was validated on another base model.",
+            param=param,
+        )
+
+
+def clear_split(
+    state: RegistryState, name: str, expected: TrafficSplit | None = None
+) -> tuple[RegistryState, TrafficSplit | None]:
+    """End ``name``'s split (its active version serves everyone); the split it had.
+    With ``expected``, only if the split is still that one (None, nothing changed,
+    otherwise): a rollback never ends a split set after the one it judged."""
     if not any(e.name == name for e in state.entries):
         raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
     old = split_of(state, name)
+    if expected is not None and old != expected:
+        return state, None
     others = tuple(s for s in state.splits if s.name != name)
     return state.model_copy(update={"splits": others}), old

@@ -10,7 +10,7 @@ from adapters.errors import AdapterNotFoundError, BaseModelMismatchError
 from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.namespace_sources import AdapterSourceSpec
 from adapters.registry import AdapterRegistry
-from adapters.traffic_split import bucket, choose
+from adapters.traffic_split import ShadowConfig, bucket, choose
 from gateway.engine.interface import AdapterRef
 from gateway.errors import ModelNotFoundError
 from gateway.protocol.common import ModelCard
@@ -24,6 +24,10 @@ class ServedModel:
     adapter: AdapterRef | None = None
     split: bool = False
     """The version was chosen by the adapter's traffic split (``adapters.traffic_split``)."""
+    shadow: AdapterRef | None = None
+    """The split's shadow version (not the one chosen): a share of requests goes there too."""
+    shadow_percent: int = 0
+    """That share, in percent."""
 
     @property
     def adapter_label(self) -> str | None:
@@ -136,7 +140,24 @@ class ModelCatalog:
             return None  # retired meanwhile: the active version serves
         if source_owner(entry) is not None:
             return None
-        return ServedModel(id=model, adapter=engine_ref(entry), split=True)
+        shadow = self._shadow_of(model, split.shadow, version)
+        return ServedModel(
+            id=model,
+            adapter=engine_ref(entry),
+            split=True,
+            shadow=shadow,
+            shadow_percent=split.shadow.percent if shadow is not None and split.shadow else 0,
+        )
+
+    def _shadow_of(self, model: str, shadow: ShadowConfig | None, chosen: str) -> AdapterRef | None:
+        """The shadow version's engine ref; None without one, or for the callers whose
+        bucket chose that version anyway."""
+        if shadow is None or shadow.version == chosen:
+            return None
+        try:
+            return engine_ref(self._registry.resolve(f"{model}@{shadow.version}"))
+        except (AdapterNotFoundError, BaseModelMismatchError):
+            return None
 
     def resolve_sourced(self, tenant: str, model: str, spec: AdapterSourceSpec) -> ServedModel:
         """``model`` in ``tenant``'s adapter namespace; ``FetchNeeded`` if not held yet."""

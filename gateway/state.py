@@ -13,6 +13,7 @@ from typing import Any
 from adapters.base_model import BaseModelSpec
 from adapters.limits import AdapterLimits, MiB
 from adapters.registry import AdapterRegistry
+from gateway.adapter_runtime.canary_rollback import CanaryWatch
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
 from gateway.adapter_runtime.on_demand import OnDemandAdapters
@@ -27,6 +28,8 @@ from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.pipeline.drain import Drain
 from gateway.pipeline.fair_queue import FairQueue
 from gateway.pipeline.pipeline import GenerationPipeline
+from gateway.pipeline.shadow import ShadowMetrics, ShadowRunner
+from gateway.pipeline.shadow_log import ShadowLog
 from gateway.rag.embeddings import EmbeddingService
 from gateway.rag.provider import StoreProvider, library_config, open_store
 from gateway.rag.service import RetrievalService
@@ -69,6 +72,8 @@ class GatewayState:
     """Stored responses of ``/v1/responses``."""
     tenant_admin: TenantAdmin
     """Tenants and keys made over the admin API (``/admin/tenants``), and the audit log."""
+    canary_watch: CanaryWatch
+    """Ends traffic splits whose canary passed its rollback bounds (a periodic task)."""
     config_path: Path | None = None
     """The file ``reload`` re-reads (None: started without one)."""
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -210,6 +215,14 @@ def build_state(
     catalog = ModelCatalog(
         settings.model.served_name, registry, engine.max_model_len, tenant_adapters=on_demand
     )
+    queue = FairQueue(
+        settings.admission.engine_capacity(settings.engine),
+        settings.admission.max_queue,
+        settings.admission.max_queue_wait,
+        metrics,
+        headroom=settings.admission.headroom,
+    )
+    tenant_admin = open_tenant_admin(settings, gatekeeper)
     return GatewayState(
         settings=settings,
         engine=tracked,
@@ -230,15 +243,10 @@ def build_state(
             retrieval,
             settings.limits,
             settings.retrieval,
-            FairQueue(
-                settings.admission.engine_capacity(settings.engine),
-                settings.admission.max_queue,
-                settings.admission.max_queue_wait,
-                metrics,
-                headroom=settings.admission.headroom,
-            ),
+            queue,
             drain or Drain(settings.server.drain_timeout),
             tracing,
+            ShadowRunner(tracked, queue, ShadowMetrics(metrics), ShadowLog()),
         ),
         gatekeeper=gatekeeper,
         metrics=metrics,
@@ -248,7 +256,8 @@ def build_state(
             settings.retrieval, settings.limits, store_provider, gatekeeper, metrics
         ),
         responses=open_response_store(settings),
-        tenant_admin=open_tenant_admin(settings, gatekeeper),
+        tenant_admin=tenant_admin,
+        canary_watch=CanaryWatch(registry, metrics, tenant_admin.record),
         config_path=config_path,
         config_overrides=config_overrides or {},
     )

@@ -12,7 +12,7 @@ import asyncio
 
 from adapters.errors import AdapterNotFoundError
 from adapters.registry import AdapterRegistry
-from adapters.traffic_split import TrafficSplit
+from adapters.traffic_split import SplitOptions, TrafficSplit
 from gateway.metrics import GatewayMetrics
 from gateway.model_catalog import source_owner
 
@@ -22,21 +22,24 @@ def adapter_labels(registry: AdapterRegistry) -> set[str]:
     (tenants' fetched adapters excluded: they may be thousands) plus ``name@version``
     for each version in a traffic split, so each side of a split has its own series."""
     names = {e.name for e in registry.entries() if source_owner(e) is None}
-    split_refs = {f"{s.name}@{v}" for s in registry.splits() if s.name in names for v in s.weights}
+    split_refs = {f"{s.name}@{v}" for s in registry.splits() if s.name in names for v in s.versions}
     return names | split_refs
 
 
 async def set_split(
-    registry: AdapterRegistry, metrics: GatewayMetrics, name: str, weights: dict[str, int]
+    registry: AdapterRegistry,
+    metrics: GatewayMetrics,
+    name: str,
+    weights: dict[str, int],
+    options: SplitOptions | None = None,
 ) -> TrafficSplit:
     """Save ``name``'s split (the registry refuses a bad one: 400 naming ``weights``,
     404 for an unknown name) and widen the label bounds to its versions at once.
 
     An adapter fetched from a tenant's source answers the unknown name's 404: requests
     reach it only through its tenant's namespace, which splits do not route."""
-    if any(source_owner(e) is not None for e in registry.entries(name)):
-        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
-    split = await asyncio.to_thread(registry.set_split, name, weights)
+    check_splittable(registry, name)
+    split = await asyncio.to_thread(registry.set_split, name, weights, options)
     metrics.labels.update(adapters=adapter_labels(registry))
     return split
 
@@ -48,3 +51,12 @@ async def clear_split(
     old = await asyncio.to_thread(registry.clear_split, name)
     metrics.labels.update(adapters=adapter_labels(registry))
     return old
+
+
+def check_splittable(registry: AdapterRegistry, name: str) -> None:
+    """The unknown name's 404 for a name with no versions, or one fetched from a tenant's
+    source (requests reach it only through its tenant's namespace, which splits do not
+    route)."""
+    entries = registry.entries(name)
+    if not entries or any(source_owner(e) is not None for e in entries):
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")

@@ -8,11 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from adapters.manifest import AdapterEntry, AdapterStatus
-from adapters.traffic_split import TrafficSplit
+from adapters.traffic_split import RollbackBounds, ShadowConfig, SplitOptions, TrafficSplit
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.adapter_runtime.on_demand_report import OnDemandReport
 from gateway.adapter_runtime.residency import Residency, residency_of
 from gateway.engine.interface import AdapterResidency
+from gateway.pipeline.shadow_log import ShadowEntry
 from gateway.protocol.common import AdminRequest
 
 
@@ -48,9 +49,23 @@ class SplitRequest(AdminRequest):
     """``PUT /admin/adapters/{name}/split``: the traffic split between versions."""
 
     weights: dict[str, int] = Field(
-        description="version -> integer weight (percent); 2 or more versions, sum 100. "
-        "Each caller (the request's `user`, else its API key) sticks to one version."
+        description="version -> integer weight (percent); 2 or more versions (one is "
+        "enough with a shadow), sum 100. Each caller (the request's `user`, else its API "
+        "key) sticks to one version."
     )
+    shadow: ShadowConfig | None = Field(
+        default=None,
+        description="Send `percent` of the requests to `version` as well; the caller only "
+        "sees the version its bucket chose.",
+    )
+    rollback: RollbackBounds | None = Field(
+        default=None,
+        description="End the split by itself when a canary's error rate or latency "
+        "(against the active version) passes these bounds.",
+    )
+
+    def options(self) -> SplitOptions:
+        return SplitOptions(shadow=self.shadow, rollback=self.rollback)
 
 
 class VersionRequest(AdminRequest):
@@ -119,6 +134,12 @@ class AdapterInfo(BaseModel):
         description="The traffic split (version -> percent) requests for `name` follow; "
         "null: the active version serves them all.",
     )
+    shadow: ShadowConfig | None = Field(
+        default=None, description="The split's shadow version and share (null: none)."
+    )
+    rollback: RollbackBounds | None = Field(
+        default=None, description="The split's automatic rollback bounds (null: none)."
+    )
 
     @classmethod
     def build(
@@ -137,6 +158,8 @@ class AdapterInfo(BaseModel):
             requests_total=sum(v.requests_total for v in versions),
             versions=versions,
             split=dict(split.weights) if split is not None else None,
+            shadow=split.shadow if split is not None else None,
+            rollback=split.rollback if split is not None else None,
         )
 
 
@@ -160,4 +183,18 @@ class RetireResponse(BaseModel):
     retired: list[str] = Field(
         description="name@version of the retired versions: no longer served; each is "
         "unloaded and removed once its last request has finished."
+    )
+
+
+class ShadowPage(BaseModel):
+    """``GET /admin/adapters/{name}/shadow``: recorded shadow pairs, oldest first."""
+
+    object: Literal["list"] = "list"
+    data: list[ShadowEntry] = Field(
+        description="Both answers of shadowed requests of tenants with `shadow_log: true`."
+    )
+    has_more: bool
+    last_id: int | None = Field(description="Pass as `after` for the next page.")
+    dropped: int = Field(
+        description="Entries this gateway dropped to stay within its bounds (all tenants)."
     )

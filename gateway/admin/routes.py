@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.datastructures import UploadFile
 
 from adapters.errors import AdapterNotFoundError
@@ -29,6 +29,7 @@ from gateway.admin.protocol import (
     AdminRequest,
     RegisterAdapterRequest,
     RetireResponse,
+    ShadowPage,
     SplitRequest,
     VersionRequest,
 )
@@ -190,10 +191,11 @@ async def set_split(
     authorization: Annotated[str | None, Header()] = None,
 ) -> AdapterInfo:
     """Split the traffic for ``name`` between its versions; replaces any split it had."""
-    split = await traffic_split.set_split(lifecycle.registry, state.metrics, name, body.weights)
-    await state.tenant_admin.record(
-        actor_of(authorization), "adapter.split", name, {"weights": split.weights}
+    split = await traffic_split.set_split(
+        lifecycle.registry, state.metrics, name, body.weights, body.options()
     )
+    detail = split.model_dump(mode="json", exclude={"name"}, exclude_none=True)
+    await state.tenant_admin.record(actor_of(authorization), "adapter.split", name, detail)
     return await _info(lifecycle, name)
 
 
@@ -209,3 +211,22 @@ async def clear_split(
     detail = {"weights": old.weights if old is not None else None}
     await state.tenant_admin.record(actor_of(authorization), "adapter.split.clear", name, detail)
     return await _info(lifecycle, name)
+
+
+@router.get("/{name}/shadow")
+async def shadow_log(
+    name: str,
+    state: StateDep,
+    tenant: Annotated[str | None, Query(description="One tenant's entries only.")] = None,
+    after: Annotated[int, Query(ge=0, description="Entries with ids above this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ShadowPage:
+    """Both answers of ``name``'s shadowed requests, for tenants that opted in
+    (``shadow_log``); this gateway's, kept in memory."""
+    traffic_split.check_splittable(state.registry, name)
+    shadows = state.pipeline.shadows
+    if shadows is None:
+        return ShadowPage(data=[], has_more=False, last_id=None, dropped=0)
+    data, more = shadows.log.page(name, tenant=tenant, after=after, limit=limit)
+    last = data[-1].id if data else None
+    return ShadowPage(data=data, has_more=more, last_id=last, dropped=shadows.log.dropped)

@@ -34,6 +34,7 @@ from gateway.pipeline.drain import Drain
 from gateway.pipeline.endpoint import Endpoint, Prepared, Rendered, RenderInput
 from gateway.pipeline.fair_queue import Abandoned, FairQueue
 from gateway.pipeline.merge import ChoiceAccumulator, merged
+from gateway.pipeline.shadow import ShadowRunner, ShadowTap, tap_for
 from gateway.rag.service import RetrievalService
 from gateway.settings import LimitSettings, RetrievalSettings
 from gateway.tenancy.directory import Caller, Route
@@ -91,6 +92,7 @@ class GenerationPipeline:
         queue: FairQueue,
         drain: Drain,
         tracing: Tracing | None = None,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self._gatekeeper = gatekeeper
         self._tracing = tracing or Tracing()
@@ -103,6 +105,8 @@ class GenerationPipeline:
         self._retrieval = retrieval
         self.limits = limits
         """The request limits (streams read their buffer and stall settings here)."""
+        self.shadows = shadows
+        """Shadow copies of split requests (``gateway.pipeline.shadow``); None: none."""
         self._completion_reserve = retrieval_settings.completion_reserve
         self._context_tokens = retrieval_settings.context_tokens
 
@@ -143,6 +147,7 @@ class GenerationPipeline:
                 async with trace.entry("loragate.queue", slot):
                     yield prepared
                     ticket.engine_start()
+                    tap = self._shadow_tap(ticket, prepared)
                     outputs = trace.engine(merged(self._generator.generate, prepared.generations))
                     async with aclosing(outputs):  # a drain's end closes the engine streams
                         async for p, out in outputs:
@@ -153,9 +158,30 @@ class GenerationPipeline:
                             if out.cached_tokens:
                                 prepared.cached_tokens[p] = out.cached_tokens
                                 ticket.cached_tokens[p] = out.cached_tokens
+                            if tap is not None:
+                                tap.add(p, out)
                             yield p, out
+            if tap is not None:  # the caller's request is over: admission and slot left
+                tap.finish(draining=self.drain.draining)
         finally:
             self.drain.leave()
+
+    def _shadow_tap(self, ticket: Ticket, prepared: Prepared) -> ShadowTap | None:
+        caller = ticket.caller
+
+        def opted_in() -> bool:
+            tenant = (caller.directory or self._gatekeeper.directory).tenant(caller)
+            return tenant is not None and tenant.shadow_log
+
+        return tap_for(
+            self.shadows,
+            ticket.route,
+            prepared.generations,
+            prepared.id,
+            tenant=caller.label,
+            weight=ticket.weight,
+            log=opted_in,
+        )
 
     async def _routed_and_rendered(
         self, caller: Caller, endpoint: Endpoint, ticket: Ticket, trace: Trace
@@ -183,16 +209,19 @@ class GenerationPipeline:
     async def _route(self, ticket: Ticket, model: str | None, user: str | None) -> Route:
         """The model for this caller; an adapter its tenant's source holds is fetched
         and loaded first (on this request, once for all requests asking at once). An
-        adapter with a traffic split picks its version by the sticky key: the request's
-        ``user``, else the API key's id (else the caller's tenant label)."""
+        adapter with a traffic split picks its version (an alias with a split, its adapter)
+        by the sticky key: the request's ``user``, else the API key's id (else the
+        caller's tenant label)."""
         catalog = self._catalog
         caller = ticket.caller
-        resolve = partial(catalog.resolve, caller=user or caller.key_id or caller.label)
+        sticky = user or caller.key_id or caller.label
+        resolve = partial(catalog.resolve, caller=sticky)
+        route = partial(self._gatekeeper.route, sourced=catalog.resolve_sourced, sticky=sticky)
         try:
-            return self._gatekeeper.route(ticket, model, resolve, catalog.resolve_sourced)
+            return route(ticket, model, resolve)
         except FetchNeeded as pending:
             await catalog.fetch(pending)
-        return self._gatekeeper.route(ticket, model, resolve, catalog.resolve_sourced)
+        return route(ticket, model, resolve)
 
     def _check_prompt_chars(self, endpoint: Endpoint) -> None:
         """Refuse, before any tokenizer spends time on it, a prompt whose characters

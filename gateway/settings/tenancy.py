@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from adapters.namespace_sources import AdapterSourceSpec
+from adapters.traffic_split import weights_problem
 from gateway.settings.keys import valid_hash
 from retrieval import SearchMode
 
@@ -170,6 +171,12 @@ class PolicyConfig(Section):
 class AliasConfig(Section):
     model: str = Field(description="Base id, adapter name or adapter name@version.")
     policy: PolicyConfig | None = None
+    split: dict[str, int] | None = Field(
+        default=None,
+        description="Weighted split between adapters (name -> percent, sum 100, 2 to 16 "
+        "names, `model` among them), sticky per caller like a version split; each name "
+        "must be one of the tenant's models.",
+    )
 
 
 class TenantConfig(Section):
@@ -198,6 +205,11 @@ class TenantConfig(Section):
         le=1000,
         description="Share of the engine when it is saturated, relative to other tenants.",
     )
+    shadow_log: bool = Field(
+        default=False,
+        description="Keep the answers of shadowed requests (both versions: they hold user "
+        "text) for comparison at GET /admin/adapters/{name}/shadow; false: counts only.",
+    )
     adapter_source: AdapterSourceSpec | None = Field(
         default=None,
         description="Where this tenant's adapters are fetched from on their first request "
@@ -213,10 +225,30 @@ class TenantConfig(Section):
             or "*" in self.models
         ):
             raise ValueError(f"default_model '{self.default_model}' is not in models or aliases")
-        for name in self.aliases:
+        for name, alias in self.aliases.items():
             if not NAME.match(name):
                 raise ValueError(f"alias '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
+            if alias.split is not None:
+                self._check_alias_split(name, alias.model, alias.split)
         return self
+
+    def _check_alias_split(self, alias: str, model: str, split: dict[str, int]) -> None:
+        """An alias's split names the tenant's own adapters only (its ``models``)."""
+        problem = weights_problem(split, names=True)
+        if problem is None and model not in split:
+            problem = f"`model` ({model}) must be one of the names the split routes to"
+        if problem is None:
+            foreign = [
+                n
+                for n in split
+                if "*" not in self.models
+                and n not in self.models
+                and n.partition("@")[0] not in self.models
+            ]
+            if foreign:
+                problem = f"{foreign[0]!r} is not one of the tenant's models"
+        if problem is not None:
+            raise ValueError(f"alias '{alias}': invalid split: {problem}")
 
 
 class AdminConfig(Section):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.namespace_sources import AdapterSourceSpec
+from adapters.traffic_split import bucket, choose
 from gateway.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -144,12 +145,15 @@ class TenantDirectory:
         model: str | None,
         resolve: Callable[[str], ServedModel],
         sourced: SourcedResolve | None = None,
+        sticky: str | None = None,
     ) -> Route:
         """Resolve ``model`` for ``caller``. Unknown and forbidden give the same 404.
 
         A tenant with an ``adapter_source`` reaches, through ``sourced``, the adapters of
         its own namespace: any name its aliases, models and the registry do not answer
-        (``FetchNeeded`` when the source has to be asked first).
+        (``FetchNeeded`` when the source has to be asked first). An alias with a
+        ``split`` sends ``sticky`` (the caller's sticky key) to one of its adapters, by
+        the same buckets as a version split (without one: the alias's ``model``).
         """
         tenant = self.tenant(caller)
         if tenant is None:
@@ -167,7 +171,11 @@ class TenantDirectory:
         salt = self._salts[caller.tenant]
         alias = tenant.aliases.get(name)
         if alias is not None:
-            served = resolve(alias.model)
+            target = alias.model
+            if alias.split is not None and sticky is not None:
+                slot = bucket(f"{caller.tenant}/{name}", sticky)
+                target = choose(list(alias.split.items()), slot)
+            served = resolve(target)
             return Route(served, name, self._policies[(caller.tenant, name)], salt)
         policy = self._policies[(caller.tenant, None)]
         source = tenant.adapter_source

@@ -347,13 +347,15 @@ class Gatekeeper:
         model: str | None,
         resolve: Callable[[str], ServedModel],
         sourced: SourcedResolve | None = None,
+        sticky: str | None = None,
     ) -> Route:
-        """Resolve ``model`` for the ticket's caller, and fix the ticket's adapter label."""
+        """Resolve ``model`` for the ticket's caller, and fix the ticket's adapter label.
+        ``sticky``: the caller's key for traffic splits (an alias's split uses it)."""
         labels = current_labels()
         labels.model = model
         directory = _directory_of(ticket.caller, self.directory)
         try:
-            route = directory.route(ticket.caller, model, resolve, sourced)
+            route = directory.route(ticket.caller, model, resolve, sourced, sticky)
         except FetchNeeded:
             raise  # not a refusal yet: the caller fetches and routes again
         except Exception:
