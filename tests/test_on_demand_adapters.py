@@ -498,3 +498,43 @@ async def test_one_tenants_flood_of_unknown_names_keeps_anothers_remembered_miss
         listing = (await fleet.gateway.client.get("/admin/adapters", headers=ADMIN)).json()
         assert listing["on_demand"]["remembered_misses"] == 1 + 3
         assert listing["on_demand"]["miss_tenants"] == 2
+
+
+async def test_a_folder_source_serves_archives_and_refuses_links_out_of_it(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    root = tmp_path / "mounted" / "acme"
+    root.mkdir(parents=True)
+    folder = write_random_adapter(fake_kit.base, tmp_path / "elsewhere" / "tone", seed=7)
+    (root / "tone.tar.gz").write_bytes(packed(folder))
+    (tmp_path / "elsewhere" / "out.tar.gz").write_bytes(packed(folder))
+    (root / "linked.tar.gz").symlink_to(tmp_path / "elsewhere" / "out.tar.gz")
+    key = KEYS["acme"]
+    tenants = {
+        "acme": {
+            "keys": [{"id": key.key_id, "hash": key.hash}],
+            "models": ["tiny-base"],
+            "adapter_source": {"kind": "folder", "path": str(root)},
+        }
+    }
+    settings = fake_settings(
+        fake_kit,
+        tmp_path / "registry",
+        tenants=tenants,
+        registry={"data_dir": tmp_path / "registry", "allowed_roots": [tmp_path / "mounted"]},
+    )
+    async with run_fake_gateway(settings, renderer) as gateway:
+        headers = {"Authorization": f"Bearer {key.key}"}
+        body = {"messages": MESSAGES, "max_tokens": 2}
+
+        async def chat(model: str) -> httpx.Response:
+            return await gateway.client.post(
+                "/v1/chat/completions", json={"model": model, **body}, headers=headers
+            )
+
+        assert (await chat("tone")).status_code == 200
+        served = gateway.engine.requests[-1].adapter
+        assert served is not None and served.name == scoped_name("acme", "tone")
+        linked = await chat("linked")
+        assert linked.status_code == 400, linked.text
+        assert linked.json()["error"]["code"] == "source_not_allowed"
