@@ -9,4 +9,6 @@ Modules: ``eval_set`` (JSONL schema, loading), ``variants`` (YAML schema), ``res
 (the resumable answers file), ``runner`` (requests), ``scoring`` (one answer's marks),
 ``metrics`` (per variant / language), ``stats`` (paired bootstrap), ``report``
 (Markdown, JSON, sentences), ``plots`` (PNG). The command is ``gateway.cli.compare``.
+``gate`` is the evaluation gate of ``loragate adapters promote`` (``gateway.cli.promote``):
+one score per item and version, and the paired interval that decides.
 """
