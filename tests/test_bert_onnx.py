@@ -149,3 +149,16 @@ def test_cls_pooling_and_missing_safetensors_are_refused(tmp_path: Path) -> None
     (folder / "model.safetensors").unlink()
     with pytest.raises(UnsupportedModelError, match=r"no model\.safetensors"):
         build_graph(folder)
+
+
+def test_the_graph_cache_follows_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from retrieval.onnx_embedding import CACHE_ENV, default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert default_cache_dir() == tmp_path / "xdg" / "loragate" / "onnx"
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "image"))
+    assert default_cache_dir() == tmp_path / "image"

@@ -249,7 +249,7 @@ def test_the_float_embedder_names_its_extra_when_sentence_transformers_is_missin
     with pytest.raises(MissingEmbedderPackageError) as missing:
         embedder_from_name("minilm")
 
-    assert "pip install 'loragate[rag-torch]'" in str(missing.value)
+    assert "pip install 'loragate[rag,rag-torch]'" in str(missing.value)
 
 
 def run_cli(args: list[str], blocked: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
