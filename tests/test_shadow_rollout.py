@@ -7,7 +7,10 @@ of its tenant's adapters."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.traffic_split import bucket, choose
 from gateway.app import create_app
+from gateway.cli.admin import run_admin_command
+from gateway.cli.main import build_parser
 from gateway.engine.interface import GenerationOutput, GenerationRequest
 from gateway.errors import EngineFailureError
 from gateway.model_io.prompt_renderer import PromptRenderer
@@ -54,7 +59,10 @@ class VersionedEngine(FakeEngine):
 
 
 class Gateway:
-    def __init__(self, client: httpx.AsyncClient, engine: VersionedEngine, state: GatewayState):
+    def __init__(
+        self, client: httpx.AsyncClient, engine: VersionedEngine, state: GatewayState, app: Any
+    ):
+        self.app = app
         self.client = client
         self.engine = engine
         self.state = state
@@ -122,7 +130,7 @@ async def gw(fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer) -> Asy
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            gateway = Gateway(client, engine, app.state.gateway)
+            gateway = Gateway(client, engine, app.state.gateway, app)
             r = await client.post(
                 "/admin/adapters",
                 json={
@@ -318,3 +326,36 @@ async def test_an_alias_split_may_name_only_its_tenants_models(gw: Gateway) -> N
     tenant["models"] = ["pirate", "robot"]
     r = await gw.client.post("/admin/tenants", json={"name": "initech", **tenant}, headers=ADMIN)
     assert r.status_code == 400 and "sum to 100" in r.json()["error"]["message"]
+
+
+async def cli(gw: Gateway, *argv: str) -> tuple[int, str, str]:
+    args: argparse.Namespace = build_parser().parse_args(
+        ["adapters", *argv, "--url", "http://gw", "--admin-key", KEYS["admin"].key]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    transport = httpx.ASGITransport(app=gw.app)
+    code = await run_admin_command(args, transport=transport, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_the_cli_sets_a_shadow_and_rollback_and_reads_the_log(gw: Gateway) -> None:
+    argv = ["split", "pirate", "v1=100", "--shadow", "v2=100"]
+    code, out, err = await cli(
+        gw, *argv, "--rollback", "max_error_rate=0.1", "--rollback", "min_requests=20"
+    )
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["shadow"] == {"version": "v2", "percent": 100}
+    assert shown["rollback"] == {
+        "max_error_rate": 0.1,
+        "max_latency_ratio": None,
+        "min_requests": 20,
+    }
+    await gw.ask("acme", "pirate")
+    await gw.shadows_done()
+    code, out, _ = await cli(gw, "shadow", "pirate", "--tenant", "acme")
+    assert code == 0 and json.loads(out)["data"][0]["shadow"]["version"] == "v2"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["adapters", "split", "pirate", "v1=100", "--rollback", "speed=2"]
+        )

@@ -109,6 +109,27 @@ def add_adapters_parser(sub: Any) -> None:
         help="integer weights summing to 100, e.g. v3=90 v4=10",
     )
     split.add_argument("--clear", action="store_true", help="end the split")
+    split.add_argument(
+        "--shadow",
+        type=_weight_pair,
+        metavar="VERSION=PERCENT",
+        help="also send PERCENT of the requests to VERSION (the caller never sees it)",
+    )
+    split.add_argument(
+        "--rollback",
+        action="append",
+        type=_rollback_pair,
+        metavar="BOUND=VALUE",
+        help="end the split by itself past a bound: max_error_rate=0.05, "
+        "max_latency_ratio=1.5, min_requests=50 (repeat the flag)",
+    )
+    shadow = cmds.add_parser(
+        "shadow", parents=[common], help="both answers of NAME's shadowed requests (paged)"
+    )
+    shadow.add_argument("name", help="adapter name")
+    shadow.add_argument("--tenant", help="one tenant's entries only")
+    shadow.add_argument("--after", type=int, default=0, help="entries with ids above this")
+    shadow.add_argument("--limit", type=int, default=20, help="entries per page (1-100)")
     add_promote_parser(cmds, common)
     for name, text in (
         ("retire", "stop serving (one version, or all); unloaded after its last request"),
@@ -192,6 +213,10 @@ async def _call(client: AdminClient, args: argparse.Namespace) -> Any:
         return await client.retire(args.name, args.version)
     if command == "split":
         return await _split(client, args)
+    if command == "shadow":
+        return await client.shadow_log(
+            args.name, tenant=args.tenant, after=args.after, limit=args.limit
+        )
     method = {"pin": client.pin, "unpin": client.unpin, "prewarm": client.prewarm}[command]
     return await method(args.name, args.version)
 
@@ -203,6 +228,22 @@ def _weight_pair(text: str) -> tuple[str, int]:
     return version, int(weight)
 
 
+def _rollback_pair(text: str) -> tuple[str, float]:
+    bound, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or bound not in ROLLBACK_BOUNDS or number is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not BOUND=VALUE with BOUND one of {', '.join(ROLLBACK_BOUNDS)}"
+        )
+    return bound, number
+
+
+ROLLBACK_BOUNDS = ("max_error_rate", "max_latency_ratio", "min_requests")
+
+
 async def _split(client: AdminClient, args: argparse.Namespace) -> Any:
     if args.clear == bool(args.weights):
         raise AdminAPIError(0, "give either VERSION=WEIGHT pairs or --clear")
@@ -211,7 +252,11 @@ async def _split(client: AdminClient, args: argparse.Namespace) -> Any:
     weights = dict(args.weights)
     if len(weights) != len(args.weights):
         raise AdminAPIError(0, "each version may be named once")
-    return await client.split(args.name, weights)
+    shadow = {"version": args.shadow[0], "percent": args.shadow[1]} if args.shadow else None
+    rollback: dict[str, float] | None = dict(args.rollback) if args.rollback else None
+    if rollback and "min_requests" in rollback:
+        rollback["min_requests"] = int(rollback["min_requests"])
+    return await client.split(args.name, weights, shadow=shadow, rollback=rollback)
 
 
 async def register(client: AdminClient, name: str, args: argparse.Namespace) -> Any:

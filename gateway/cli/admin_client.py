@@ -157,8 +157,28 @@ class AdminClient:
     async def prewarm(self, name: str, version: str | None = None) -> Any:
         return await self._versioned("prewarm", name, version)
 
-    async def split(self, name: str, weights: dict[str, int]) -> Any:
-        return await self._call("PUT", f"/{name}/split", json={"weights": weights})
+    async def split(
+        self,
+        name: str,
+        weights: dict[str, int],
+        *,
+        shadow: dict[str, Any] | None = None,
+        rollback: dict[str, float] | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {"weights": weights}
+        if shadow is not None:
+            body["shadow"] = shadow
+        if rollback is not None:
+            body["rollback"] = rollback
+        return await self._call("PUT", f"/{name}/split", json=body)
+
+    async def shadow_log(
+        self, name: str, *, tenant: str | None = None, after: int = 0, limit: int = 20
+    ) -> Any:
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if tenant is not None:
+            params["tenant"] = tenant
+        return await self._call("GET", f"/{name}/shadow", params=params)
 
     async def clear_split(self, name: str) -> Any:
         return await self._call("DELETE", f"/{name}/split")
