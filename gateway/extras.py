@@ -35,6 +35,11 @@ class Extra:
 
 ENGINE = Extra("cpu", "the in-process vLLM engine (engine.kind: vllm)", ("vllm",), "gpu")
 RAG = Extra("rag", "retrieval (collections, embeddings)", ("faiss", "numpy", "tiktoken", "Stemmer"))
+RAG_TORCH = Extra(
+    "rag-torch",
+    "the embedder minilm and embedder_dir folders (sentence-transformers, beside rag)",
+    ("sentence_transformers",),
+)
 TRAINING = Extra(
     "training", "adapter training and the demo kit", ("torch", "transformers", "peft", "gguf")
 )

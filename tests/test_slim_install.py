@@ -304,6 +304,28 @@ def test_serve_names_the_rag_extra_when_collections_load_at_start(
     assert "missing: faiss" in done.stderr
 
 
+def test_serve_names_rag_torch_when_the_float_embedder_loads_at_start(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "loragate.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": {"path": str(tokenizer_dir), "name": "m"},
+                "engine": {"kind": "remote", "replicas": ["http://127.0.0.1:9"]},
+                "registry": {"data_dir": str(tmp_path / "data")},
+                "retrieval": {"preload": True, "embedder": "minilm"},
+            }
+        )
+    )
+
+    done = run_cli(["serve", "--config", str(config)], blocked=("sentence_transformers",))
+
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'loragate[rag-torch]'" in done.stderr
+    assert "missing: sentence_transformers" in done.stderr
+
+
 def test_rag_commands_name_the_rag_extra(tmp_path: Path) -> None:
     done = run_cli(["rag", "list", "--data-dir", str(tmp_path)], blocked=("tiktoken",))
 

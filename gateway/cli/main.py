@@ -18,7 +18,7 @@ from gateway.cli.compare import add_compare_parser
 from gateway.cli.rag import add_rag_parser
 from gateway.cli.tenants import add_keys_parser, add_tenants_parser
 from gateway.config_reload import ConfigOverrides, load_settings
-from gateway.extras import ENGINE, RAG, TRAINING, MissingExtraError, require
+from gateway.extras import ENGINE, RAG, RAG_TORCH, TRAINING, MissingExtraError, require
 from gateway.logging_setup import configure_logging
 from gateway.settings import ServerSettings, Settings, VLLMEngineSettings, config_error_lines
 from gateway.tenancy.managed import EMPTY
@@ -146,13 +146,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def require_extras_of(settings: Settings) -> None:
     """The extras this configuration starts with: the in-process engine's, and ``rag``
-    when retrieval loads at start-up (else retrieval answers 503 naming it)."""
+    (with ``rag-torch`` for a sentence-transformers embedder) when retrieval loads at
+    start-up (else retrieval answers 503 naming it)."""
     from gateway.rag.provider import should_preload
 
     if settings.engine.kind == "vllm":
         require(ENGINE)
     if should_preload(settings):
         require(RAG)
+        retrieval = settings.retrieval
+        if retrieval.embedder == "minilm" or retrieval.embedder_dir is not None:
+            require(RAG_TORCH)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
