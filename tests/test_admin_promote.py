@@ -4,6 +4,7 @@ split that names the candidate (leaves one that does not), and is audited."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -109,6 +110,13 @@ async def test_unknown_names_versions_and_bad_bodies(
     )
     assert bad.status_code == 400
     assert set(bad.json()["error"]) == {"message", "type", "param", "code"}
+    nan = json.dumps({"version": "v2", "stable": "v1", "gate": {**GATE, "low": float("nan")}})
+    not_finite = await client.post(
+        "/admin/adapters/pirate/promote",
+        content=nan,
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert not_finite.status_code == 400, not_finite.text
     no_key = await client.post(
         "/admin/adapters/pirate/promote", json={"version": "v2", "stable": "v1", "gate": GATE}
     )

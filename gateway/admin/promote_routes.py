@@ -28,9 +28,10 @@ router = APIRouter(prefix="/admin/adapters", tags=["admin"], dependencies=[Depen
 
 
 class GateFigures(BaseModel):
-    """What the evaluation gate measured (stored in the audit entry as given)."""
+    """What the evaluation gate measured (stored in the audit entry as given; finite
+    numbers only, so the audit log stays valid JSON)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     items: int = Field(ge=0, description="Eval items answered by both versions.")
     candidate_mean: float = Field(description="Mean item score of the candidate (0..1).")
