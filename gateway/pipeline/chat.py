@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from json.encoder import encode_basestring as json_string  # C; UTF-8 kept as is
 
-from gateway.engine.interface import GenerationOutput, TokenLogprob
+from gateway.engine.interface import ChoiceOutput, GenerationOutput, TokenLogprob
 from gateway.errors import InvalidRequestError, UnsupportedParameterError
 from gateway.model_io.generation_params import SamplingFields, refuse_unsupported
 from gateway.model_io.tool_format import call_text, result_text, tools_text
@@ -180,7 +180,7 @@ class ChatEndpoint:
         )
         return body.json_body()
 
-    async def events(  # noqa: C901
+    async def events(
         self, prepared: Prepared, outputs: AsyncIterator[tuple[int, GenerationOutput]]
     ) -> AsyncIterator[str]:
         """Role chunks, content chunks, one finish chunk per choice (the last of them
@@ -189,78 +189,92 @@ class ChatEndpoint:
         Each choice's role chunk goes out with its first output, as vLLM and OpenAI do:
         a client's time to first token then means a token, not just our headers.
         """
-        exclude = set() if self.include_usage else {"usage"}
-        citations = prepared.rendered.citations
-
-        def chunk(
-            choices: list[ChatCompletionChunkChoice],
-            usage: Usage | None = None,
-            cited: list[ChatCitation] | None = None,
-        ) -> str:
-            body = ChatCompletionChunk(
-                id=prepared.id,
-                created=prepared.created,
-                model=prepared.model,
-                choices=choices,
-                usage=usage,
-                citations=cited,
-            )
-            return event(body, exclude=exclude if cited is not None else exclude | {"citations"})
-
-        want_logprobs = bool(self.request.logprobs)
-        # Per choice: the text chunk's event around its content (see _text_chunk_template).
-        text_chunks: dict[int, tuple[str, str]] = {}
-        announced: set[int] = set()
-        finished = 0
-        extractors: dict[int, CallExtractor] = {}
+        stream = _ChatStream(prepared, self.include_usage, bool(self.request.logprobs))
+        tools = self.tools if self.tools is not None and self.tools.active else None
         async for _, out in outputs:
             for c in out.choices:
-                if c.index not in announced:
-                    announced.add(c.index)
-                    role = ChoiceDelta(role="assistant", content="")
-                    yield chunk([ChatCompletionChunkChoice(index=c.index, delta=role)])
-                if self.tools is not None and self.tools.active:
-                    calls = extractors.setdefault(c.index, CallExtractor(self.tools))
-                    pieces = calls.feed(c.text)
-                    if c.finish_reason:
-                        pieces += calls.finish()
-                    for piece in pieces:
-                        yield chunk([_piece_choice(c.index, piece)])
-                    if c.finish_reason:
-                        finished += 1
-                        reason = calls.finish_reason(finish_reason(c.finish_reason))
-                        done = ChatCompletionChunkChoice(
-                            index=c.index, delta=ChoiceDelta(), finish_reason=reason
-                        )
-                        yield chunk([done], cited=citations if finished == prepared.n else None)
+                if c.index not in stream.announced:
+                    yield stream.role(c.index)
+                if tools is not None:
+                    for text in stream.tool_events(c, tools):
+                        yield text
                     continue
-                if c.text and not want_logprobs:
-                    around = text_chunks.get(c.index)
-                    if around is None:
-                        around = text_chunks[c.index] = _text_chunk_template(chunk, c.index)
-                    yield around[0] + json_string(c.text) + around[1]
+                if c.text and not stream.want_logprobs:
+                    yield stream.text(c.index, c.text)
                 elif c.text or c.logprobs:
-                    lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
-                    yield chunk(
-                        [
-                            ChatCompletionChunkChoice(
-                                index=c.index,
-                                delta=ChoiceDelta(content=c.text),
-                                logprobs=lp if want_logprobs else None,
-                            )
-                        ]
-                    )
+                    yield stream.content(c)
                 if c.finish_reason:
-                    finished += 1
-                    done = ChatCompletionChunkChoice(
-                        index=c.index,
-                        delta=ChoiceDelta(),
-                        finish_reason=finish_reason(c.finish_reason),
-                    )
-                    yield chunk([done], cited=citations if finished == prepared.n else None)
+                    yield stream.finished(c.index, finish_reason(c.finish_reason))
         if self.include_usage:
-            yield chunk([], prepared.usage())
+            yield stream.chunk([], prepared.usage())
         yield DONE
+
+
+class _ChatStream:
+    """The state of one streamed chat response: which choices were announced, how many
+    finished, each choice's text-chunk template and tool-call extractor."""
+
+    def __init__(self, prepared: Prepared, include_usage: bool, want_logprobs: bool) -> None:
+        self.prepared = prepared
+        self.want_logprobs = want_logprobs
+        self.announced: set[int] = set()
+        self._exclude = set() if include_usage else {"usage"}
+        self._finished = 0
+        # Per choice: the text chunk's event around its content (see _text_chunk_template).
+        self._text_chunks: dict[int, tuple[str, str]] = {}
+        self._extractors: dict[int, CallExtractor] = {}
+
+    def chunk(
+        self,
+        choices: list[ChatCompletionChunkChoice],
+        usage: Usage | None = None,
+        cited: list[ChatCitation] | None = None,
+    ) -> str:
+        p = self.prepared
+        body = ChatCompletionChunk(
+            id=p.id, created=p.created, model=p.model, choices=choices, usage=usage, citations=cited
+        )
+        exclude = self._exclude if cited is not None else self._exclude | {"citations"}
+        return event(body, exclude=exclude)
+
+    def role(self, index: int) -> str:
+        self.announced.add(index)
+        role = ChoiceDelta(role="assistant", content="")
+        return self.chunk([ChatCompletionChunkChoice(index=index, delta=role)])
+
+    def text(self, index: int, text: str) -> str:
+        around = self._text_chunks.get(index)
+        if around is None:
+            around = self._text_chunks[index] = _text_chunk_template(self.chunk, index)
+        return around[0] + json_string(text) + around[1]
+
+    def content(self, c: ChoiceOutput) -> str:
+        lp = ChatLogprobs(content=_chat_logprobs(c.logprobs or ()))
+        choice = ChatCompletionChunkChoice(
+            index=c.index,
+            delta=ChoiceDelta(content=c.text),
+            logprobs=lp if self.want_logprobs else None,
+        )
+        return self.chunk([choice])
+
+    def finished(self, index: int, reason: str) -> str:
+        """The choice's finish chunk; the last choice to finish carries the citations."""
+        self._finished += 1
+        done = ChatCompletionChunkChoice(index=index, delta=ChoiceDelta(), finish_reason=reason)
+        last = self._finished == self.prepared.n
+        return self.chunk([done], cited=self.prepared.rendered.citations if last else None)
+
+    def tool_events(self, c: ChoiceOutput, tools: ToolSet) -> list[str]:
+        """Text and tool-call pieces of one output; its finish chunk if it finished."""
+        calls = self._extractors.setdefault(c.index, CallExtractor(tools))
+        pieces = calls.feed(c.text)
+        if c.finish_reason:
+            pieces += calls.finish()
+        events = [self.chunk([_piece_choice(c.index, piece)]) for piece in pieces]
+        if c.finish_reason:
+            reason = calls.finish_reason(finish_reason(c.finish_reason))
+            events.append(self.finished(c.index, reason))
+        return events
 
 
 def _piece_choice(index: int, piece: Piece) -> ChatCompletionChunkChoice:
