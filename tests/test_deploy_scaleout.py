@@ -168,33 +168,31 @@ def test_kubectl_kustomize_builds_the_same_objects(folder: Path) -> None:
         assert built[name]["metadata"].get("namespace") == obj["metadata"].get("namespace")
 
 
-@pytest.mark.parametrize("objects", [SCALEOUT_OBJECTS, POOL_OBJECTS], ids=["scaleout", "pool"])
-def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:  # noqa: C901
-    for kind in WORKLOADS:
-        for obj in of_kind(objects, kind):
-            labels = obj["spec"]["template"]["metadata"]["labels"]
-            assert selects(obj["spec"]["selector"]["matchLabels"], labels), key(obj)
-            pod = obj["spec"]["template"]["spec"]
-            mounts = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
-            volumes = {v["name"]: v for v in pod.get("volumes", [])}
-            claimed = {t["metadata"]["name"] for t in obj["spec"].get("volumeClaimTemplates", [])}
-            assert mounts <= set(volumes) | claimed, key(obj)
-            for volume in volumes.values():
-                if "persistentVolumeClaim" in volume:
-                    claim = volume["persistentVolumeClaim"]["claimName"]
-                    assert ("PersistentVolumeClaim", claim) in objects, claim
-                if "configMap" in volume:
-                    assert ("ConfigMap", volume["configMap"]["name"]) in objects
-            for container in pod["containers"]:
-                ports = {p["name"] for p in container.get("ports", [])}
-                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                    action = container.get(probe, {})
-                    port = (action.get("httpGet") or action.get("tcpSocket") or {}).get("port")
-                    assert port is None or port in ports, (key(obj), probe)
-        if kind == "StatefulSet":
-            for obj in of_kind(objects, kind):
-                service = objects[("Service", obj["spec"]["serviceName"])]
-                assert service["spec"]["clusterIP"] == "None", "serviceName must be headless"
+def check_workload(obj: Object, objects: dict[tuple[str, str], Object]) -> None:
+    """A Deployment or StatefulSet: its selector, volumes and probes resolve."""
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    assert selects(obj["spec"]["selector"]["matchLabels"], labels), key(obj)
+    pod = obj["spec"]["template"]["spec"]
+    mounts = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    claimed = {t["metadata"]["name"] for t in obj["spec"].get("volumeClaimTemplates", [])}
+    assert mounts <= set(volumes) | claimed, key(obj)
+    for volume in volumes.values():
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            assert ("PersistentVolumeClaim", claim) in objects, claim
+        if "configMap" in volume:
+            assert ("ConfigMap", volume["configMap"]["name"]) in objects
+    for container in pod["containers"]:
+        ports = {p["name"] for p in container.get("ports", [])}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            action = container.get(probe, {})
+            port = (action.get("httpGet") or action.get("tcpSocket") or {}).get("port")
+            assert port is None or port in ports, (key(obj), probe)
+
+
+def check_selectors(objects: dict[tuple[str, str], Object]) -> None:
+    """Services, PodDisruptionBudgets and ServiceMonitors select something that exists."""
     for service in of_kind(objects, "Service"):
         pods = pods_selected(objects, service["spec"]["selector"])
         assert pods, f"Service {service['metadata']['name']} selects no pods"
@@ -211,6 +209,17 @@ def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:  # 
         assert services, monitor["metadata"]["name"]
         ports = {p["name"] for s in services for p in s["spec"]["ports"]}
         assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+
+
+@pytest.mark.parametrize("objects", [SCALEOUT_OBJECTS, POOL_OBJECTS], ids=["scaleout", "pool"])
+def test_references_resolve(objects: dict[tuple[str, str], Object]) -> None:
+    for kind in WORKLOADS:
+        for obj in of_kind(objects, kind):
+            check_workload(obj, objects)
+    for obj in of_kind(objects, "StatefulSet"):
+        service = objects[("Service", obj["spec"]["serviceName"])]
+        assert service["spec"]["clusterIP"] == "None", "serviceName must be headless"
+    check_selectors(objects)
     for obj in objects.values():
         assert obj["kind"] == "Namespace" or obj["metadata"]["namespace"] == "loragate", key(obj)
 

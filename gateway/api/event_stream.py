@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -30,6 +31,28 @@ that reads slowly but steadily empties it sooner)."""
 OnStall = Callable[[Callable[[], None]], Callable[[], None]]
 """Called with a ``cut`` function when the stream is stalled; returns the function
 called when it no longer is (``FairQueue.stalled``)."""
+
+
+class _Pump:
+    """One response's read-ahead buffer, between its producer task and the sender."""
+
+    __slots__ = ("buffer", "ended", "failure", "left", "producer", "ready", "room", "size")
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self.size = 0  # characters in buffer
+        self.ready = asyncio.Event()  # the buffer holds events, or the producer ended
+        self.room = asyncio.Event()  # the buffer has room
+        self.room.set()
+        self.ended = False  # the producer has ended
+        self.left = False  # the client has disconnected
+        self.failure: BaseException | None = None  # what the events raised
+        self.producer: asyncio.Future[None] | None = None
+
+    def stop(self) -> None:
+        """Cancel the producer (which closes the events' iterator)."""
+        if self.producer is not None:
+            self.producer.cancel()
 
 
 class EventStreamResponse(Response):
@@ -78,72 +101,16 @@ class EventStreamResponse(Response):
         """Whether the client was cut for accepting no bytes (for tests and logs)."""
         self.init_headers()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
-        buffer: list[str] = []
-        buffered = 0  # characters in buffer
-        ready = asyncio.Event()  # the buffer holds events, or the producer ended
-        room = asyncio.Event()  # the buffer has room
-        room.set()
-        ended = left = False
-        failure: BaseException | None = None
-
-        async def produce() -> None:
-            nonlocal ended, failure, buffered
-            try:
-                async for event in self.events:
-                    buffer.append(event)
-                    buffered += len(event)
-                    ready.set()
-                    if buffered >= self.buffer_bytes:
-                        room.clear()
-                        await self._room(room, cut)
-            except asyncio.CancelledError:
-                pass  # the client left (or the response is being torn down)
-            except BaseException as exc:  # noqa: BLE001 (re-raised by the sender)
-                failure = exc
-            finally:
-                ended = True
-                ready.set()
-                aclose = getattr(self.events, "aclose", None)
-                if aclose is not None:
-                    await aclose()  # when cancelled while waiting for room
-
-        async def watch() -> None:
-            nonlocal left
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            left = True
-            producer.cancel()
-
-        def cut() -> None:
-            self.preempted = True
-            producer.cancel()
-
-        producer = asyncio.ensure_future(produce())
-        watcher = asyncio.ensure_future(watch())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = _Pump()
+        producer = pump.producer = asyncio.ensure_future(self._produce(pump))
+        watcher = asyncio.ensure_future(self._watch(pump, receive))
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code,
                  "headers": self.raw_headers}
             )  # fmt: skip
-            while True:
-                await ready.wait()
-                ready.clear()
-                last = ended and failure is None and not left and not self.preempted
-                if buffer or last:
-                    body = "".join(buffer).encode()
-                    buffer.clear()
-                    buffered = 0
-                    room.set()
-                    # The last events and the body's end in one write when they are
-                    # ready together (one write and one client wake-up fewer).
-                    message = {"type": "http.response.body", "body": body, "more_body": not last}
-                    if not await self._sent(send, message):
-                        break
-                if ended and not buffer:
-                    break
-            if failure is not None:
-                raise failure
+            await self._send_events(pump, send)
         except OSError:
             pass  # the client is gone (an ASGI 2.4 server raises on send)
         finally:
@@ -151,6 +118,63 @@ class EventStreamResponse(Response):
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+
+    async def _produce(self, pump: _Pump) -> None:
+        """The producer task: pull the events into the buffer, up to ``buffer_bytes``."""
+        buffer, ready, room = pump.buffer, pump.ready, pump.room
+        limit = self.buffer_bytes
+        try:
+            async for event in self.events:
+                buffer.append(event)
+                pump.size += len(event)
+                ready.set()
+                if pump.size >= limit:
+                    room.clear()
+                    await self._room(room, partial(self._cut, pump))
+        except asyncio.CancelledError:
+            pass  # the client left (or the response is being torn down)
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the sender)
+            pump.failure = exc
+        finally:
+            pump.ended = True
+            ready.set()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await aclose()  # when cancelled while waiting for room
+
+    async def _watch(self, pump: _Pump, receive: Receive) -> None:
+        """The watcher task: cancel the producer once the client has disconnected."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        pump.left = True
+        pump.stop()
+
+    def _cut(self, pump: _Pump) -> None:
+        self.preempted = True
+        pump.stop()
+
+    async def _send_events(self, pump: _Pump, send: Send) -> None:
+        """Send what the buffer holds each time the producer wakes this task, until the
+        producer has ended and the buffer is empty; then raise the producer's failure."""
+        buffer, ready, room = pump.buffer, pump.ready, pump.room
+        while True:
+            await ready.wait()
+            ready.clear()
+            last = pump.ended and pump.failure is None and not pump.left and not self.preempted
+            if buffer or last:
+                body = "".join(buffer).encode()
+                buffer.clear()
+                pump.size = 0
+                room.set()
+                # The last events and the body's end in one write when they are
+                # ready together (one write and one client wake-up fewer).
+                message = {"type": "http.response.body", "body": body, "more_body": not last}
+                if not await self._sent(send, message):
+                    break
+            if pump.ended and not buffer:
+                break
+        if pump.failure is not None:
+            raise pump.failure
 
     async def _room(self, room: asyncio.Event, cut: Callable[[], None]) -> None:
         """Wait until the sender empties the buffer; past the grace, as a stalled stream."""

@@ -371,7 +371,7 @@ class FairQueue:
         ):
             del self._tenants[t.name]
 
-    def _dispatch(self) -> None:  # noqa: C901
+    def _dispatch(self) -> None:
         """Grant slots by smallest start tag while they fit. The head of line waits for
         room (a costly request is not starved by cheap ones); with headroom, a tenant at
         or over its share is passed over while only the reserve is free (and the ones at
@@ -385,6 +385,20 @@ class FairQueue:
         cap = self._cap if self._line.waiting_tenants > 1 else None
         if cap is not None:
             cap.start(self._tenants.values())
+        passed, capped = self._grant_heads(shares, cap)
+        for waiter in passed + capped:
+            self._line.push(waiter)
+        self._take_back()
+        if passed and self.in_use < self.capacity:
+            self._wake_at(self._shares.lapse)
+
+    def _grant_heads(
+        self, shares: SlotShares | None, cap: ShareCap | None
+    ) -> tuple[list[Waiter], list[Waiter]]:
+        """``_dispatch``'s loop: grant the head of line while it fits. Returns the
+        waiters taken out of line for now, to be put back: passed over for headroom
+        (``shares``, None when off) and held back by the share cap (``cap``, None when
+        one tenant waits)."""
         passed: list[Waiter] = []
         capped: list[Waiter] = []
         while (head := self._line.head()) is not None:
@@ -415,11 +429,7 @@ class FairQueue:
                 shares.taken(t, needed_before)
             if cap is not None:
                 cap.granted(t, was_below)
-        for waiter in passed + capped:
-            self._line.push(waiter)
-        self._take_back()
-        if passed and self.in_use < self.capacity:
-            self._wake_at(self._shares.lapse)
+        return passed, capped
 
     def _grant(self, waiter: Waiter) -> None:
         self._line.pop()

@@ -11,17 +11,50 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from gateway.engine.interface import (
     AdapterRef,
     AdapterResidency,
     ChoiceOutput,
     GenerationOutput,
+    GenerationParams,
     GenerationRequest,
     SchedulerFigures,
     TokenLogprob,
 )
 from gateway.errors import EngineFailureError
+
+
+@dataclass
+class FakeChoice:
+    """One choice of a fake request: its words, one token each, and how far it got."""
+
+    index: int
+    words: list[str]
+    produced: int = 0
+    text: str = ""  # kept only when the request has stop strings
+    done: bool = False
+
+    def next_token(self, p: GenerationParams) -> ChoiceOutput:
+        word = self.words[self.produced] + " "
+        self.produced += 1
+        stop_hit = next((s for s in p.stop if s in self.text + word), None)
+        if stop_hit is not None:
+            word = (self.text + word).split(stop_hit)[0][len(self.text) :]
+        if p.stop:  # only stop strings need the text so far
+            self.text += word
+        reason = None
+        if stop_hit is not None or self.produced >= len(self.words):
+            reason = "stop"
+        elif self.produced >= p.max_tokens:
+            reason = "length"
+        self.done = reason is not None
+        logprobs = None
+        if p.logprobs is not None:
+            top = tuple((f"alt{k}", -1.0 - k) for k in range(p.logprobs))
+            logprobs = (TokenLogprob(word, -0.5, top),)
+        return ChoiceOutput(self.index, word, (1000 + self.produced,), logprobs, reason)
 
 
 class FakeEngine:
@@ -46,48 +79,23 @@ class FakeEngine:
         tag = request.adapter.name if request.adapter else "base"
         return [f"{tag}{index}w{i}" for i in range(self.reply_words)]
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:  # noqa: C901
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         self.requests.append(request)
         self.running.add(request.request_id)
         if request.adapter is not None:  # vLLM loads an adapter a request needs
             self.loaded.add(request.adapter.lora_id)
         p = request.params
         try:
-            produced = [0] * p.n
-            texts = [""] * p.n
-            done = [False] * p.n
-            replies = [self.words(request, i) for i in range(p.n)]
+            choices = [FakeChoice(i, self.words(request, i)) for i in range(p.n)]
             step = 0
-            while not all(done):
+            while not all(c.done for c in choices):
                 if self.fail_after_tokens is not None and step >= self.fail_after_tokens:
                     raise EngineFailureError("fake engine failure")
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
                 else:
                     await asyncio.sleep(0)
-                outs = []
-                for i in range(p.n):
-                    if done[i]:
-                        continue
-                    words = replies[i]
-                    word = words[produced[i]] + " "
-                    produced[i] += 1
-                    stop_hit = next((s for s in p.stop if s in texts[i] + word), None)
-                    if stop_hit is not None:
-                        word = (texts[i] + word).split(stop_hit)[0][len(texts[i]) :]
-                    if p.stop:  # only stop strings need the text so far
-                        texts[i] += word
-                    reason = None
-                    if stop_hit is not None or produced[i] >= len(words):
-                        reason = "stop"
-                    elif produced[i] >= p.max_tokens:
-                        reason = "length"
-                    done[i] = reason is not None
-                    logprobs = None
-                    if p.logprobs is not None:
-                        top = tuple((f"alt{k}", -1.0 - k) for k in range(p.logprobs))
-                        logprobs = (TokenLogprob(word, -0.5, top),)
-                    outs.append(ChoiceOutput(i, word, (1000 + produced[i],), logprobs, reason))
+                outs = [c.next_token(p) for c in choices if not c.done]
                 step += 1
                 yield GenerationOutput(request.request_id, outs, self.cached_tokens)
         except (asyncio.CancelledError, GeneratorExit):
