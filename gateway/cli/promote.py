@@ -26,9 +26,11 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
+
+import httpx
 
 from gateway.cli.admin_client import AdminAPIError, AdminClient, default_admin_key, default_url
 from gateway.compare.eval_set import EvalFileError, EvalItem, load_eval_set
@@ -118,12 +120,23 @@ class Plan:
     api_key: str
 
 
-def cmd_promote(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+def cmd_promote(args: argparse.Namespace) -> int:
+    return asyncio.run(run_promote(args))
+
+
+async def run_promote(
+    args: argparse.Namespace,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """The command; ``transport`` lets tests talk to an in-process app (both the admin
+    calls and the OpenAI SDK's requests go through it)."""
     out = out or sys.stdout
     try:
         require(COMPARE)  # the OpenAI SDK, numpy
         items, name, version, api_key = _inputs(args)
-        return asyncio.run(_promote(args, items, name, version, api_key, out))
+        return await _promote(args, Plan(name, version, "", items, api_key), transport, out)
     except (UsageError, MissingExtraError) as exc:
         print(f"loragate adapters promote: {exc}", file=sys.stderr)
         return 2
@@ -150,19 +163,19 @@ def _inputs(args: argparse.Namespace) -> tuple[list[EvalItem], str, str, str]:
 
 async def _promote(
     args: argparse.Namespace,
-    items: list[EvalItem],
-    name: str,
-    version: str,
-    api_key: str,
+    request: Plan,
+    transport: httpx.AsyncBaseTransport | None,
     out: TextIO,
 ) -> int:
     url = args.url or default_url()
-    async with AdminClient(url, args.admin_key or default_admin_key()) as admin:
+    name, version = request.name, request.candidate
+    admin_key = args.admin_key or default_admin_key()
+    async with AdminClient(url, admin_key, transport=transport) as admin:
         stable = await _stable_version(admin, name, version)
-        plan = Plan(name, version, stable, items, api_key)
-        records, failed = await _answers(args, url, plan)
-        candidate_scores = item_scores(items, records[CANDIDATE])
-        stable_scores = item_scores(items, records[STABLE])
+        plan = replace(request, stable=stable)
+        records, failed = await _answers(args, url, plan, transport)
+        candidate_scores = item_scores(plan.items, records[CANDIDATE])
+        stable_scores = item_scores(plan.items, records[STABLE])
         result = decide(
             candidate_scores,
             stable_scores,
@@ -209,7 +222,7 @@ async def _stable_version(admin: AdminClient, name: str, version: str) -> str:
 
 
 async def _answers(
-    args: argparse.Namespace, url: str, plan: Plan
+    args: argparse.Namespace, url: str, plan: Plan, transport: httpx.AsyncBaseTransport | None
 ) -> tuple[dict[str, dict[str, AnswerRecord]], int]:
     """Every item answered by both versions: ``variant -> item id -> record``, and how
     many requests failed."""
@@ -226,11 +239,13 @@ async def _answers(
     )
     with tempfile.TemporaryDirectory(prefix="loragate-promote-") as tmp:
         results = ResultsFile((args.out or Path(tmp)) / RESULTS_FILE)
+        http = httpx.AsyncClient(transport=transport) if transport is not None else None
         client = openai.AsyncOpenAI(
             base_url=url.rstrip("/") + "/v1",
             api_key=plan.api_key,
             timeout=args.timeout,
             max_retries=2,
+            http_client=cast(Any, http),  # the SDK takes httpx clients too (tests)
         )
         try:
             summary = await run_pairs(
