@@ -86,7 +86,7 @@ async def test_dry_run_prints_json_and_changes_nothing(
         with_v2, "pirate@v2", "--eval-set", str(eval_set(tmp_path, 5)), "--dry-run", "--json"
     )
     assert status == 0
-    report = json.loads(printed[: printed.rindex("}") + 1])
+    report = json.loads(printed)  # stdout holds the JSON alone
     assert report["passed"] is True
     assert (report["name"], report["candidate"], report["stable"]) == ("pirate", "v2", "v1")
     assert (report["items"], report["candidate_mean"], report["stable_mean"]) == (5, 1.0, 1.0)
@@ -109,6 +109,7 @@ async def test_failed_eval_requests_promote_nothing(
     ("target", "message"),
     [
         ("pirate", "NAME@VERSION"),
+        ("../etc@v1", "NAME@VERSION"),
         ("nobody@v1", "no adapter named 'nobody'"),
         ("pirate@v7", "has no version 'v7'"),
         ("pirate@v1", "already the active version"),

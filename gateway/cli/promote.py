@@ -32,6 +32,7 @@ from typing import Any, TextIO, cast
 
 import httpx
 
+from adapters.naming import NAME_PATTERN, VERSION_PATTERN
 from gateway.cli.admin_client import AdminAPIError, AdminClient, default_admin_key, default_url
 from gateway.compare.eval_set import EvalFileError, EvalItem, load_eval_set
 from gateway.compare.gate import GateResult, decide, format_gate, item_scores
@@ -147,7 +148,7 @@ async def run_promote(
 
 def _inputs(args: argparse.Namespace) -> tuple[list[EvalItem], str, str, str]:
     name, sep, version = args.target.partition("@")
-    if not sep or not name or not version:
+    if not sep or not NAME_PATTERN.fullmatch(name) or not VERSION_PATTERN.fullmatch(version):
         raise UsageError(f"give the candidate as NAME@VERSION, not {args.target!r}")
     if args.margin < 0 or args.max_tokens < 1 or args.concurrency < 1 or args.resamples < 1:
         raise UsageError("--margin must be >= 0; --max-tokens, --concurrency, --resamples >= 1")
@@ -185,20 +186,21 @@ async def _promote(
             confidence=DEFAULT_CONFIDENCE,
         )
         _print(args, plan, result, out)
+        note = sys.stderr if args.json else out  # --json: stdout holds the JSON alone
         if failed:
             raise NotPromoted(f"{failed} eval request(s) failed: nothing promoted")
         if not result.passed:
-            print(f"not promoted: {name}@{stable} stays active", file=out)
+            print(f"not promoted: {name}@{stable} stays active", file=note)
             return 1
         if args.dry_run:
-            print(f"dry run: {name}@{version} passes the gate; nothing changed", file=out)
+            print(f"dry run: {name}@{version} passes the gate; nothing changed", file=note)
             return 0
         body = {"version": version, "stable": stable, "gate": _figures(args, result)}
         try:
             await admin.request("POST", f"/admin/adapters/{name}/promote", json=body)
         except AdminAPIError as exc:
             raise NotPromoted(str(exc)) from None
-    print(f"promoted: {name}@{version} is active (was {stable})", file=out)
+        print(f"promoted: {name}@{version} is active (was {stable})", file=note)
     return 0
 
 
