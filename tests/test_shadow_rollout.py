@@ -322,6 +322,7 @@ async def test_an_alias_split_may_name_only_its_tenants_models(gw: Gateway) -> N
     r = await gw.client.post("/admin/tenants", json={"name": "initech", **tenant}, headers=ADMIN)
     assert r.status_code == 400, r.text
     assert "'robot' is not one of the tenant's models" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "aliases", r.json()
     tenant["aliases"]["support"]["split"] = {"pirate": 60, "robot": 60}
     tenant["models"] = ["pirate", "robot"]
     r = await gw.client.post("/admin/tenants", json={"name": "initech", **tenant}, headers=ADMIN)

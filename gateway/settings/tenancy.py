@@ -10,7 +10,14 @@ import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from adapters.namespace_sources import AdapterSourceSpec
 from adapters.traffic_split import weights_problem
@@ -225,30 +232,37 @@ class TenantConfig(Section):
             or "*" in self.models
         ):
             raise ValueError(f"default_model '{self.default_model}' is not in models or aliases")
-        for name, alias in self.aliases.items():
+        for name in self.aliases:
             if not NAME.match(name):
                 raise ValueError(f"alias '{name}' must match [a-z0-9][a-z0-9._-]{{0,63}}")
-            if alias.split is not None:
-                self._check_alias_split(name, alias.model, alias.split)
         return self
 
-    def _check_alias_split(self, alias: str, model: str, split: dict[str, int]) -> None:
+    @field_validator("aliases")
+    @classmethod
+    def _alias_splits(
+        cls, aliases: dict[str, AliasConfig], info: ValidationInfo
+    ) -> dict[str, AliasConfig]:
         """An alias's split names the tenant's own adapters only (its ``models``)."""
-        problem = weights_problem(split, names=True)
-        if problem is None and model not in split:
-            problem = f"`model` ({model}) must be one of the names the split routes to"
-        if problem is None:
-            foreign = [
-                n
-                for n in split
-                if "*" not in self.models
-                and n not in self.models
-                and n.partition("@")[0] not in self.models
-            ]
-            if foreign:
-                problem = f"{foreign[0]!r} is not one of the tenant's models"
-        if problem is not None:
-            raise ValueError(f"alias '{alias}': invalid split: {problem}")
+        models = info.data.get("models", [])
+        for alias, cfg in aliases.items():
+            problem = _alias_split_problem(cfg, models)
+            if problem is not None:
+                raise ValueError(f"alias '{alias}': invalid split: {problem}")
+        return aliases
+
+
+def _alias_split_problem(alias: AliasConfig, models: list[str]) -> str | None:
+    split = alias.split
+    if split is None:
+        return None
+    problem = weights_problem(split, names=True)
+    if problem is None and alias.model not in split:
+        problem = f"`model` ({alias.model}) must be one of the names the split routes to"
+    if problem is None and "*" not in models:
+        foreign = [n for n in split if n not in models and n.partition("@")[0] not in models]
+        if foreign:
+            problem = f"{foreign[0]!r} is not one of the tenant's models"
+    return problem
 
 
 class AdminConfig(Section):
