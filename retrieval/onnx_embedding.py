@@ -110,7 +110,9 @@ def export_int8(model_dir: Path, target: Path) -> None:
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 (or another BERT-style sentence-transformers folder) on ONNX
     Runtime, int8. ``name`` defaults to the folder's model name plus ``-int8``: its
-    vectors differ slightly from the float model's, so collections are not mixed."""
+    vectors differ slightly from the float model's, so collections are not mixed.
+    ``session`` runs the graph (anything with ``InferenceSession.run``); by default an
+    ONNX Runtime session on ``onnx_path`` (``open_session``)."""
 
     def __init__(
         self,
@@ -122,6 +124,7 @@ class OnnxEmbedder:
         batch_size: int = 8,
         query_prefix: str = "",
         document_prefix: str = "",
+        session: Any = None,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -138,7 +141,7 @@ class OnnxEmbedder:
         self.onnx_path = cache / f"{base}-{_weights_digest(path)}-int8.onnx"
         if not self.onnx_path.is_file():
             export_int8(path, self.onnx_path)
-        self._session = open_session(self.onnx_path)
+        self._session = session if session is not None else open_session(self.onnx_path)
         self.workers = threads or min(len(os.sched_getaffinity(0)), 8)
         # ONNX Runtime releases the GIL while it runs, so threads give real parallelism
         # (the executor starts its threads on first use)

@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from retrieval.embedding import bundled_model_dir
-from retrieval.onnx_embedding import OnnxEmbedder
+from retrieval.onnx_embedding import OnnxEmbedder, open_session
 
 TEXTS = [
     "short",
@@ -136,21 +137,30 @@ def test_batches_run_side_by_side_give_the_vectors_of_one_batch_after_another(
 ) -> None:
     texts = [f"{TEXTS[1][: 7 * k]} number {k}" for k in range(1, 23)]
     serial = OnnxEmbedder(tiny_model, cache_dir=embedder.onnx_path.parent, threads=1, batch_size=2)
-    parallel = OnnxEmbedder(
-        tiny_model, cache_dir=embedder.onnx_path.parent, threads=4, batch_size=2
-    )
     threads: set[str] = set()
     together = threading.Barrier(2, timeout=10)  # one batch after another breaks it
     calls = itertools.count()
-    run = parallel._embed_batch
 
-    def recording(batch: list[list[int]]) -> np.ndarray:
-        threads.add(threading.current_thread().name)
-        if next(calls) < 2:
-            together.wait()  # the first two batches must be running at the same time
-        return run(batch)
+    class RecordingSession:
+        """The real session; notes each batch's thread once ``armed``."""
 
-    parallel._embed_batch = recording  # type: ignore[method-assign]
+        armed = False
+
+        def __init__(self) -> None:
+            self.inner = open_session(embedder.onnx_path)
+
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> Any:
+            if self.armed:
+                threads.add(threading.current_thread().name)
+                if next(calls) < 2:
+                    together.wait()  # the first two batches must run at the same time
+            return self.inner.run(names, feeds)
+
+    session = RecordingSession()
+    parallel = OnnxEmbedder(
+        tiny_model, cache_dir=embedder.onnx_path.parent, threads=4, batch_size=2, session=session
+    )
+    session.armed = True  # (the constructor ran one batch to learn the dimension)
 
     assert np.array_equal(parallel.embed_documents(texts), serial.embed_documents(texts))
     assert len(threads) > 1 and all(name.startswith("onnx-embed") for name in threads)
@@ -174,7 +184,7 @@ def test_residual_adds_and_layer_norms_stay_apart_in_the_session(
     against 3% for Add + LayerNormalization): neither the export nor the session fuses it."""
     import onnx
 
-    from retrieval.onnx_embedding import open_session, session_options
+    from retrieval.onnx_embedding import session_options
 
     options = session_options()
     options.optimized_model_filepath = str(tmp_path / "as-run.onnx")
