@@ -4,6 +4,8 @@ bounds, the shadow split settings' validation, and an alias split's config check
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from adapters.base_model import BaseModelSpec
 from adapters.limits import AdapterLimits
+from adapters.pg_registry_state import PostgresStateStore
 from adapters.registry import AdapterRegistry
 from adapters.sources import LocalDirectorySource
 from adapters.traffic_split import RollbackBounds, ShadowConfig, SplitOptions, TrafficSplit
@@ -125,6 +128,27 @@ async def test_the_watch_judges_the_window_since_it_first_saw_the_split(
     ]
 
 
+async def test_the_watch_leaves_a_split_set_while_it_judged_the_old_one(
+    registry: AdapterRegistry,
+) -> None:
+    seen = {"v1": figures(0), "v2": figures(0)}
+    operator: list[TrafficSplit] = []
+
+    def figures_meanwhile(name: str) -> dict[str, VersionFigures]:
+        if seen["v2"].errors and not operator:  # an operator sets a new split meanwhile
+            operator.append(registry.set_split("tone", {"v1": 90, "v2": 10}))
+        return dict(seen)
+
+    audit = Audit()
+    metrics = GatewayMetrics(CollectorRegistry(), also_render=None)
+    watch = CanaryWatch(registry, metrics, audit, figures=figures_meanwhile)
+    registry.set_split("tone", {"v1": 50, "v2": 50}, SplitOptions(rollback=BOUNDS))
+    await watch.check()
+    seen["v2"] = figures(100, errors=100)
+    assert await watch.check() == []
+    assert registry.split("tone") == operator[0] and audit.entries == []
+
+
 def test_the_shadow_log_keeps_its_bounds_per_tenant() -> None:
     log = ShadowLog(max_entries=3, max_bytes=40)
 
@@ -157,3 +181,58 @@ def test_an_alias_split_is_checked_against_the_tenants_models() -> None:
     for data, message in bad:
         with pytest.raises(ValidationError, match=message):
             TenantConfig.model_validate(data)
+
+
+# ------------------------------------------------------------------ several gateways
+
+
+async def test_two_gateways_on_one_store_end_in_the_same_state(pg_url: str, tmp_path: Path) -> None:
+    """Both gateways see the canary fail; one clears the split and audits it, the other
+    finds it gone (no second audit), and both serve without a split afterwards."""
+    base = tiny_llama_dir()
+    spec = BaseModelSpec.from_directory(base, name="tiny-base")
+    root = tmp_path / "src"
+
+    def open_() -> AdapterRegistry:
+        store = PostgresStateStore(pg_url, timeout=5.0)
+        return AdapterRegistry.open(
+            tmp_path / "shared",
+            spec,
+            AdapterLimits(max_lora_rank=16),
+            state_store=store,
+            refresh_seconds=0.1,
+        )
+
+    with open_() as a, open_() as b:
+        for seed in (1, 2):
+            write_random_adapter(base, root / f"tone-{seed}", seed=seed)
+            a.register("tone", LocalDirectorySource(root / f"tone-{seed}", [root]))
+        bounds = RollbackBounds(max_error_rate=0.1, min_requests=10)
+        a.set_split("tone", {"v1": 50, "v2": 50}, SplitOptions(rollback=bounds))
+        deadline = time.monotonic() + 5
+        while b.split("tone") is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        seen = {"v1": figures(0), "v2": figures(0)}
+        audits = [Audit(), Audit()]
+        watches = [
+            CanaryWatch(
+                reg,
+                GatewayMetrics(CollectorRegistry(), also_render=None),
+                audit,
+                figures=lambda name: dict(seen),
+            )
+            for reg, audit in zip((a, b), audits, strict=True)
+        ]
+        for watch in watches:
+            assert await watch.check() == []  # windows start
+        seen["v2"] = figures(20, errors=20)
+        first = await watches[0].check()
+        second = await watches[1].check()  # judged on b's (stale) copy: compare-and-clear
+        assert [len(first), len(second)] == [1, 0]
+        assert [len(x.entries) for x in audits] == [1, 0]
+        deadline = time.monotonic() + 5
+        while b.split("tone") is not None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert a.split("tone") is None
