@@ -59,12 +59,20 @@ class RetrievalConfig:
     rrf_k: int = 60
     """Reciprocal rank fusion constant: fused score = sum of 1 / (rrf_k + rank)."""
     hybrid_candidates: int = 50
+    """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
     cross_language_bm25_weight: float = 0.5
     """Weight of the BM25 ranking in hybrid fusion for a query in none of the collection's
     document languages (the dense ranking weighs 1): keywords rarely match across
     languages. At 0.5 other-language answer@5 is 0.68 against 0.55 at full weight (SQLite
     manual) and 0.57 against 0.53 (PostgreSQL), English the same (``docs/benchmarks.md``)."""
-    """Each ranker contributes this many candidates (at least ``k``) to the fusion."""
+    page_rerank_chunks: int = 0
+    """For a query in another language than the documents (``dual`` embedder, hybrid
+    search): the best page's chunks are re-scored with both parts of the query vector
+    and this many of them join the fusion (0: off; ``retrieval.page_rerank``). Off by
+    default: 2 moved one PostgreSQL question of 60 and none on the SQLite set
+    (``retrieval/bench/README.md``)."""
+    page_rerank_weight: float = 0.5
+    """Weight of that ranking in the fusion (a dense ranking weighs 1)."""
     passage_tokens: int = 300
     """Grow each search hit with the adjacent chunks of its own section up to this many
     cl100k tokens, a lower hit it swallows freeing its slot (0: single chunks). 300
@@ -90,6 +98,8 @@ class RetrievalConfig:
         check_language(self.query_language)
         if not 0.0 <= self.cross_language_bm25_weight <= 1.0:
             raise ValueError("cross_language_bm25_weight must be between 0 and 1")
+        if self.page_rerank_chunks < 0 or not 0.0 < self.page_rerank_weight <= 1.0:
+            raise ValueError("page_rerank_chunks must be >= 0 and page_rerank_weight in (0, 1]")
         if self.passage_tokens < 0:
             raise ValueError("passage_tokens must be >= 0 (0: single chunks)")
         if self.keep_versions < 2:

@@ -11,6 +11,7 @@ from retrieval.analysis import detect_language
 from retrieval.collection import Snapshot
 from retrieval.expand import build_passages
 from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.page_rerank import PageRerank
 from retrieval.records import SearchHit, SearchMode
 
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -30,6 +31,7 @@ def search_snapshots(
     language: str | None = None,
     passage_tokens: int = 0,
     cross_language_bm25_weight: float = 1.0,
+    page_rerank: PageRerank | None = None,
 ) -> list[SearchHit]:
     """The ``k`` best chunks of ``snapshots`` for ``query``.
 
@@ -48,6 +50,10 @@ def search_snapshots(
     a dense one when the query's language is none of its collection's document
     languages: keywords rarely match across languages, the multilingual dense ranking
     does.
+
+    ``page_rerank`` (hybrid only, a query in another language than the documents):
+    the best fused page's chunks are re-scored with both parts of the dual vector and
+    its best join the fusion as one more ranking (``retrieval.page_rerank``).
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, not {mode!r}")
@@ -57,6 +63,7 @@ def search_snapshots(
     depth = wanted if mode != "hybrid" else max(wanted, hybrid_candidates)
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)
     weights: list[float] = []
+    vector: np.ndarray | None = None
     if mode != "dense":
         for number, snapshot in enumerate(snapshots):
             scores, rows = snapshot.bm25.search(query, depth, language)
@@ -69,13 +76,14 @@ def search_snapshots(
             rankings.append([(float(s), number, int(r)) for s, r in zip(scores, rows, strict=True)])
             weights.append(1.0)
     if mode == "hybrid":
-        fused = reciprocal_rank_fusion(
-            [[(n, r) for _, n, r in ranking] for ranking in rankings],
-            k=rrf_k,
-            limit=wanted,
-            weights=weights,
-        )
-        best = [(score, n, r) for (n, r), score in fused]
+        keyed = [[(n, r) for _, n, r in ranking] for ranking in rankings]
+        fused = reciprocal_rank_fusion(keyed, k=rrf_k, weights=weights)
+        if page_rerank is not None and vector is not None and fused and page_rerank.applies(query):
+            page_vector = page_rerank.page_vector(query, vector)
+            keyed.append(page_rerank.ranking(snapshots, fused[0][0], page_vector))
+            weights.append(page_rerank.weight)
+            fused = reciprocal_rank_fusion(keyed, k=rrf_k, weights=weights)
+        best = [(score, n, r) for (n, r), score in fused[:wanted]]
     else:
         merged = (hit for ranking in rankings for hit in ranking)
         best = sorted(merged, key=lambda h: -h[0])[:wanted]

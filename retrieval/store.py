@@ -31,6 +31,7 @@ from retrieval.ingest import (
     expand_paths,
     prepare_inputs,
 )
+from retrieval.page_rerank import page_rerank_for
 from retrieval.pdf_text import PdfLimits
 from retrieval.records import (
     CollectionInfo,
@@ -191,6 +192,9 @@ class CollectionStore:
             language=language,
             passage_tokens=self.config.passage_tokens,
             cross_language_bm25_weight=self.config.cross_language_bm25_weight,
+            page_rerank=page_rerank_for(
+                self.embedder, self.config.page_rerank_chunks, self.config.page_rerank_weight
+            ),
         )
 
     # --- writing --------------------------------------------------------------------

@@ -101,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         help="hybrid: cross_language_bm25_weight values to score too (e.g. 0.5,0.25)",
     )
     parser.add_argument(
+        "--page-rerank",
+        default="",
+        help="dual, hybrid: page_rerank_chunks values to score too (e.g. 2,3; "
+        "weight from --page-rerank-weight)",
+    )
+    parser.add_argument("--page-rerank-weight", type=float, default=0.5)
+    parser.add_argument(
         "--latency-chunks",
         type=int,
         default=15_000,
@@ -200,15 +207,27 @@ def run_one(
             parts = (embedder.english, embedder.multilingual)
             variants.append((label, DualEmbedder(*parts, english_weights=weights, route=route)))
     questions = corpus.questions()
-    cross = [config.cross_language_bm25_weight]
-    cross += [float(w) for w in args.bm25_weights.split(",") if w]
-    for (label, variant), weight in itertools.product(variants, cross):
-        tuned = dataclasses.replace(config, cross_language_bm25_weight=weight)
+    tunings = [(config.cross_language_bm25_weight, config.page_rerank_chunks)]
+    tunings += [(float(w), config.page_rerank_chunks) for w in args.bm25_weights.split(",") if w]
+    if name == "dual":
+        tunings += [
+            (config.cross_language_bm25_weight, int(c)) for c in args.page_rerank.split(",") if c
+        ]
+    for (label, variant), (weight, page_chunks) in itertools.product(variants, tunings):
+        tuned = dataclasses.replace(
+            config,
+            cross_language_bm25_weight=weight,
+            page_rerank_chunks=page_chunks,
+            page_rerank_weight=args.page_rerank_weight,
+        )
         searcher = CollectionStore(store.root, variant, tuned)
         if weight != config.cross_language_bm25_weight:
             label = f"{label}, cross-language BM25 x{weight:g}"
+        if page_chunks != config.page_rerank_chunks:
+            label = f"{label}, page rerank {page_chunks} x{args.page_rerank_weight:g}"
         for mode in filter(None, args.modes.split(",")):
-            if weight != config.cross_language_bm25_weight and mode != "hybrid":
+            tuned_only = (weight, page_chunks) != tunings[0]
+            if tuned_only and mode != "hybrid":
                 continue
             per_language, seconds = score(searcher, pages, questions, mode)
             english = rates(per_language["en"])
