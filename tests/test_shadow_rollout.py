@@ -44,6 +44,8 @@ class VersionedEngine(FakeEngine):
     def __init__(self) -> None:
         super().__init__(reply_words=4)
         self.failing: set[str] = set()
+        self.slow: dict[str, float] = {}
+        """version -> seconds of delay before its first token."""
 
     def words(self, request: GenerationRequest, index: int) -> list[str]:
         a = request.adapter
@@ -54,6 +56,8 @@ class VersionedEngine(FakeEngine):
         if request.adapter is not None and request.adapter.version in self.failing:
             self.requests.append(request)
             raise EngineFailureError("canary broke")
+        if request.adapter is not None and request.adapter.version in self.slow:
+            await asyncio.sleep(self.slow[request.adapter.version])
         async for out in super().generate(request):
             yield out
 
@@ -289,8 +293,27 @@ async def test_a_failing_canary_is_rolled_back_and_audited_as_system(gw: Gateway
     assert await watch.check() == []  # nothing left to judge
 
 
+async def test_a_slow_canary_is_rolled_back(gw: Gateway) -> None:
+    gw.engine.slow["v2"] = 0.15
+    rollback = {"max_latency_ratio": 3, "min_requests": 3}
+    assert (await put_split(gw, weights={"v1": 50, "v2": 50}, rollback=rollback)).status_code == 200
+    watch = gw.state.canary_watch
+    await watch.check()
+    served: dict[str, int] = {"v1": 0, "v2": 0}
+    for i in range(40):
+        user = f"user-{i}"
+        version = choose([("v1", 50), ("v2", 50)], bucket("pirate", user))
+        if served[version] < 3:
+            await gw.ask("acme", "pirate", user=user)
+            served[version] += 1
+    assert served == {"v1": 3, "v2": 3}
+    done = await watch.check()
+    assert [d.version for d in done] == ["v2"] and "latency" in done[0].reason
+    assert gw.state.registry.split("pirate") is None
+
+
 async def test_a_healthy_canary_stays(gw: Gateway) -> None:
-    rollback = {"max_error_rate": 0.2, "max_latency_ratio": 50, "min_requests": 3}
+    rollback = {"max_error_rate": 0.2, "max_latency_ratio": 1000, "min_requests": 3}
     assert (await put_split(gw, weights={"v1": 50, "v2": 50}, rollback=rollback)).status_code == 200
     watch = gw.state.canary_watch
     await watch.check()
