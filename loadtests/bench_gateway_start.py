@@ -198,7 +198,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     venvs = [
-        (Path(v.partition("=")[0]), Path(v.partition("=")[2]) if "=" in v else None)
+        (Path(v.partition("=")[0]).absolute(), Path(v.partition("=")[2]) if "=" in v else None)
         for v in args.venv
     ]
     if args.model is None:
