@@ -24,6 +24,7 @@ no secret is ever stored, listed or echoed.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.archive import extract_archive, safe_relative_path
 from adapters.errors import (
+    AdapterError,
     SourceNotAllowedError,
     SourceUnavailableError,
     UnsafeArchiveError,
@@ -43,6 +45,7 @@ from adapters.limits import AdapterLimits
 from adapters.naming import NAME_PATTERN
 from adapters.sources import (
     DEFAULT_PROTOCOLS,
+    LOCAL_PROTOCOLS,
     AdapterSource,
     FsspecSource,
     LocalDirectorySource,
@@ -55,6 +58,10 @@ PREFIX = re.compile(r"([A-Za-z0-9!_.*'()-]+/)*")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 ARCHIVE_SUFFIX = ".tar.gz"
 """An adapter folder archived in a namespace: ``<root>/<name>.tar.gz``."""
+SOURCE_LABEL = "<source>"
+"""What a tenant's error shows in place of its namespace's root on this machine."""
+
+logger = logging.getLogger(__name__)
 
 
 class SourceKind(StrEnum):
@@ -193,11 +200,56 @@ class FolderNamespace:
         folder = self.root / name
         # The namespace's root is the only allowed root: links out of it are refused.
         if folder.is_dir():
-            return LocalDirectorySource(folder, [self.root])
+            return LocalEntry(name, LocalDirectorySource(folder, [self.root]), [str(self.root)])
         archive = self.root / f"{name}{ARCHIVE_SUFFIX}"
         if archive.is_file():
-            return FsspecSource(str(archive), allowed_protocols={"file"}, allowed_roots=[self.root])
+            inner = FsspecSource(
+                str(archive), allowed_protocols={"file"}, allowed_roots=[self.root]
+            )
+            return LocalEntry(name, inner, [str(self.root)])
         return None
+
+
+class LocalEntry:
+    """An adapter of a namespace on this machine's disk (a folder, a ``file://`` URI),
+    whose refusals reach the tenant that asked for it by name.
+
+    The tenant sees the name it asked for, never the gateway's paths: a link out of the
+    root gets a fixed message, any other refusal has the root (and the registry's work
+    folder) replaced by ``<source>``. The operator's log keeps the full message.
+    """
+
+    def __init__(self, name: str, inner: AdapterSource, roots: Iterable[str]) -> None:
+        self.name = name
+        self.inner = inner
+        self.roots = sorted({r for root in roots for r in _spellings(root)}, key=len, reverse=True)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def materialize(self, workdir: Path, limits: AdapterLimits) -> Path:
+        try:
+            return self.inner.materialize(workdir, limits)
+        except AdapterError as exc:
+            logger.info("adapter %r of %s refused: %s", self.name, self.describe(), exc.message)
+            message = self._tenant_message(exc, workdir)
+            raise type(exc)(message, code=exc.code, param=exc.param) from None
+
+    def _tenant_message(self, exc: AdapterError, workdir: Path) -> str:
+        if isinstance(exc, SourceNotAllowedError):
+            return f"The adapter {self.name!r} links outside this tenant's adapter source."
+        message = exc.message
+        for path in [*self.roots, *_spellings(str(workdir))]:
+            message = message.replace(path, SOURCE_LABEL)
+        return message
+
+
+def _spellings(path: str) -> list[str]:
+    """``path`` as messages may quote it: as given, resolved, and as a ``file://`` URI."""
+    plain = path.split("://", 1)[1] if "://" in path else path
+    plain = plain.rstrip("/") or "/"
+    resolved = str(Path(plain).resolve())
+    return [f"file://{p}" for p in (plain, resolved)] + [plain, resolved]
 
 
 class UriNamespace:
@@ -400,6 +452,13 @@ def open_namespace(
         assert spec.path is not None
         return FolderNamespace(spec.path, allowed_roots)
     assert spec.uri is not None
+    protocol, sep, path = spec.uri.partition("://")
+    if not sep:
+        protocol, path = "file", spec.uri
+    if protocol in LOCAL_PROTOCOLS and protocol in frozenset(allowed_protocols):
+        # A folder on this machine, with a folder's rules: its own root is the only root
+        # its adapters may link into (not every allowed root: another tenant's is one).
+        return FolderNamespace(Path(path), allowed_roots)
     return UriNamespace(
         spec.uri,
         allowed_protocols=allowed_protocols,
