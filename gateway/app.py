@@ -126,7 +126,8 @@ def create_app(
                 # Tenants and keys changed through the other gateways; last-use times.
                 interval = settings.shared_store.refresh_seconds
                 background.append(asyncio.create_task(state.tenant_admin.follow(interval)))
-                background.append(asyncio.create_task(state.canary_watch.run()))
+                checks = settings.rollouts.rollback_check_seconds
+                background.append(asyncio.create_task(state.canary_watch.run(checks)))
                 if state.registry.shared:  # pins made through the other gateways
                     interval = settings.shared_store.refresh_seconds
                     follow = state.lifecycle.follow_registry(interval)

@@ -246,7 +246,16 @@ def build_state(
             queue,
             drain or Drain(settings.server.drain_timeout),
             tracing,
-            ShadowRunner(tracked, queue, ShadowMetrics(metrics), ShadowLog()),
+            ShadowRunner(
+                tracked,
+                queue,
+                ShadowMetrics(metrics),
+                ShadowLog(
+                    settings.rollouts.shadow_log_entries,
+                    int(settings.rollouts.shadow_log_mib * MiB),
+                ),
+                max_in_flight=settings.rollouts.shadow_max_in_flight,
+            ),
         ),
         gatekeeper=gatekeeper,
         metrics=metrics,

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -121,13 +122,17 @@ TENANTS: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-async def gw(fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer) -> AsyncIterator[Gateway]:
+@asynccontextmanager
+async def started(
+    kit: FakeKit, tmp_path: Path, renderer: PromptRenderer, **sections: Any
+) -> AsyncIterator[Gateway]:
     """Tenants acme (opted in to the shadow log) and globex (not); ``pirate`` has v1
     (active) and v2."""
-    data = config(fake_kit, tmp_path / "data")
+    data = config(kit, tmp_path / "data")
     data["tenants"] = TENANTS
+    data.update(sections)
     path = tmp_path / "loragate.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     engine = VersionedEngine()
     app = create_app(Settings.load(path), engine_factory=lambda _: engine, renderer=renderer)
@@ -135,17 +140,16 @@ async def gw(fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer) -> Asy
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             gateway = Gateway(client, engine, app.state.gateway, app)
-            r = await client.post(
-                "/admin/adapters",
-                json={
-                    "name": "pirate",
-                    "path": str(new_adapter(fake_kit, seed=41)),
-                    "activate": False,
-                },
-                headers=ADMIN,
-            )
+            body = {"name": "pirate", "path": str(new_adapter(kit, seed=41)), "activate": False}
+            r = await client.post("/admin/adapters", json=body, headers=ADMIN)
             assert r.status_code == 201, r.text
             yield gateway
+
+
+@pytest.fixture
+async def gw(fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer) -> AsyncIterator[Gateway]:
+    async with started(fake_kit, tmp_path, renderer) as gateway:
+        yield gateway
 
 
 async def put_split(gw: Gateway, **body: Any) -> httpx.Response:
@@ -218,6 +222,27 @@ async def test_shadows_wait_for_no_one_they_are_skipped_when_the_engine_is_busy(
     assert not any(r.request_id.startswith("shadow-") for r in gw.engine.requests)
     skipped = {"adapter": "pirate@v2", "outcome": "skipped"}
     assert gw.metric("loragate_shadow_requests_total", skipped) == 1
+
+
+async def test_the_rollouts_settings_bound_the_shadows_and_the_log(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    rollouts = {"shadow_max_in_flight": 1, "shadow_log_entries": 1}
+    async with started(fake_kit, tmp_path, renderer, rollouts=rollouts) as gw:
+        assert (await put_split(gw, **SHADOW_ALL)).status_code == 200
+        await gw.ask("acme", "pirate", user="u1")
+        await gw.shadows_done()
+        await gw.ask("acme", "pirate", user="u2")
+        await gw.shadows_done()
+        page = (await gw.client.get("/admin/adapters/pirate/shadow", headers=ADMIN)).json()
+        assert len(page["data"]) == 1 and page["dropped"] == 1
+    async with started(
+        fake_kit, tmp_path / "off", renderer, rollouts={"shadow_max_in_flight": 0}
+    ) as gw:
+        assert (await put_split(gw, **SHADOW_ALL)).status_code == 200
+        await gw.ask("acme", "pirate")
+        skipped = {"adapter": "pirate@v2", "outcome": "skipped"}
+        assert gw.metric("loragate_shadow_requests_total", skipped) == 1
 
 
 @pytest.mark.parametrize(

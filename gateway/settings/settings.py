@@ -34,6 +34,7 @@ from gateway.settings.loading import read_config_file
 from gateway.settings.model import AdapterSettings, ModelSettings
 from gateway.settings.rag import RetrievalSettings
 from gateway.settings.registry import RegistrySettings
+from gateway.settings.rollouts import RolloutSettings
 from gateway.settings.server import (
     AdminSettings,
     MetricsSettings,
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
+    rollouts: RolloutSettings = RolloutSettings()
     usage_db: Path | None = Field(
         default=None,
         description="SQLite file of usage records (default: usage.db in registry.data_dir).",
