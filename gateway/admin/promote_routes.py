@@ -4,9 +4,10 @@ gate (``loragate adapters promote``) the active one, and record why.
 The gate itself runs in the client (the eval set goes through the OpenAI API like any
 caller's requests); this route does the change in one call: it checks that the version
 the gate compared against is still the active one (else 409: the comparison no longer
-holds), activates the candidate, ends a traffic split that names it (the candidate then
-serves every request for ``name``), and writes one audit entry ``adapter.promote`` with
-the previous version, the split it ended and the gate's figures.
+holds), activates the candidate, ends a traffic split that names it among its weights or
+as its shadow (the candidate then serves every request for ``name``), and writes one
+audit entry ``adapter.promote`` with the previous version, the split it ended and the
+gate's figures.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.errors import AdapterConflictError, AdapterNotFoundError
 from adapters.manifest import AdapterStatus
+from adapters.naming import check_version
 from gateway.adapter_runtime import traffic_split
 from gateway.admin.protocol import AdapterInfo
 from gateway.api.deps import LifecycleDep, StateDep, require_admin
@@ -65,6 +67,9 @@ async def promote_adapter(
     entries = registry.entries(name)
     if not entries:
         raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    check_version(body.version)
+    if body.version not in {e.version for e in entries}:
+        raise AdapterNotFoundError(f"No version {body.version!r} of {name!r}.", param="version")
     active = next((e.version for e in entries if e.status is AdapterStatus.ACTIVE), None)
     if active != body.stable:
         raise AdapterConflictError(
@@ -76,7 +81,9 @@ async def promote_adapter(
     await lifecycle.activate(name, body.version)
     split = registry.split(name)
     ended: dict[str, int] | None = None
-    if split is not None and body.version in split.weights:
+    # A split naming the candidate, as a weight or as its shadow, would keep sending
+    # callers to other versions: the candidate serves every request once promoted.
+    if split is not None and body.version in split.versions:
         old = await traffic_split.clear_split(registry, state.metrics, name)
         ended = dict(old.weights) if old is not None else None
     detail: dict[str, Any] = {
