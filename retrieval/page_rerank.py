@@ -14,7 +14,8 @@ are used where each is reliable:
    one more MiniLM embedding);
 3. its ``chunks`` best join the fusion as one more ranking, weighted ``weight``.
 
-English queries already use both parts and are left alone. Measured in
+It runs only for a query in none of the collection's document languages (English
+queries over an English manual already rank with both parts). Measured in
 ``retrieval/bench/README.md`` (cross-language reranking): it is an option, off by
 default, because it does not reach the issue's goal and moves one question of 60.
 
@@ -42,16 +43,15 @@ class PageRerank:
     weight: float = 0.5
     """Their ranking's weight in the fusion (a dense or English BM25 ranking weighs 1)."""
 
-    def applies(self, query: str) -> bool:
-        """Whether ``query`` is routed to the multilingual part alone (another language)."""
-        return self.embedder.query_weights(query) != self.embedder.english_weights
-
     def page_vector(self, query: str, routed: np.ndarray) -> np.ndarray:
-        """``query``'s vector with both parts at ``english_weights``, reusing the
-        multilingual part of ``routed`` (the vector the search ranked with)."""
+        """``query``'s vector with both parts at ``english_weights``: ``routed`` itself
+        when the search ranked with both parts, else its multilingual part and MiniLM's
+        embedding of ``query`` (one more query embedding)."""
         english_weight, multilingual_weight = self.embedder.english_weights
+        routed_english, routed_multilingual = self.embedder.query_weights(query)
+        if routed_english > 0 or routed_multilingual == 0:
+            return routed
         split = self.embedder.english.dimension
-        _, routed_multilingual = self.embedder.query_weights(query)
         multilingual = routed[split:] * (multilingual_weight / routed_multilingual)
         english = self.embedder.english.embed_query(query) * english_weight
         return np.concatenate([english, multilingual]).astype(np.float32)

@@ -31,6 +31,7 @@ def search_snapshots(
     language: str | None = None,
     passage_tokens: int = 0,
     cross_language_bm25_weight: float = 1.0,
+    cross_language_passage_tokens: int | None = None,
     page_rerank: PageRerank | None = None,
 ) -> list[SearchHit]:
     """The ``k`` best chunks of ``snapshots`` for ``query``.
@@ -51,14 +52,20 @@ def search_snapshots(
     languages: keywords rarely match across languages, the multilingual dense ranking
     does.
 
-    ``page_rerank`` (hybrid only, a query in another language than the documents):
-    the best fused page's chunks are re-scored with both parts of the dual vector and
-    its best join the fusion as one more ranking (``retrieval.page_rerank``).
+    For a query in none of the collections' document languages, passages grow up to
+    ``cross_language_passage_tokens`` when passages are on (None: ``passage_tokens``):
+    the multilingual ranking finds the right page more surely than the chunk of it that
+    answers. ``page_rerank`` (hybrid only, such a query): the best fused page's chunks
+    are re-scored with both parts of the dual vector and its best join the fusion as one
+    more ranking (``retrieval.page_rerank``).
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"mode must be one of {SEARCH_MODES}, not {mode!r}")
     if k <= 0 or not query.strip() or not any(s.chunks for s in snapshots):
         return []
+    other_language = in_other_language(snapshots, query, language)
+    if other_language and passage_tokens > 0 and cross_language_passage_tokens is not None:
+        passage_tokens = cross_language_passage_tokens
     wanted = k * PASSAGE_CANDIDATES if passage_tokens > 0 else k
     depth = wanted if mode != "hybrid" else max(wanted, hybrid_candidates)
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)
@@ -78,7 +85,7 @@ def search_snapshots(
     if mode == "hybrid":
         keyed = [[(n, r) for _, n, r in ranking] for ranking in rankings]
         fused = reciprocal_rank_fusion(keyed, k=rrf_k, weights=weights)
-        if page_rerank is not None and vector is not None and fused and page_rerank.applies(query):
+        if other_language and page_rerank is not None and vector is not None and fused:
             page_vector = page_rerank.page_vector(query, vector)
             keyed.append(page_rerank.ranking(snapshots, fused[0][0], page_vector))
             weights.append(page_rerank.weight)
@@ -93,6 +100,16 @@ def search_snapshots(
         SearchHit.from_chunk(snapshots[n].chunks[r], score, snapshots[n].name)
         for score, n, r in best
     ]
+
+
+def in_other_language(snapshots: Sequence[Snapshot], query: str, language: str | None) -> bool:
+    """Whether the query's language (``language``, else detected) is none of the document
+    languages of ``snapshots`` (False when no snapshot knows its languages)."""
+    known = [s.bm25.languages for s in snapshots if s.bm25.languages]
+    if not known:
+        return False
+    detected = language or detect_language(query)
+    return all(detected not in languages for languages in known)
 
 
 def _bm25_weight(snapshot: Snapshot, query: str, language: str | None, cross: float) -> float:

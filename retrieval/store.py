@@ -192,6 +192,7 @@ class CollectionStore:
             language=language,
             passage_tokens=self.config.passage_tokens,
             cross_language_bm25_weight=self.config.cross_language_bm25_weight,
+            cross_language_passage_tokens=self.config.cross_language_passage_tokens,
             page_rerank=page_rerank_for(
                 self.embedder, self.config.page_rerank_chunks, self.config.page_rerank_weight
             ),

@@ -1,8 +1,9 @@
-"""Page rerank (``retrieval.page_rerank``): for a question in another language than the
-documents, the best page's chunks are re-scored with both parts of the dual vector and
-the best of them join the fusion. Fakes: the "multilingual" part only sees a page's
-topic (the same for every chunk of a page, like USE across languages), the "English"
-part sees words (like MiniLM, which matches identifiers inside a page)."""
+"""Questions in another language than the documents: wider passages
+(``cross_language_passage_tokens``) and the page rerank (``retrieval.page_rerank``: the
+best page's chunks, re-scored with both parts of the dual vector, join the fusion).
+Fakes: the "multilingual" part only sees a page's topic (the same for every chunk of a
+page, like USE across languages), the "English" part sees words (like MiniLM, which
+matches identifiers inside a page)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def reranking(store: CollectionStore, chunks: int = 1, weight: float = 1.0) -> C
 def test_the_page_vector_holds_both_parts_at_the_english_weights() -> None:
     embedder = dual()
     rerank = PageRerank(embedder)
-    assert rerank.applies(GERMAN) and not rerank.applies(ENGLISH)
+    english_query = embedder.embed_query(ENGLISH)
+    assert rerank.page_vector(ENGLISH, english_query) is english_query  # both parts already
     routed = embedder.embed_query(GERMAN)
     assert not routed[:64].any()  # the search ranked with the multilingual part alone
     a, b = embedder.english_weights
@@ -142,3 +144,33 @@ def test_off_by_default_and_only_for_a_two_part_embedder() -> None:
         RetrievalConfig(page_rerank_chunks=-1)
     with pytest.raises(ValueError, match="page_rerank"):
         RetrievalConfig(page_rerank_weight=0.0)
+
+
+LONG_SECTION = """# Replication
+
+A standby server replays the write-ahead log that the primary server streams to it.
+The primary_conninfo setting names the host, the port and the user of the primary.
+The standby connects again when the connection drops, after wal_retrieve_retry_interval.
+A standby promoted by pg_promote stops replaying and starts to accept writes of its own.
+"""
+
+
+def test_questions_in_another_language_get_wider_passages(tmp_path: Path) -> None:
+    (tmp_path / "replication.md").write_text(LONG_SECTION)
+    config = RetrievalConfig(
+        chunk_tokens=32, chunk_overlap=0, passage_tokens=40, cross_language_passage_tokens=200
+    )
+    store = CollectionStore(tmp_path / "store", WordHashEmbedder(), config)
+    store.ingest("docs", [tmp_path / "replication.md"])
+    assert len(store.snapshot("docs").chunks) >= 3
+    english_question = "How does the standby use primary_conninfo?"
+    german_question = "Wie nutzt der standby die primary_conninfo?"
+    english = store.search("docs", english_question, k=1)[0]
+    german = store.search("docs", german_question, k=1)[0]
+    assert "primary_conninfo" in english.text and "primary_conninfo" in german.text
+    assert "pg_promote" in german.text and "pg_promote" not in english.text
+    narrow = dataclasses.replace(config, cross_language_passage_tokens=40)
+    plain = CollectionStore(store.root, WordHashEmbedder(), narrow)
+    assert "pg_promote" not in plain.search("docs", german_question, k=1)[0].text
+    with pytest.raises(ValueError, match="passage_tokens"):
+        RetrievalConfig(cross_language_passage_tokens=-1)

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--page-rerank-weight", type=float, default=0.5)
     parser.add_argument(
+        "--cross-passages",
+        default="",
+        help="hybrid: cross_language_passage_tokens values to score too (e.g. 300,500)",
+    )
+    parser.add_argument(
         "--latency-chunks",
         type=int,
         default=15_000,
@@ -207,26 +212,34 @@ def run_one(
             parts = (embedder.english, embedder.multilingual)
             variants.append((label, DualEmbedder(*parts, english_weights=weights, route=route)))
     questions = corpus.questions()
-    tunings = [(config.cross_language_bm25_weight, config.page_rerank_chunks)]
-    tunings += [(float(w), config.page_rerank_chunks) for w in args.bm25_weights.split(",") if w]
+    default = (
+        config.cross_language_bm25_weight,
+        config.page_rerank_chunks,
+        config.cross_language_passage_tokens,
+    )
+    tunings = [default]
+    tunings += [(float(w), *default[1:]) for w in args.bm25_weights.split(",") if w]
+    tunings += [(default[0], default[1], int(t)) for t in args.cross_passages.split(",") if t]
     if name == "dual":
-        tunings += [
-            (config.cross_language_bm25_weight, int(c)) for c in args.page_rerank.split(",") if c
-        ]
-    for (label, variant), (weight, page_chunks) in itertools.product(variants, tunings):
+        tunings += [(default[0], int(c), default[2]) for c in args.page_rerank.split(",") if c]
+    for (label, variant), tuning in itertools.product(variants, tunings):
+        weight, page_chunks, cross_passages = tuning
         tuned = dataclasses.replace(
             config,
             cross_language_bm25_weight=weight,
             page_rerank_chunks=page_chunks,
             page_rerank_weight=args.page_rerank_weight,
+            cross_language_passage_tokens=cross_passages,
         )
         searcher = CollectionStore(store.root, variant, tuned)
-        if weight != config.cross_language_bm25_weight:
+        if weight != default[0]:
             label = f"{label}, cross-language BM25 x{weight:g}"
-        if page_chunks != config.page_rerank_chunks:
+        if page_chunks != default[1]:
             label = f"{label}, page rerank {page_chunks} x{args.page_rerank_weight:g}"
+        if cross_passages != default[2]:
+            label = f"{label}, cross-language passages {cross_passages}"
         for mode in filter(None, args.modes.split(",")):
-            tuned_only = (weight, page_chunks) != tunings[0]
+            tuned_only = tuning != default
             if tuned_only and mode != "hybrid":
                 continue
             per_language, seconds = score(searcher, pages, questions, mode)
