@@ -34,6 +34,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from prometheus_client import Counter, Histogram
 
@@ -51,7 +52,9 @@ MAX_IN_FLIGHT = 2
 """Shadow requests in the engine at once, across tenants."""
 
 
-class ShadowOutcome:
+class ShadowOutcome(StrEnum):
+    """The ``outcome`` label of ``loragate_shadow_requests_total``."""
+
     OK = "ok"
     ERROR = "error"
     SKIPPED = "skipped"
@@ -84,7 +87,9 @@ class ShadowMetrics:
             registry=r,
         )
 
-    def done(self, label: str, outcome: str, seconds: float = 0.0, tokens: int = 0) -> None:
+    def done(
+        self, label: str, outcome: ShadowOutcome, seconds: float = 0.0, tokens: int = 0
+    ) -> None:
         if not self.enabled:
             return
         adapter = self.labels.adapter(label)
