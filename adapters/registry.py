@@ -303,6 +303,14 @@ class AdapterRegistry:
         """Make ``name@version`` the version ``resolve(name)`` returns, in one write."""
         return self._mutate(lambda state: changes.activate(state, name, version))
 
+    def promote(
+        self, name: str, version: str, stable: str
+    ) -> tuple[AdapterEntry, TrafficSplit | None]:
+        """Activate ``name@version`` if ``stable`` is still the active version (else
+        ``AdapterConflictError`` ``stable_changed``) and end a split naming it, in one
+        write (``registry_changes.promote``); the entry and the split it ended."""
+        return self._mutate(lambda state: changes.promote(state, name, version, stable))
+
     def retire(
         self, name: str, version: str | None = None, *, purge: bool = False
     ) -> list[AdapterEntry]:

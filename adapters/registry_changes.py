@@ -7,6 +7,8 @@ state it is given and raises the usual typed error when the change is not valid 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from adapters.errors import (
     AdapterConflictError,
     AdapterNotFoundError,
@@ -200,3 +202,39 @@ def clear_split(
         return state, None
     others = tuple(s for s in state.splits if s.name != name)
     return state.model_copy(update={"splits": others}), old
+
+
+def promote(
+    state: RegistryState, name: str, version: str, stable: str
+) -> tuple[RegistryState, tuple[AdapterEntry, TrafficSplit | None]]:
+    """Activate ``name@version`` only while ``stable`` is the active version, and end a
+    split that names ``version`` (among its weights or as its shadow); the entry and the
+    split it ended. One change of the document: a promotion made meanwhile by another
+    gateway makes this one a 409, never a second promotion over the first."""
+    entries = [e for e in state.entries if e.name == name]
+    if not entries:
+        raise AdapterNotFoundError(f"No adapter named {name!r}.", param="name")
+    if not any(e.version == version for e in entries):
+        raise AdapterNotFoundError(f"No version {version!r} of {name!r}.", param="version")
+    check_stable(entries, name, stable)
+    state, entry = activate(state, name, version)
+    old = split_of(state, name)
+    if old is None or version not in old.versions:
+        return state, (entry, None)
+    others = tuple(s for s in state.splits if s.name != name)
+    return state.model_copy(update={"splits": others}), (entry, old)
+
+
+def check_stable(entries: Iterable[AdapterEntry], name: str, stable: str) -> None:
+    """``AdapterConflictError`` ``stable_changed`` (409, param ``stable``) unless
+    ``stable`` is the active version of ``name`` among ``entries``."""
+    active = next(
+        (e.version for e in entries if e.name == name and e.status is AdapterStatus.ACTIVE), None
+    )
+    if active != stable:
+        raise AdapterConflictError(
+            f"The active version of {name!r} is {active!r}, not {stable!r}: the "
+            "evaluation compared against another version; run the gate again.",
+            code="stable_changed",
+            param="stable",
+        )

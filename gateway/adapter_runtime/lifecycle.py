@@ -11,6 +11,7 @@ from adapters.errors import AdapterConflictError, AdapterNotFoundError, AdapterV
 from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.registry import AdapterRegistry
 from adapters.sources import AdapterSource
+from adapters.traffic_split import TrafficSplit
 from gateway.adapter_runtime.inflight import InFlightTracker
 from gateway.engine.interface import AdapterHost, AdapterLoadRefused, AdapterResidency
 from gateway.model_catalog import engine_ref
@@ -121,6 +122,22 @@ class AdapterLifecycle:
             if entry.status is not AdapterStatus.ACTIVE:
                 await self._load(entry)
             return await self._in_thread(self.registry.activate, name, version)
+
+    async def promote(
+        self, name: str, version: str, stable: str
+    ) -> tuple[AdapterEntry, TrafficSplit | None]:
+        """``activate`` for the evaluation gate: loads ``name@version``, then activates it
+        only if ``stable`` is still the active version in the shared document and ends a
+        split naming it, in one registry write (``AdapterRegistry.promote``)."""
+        async with self._lock:
+            entry = self.registry.get(name, version)
+            if entry.status is AdapterStatus.RETIRING:
+                raise AdapterConflictError(
+                    f"{entry.ref!r} is retiring and cannot be activated.", code="adapter_retiring"
+                )
+            if entry.status is not AdapterStatus.ACTIVE:
+                await self._load(entry)
+            return await self._in_thread(self.registry.promote, name, version, stable)
 
     async def retire(self, name: str, version: str | None = None) -> list[AdapterEntry]:
         """Stop resolving ``name@version`` (every version if None); unload after draining."""

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.errors import AdapterConflictError, AdapterNotFoundError
-from adapters.manifest import AdapterStatus
+from adapters.errors import AdapterNotFoundError
 from adapters.naming import check_version
+from adapters.registry_changes import check_stable
 from gateway.adapter_runtime import traffic_split
 from gateway.admin.protocol import AdapterInfo
 from gateway.api.deps import LifecycleDep, StateDep, require_admin
@@ -70,22 +70,14 @@ async def promote_adapter(
     check_version(body.version)
     if body.version not in {e.version for e in entries}:
         raise AdapterNotFoundError(f"No version {body.version!r} of {name!r}.", param="version")
-    active = next((e.version for e in entries if e.status is AdapterStatus.ACTIVE), None)
-    if active != body.stable:
-        raise AdapterConflictError(
-            f"The active version of {name!r} is {active!r}, not {body.stable!r}: the "
-            "evaluation compared against another version; run the gate again.",
-            code="stable_changed",
-            param="stable",
-        )
-    await lifecycle.activate(name, body.version)
-    split = registry.split(name)
-    ended: dict[str, int] | None = None
-    # A split naming the candidate, as a weight or as its shadow, would keep sending
-    # callers to other versions: the candidate serves every request once promoted.
-    if split is not None and body.version in split.versions:
-        old = await traffic_split.clear_split(registry, state.metrics, name)
-        ended = dict(old.weights) if old is not None else None
+    check_stable(entries, name, body.stable)  # at once, before the candidate is loaded
+    # Checked again with the activation and the end of a split naming the candidate (as a
+    # weight or as its shadow: either would keep callers on other versions) in one write
+    # of the shared document, so another gateway's promotion meanwhile is a 409 too.
+    _, old = await lifecycle.promote(name, body.version, body.stable)
+    ended = dict(old.weights) if old is not None else None
+    if old is not None:
+        state.metrics.labels.update(adapters=traffic_split.adapter_labels(registry))
     detail: dict[str, Any] = {
         "version": body.version,
         "previous": body.stable,
