@@ -45,7 +45,7 @@ def library_config(settings: RetrievalSettings) -> RetrievalConfig:
 
 
 def build_embedder(settings: RetrievalSettings) -> Embedder:
-    """The configured model (local files only; takes seconds, a first minilm-int8 ~30 s)."""
+    """The configured model (local files; seconds, ~10 s more for a first int8 graph)."""
     require_rag_extra()
     from retrieval import SentenceTransformerEmbedder
     from retrieval.embedding import embedder_from_name
