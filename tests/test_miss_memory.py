@@ -44,7 +44,9 @@ def test_misses_expire_and_keep_their_refusal() -> None:
     refusal = UnsafeArchiveError("too large", code="archive_too_large")
     memory.remember("a", "big", refusal)
     miss = memory.get("a", "big")
-    assert miss is not None and miss.error is refusal and miss.until == 130.0
+    assert miss is not None and miss.error is not None and miss.until == 130.0
+    assert type(miss.error) is UnsafeArchiveError
+    assert miss.error.to_openai() == refusal.to_openai()
     clock.now = 130.0
     assert memory.get("a", "big") is None
     assert (len(memory), memory.tenants) == (0, 0)

@@ -11,9 +11,10 @@ Concurrency rule: event loop only (no awaits inside; plain dicts).
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.errors import AdapterError
 
@@ -46,7 +47,11 @@ class MissMemory:
         return len(self._tenants)
 
     def get(self, tenant: str, name: str) -> Miss | None:
-        """The live miss of ``tenant``'s ``name``; an expired one is forgotten here."""
+        """The live miss of ``tenant``'s ``name``; an expired one is forgotten here.
+
+        Its refusal is a fresh copy (same type, message, code, param) for each caller to
+        raise: raising one shared error object from every request would chain every
+        request's frames, and the locals they hold, onto its traceback until it expires."""
         names = self._tenants.get(tenant)
         miss = names.get(name) if names is not None else None
         if miss is None or names is None:
@@ -56,7 +61,9 @@ class MissMemory:
             if not names:
                 del self._tenants[tenant]
             return None
-        return miss
+        if miss.error is None:
+            return miss
+        return replace(miss, error=copy.copy(miss.error))
 
     def remember(self, tenant: str, name: str, error: AdapterError | None) -> None:
         if self.ttl_seconds <= 0:
