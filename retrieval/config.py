@@ -81,12 +81,13 @@ class RetrievalConfig:
     0.25 (fr/de/es) on the PostgreSQL manual, recall@10 the same or higher
     (``retrieval/bench/README.md``)."""
     cross_language_passage_tokens: int = 400
-    """``passage_tokens`` for a query in none of the collection's document languages
-    (when passages are on). The multilingual ranking finds the right page more surely
-    than the chunk of it that answers, and a wider passage takes the answer in: other-
-    language answer@5 0.633 against 0.583 (PostgreSQL manual), 0.773 / 0.727 against
-    0.682 (SQLite, 35 / 200 pages), the top five sources ~1,450 cl100k tokens (inside the
-    gateway's 1,500-token context) against ~1,120 (``retrieval/bench/README.md``)."""
+    """Smallest ``passage_tokens`` for a query in none of the collection's document
+    languages (when passages are on; a larger ``passage_tokens`` wins). The multilingual
+    ranking finds the right page more surely than the chunk of it that answers, and a
+    wider passage takes the answer in: other-language answer@5 0.633 against 0.583
+    (PostgreSQL manual), 0.773 / 0.727 against 0.682 (SQLite, 35 / 200 pages), the top
+    five sources ~1,470 cl100k tokens (inside the gateway's 1,500-token context)
+    against ~1,120 (``retrieval/bench/README.md``)."""
     keep_versions: int = 2
     """Committed versions kept on disk per collection (the current one included)."""
 

@@ -53,7 +53,7 @@ def search_snapshots(
     does.
 
     For a query in none of the collections' document languages, passages grow up to
-    ``cross_language_passage_tokens`` when passages are on (None: ``passage_tokens``):
+    at least ``cross_language_passage_tokens`` when passages are on (None: no change):
     the multilingual ranking finds the right page more surely than the chunk of it that
     answers. ``page_rerank`` (hybrid only, such a query): the best fused page's chunks
     are re-scored with both parts of the dual vector and its best join the fusion as one
@@ -65,7 +65,7 @@ def search_snapshots(
         return []
     other_language = in_other_language(snapshots, query, language)
     if other_language and passage_tokens > 0 and cross_language_passage_tokens is not None:
-        passage_tokens = cross_language_passage_tokens
+        passage_tokens = max(passage_tokens, cross_language_passage_tokens)
     wanted = k * PASSAGE_CANDIDATES if passage_tokens > 0 else k
     depth = wanted if mode != "hybrid" else max(wanted, hybrid_candidates)
     rankings: list[list[tuple[float, int, int]]] = []  # (score, snapshot number, row)

@@ -172,5 +172,9 @@ def test_questions_in_another_language_get_wider_passages(tmp_path: Path) -> Non
     narrow = dataclasses.replace(config, cross_language_passage_tokens=40)
     plain = CollectionStore(store.root, WordHashEmbedder(), narrow)
     assert "pg_promote" not in plain.search("docs", german_question, k=1)[0].text
+    # a floor: a larger passage_tokens still wins
+    wide = dataclasses.replace(config, passage_tokens=200, cross_language_passage_tokens=40)
+    wider = CollectionStore(store.root, WordHashEmbedder(), wide)
+    assert "pg_promote" in wider.search("docs", german_question, k=1)[0].text
     with pytest.raises(ValueError, match="passage_tokens"):
         RetrievalConfig(cross_language_passage_tokens=-1)
