@@ -18,7 +18,7 @@ from adapters.errors import (
 )
 from adapters.manifest import AdapterEntry, AdapterStatus, RegistryState
 from adapters.naming import AdapterRef
-from adapters.traffic_split import SplitOptions, TrafficSplit, weights_problem
+from adapters.traffic_split import BUCKETS, SplitOptions, TrafficSplit, weights_problem
 
 
 def find(state: RegistryState, name: str, version: str) -> AdapterEntry:
@@ -162,6 +162,12 @@ def set_split(
         _check_servable(state, name, version, fingerprint, "weights")
     if shadow is not None:
         _check_servable(state, name, shadow.version, fingerprint, "shadow.version")
+        if weights.get(shadow.version) == BUCKETS:  # its callers are never copied
+            raise InvalidSplitError(
+                f"Invalid traffic split: the shadow version {shadow.version} already gets "
+                "every request; shadow a version the split does not send everyone to.",
+                param="shadow.version",
+            )
     split = TrafficSplit(
         name=name,
         weights=dict(weights),
