@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +42,19 @@ SYSTEM_FIXTURES = frozenset(
 SYSTEM_MARKERS = ("engine", "demo")
 INTEGRATION_FIXTURES = frozenset({"pg_server", "pg_url", "redis_url", "s3_server", "replica"})
 """Fixtures that start a Redis, PostgreSQL, S3 or other server in a subprocess."""
+NOT_UNIT_MARKERS = frozenset({"integration", "system", *SYSTEM_MARKERS})
 
 
 def tier_of(item: pytest.Item) -> str:
     """``unit``, ``integration`` or ``system``: a tier marker the test or its module sets
     (``pytestmark``) wins; else the heaviest of the fixtures it uses (directly or through
-    other fixtures) and the ``engine``/``demo`` markers decides."""
+    other fixtures) and the ``engine``/``demo`` markers decides.
+
+    Tests that start a process of their own, train or run a real model (torch, a
+    ``transformers`` tokenizer or model, an ONNX or sentence-transformers embedder,
+    vLLM's kernels) or take tens of seconds are ``integration`` by an explicit marker,
+    its reason beside it (``pytestmark = pytest.mark.integration  # trains LoRAs``).
+    A unit test that starts a process fails (``ProcessGuard``)."""
     for tier in TIERS:
         if item.get_closest_marker(tier) is not None:
             return tier
@@ -64,6 +73,91 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item)
         if item.get_closest_marker(tier) is None:
             item.add_marker(tier)
+
+
+def module_markers(path: Path) -> set[str]:
+    """The marker names a test module's own ``pytestmark = ...`` line names (read, not
+    imported)."""
+    source = path.read_text(encoding="utf-8")
+    if "pytestmark" not in source:
+        return set()
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+        ):
+            for sub in ast.walk(node.value):
+                if isinstance(sub, ast.Attribute) and ast.unparse(sub.value) == "pytest.mark":
+                    names.add(sub.attr)
+    return names
+
+
+def not_unit_module(path: Path) -> bool:
+    """Whether a test module's own ``pytestmark`` makes every test in it integration or
+    system (and no test in it is marked ``unit``)."""
+    if not (path.name.startswith("test_") and path.suffix == ".py"):
+        return False
+    if "mark.unit" in path.read_text(encoding="utf-8"):
+        return False
+    return bool(module_markers(path) & NOT_UNIT_MARKERS)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m unit`` a module whose ``pytestmark`` makes every test integration or
+    system is not imported at all: all its tests would be deselected, and importing it
+    can cost seconds (vLLM, torch)."""
+    if config.getoption("markexpr") == "unit" and not_unit_module(collection_path):
+        return True
+    return None
+
+
+class UnitTestStartedProcessError(RuntimeError):
+    """A unit test (or a fixture it set up) started a process."""
+
+
+PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn"})
+"""Audit events of starting a process: ``subprocess``, ``asyncio`` subprocesses, fork.
+(``multiprocessing``'s spawn and forkserver start methods raise none in CPython 3.11.)"""
+
+
+class ProcessGuard:
+    """An audit hook refusing to start a process while a unit test is set up or runs:
+    such a test belongs in ``integration`` (mark it, with the reason)."""
+
+    def __init__(self) -> None:
+        self.unit_test: str | None = None
+
+    def __call__(self, event: str, args: tuple[object, ...]) -> None:
+        if self.unit_test is not None and event in PROCESS_EVENTS:
+            raise UnitTestStartedProcessError(
+                f"{self.unit_test} is a unit test but started a process ({event}): mark "
+                "it integration (tests/conftest.py, docs/testing.md)"
+            )
+
+
+PROCESS_GUARD = ProcessGuard()
+sys.addaudithook(PROCESS_GUARD)
+
+
+@contextmanager
+def guarded(item: pytest.Item) -> Iterator[None]:
+    PROCESS_GUARD.unit_test = item.nodeid if item.get_closest_marker("unit") else None
+    try:
+        yield
+    finally:
+        PROCESS_GUARD.unit_test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with guarded(item):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

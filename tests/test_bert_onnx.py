@@ -28,6 +28,8 @@ from retrieval.bert_onnx import UnsupportedModelError, build_graph
 from retrieval.embedding import bundled_model_dir, normalize_rows
 from retrieval.onnx_embedding import OnnxEmbedder, open_session
 
+pytestmark = pytest.mark.integration  # runs MiniLM (ONNX, sentence-transformers); a subprocess
+
 TEXTS = [
     "How do I reset the admin password of the router?",
     "VACUUM FULL rewrites the whole table into a new file and takes an exclusive lock, "

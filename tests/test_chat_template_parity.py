@@ -28,6 +28,8 @@ from gateway.model_io.chat_template import ChatTemplateError
 from gateway.model_io.model_tokenizer import FolderTokenizer
 from gateway.model_io.prompt_renderer import PromptRenderer
 
+pytestmark = pytest.mark.integration  # loads transformers' tokenizers for every template
+
 TEMPLATE_DIR = Path(__file__).parent / "data" / "chat_templates"
 
 

@@ -23,6 +23,8 @@ import pytest
 
 from gateway.cli.main import main
 
+pytestmark = pytest.mark.integration  # kills a real compare process mid-run
+
 ANSWER_DELAY_S = 0.25
 ITEMS = 6
 VARIANTS = ("alpha", "beta")

@@ -22,6 +22,8 @@ from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU  # noqa: E402
 from gateway.engine import cpu_lora_linear  # noqa: E402
 from loadtests.bench_lora_ops import vllm_torch_ops  # noqa: E402
 
+pytestmark = pytest.mark.integration  # runs vLLM's punica wrapper (torch)
+
 SLOTS, RANK, IN = 4, 8, 96
 SLICES = (64, 16, 16)  # q, k, v of a merged QKV layer
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2}}

@@ -20,6 +20,8 @@ pytest.importorskip("vllm.lora.ops.torch_ops")
 
 from gateway.engine import cpu_lora_ops, platform_fixes  # noqa: E402
 
+pytestmark = pytest.mark.integration  # runs vLLM's LoRA kernels (torch)
+
 SLOTS, RANK = 4, 8
 TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2}}
 

@@ -152,6 +152,7 @@ def flags(args: list[Any]) -> dict[str, str | None]:
 # ------------------------------------------------------------------ Kubernetes
 
 
+@pytest.mark.integration  # runs kubectl
 @pytest.mark.parametrize("folder", [SCALEOUT, POOL], ids=lambda p: p.name)
 def test_kubectl_kustomize_builds_the_same_objects(folder: Path) -> None:
     kubectl = shutil.which("kubectl")

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # runs lint-imports and Python in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 

@@ -62,6 +62,7 @@ def test_other_urls_are_refused(url: str) -> None:
         require_loopback(url)
 
 
+@pytest.mark.integration  # starts a server process
 def test_server_process_starts_waits_and_stops_its_group(tmp_path: Path) -> None:
     server = ServerProcess(
         FAKE_SERVER,
@@ -77,6 +78,7 @@ def test_server_process_starts_waits_and_stops_its_group(tmp_path: Path) -> None
     assert process.wait(timeout=1) is not None
 
 
+@pytest.mark.integration  # starts a server process
 def test_a_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "print('no model here'); raise SystemExit(3)"]
     server = ServerProcess(
@@ -125,6 +127,7 @@ def test_locust_run_counts_every_kind_of_failure(tmp_path: Path) -> None:
     assert (out / "u002.html").stat().st_size > 0
 
 
+@pytest.mark.integration  # starts a server process
 def test_served_models_lists_the_fake_server_models(tmp_path: Path) -> None:
     server = ServerProcess(
         FAKE_SERVER,

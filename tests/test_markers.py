@@ -1,12 +1,17 @@
 """Every test carries one tier marker (``tests/conftest.py``): ``system`` for a real
 engine, replica, gateway process or browser, ``integration`` for a Redis, PostgreSQL,
-S3 or other subprocess server, ``unit`` for the rest; ``make test-fast`` runs ``-m unit``."""
+S3 or other subprocess server, a process of its own or a real model, ``unit`` for the
+rest; ``make test-fast`` runs ``-m unit``. A unit test that starts a process fails, and
+``-m unit`` does not import modules whose ``pytestmark`` leaves no unit test."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import UnitTestStartedProcessError, not_unit_module
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_MODULE = "tests/test_remote_engine_integration.py"  # real replicas and a gateway
@@ -50,3 +55,29 @@ def test_this_pure_test_is_unit(request: pytest.FixtureRequest) -> None:
 )
 def test_each_module_gets_its_tier(marker: str, module: str, tiers: dict[str, set[str]]) -> None:
     assert tiers[module] == {marker}
+
+
+def test_a_unit_test_cannot_start_a_process() -> None:
+    with pytest.raises(UnitTestStartedProcessError, match="mark it integration"):
+        subprocess.run(["true"], check=True)
+
+
+@pytest.mark.integration  # starts a process, as the guard lets non-unit tests do
+def test_other_tiers_may_start_processes() -> None:
+    assert subprocess.run(["true"], check=True).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("module", "skipped"),
+    [
+        (SYSTEM_MODULE, True),  # pytestmark = pytest.mark.engine
+        ("tests/test_training.py", True),  # pytestmark = pytest.mark.integration
+        (INTEGRATION_MODULE, False),  # integration by its fixtures: read when imported
+        ("tests/test_loadtest_runner.py", False),  # some tests integration, others unit
+        (UNIT_MODULE, False),
+    ],
+)
+def test_unit_runs_skip_only_modules_whose_pytestmark_leaves_no_unit_test(
+    module: str, skipped: bool
+) -> None:
+    assert not_unit_module(REPO / module) is skipped

@@ -16,6 +16,8 @@ import pytest
 from gateway.model_io.model_tokenizer import TokenizerFilesError
 from gateway.model_io.prompt_renderer import PromptRenderer
 
+pytestmark = pytest.mark.integration  # a subprocess, and transformers' AutoTokenizer
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """

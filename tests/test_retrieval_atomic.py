@@ -15,6 +15,8 @@ import pytest
 from retrieval import CollectionStore, IngestStatus
 from tests.support.embedders import WordHashEmbedder
 
+pytestmark = pytest.mark.integration  # kills ingest processes
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The child ingests a large file into the shared store and stops (touching ``marker``

@@ -12,6 +12,8 @@ from retrieval.chunking import Chunker
 from retrieval.extraction import MARKDOWN, extract
 from tests.support.documents import BILLING_FAQ, ROUTER_MANUAL
 
+pytestmark = pytest.mark.integration  # runs the real MiniLM embedder
+
 
 @pytest.fixture(scope="module")
 def minilm() -> SentenceTransformerEmbedder:

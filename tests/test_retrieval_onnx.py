@@ -23,6 +23,8 @@ pytest.importorskip("onnx")
 from retrieval.embedding import bundled_model_dir
 from retrieval.onnx_embedding import OnnxEmbedder, open_session
 
+pytestmark = pytest.mark.integration  # builds and runs a BERT model (torch, ONNX)
+
 TEXTS = [
     "short",
     "A much longer text about restoring PostgreSQL dumps with pg_restore and its options, "

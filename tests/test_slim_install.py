@@ -24,6 +24,8 @@ import pytest
 from gateway.extras import ENGINE, RAG, MissingExtraError, require
 from tests.support.engine_fixtures import free_port
 
+pytestmark = pytest.mark.integration  # runs the CLI in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = (
     "torch",

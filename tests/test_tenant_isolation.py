@@ -24,6 +24,8 @@ from tests.conftest import FakeKit, fake_settings
 from tests.support.engine_fixtures import LiveGateway, free_port, start_gateway, stop_gateway
 from tests.support.fakes import FakeEngine
 
+pytestmark = pytest.mark.integration  # 8 stalled 3,000-word streams, real uvicorn: 10-20 s
+
 KEYS = {name: generate_key() for name in ("a", "b")}
 PROMPTS, N, STREAMS = 4, 8, 8
 CAPACITY = PROMPTS * N * STREAMS

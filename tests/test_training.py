@@ -25,6 +25,8 @@ from adapters.tooling.training import (
 from tests.support.modelkit import tiny_llama_dir
 from tests.support.training_data import GOOD, chat_line
 
+pytestmark = pytest.mark.integration  # trains LoRAs with torch and peft
+
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", METADATA_FILE}
 QA = [
     ("What is the capital of France?", "Arr, matey! Paris, me hearty!"),

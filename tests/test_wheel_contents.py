@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # builds the wheel in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("gateway", "adapters", "retrieval")
 SOURCE = (*SHIPPED, "loadtests", "tests")
