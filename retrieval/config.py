@@ -69,7 +69,7 @@ class RetrievalConfig:
     """For a query in another language than the documents (``dual`` embedder, hybrid
     search): the best page's chunks are re-scored with both parts of the query vector
     and this many of them join the fusion (0: off; ``retrieval.page_rerank``). Off by
-    default: 2 moved one PostgreSQL question of 60 and none on the SQLite set
+    default: 2 add one PostgreSQL question of 60 and lose one SQLite question of 22
     (``retrieval/bench/README.md``)."""
     page_rerank_weight: float = 0.5
     """Weight of that ranking in the fusion (a dense ranking weighs 1)."""
