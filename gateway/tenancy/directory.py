@@ -23,7 +23,13 @@ from gateway.errors import (
 )
 from gateway.model_catalog import ServedModel
 from gateway.settings.keys import parse_key, verify_secret
-from gateway.settings.tenancy import KeyConfig, PolicyConfig, TenancyConfig, TenantConfig
+from gateway.settings.tenancy import (
+    AliasConfig,
+    KeyConfig,
+    PolicyConfig,
+    TenancyConfig,
+    TenantConfig,
+)
 from gateway.tenancy.managed import EMPTY, KeyRule, KeyUses, ManagedTenancy, merge
 from gateway.tenancy.policy import Policy
 from gateway.tenancy.rate_limit import Limit
@@ -171,11 +177,7 @@ class TenantDirectory:
         salt = self._salts[caller.tenant]
         alias = tenant.aliases.get(name)
         if alias is not None:
-            target = alias.model
-            if alias.split is not None and sticky is not None:
-                slot = bucket(f"{caller.tenant}/{name}", sticky)
-                target = choose(list(alias.split.items()), slot)
-            served = resolve(target)
+            served = _alias_target(alias, f"{caller.tenant}/{name}", resolve, sticky)
             return Route(served, name, self._policies[(caller.tenant, name)], salt)
         policy = self._policies[(caller.tenant, None)]
         source = tenant.adapter_source
@@ -223,6 +225,24 @@ class TenantDirectory:
         if tenant is None:
             return caller.is_admin or caller.open_mode
         return "*" in tenant.collections or all(n in tenant.collections for n in collections)
+
+
+def _alias_target(
+    alias: AliasConfig, key: str, resolve: Callable[[str], ServedModel], sticky: str | None
+) -> ServedModel:
+    """The alias's ``model``, or with a ``split`` and a sticky key the adapter the
+    caller's bucket of ``key`` (tenant/alias) chose. A chosen adapter that does not
+    resolve (retired, not registered) gives way to the alias's ``model``, as a version
+    split's retired version gives way to the active one: a share of the alias's callers
+    never gets a 404 that the others do not."""
+    if alias.split is not None and sticky is not None:
+        chosen = choose(list(alias.split.items()), bucket(key, sticky))
+        if chosen != alias.model:
+            try:
+                return resolve(chosen)
+            except ModelNotFoundError:
+                pass
+    return resolve(alias.model)
 
 
 def _limits_of(tenant_name: str, key: KeyConfig, tenant: TenantConfig) -> dict[str, Limit]:
