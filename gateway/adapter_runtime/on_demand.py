@@ -35,6 +35,7 @@ from adapters.errors import (
     AdapterNotFoundError,
     AdapterRequestError,
     BaseModelMismatchError,
+    SourceUnavailableError,
 )
 from adapters.limits import AdapterLimits
 from adapters.manifest import AdapterEntry, AdapterStatus
@@ -216,11 +217,7 @@ class OnDemandAdapters:
         except AdapterRequestError as exc:  # store down, credentials missing, not allowed
             self.metrics.lookups.labels(result="error").inc()
             logger.warning("adapter source of tenant %s unreadable: %s", tenant, exc.message)
-            raise AdapterSourceUnavailableError(
-                "This tenant's adapter source cannot be read now; try again later.",
-                param="model",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _unavailable() from None
         if source is None:
             self.metrics.lookups.labels(result="missing").inc()
             self.misses.remember(tenant, name, None)
@@ -232,6 +229,13 @@ class OnDemandAdapters:
             )
         except AdapterConflictError:
             raise  # another gateway or request registered it meanwhile: not a refusal
+        except SourceUnavailableError as exc:
+            # Listed, but its files could not be read (store failing mid-fetch, archived
+            # objects): no refusal to remember, and the message (the store's endpoint,
+            # the library's error) is for the operator's log only.
+            self.metrics.lookups.labels(result="error").inc()
+            logger.warning("adapter %s of tenant %s unreadable: %s", name, tenant, exc.message)
+            raise _unavailable() from None
         except AdapterError as exc:
             logger.info("adapter %s of tenant %s refused: %s", name, tenant, exc.message)
             self.misses.remember(tenant, name, exc)
@@ -343,3 +347,11 @@ class OnDemandAdapters:
 
 def _bytes(entries: list[AdapterEntry]) -> int:
     return sum(e.size_bytes for e in entries)
+
+
+def _unavailable() -> AdapterSourceUnavailableError:
+    return AdapterSourceUnavailableError(
+        "This tenant's adapter source cannot be read now; try again later.",
+        param="model",
+        headers={"Retry-After": "5"},
+    )
