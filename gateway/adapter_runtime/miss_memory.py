@@ -72,7 +72,10 @@ class MissMemory:
         if names is None:
             names = self._tenants[tenant] = OrderedDict()
         self._tenants.move_to_end(tenant)
-        names[name] = Miss(self._clock() + self.ttl_seconds, error)
+        # A copy: the error itself goes on to be raised by every request waiting for
+        # the same fetch, and its traceback would keep their frames for the whole TTL.
+        kept = copy.copy(error) if error is not None else None
+        names[name] = Miss(self._clock() + self.ttl_seconds, kept)
         names.move_to_end(name)
         while len(names) > self.per_tenant:
             names.popitem(last=False)
