@@ -68,3 +68,22 @@ async def test_an_unknown_candidate_is_a_404_naming_version(fake_gateway: FakeGa
     bad = await promote(fake_gateway.client, "../v1", "v1")
     assert bad.status_code == 400, bad.text
     assert bad.json()["error"]["param"] == "version", bad.json()
+
+
+async def test_gate_figures_that_did_not_pass_promote_nothing(
+    fake_gateway: FakeGateway, fake_kit: FakeKit
+) -> None:
+    """The audit's ``adapter.promote`` entries always record a passed gate."""
+    client = fake_gateway.client
+    r = await register(client, "pirate", new_adapter(fake_kit, seed=42), activate=False)
+    assert r.status_code == 201, r.text
+    failed = {**GATE, "low": -0.2, "high": 0.1, "margin": 0.05}
+    empty = {**GATE, "items": 0}
+    upside_down = {**GATE, "low": 0.5, "high": 0.1}
+    for gate in (failed, empty, upside_down):
+        body = {"version": "v2", "stable": "v1", "gate": gate}
+        r = await client.post("/admin/adapters/pirate/promote", json=body, headers=ADMIN)
+        assert r.status_code == 400, (gate, r.text)
+        assert r.json()["error"]["param"] == "gate", r.json()
+    info = (await client.get("/admin/adapters/pirate", headers=ADMIN)).json()
+    assert info["active_version"] == "v1"

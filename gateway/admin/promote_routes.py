@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.errors import AdapterNotFoundError
 from adapters.naming import check_version
@@ -45,6 +45,18 @@ class GateFigures(BaseModel):
     resamples: int = Field(ge=1, description="Paired bootstrap resamples.")
     seed: int = Field(description="Bootstrap seed.")
     eval_set: str = Field(max_length=200, description="The eval set's file name and sha256.")
+
+    @model_validator(mode="after")
+    def _passed(self) -> GateFigures:
+        """Figures of a gate that passed: an ``adapter.promote`` entry always records one
+        (``gateway.compare.gate``: at least one item, ``low >= -margin``)."""
+        if self.items < 1:
+            raise ValueError("the gate answered no items")
+        if self.low > self.high:
+            raise ValueError("low is above high")
+        if self.low < -self.margin:
+            raise ValueError(f"the gate did not pass: low {self.low} is below -margin")
+        return self
 
 
 class PromoteRequest(AdminRequest):
