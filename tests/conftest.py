@@ -52,7 +52,7 @@ def tier_of(item: pytest.Item) -> str:
 
     Tests that start a process of their own, train or run a real model (torch, a
     ``transformers`` tokenizer or model, an ONNX or sentence-transformers embedder,
-    vLLM's kernels) or take tens of seconds are ``integration`` by an explicit marker,
+    vLLM) or take tens of seconds are ``integration`` by an explicit marker,
     its reason beside it (``pytestmark = pytest.mark.integration  # trains LoRAs``).
     A unit test that starts a process fails (``ProcessGuard``)."""
     for tier in TIERS:
@@ -120,6 +120,13 @@ PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.pos
 (``multiprocessing``'s spawn and forkserver start methods raise none in CPython 3.11.)"""
 
 
+def stdlib_probe(args: tuple[object, ...]) -> bool:
+    """``platform.architecture()`` asks ``file -b`` about the interpreter (vLLM's first
+    import does): the standard library's own probe, not a process the test starts."""
+    argv = args[1] if len(args) > 1 else None
+    return isinstance(argv, list) and argv[:2] == ["file", "-b"]
+
+
 class ProcessGuard:
     """An audit hook refusing to start a process while a unit test is set up or runs:
     such a test belongs in ``integration`` (mark it, with the reason)."""
@@ -128,7 +135,7 @@ class ProcessGuard:
         self.unit_test: str | None = None
 
     def __call__(self, event: str, args: tuple[object, ...]) -> None:
-        if self.unit_test is not None and event in PROCESS_EVENTS:
+        if self.unit_test is not None and event in PROCESS_EVENTS and not stdlib_probe(args):
             raise UnitTestStartedProcessError(
                 f"{self.unit_test} is a unit test but started a process ({event}): mark "
                 "it integration (tests/conftest.py, docs/testing.md)"

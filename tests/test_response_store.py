@@ -14,7 +14,9 @@ from gateway.tenancy.response_store import ResponseStore, SqliteResponseStore, S
 Open = Callable[[float], ResponseStore]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)]  # a server
+)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open]:
     opened: list[ResponseStore] = []
 

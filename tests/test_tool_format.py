@@ -49,6 +49,7 @@ class _Vocab:
         return {"<|python_tag|>": 1}
 
 
+@pytest.mark.integration  # imports vLLM (seconds), which runs `file` on its first import
 @pytest.mark.parametrize("output", CALL_OUTPUTS)
 def test_same_calls_as_vllms_llama3_json_parser(output: str) -> None:
     from vllm.tool_parsers.llama_tool_parser import Llama3JsonToolParser
