@@ -68,7 +68,7 @@ class RetrievalConfig:
     page_rerank_chunks: int = 0
     """For a query in another language than the documents (``dual`` embedder, hybrid
     search): the best page's chunks are re-scored with both parts of the query vector
-    and this many of them join the fusion (0: off; ``retrieval.page_rerank``). Off by
+    and this many of them join the fusion (0: off; ``retrieval.page_rerank_chunks``). Off by
     default: 2 add one PostgreSQL question of 60 and lose one SQLite question of 22
     (``retrieval/bench/README.md``)."""
     page_rerank_weight: float = 0.5

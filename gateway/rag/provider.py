@@ -37,6 +37,8 @@ def library_config(settings: RetrievalSettings) -> RetrievalConfig:
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
         passage_tokens=settings.passage_tokens,
+        cross_language_passage_tokens=settings.cross_language_passage_tokens,
+        page_rerank_chunks=settings.page_rerank_chunks,
         max_file_bytes=settings.max_file_mib * MIB,
         hnsw_threshold=settings.hnsw_threshold,
         language=settings.language,

@@ -99,6 +99,20 @@ class RetrievalSettings(Section):
         description="Grow each source with the adjacent chunks of its own section up to "
         "this many tokens, a lower hit it covers freeing its slot (0: single chunks).",
     )
+    cross_language_passage_tokens: int = Field(
+        default=400,
+        ge=0,
+        description="Smallest passage for a question in none of the documents' languages "
+        "(a larger passage_tokens wins): the multilingual ranking finds the right page more "
+        "surely than the chunk of it that answers (docs/rag.md).",
+    )
+    page_rerank_chunks: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="For such a question (dual embedder, hybrid search): the best page's "
+        "chunks re-scored with both embedders, this many joining the fusion (0: off).",
+    )
     hnsw_threshold: int = Field(
         default=50_000, ge=1, description="Collections this large use HNSW, smaller exact search."
     )
