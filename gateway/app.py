@@ -153,7 +153,10 @@ def create_app(
                 await engine.shutdown()
         finally:
             registry.close()
-            await asyncio.to_thread(app_tracing.shutdown)
+            try:
+                await asyncio.to_thread(app_tracing.shutdown)
+            except RuntimeError:  # the loop's executor is gone (a failed start): flush here
+                app_tracing.shutdown()
 
     gateway_metrics = metrics or GatewayMetrics(enabled=settings.metrics.enabled)
     app_tracing = tracing or Tracing.from_settings(settings.tracing)
