@@ -113,7 +113,8 @@ def add_adapters_parser(sub: Any) -> None:
         "--shadow",
         type=_weight_pair,
         metavar="VERSION=PERCENT",
-        help="also send PERCENT of the requests to VERSION (the caller never sees it)",
+        help="also send PERCENT of the requests to VERSION (the caller never sees it); "
+        "default: no shadow",
     )
     split.add_argument(
         "--rollback",
@@ -121,15 +122,19 @@ def add_adapters_parser(sub: Any) -> None:
         type=_rollback_pair,
         metavar="BOUND=VALUE",
         help="end the split by itself past a bound: max_error_rate=0.05, "
-        "max_latency_ratio=1.5, min_requests=50 (repeat the flag)",
+        "max_latency_ratio=1.5, min_requests=50 (repeat the flag); default: no rollback",
     )
     shadow = cmds.add_parser(
         "shadow", parents=[common], help="both answers of NAME's shadowed requests (paged)"
     )
     shadow.add_argument("name", help="adapter name")
-    shadow.add_argument("--tenant", help="one tenant's entries only")
-    shadow.add_argument("--after", type=int, default=0, help="entries with ids above this")
-    shadow.add_argument("--limit", type=int, default=20, help="entries per page (1-100)")
+    shadow.add_argument("--tenant", help="one tenant's entries only (default: all)")
+    shadow.add_argument(
+        "--after", type=int, default=0, help="entries with ids above this (default: 0)"
+    )
+    shadow.add_argument(
+        "--limit", type=int, default=20, help="entries per page, 1-100 (default: 20)"
+    )
     add_promote_parser(cmds, common)
     for name, text in (
         ("retire", "stop serving (one version, or all); unloaded after its last request"),
