@@ -1,6 +1,6 @@
 """End to end, in-process engine: the OpenAI SDK asks the session's real gateway (uvicorn
 on loopback, in-process vLLM) for an adapter that only a tenant's S3 bucket prefix holds
-(moto on loopback). The tenant and its key are made over the admin API; the first request
+(moto on loopback). The tenant and its key come from the config file; the first request
 fetches the adapter, registers it and serves it, with the same tokens as the same weights
 registered by an operator."""
 
@@ -16,6 +16,8 @@ import pytest
 from openai import OpenAI
 
 from gateway.adapter_runtime.on_demand import scoped_name
+from gateway.settings.keys import generate_key
+from gateway.settings.tenancy import TenancyConfig
 from tests.support.engine_fixtures import LIVE_ADMIN_KEY, LiveGateway, live_adapter_root
 from tests.support.modelkit import tiny_llama_dir, write_random_adapter
 from tests.support.s3_server import ACCESS_KEY_ENV, BUCKET, SECRET_KEY_ENV, S3Server
@@ -45,38 +47,45 @@ def sourced(
     tiny_kit: tuple[Path, dict[str, Path]],
     s3_server: S3Server,
 ) -> Iterator[SourcedTenant]:
-    """A tenant made over the admin API whose adapter source is a fresh bucket prefix
-    holding ``persona``; the same files sit under the registry's allowed root for an
-    operator to register as ``<registered>``. Tenant and adapters go at the end."""
+    """A tenant whose adapter source is a fresh bucket prefix holding ``persona``, laid
+    on the session's gateway as a config-file tenant for this module (the session's open
+    mode comes back after: a tenant made over the admin API would keep keys required for
+    every later test); the same files sit under the registry's allowed root for an
+    operator to register as ``<registered>``. Adapters go at the end."""
     tag = uuid.uuid4().hex[:8]
     tenant, prefix, registered = f"src-{tag}", f"{tag}/inproc/", f"persona-reg-{tag}"
     folder = write_random_adapter(
         tiny_llama_dir(), live_adapter_root(tiny_kit) / f"persona-{tag}", seed=42
     )
     s3_server.put_folder(folder, f"{prefix}persona/")
-    admin = httpx.Client(base_url=live_gateway.base_url, headers=ADMIN, timeout=120)
-    made = admin.post(
-        "/admin/tenants",
-        json={
-            "name": tenant,
-            "models": ["tiny-llama", registered],
-            "adapter_source": {
-                "kind": "s3",
-                "endpoint": s3_server.endpoint,
-                "bucket": BUCKET,
-                "prefix": prefix,
-                "access_key_env": ACCESS_KEY_ENV,
-                "secret_key_env": SECRET_KEY_ENV,
-            },
-        },
+    gatekeeper = live_gateway.state.gatekeeper
+    before = gatekeeper.directory.file_config
+    key = generate_key()
+    gatekeeper.reload(
+        TenancyConfig.model_validate(
+            {
+                "tenants": {
+                    tenant: {
+                        "keys": [{"id": key.key_id, "hash": key.hash}],
+                        "models": ["tiny-llama", registered],
+                        "adapter_source": {
+                            "kind": "s3",
+                            "endpoint": s3_server.endpoint,
+                            "bucket": BUCKET,
+                            "prefix": prefix,
+                            "access_key_env": ACCESS_KEY_ENV,
+                            "secret_key_env": SECRET_KEY_ENV,
+                        },
+                    }
+                }
+            }
+        )
     )
-    assert made.status_code == 201, made.text
-    key = admin.post(f"/admin/tenants/{tenant}/keys", json={"name": "e2e"})
-    assert key.status_code == 201, key.text
+    admin = httpx.Client(base_url=live_gateway.base_url, headers=ADMIN, timeout=120)
     try:
-        yield SourcedTenant(live_gateway, tenant, key.json()["key"], prefix, folder, registered)
+        yield SourcedTenant(live_gateway, tenant, key.key, prefix, folder, registered)
     finally:
-        admin.delete(f"/admin/tenants/{tenant}")
+        gatekeeper.reload(before)
         for name in (registered, scoped_name(tenant, "persona")):
             admin.delete(f"/admin/adapters/{name}")
         admin.close()
