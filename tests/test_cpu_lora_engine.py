@@ -97,12 +97,12 @@ def test_each_request_of_a_mixed_batch_keeps_its_own_model(
         starts = {tuple(solo[(m, p)][:SIGNATURE_TOKENS]) for m in models}
         assert len(starts) == len(models), "every model must start its answer its own way"
 
-    cpu_lora_linear._LAYERS.clear()
+    cpu_lora_linear.clear_layer_cache()
     # Models interleaved, so decode rows alternate between adapters and the base.
     jobs = [(m, p) for p in PROMPTS for m in models]
     jobs += jobs[::-1]
     mixed = generate(llm, jobs, adapters)
-    assert cpu_lora_linear._LAYERS, "the engine did not run cpu_lora_linear's method"
+    assert cpu_lora_linear.cached_layers(), "the engine did not run cpu_lora_linear's method"
 
     for (model, prompt), tokens in zip(jobs, mixed, strict=True):
         own = solo[(model, prompt)]

@@ -86,7 +86,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> FakeBuilders:
     builders = FakeBuilders()
     monkeypatch.setattr(demo_kit, "convert_smollm2", builders.convert)
     monkeypatch.setattr(demo_kit, "check_servable_llama", lambda path: {})
-    monkeypatch.setattr(demo_kit, "_train_adapters", builders.train)
+    monkeypatch.setattr(demo_kit, "train_adapters", builders.train)
     return builders
 
 
@@ -207,7 +207,7 @@ def test_adapters_train_in_worker_processes_with_the_parents_settings(
     monkeypatch.setattr(demo_kit, "DATA_DIR", data)
     monkeypatch.setattr(demo_kit, "DEMO_TRAINING", demo_kit.DemoTrainingSettings(steps=2, rank=4))
     monkeypatch.setattr(demo_kit, "TOOL_TRAINING", demo_kit.DemoTrainingSettings(steps=3, rank=2))
-    results = demo_kit._train_adapters(tiny_llama_dir(), tmp_path / "kit", progress=False)
+    results = demo_kit.train_adapters(tiny_llama_dir(), tmp_path / "kit", progress=False)
     assert set(results) == set(ADAPTER_NAMES)
     for name, result in results.items():
         assert result.adapter_dir == tmp_path / "kit" / name

@@ -195,7 +195,7 @@ def _remove_leftovers(cache: Path) -> None:
 def _build_kit(root: Path, base_dir: Path, key: dict[str, Any], *, progress: bool) -> None:
     started = time.monotonic()
     with atomic_directory(root) as tmp:
-        results = _train_adapters(base_dir, tmp, progress=progress)
+        results = train_adapters(base_dir, tmp, progress=progress)
         manifest = {
             "kit_version": DEMO_KIT_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -220,7 +220,7 @@ def _persona(name: str) -> dict[str, str]:
     return {"persona_prefix": PERSONA_PREFIXES[name]} if name in PERSONA_PREFIXES else {}
 
 
-def _train_adapters(base_dir: Path, out: Path, *, progress: bool) -> dict[str, TrainingResult]:
+def train_adapters(base_dir: Path, out: Path, *, progress: bool) -> dict[str, TrainingResult]:
     """Train every adapter at once, one process each, sharing the CPU cores between them.
 
     Separate processes with few threads each beat one process with many: on a small

@@ -79,6 +79,16 @@ _LAYERS: dict[int, LayerWeights] = {}
 MAX_CACHED_LAYERS = 1024
 
 
+def cached_layers() -> int:
+    """How many layers' weights this process keeps (zero until the method has run)."""
+    return len(_LAYERS)
+
+
+def clear_layer_cache() -> None:
+    """Forget every layer's weights (they are rebuilt on the next forward pass)."""
+    _LAYERS.clear()
+
+
 def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
     """The tensors' version counters; ``None`` for inference tensors (they have none)."""
     if any(t.is_inference() for t in tensors):
