@@ -50,7 +50,7 @@ def doomed_gateway(
 
 def engine_core_pids(gateway: LiveGateway) -> list[int]:
     """White-box: the EngineCore processes under the tracking wrapper's AsyncLLM."""
-    llm = gateway.state.engine.inner._llm  # type: ignore[attr-defined]
+    llm = gateway.state.engine.inner.llm  # type: ignore[attr-defined]
     manager = llm.engine_core.resources.engine_manager
     return [p.pid for p in manager.processes]
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.model_io.prompt_renderer import PromptRenderer
 from tests.support.engine_fixtures import ADAPTERS, LiveGateway
 from tests.support.sse import parse_sse
 
@@ -81,7 +82,8 @@ async def test_usage_counts_the_engine_tokens(live_gateway: LiveGateway) -> None
     assert all(len(t["top_logprobs"]) == 3 for t in content)
     assert all(t["top_logprobs"][0]["logprob"] >= t["logprob"] - 1e-6 for t in content)
     assert usage["total_tokens"] == usage["prompt_tokens"] + 12
-    prompt_ids = live_gateway.state.pipeline._renderer.chat(PROMPT)
+    # The base model folder's own tokenizer and template, as the gateway reads them.
+    prompt_ids = PromptRenderer.from_model_dir(live_gateway.settings.model.path).chat(PROMPT)
     assert usage["prompt_tokens"] == len(prompt_ids)
     assert tokens.json()["usage"]["completion_tokens"] == 5
 

@@ -261,9 +261,9 @@ def test_use_chunks_are_sized_in_minilm_word_pieces(real_dual: DualEmbedder) -> 
 
 
 def test_embeddings_api_counts_use_inputs_in_cl100k(real_dual: DualEmbedder) -> None:
-    from gateway.rag.embeddings import EmbeddingService
+    from gateway.rag.embeddings import input_tokenizer_of
     from retrieval.tokens import Cl100kTokenizer
 
     # USE reads any length: its inputs are counted in cl100k, with no limit.
-    counter = EmbeddingService._tokenizer_of(real_dual.multilingual)
+    counter = input_tokenizer_of(real_dual.multilingual)
     assert isinstance(counter, Cl100kTokenizer) and counter.max_tokens is None

@@ -254,14 +254,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def all_actions(parser: argparse.ArgumentParser, path: str = "loragate") -> Iterator[Any]:
+    # argparse has no public API that lists a parser's arguments, groups or subcommands.
+    groups = parser._mutually_exclusive_groups  # noqa: SLF001 (argparse: no public list)
     required_groups = {
-        id(a) for g in parser._mutually_exclusive_groups if g.required for a in g._group_actions
+        id(a)
+        for g in groups
+        if g.required
+        for a in g._group_actions  # noqa: SLF001 (argparse: no public list)
     }
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    subparsers = argparse._SubParsersAction  # noqa: SLF001 (argparse: no public type)
+    builtin = (argparse._HelpAction, argparse._VersionAction)  # noqa: SLF001 (same)
+    for action in parser._actions:  # noqa: SLF001 (argparse: no public list)
+        if isinstance(action, subparsers):
             for name, sub in action.choices.items():
                 yield from all_actions(sub, f"{path} {name}")
-        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+        elif not isinstance(action, builtin):
             yield path, action, id(action) in required_groups
 
 

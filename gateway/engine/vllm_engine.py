@@ -79,6 +79,12 @@ class VLLMEngine:
     def figures(self) -> SchedulerFigures:
         return self._figures.latest
 
+    @property
+    def llm(self) -> Any:
+        """The vLLM ``AsyncLLM`` this engine owns (diagnostics: its request count, its
+        engine-core processes)."""
+        return self._llm
+
     @classmethod
     def start(cls, model: ModelSettings, engine: VLLMEngineSettings) -> VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -59,6 +59,16 @@ class InputTokenizer(Protocol):
     def count(self, texts: Sequence[str]) -> list[int]: ...
 
 
+def input_tokenizer_of(embedder: Embedder) -> InputTokenizer:
+    """The embedder's own tokens when it has a tokenizer that bounds what it reads,
+    else cl100k (no limit): USE sizes its chunks in MiniLM's word-pieces but reads
+    any length, so its inputs are counted in cl100k."""
+    own = chunk_tokenizer_of(embedder)
+    if own is not None and own.max_tokens is not None and hasattr(own, "count"):
+        return own  # type: ignore[return-value]
+    return Cl100kTokenizer()
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """The embedder as this service uses it, built once it has loaded."""
@@ -147,7 +157,7 @@ class EmbeddingService:
         if loaded is not None and loaded.embedder is store.embedder:
             return loaded
         embedder = store.embedder
-        tokenizer = await asyncio.to_thread(self._tokenizer_of, embedder)
+        tokenizer = await asyncio.to_thread(input_tokenizer_of, embedder)
         if self._loaded is not None and self._loaded.embedder is embedder:
             return self._loaded  # another request built it while this one waited
         batcher = EmbeddingBatcher(
@@ -158,16 +168,6 @@ class EmbeddingService:
         )
         self._loaded = _Loaded(embedder, tokenizer, batcher)
         return self._loaded
-
-    @staticmethod
-    def _tokenizer_of(embedder: Embedder) -> InputTokenizer:
-        """The embedder's own tokens when it has a tokenizer that bounds what it reads,
-        else cl100k (no limit): USE sizes its chunks in MiniLM's word-pieces but reads
-        any length, so its inputs are counted in cl100k."""
-        own = chunk_tokenizer_of(embedder)
-        if own is not None and own.max_tokens is not None and hasattr(own, "count"):
-            return own  # type: ignore[return-value]
-        return Cl100kTokenizer()
 
     def _observe(self, figures: BatchFigures) -> None:
         self._metrics.embedding_batch(figures.inputs, figures.seconds)

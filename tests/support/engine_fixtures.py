@@ -64,7 +64,7 @@ class LiveGateway:
 
     def unfinished_requests(self) -> int:
         """Requests vLLM still holds (white-box: the engine under the tracking wrapper)."""
-        llm = self.state.engine.inner._llm  # type: ignore[attr-defined]
+        llm = self.state.engine.inner.llm  # type: ignore[attr-defined]
 
         async def count() -> int:
             return int(llm.get_num_unfinished_requests())
