@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from adapters.errors import AdapterNotFoundError
 from adapters.limits import MiB
-from adapters.manifest import AdapterEntry
+from adapters.manifest import AdapterEntry, AdapterStatus
 from adapters.sources import AdapterSource, ArchiveSource, FsspecSource, LocalDirectorySource
 from gateway.adapter_runtime import traffic_split
 from gateway.adapter_runtime.lifecycle import AdapterLifecycle
@@ -144,17 +144,39 @@ async def get_adapter(name: str, lifecycle: LifecycleDep) -> AdapterInfo:
 
 @router.delete("/{name}")
 async def retire_adapter(
-    name: str, lifecycle: LifecycleDep, version: str | None = None
+    name: str,
+    lifecycle: LifecycleDep,
+    state: StateDep,
+    version: str | None = None,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> RetireResponse:
+    """Retire ``name@version`` (every version without one); audited with the traffic
+    split the retirement ended, if any."""
+    split = lifecycle.registry.split(name)
     retired = await lifecycle.retire(name, version)
+    ended = split is not None and lifecycle.registry.split(name) is None
+    detail = {
+        "retired": [e.ref for e in retired],
+        "split_ended": dict(split.weights) if ended and split is not None else None,
+    }
+    await state.tenant_admin.record(actor_of(authorization), "adapter.retire", name, detail)
     return RetireResponse(name=name, retired=[e.ref for e in retired])
 
 
 @router.post("/{name}/activate")
 async def activate_adapter(
-    name: str, body: ActivateRequest, lifecycle: LifecycleDep
+    name: str,
+    body: ActivateRequest,
+    lifecycle: LifecycleDep,
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> AdapterInfo:
+    active = [
+        e.version for e in lifecycle.registry.entries(name) if e.status is AdapterStatus.ACTIVE
+    ]
     await lifecycle.activate(name, body.version)
+    detail = {"version": body.version, "previous": active[0] if active else None}
+    await state.tenant_admin.record(actor_of(authorization), "adapter.activate", name, detail)
     return await _info(lifecycle, name)
 
 
