@@ -150,7 +150,8 @@ class CollectionDirectory:
 
     def read_manifest(self) -> dict[str, Any]:
         """The committed version's manifest (counts, embedder) without loading indexes."""
-        return self._read_json(self._version_dir() / "manifest.json")
+        manifest: dict[str, Any] = self._read_json(self._version_dir() / "manifest.json")
+        return manifest
 
     def read_documents(self) -> list[DocumentInfo]:
         """The committed version's documents without loading indexes."""

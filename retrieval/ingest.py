@@ -28,7 +28,8 @@ from retrieval.errors import (
     FileTooLargeError,
     SourceUnavailableError,
 )
-from retrieval.extraction import EXTENSIONS, extract, media_type_for
+from retrieval.extraction import EXTENSIONS, media_type_for
+from retrieval.extraction import extract as extract  # ingest_profile wraps ingest.extract
 from retrieval.pdf_text import PdfLimits
 from retrieval.records import Chunk, DocumentInfo, IngestResult, IngestStatus
 

@@ -165,7 +165,8 @@ class OnnxEmbedder:
         return self._encode([self.document_prefix + t for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._encode([self.query_prefix + text])[0]
+        vector: np.ndarray = self._encode([self.query_prefix + text])[0]
+        return vector
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:

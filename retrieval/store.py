@@ -38,8 +38,9 @@ from retrieval.records import (
     DocumentInfo,
     IngestResult,
     SearchHit,
+    SearchMode,
 )
-from retrieval.search import SearchMode, search_snapshots
+from retrieval.search import search_snapshots
 
 IngestInput = SourceDocument | str | os.PathLike[str]
 

@@ -67,7 +67,8 @@ class UseEmbedder:
         return self._encode(list(texts))
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._encode([text])[0]
+        vector: np.ndarray = self._encode([text])[0]
+        return vector
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -26,7 +26,6 @@ from gateway.admin.protocol import (
     AdapterInfo,
     AdapterList,
     AdapterVersionInfo,
-    AdminRequest,
     RegisterAdapterRequest,
     RetireResponse,
     ShadowPage,
@@ -37,6 +36,7 @@ from gateway.admin.request_body import declared_length, read_json_body
 from gateway.api.deps import LifecycleDep, SettingsDep, StateDep, require_admin
 from gateway.api.json_body import validated
 from gateway.errors import InvalidRequestError
+from gateway.protocol.common import AdminRequest
 from gateway.settings import Settings
 from gateway.tenancy.tenant_admin import actor_of
 

@@ -190,7 +190,7 @@ def run_one(
 ) -> CollectionStore:
     timed = Timed(embedder)
     config = RetrievalConfig()
-    store = CollectionStore(root / f"{corpus.name}-{name}", timed, config)  # type: ignore[arg-type]
+    store = CollectionStore(root / f"{corpus.name}-{name}", timed, config)
     start, cpu_start = time.perf_counter(), time.process_time()
     results = store.ingest(COLLECTION, [str(p) for p in chosen], on_error="skip")
     total, cpu = time.perf_counter() - start, time.process_time() - cpu_start

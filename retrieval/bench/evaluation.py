@@ -25,8 +25,7 @@ from retrieval.bench.report import percentiles_ms
 from retrieval.chunking import Chunker
 from retrieval.embedding import Embedder, SentenceTransformerEmbedder
 from retrieval.extraction import HTML, extract
-from retrieval.records import SearchHit
-from retrieval.search import SearchMode
+from retrieval.records import SearchHit, SearchMode
 from retrieval.store import CollectionStore
 
 DEFAULT_CORPUS = Path("/usr/share/debian-reference")

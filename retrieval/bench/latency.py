@@ -21,7 +21,8 @@ from retrieval.bm25 import Bm25Index, analyze
 from retrieval.collection import Snapshot
 from retrieval.embedding import normalize_rows
 from retrieval.index import DenseIndex, IndexSettings
-from retrieval.search import SearchMode, search_snapshots
+from retrieval.records import SearchMode
+from retrieval.search import search_snapshots
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def latency_rows(
         for label, snapshot in (("flat", collection.exact), ("hnsw", collection.graph)):
             row: list[object] = [size, label]
             for mode in ("dense", "bm25", "hybrid"):
-                row.extend(time_searches(snapshot, queries, vectors, mode))  # type: ignore[arg-type]
+                row.extend(time_searches(snapshot, queries, vectors, mode))
             latency.append(row)
         recall = hnsw_recall(collection.exact, collection.graph, vectors)
         reference = rank_bm25_latency(collection.exact, queries[:20]) if size <= 10_000 else None

@@ -139,7 +139,7 @@ def with_passages(config: RetrievalConfig, passage_tokens: int) -> RetrievalConf
         if passage_tokens:
             raise SystemExit("--passages needs a checkout with RetrievalConfig.passage_tokens")
         return config
-    return dataclasses.replace(config, passage_tokens=passage_tokens)  # type: ignore[call-arg]
+    return dataclasses.replace(config, passage_tokens=passage_tokens)
 
 
 def score(

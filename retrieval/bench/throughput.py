@@ -32,7 +32,8 @@ class HashEmbedder:
         return normalize_rows(np.stack([self._vector(t) for t in texts]))
 
     def embed_query(self, text: str) -> np.ndarray:
-        return normalize_rows(self._vector(text)[None, :])[0]
+        vector: np.ndarray = normalize_rows(self._vector(text)[None, :])[0]
+        return vector
 
 
 def pipeline_rows(files: Sequence[Path], work_dir: Path, copies: int) -> list[list[object]]:
