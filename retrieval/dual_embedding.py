@@ -195,7 +195,7 @@ class _Plan:
                         f"expected ({end - start}, {part.dimension})"
                     )
                 self.out[start:end, columns] = vectors * _HALF
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 -- handed to the ingest, which re-raises it
                 with self.lock:
                     self.failure = self.failure or exc
                 return

@@ -111,7 +111,7 @@ def extract_pdf(
         raise
     except pypdf.errors.LimitReachedError as exc:
         raise ExtractionLimitError(source, f"the PDF is over a pypdf safety limit ({exc})") from exc
-    except Exception as exc:
+    except Exception as exc:  # pypdf raises anything on a damaged file: re-raised as ours
         raise CorruptDocumentError(source, f"cannot read the PDF ({exc})") from exc
     parts: list[str] = []
     sections: list[Section] = []
@@ -233,7 +233,7 @@ def _outline_paths(reader: Any, page_count: int) -> list[tuple[str, ...]]:
     starts: list[tuple[int, tuple[str, ...]]] = []
     try:
         outline = list(reader.outline or [])
-    except Exception:  # a damaged outline costs the headings, not the document
+    except Exception:  # noqa: BLE001 -- a damaged outline costs the headings, not the document
         outline = []
     frames: list[tuple[Iterator[Any], tuple[str, ...], list[tuple[str, ...]]]] = [
         (iter(outline), (), [()])
@@ -249,7 +249,7 @@ def _outline_paths(reader: Any, page_count: int) -> list[tuple[str, ...]]:
             title = str(getattr(item, "title", "") or "").strip()
             try:
                 page = reader.get_destination_page_number(item)
-            except Exception:  # an outline entry pointing nowhere is just skipped
+            except Exception:  # noqa: BLE001 -- an outline entry pointing nowhere is skipped
                 continue
             last[0] = (*path, title)
             if page is not None and 0 <= page < page_count:

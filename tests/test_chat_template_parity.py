@@ -197,7 +197,7 @@ def both(pair: tuple[FolderTokenizer, Any], call: Callable[[Any], Any]) -> tuple
     for tokenizer in pair:
         try:
             out.append(call(tokenizer))
-        except Exception as exc:  # compared: both must refuse alike
+        except Exception as exc:  # noqa: BLE001 -- compared: both must refuse alike
             out.append(("raised", str(exc).split(": ")[-1]))
     return out[0], out[1]
 
