@@ -16,6 +16,9 @@ fail or bill the caller's request:
 - it is not charged to the tenant's rate limits or budgets, and not written to usage:
   the operator asked for it, not the tenant. Its cost is bounded by ``max_in_flight``
   engine requests at a time and by the idle-queue rule above;
+- once running, it gives its slots back as soon as anyone waits in the fair queue: the
+  engine request is aborted and counted ``preempted``, so a burst arriving after it
+  started never waits for an answer nobody sees;
 - a failure (engine error, cancellation at shutdown) is counted (``error``), logged at
   debug level, and never reaches anyone.
 
@@ -50,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2
 """Shadow requests in the engine at once, across tenants."""
+PREEMPT_CHECK_SECONDS = 0.05
+"""How often a running shadow looks for requests waiting in the fair queue."""
 
 
 class ShadowOutcome(StrEnum):
@@ -58,6 +63,7 @@ class ShadowOutcome(StrEnum):
     OK = "ok"
     ERROR = "error"
     SKIPPED = "skipped"
+    PREEMPTED = "preempted"
 
 
 class ShadowMetrics:
@@ -170,17 +176,40 @@ class ShadowRunner:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    async def _generate(self, plan: ShadowPlan, acc: ChoiceAccumulator, tokens: list[int]) -> None:
+        async for p, out in merged(self._generator.generate, plan.generations):
+            acc.add(p, out)
+            tokens[0] += sum(len(c.token_ids) for c in out.choices)
+
+    async def _preempted(self, work: asyncio.Task[None]) -> bool:
+        """Wait for ``work``; cancel it (the engine request aborted) as soon as anyone
+        waits in the fair queue. Whether it was cut."""
+        while not work.done():
+            if self._queue.depth > 0:
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                return True
+            await asyncio.wait({work}, timeout=PREEMPT_CHECK_SECONDS)
+        work.result()  # its error, if it failed
+        return False
+
     async def _run(self, plan: ShadowPlan, stable: ShadowAnswer) -> None:
         started = self.clock()
         acc = ChoiceAccumulator(len(plan.generations), plan.generations[0].params.n)
-        tokens = 0
+        tokens = [0]
         error: str | None = None
+        outcome = ShadowOutcome.OK
         try:
             async with self._queue.slot(plan.tenant, plan.weight, plan.sequences):
                 started = self.clock()
-                async for p, out in merged(self._generator.generate, plan.generations):
-                    acc.add(p, out)
-                    tokens += sum(len(c.token_ids) for c in out.choices)
+                work = asyncio.create_task(self._generate(plan, acc, tokens))
+                try:
+                    if await self._preempted(work):
+                        error, outcome = "preempted", ShadowOutcome.PREEMPTED
+                finally:
+                    if not work.done():  # this task cancelled (shutdown): the copy too
+                        work.cancel()
+                        await asyncio.gather(work, return_exceptions=True)
         except asyncio.CancelledError:
             error = "cancelled"
             raise
@@ -189,14 +218,15 @@ class ShadowRunner:
             logger.debug("shadow request %s failed", plan.request_id, exc_info=True)
         finally:
             seconds = self.clock() - started
-            outcome = ShadowOutcome.OK if error is None else ShadowOutcome.ERROR
-            self.metrics.done(plan.label, outcome, seconds, tokens)
+            if error is not None and outcome is ShadowOutcome.OK:
+                outcome = ShadowOutcome.ERROR
+            self.metrics.done(plan.label, outcome, seconds, tokens[0])
             if plan.log:
                 texts = [c.text for p in range(len(plan.generations)) for c in acc.choices(p)]
                 shadow = ShadowAnswer(
                     version=plan.shadow.version or "",
                     text=texts,
-                    completion_tokens=tokens,
+                    completion_tokens=tokens[0],
                     seconds=round(seconds, 6),
                     error=error,
                 )
