@@ -42,8 +42,8 @@ class ShadowConfig(BaseModel):
 class RollbackBounds(BaseModel):
     """When a canary (every split version but the active one) is rolled back: once it has
     served ``min_requests`` since the split was set, its error rate (5xx answers) above
-    ``max_error_rate``, or its mean request duration above ``max_latency_ratio`` times
-    the active version's over the same window, ends the split."""
+    ``max_error_rate``, or its duration per completion token above ``max_latency_ratio``
+    times the active version's over the same window, ends the split."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -2,14 +2,16 @@
 
 A split with ``rollback`` bounds (``adapters.traffic_split.RollbackBounds``) is judged
 every few seconds from the figures the split already records: the per-version series of
-``loragate_requests_total`` (requests, 5xx answers) and ``loragate_request_duration_seconds``
-(sum and count) labelled ``adapter="name@version"``. The window starts when this gateway
-first sees the split (a baseline of those cumulative figures) and runs until the split
-changes. The *stable* version is the adapter's active version; every other version of
-the split is a canary. A canary that has served ``min_requests`` in the window and whose
-error rate passes ``max_error_rate``, or whose mean duration passes ``max_latency_ratio``
-times the stable version's (the stable one having served ``min_requests`` too), ends the
-split: the active version serves everyone again.
+``loragate_requests_total`` (requests, 5xx answers), ``loragate_request_duration_seconds``
+(sum and count) and ``loragate_completion_tokens_total`` labelled
+``adapter="name@version"``. The window starts when this gateway first sees the split (a
+baseline of those cumulative figures) and runs until the split changes. The *stable*
+version is the adapter's active version; every other version of the split is a canary.
+A canary that has served ``min_requests`` in the window and whose error rate passes
+``max_error_rate``, or whose duration per completion token (per request where a version
+produced none) passes ``max_latency_ratio`` times the stable version's (the stable one
+having served ``min_requests`` too), ends the split: the active version serves everyone
+again.
 
 Several gateways on one store: each judges its own traffic; the first whose figures pass
 a bound clears the split with a compare-and-clear on the shared registry document
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,8 @@ class VersionFigures:
     """Sum of request durations (arrival to last byte)."""
     timed: float = 0.0
     """Requests in ``seconds``."""
+    tokens: float = 0.0
+    """Completion tokens of the version's requests."""
 
     def since(self, earlier: VersionFigures) -> VersionFigures:
         return VersionFigures(
@@ -66,7 +70,12 @@ class VersionFigures:
             self.errors - earlier.errors,
             self.seconds - earlier.seconds,
             self.timed - earlier.timed,
+            self.tokens - earlier.tokens,
         )
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        return self.seconds / self.tokens if self.tokens > 0 else None
 
     @property
     def mean_seconds(self) -> float | None:
@@ -74,29 +83,36 @@ class VersionFigures:
 
 
 def read_figures(metrics: GatewayMetrics, name: str) -> dict[str, VersionFigures]:
-    """Every ``name@version`` series of this gateway's request counter and duration
-    histogram, summed over tenants, models and endpoints, by version."""
+    """Every ``name@version`` series of this gateway's request counter, duration
+    histogram and completion-token counter, summed over tenants, models and endpoints,
+    by version."""
     prefix = f"{name}@"
     found: dict[str, dict[str, float]] = {}
-
-    def add(adapter: str, field: str, value: float) -> None:
+    for adapter, field, value in _samples(metrics):
         if adapter.startswith(prefix):
             version = found.setdefault(adapter[len(prefix) :], {})
             version[field] = version.get(field, 0.0) + value
+    return {version: VersionFigures(**fields) for version, fields in found.items()}
 
+
+def _samples(metrics: GatewayMetrics) -> Iterator[tuple[str, str, float]]:
+    """(adapter label, VersionFigures field, value) of every sample that feeds one."""
     for family in metrics.requests.collect():
         for sample in family.samples:
             if sample.name.endswith("_total"):
-                add(sample.labels["adapter"], "requests", sample.value)
+                yield sample.labels["adapter"], "requests", sample.value
                 if sample.labels["status_class"] == "5xx":
-                    add(sample.labels["adapter"], "errors", sample.value)
+                    yield sample.labels["adapter"], "errors", sample.value
+    for family in metrics.completion_tokens.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                yield sample.labels["adapter"], "tokens", sample.value
     for family in metrics.e2e.collect():
         for sample in family.samples:
             if sample.name.endswith("_sum"):
-                add(sample.labels["adapter"], "seconds", sample.value)
+                yield sample.labels["adapter"], "seconds", sample.value
             elif sample.name.endswith("_count"):
-                add(sample.labels["adapter"], "timed", sample.value)
-    return {version: VersionFigures(**fields) for version, fields in found.items()}
+                yield sample.labels["adapter"], "timed", sample.value
 
 
 def regression(
@@ -110,13 +126,22 @@ def regression(
         return f"error rate {rate:.3f} above {bounds.max_error_rate}"
     if bounds.max_latency_ratio is None or stable.requests < bounds.min_requests:
         return None
-    ours, theirs = canary.mean_seconds, stable.mean_seconds
+    ours, theirs = _latency(canary, stable), _latency(stable, canary)
     if ours is None or not theirs:
         return None
     ratio = ours / theirs
     if ratio > bounds.max_latency_ratio:
         return f"latency {ratio:.2f}x the stable version's, above {bounds.max_latency_ratio}x"
     return None
+
+
+def _latency(figures: VersionFigures, other: VersionFigures) -> float | None:
+    """Duration per completion token when both versions produced tokens, else per
+    request: a caller who sends a canary longer generations (its ``user`` picks the
+    bucket) makes each request longer, not each token slower."""
+    if figures.tokens > 0 and other.tokens > 0:
+        return figures.seconds_per_token
+    return figures.mean_seconds
 
 
 @dataclass(frozen=True)
