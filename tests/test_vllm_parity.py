@@ -288,6 +288,7 @@ def test_every_flag_has_help_and_says_its_default() -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.integration  # imports vLLM (seconds), which runs `file` on its first import
 def test_extra_args_against_vllms_own_definitions(fake_kit: FakeKit) -> None:
     from vllm.config import CompilationConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
