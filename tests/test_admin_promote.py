@@ -5,25 +5,11 @@ split that names the candidate (leaves one that does not), and is audited."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 
 from tests.conftest import FakeGateway, FakeKit
-from tests.support.admin_requests import ADMIN, new_adapter, register
-
-GATE = {
-    "items": 6,
-    "candidate_mean": 1.0,
-    "stable_mean": 0.5,
-    "low": 0.17,
-    "high": 0.83,
-    "confidence": 0.95,
-    "margin": 0.0,
-    "resamples": 2000,
-    "seed": 0,
-    "eval_set": "eval.jsonl sha256:0123456789abcdef",
-}
+from tests.support.admin_requests import ADMIN, PASSING_GATE, new_adapter, promote, register
 
 
 async def versions(gw: FakeGateway, kit: FakeKit, *seeds: int) -> None:
@@ -31,13 +17,6 @@ async def versions(gw: FakeGateway, kit: FakeKit, *seeds: int) -> None:
     for seed in seeds:
         r = await register(gw.client, "pirate", new_adapter(kit, seed=seed), activate=False)
         assert r.status_code == 201, r.text
-
-
-async def promote(
-    client: httpx.AsyncClient, version: str, stable: str, name: str = "pirate", **extra: Any
-) -> httpx.Response:
-    body = {"version": version, "stable": stable, "gate": GATE, **extra}
-    return await client.post(f"/admin/adapters/{name}/promote", json=body, headers=ADMIN)
 
 
 async def active(client: httpx.AsyncClient) -> str:
@@ -67,7 +46,7 @@ async def test_promote_activates_ends_the_split_naming_it_and_is_audited(
         "version": "v2",
         "previous": "v1",
         "split_ended": {"v1": 90, "v2": 10},
-        "gate": GATE,
+        "gate": PASSING_GATE,
     }
 
 
@@ -105,12 +84,14 @@ async def test_unknown_names_versions_and_bad_bodies(
     assert missing.status_code == 404
     bad = await client.post(
         "/admin/adapters/pirate/promote",
-        json={"version": "v2", "stable": "v1", "gate": {**GATE, "margin": -1}},
+        json={"version": "v2", "stable": "v1", "gate": {**PASSING_GATE, "margin": -1}},
         headers=ADMIN,
     )
     assert bad.status_code == 400
     assert set(bad.json()["error"]) == {"message", "type", "param", "code"}
-    nan = json.dumps({"version": "v2", "stable": "v1", "gate": {**GATE, "low": float("nan")}})
+    nan = json.dumps(
+        {"version": "v2", "stable": "v1", "gate": {**PASSING_GATE, "low": float("nan")}}
+    )
     not_finite = await client.post(
         "/admin/adapters/pirate/promote",
         content=nan,
@@ -118,7 +99,8 @@ async def test_unknown_names_versions_and_bad_bodies(
     )
     assert not_finite.status_code == 400, not_finite.text
     no_key = await client.post(
-        "/admin/adapters/pirate/promote", json={"version": "v2", "stable": "v1", "gate": GATE}
+        "/admin/adapters/pirate/promote",
+        json={"version": "v2", "stable": "v1", "gate": PASSING_GATE},
     )
     assert no_key.status_code == 401
     assert await active(client) == "v1"

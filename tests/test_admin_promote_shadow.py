@@ -4,30 +4,8 @@ and the refusals name their field. Fake engine, whole gateway over ASGI."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-
 from tests.conftest import FakeGateway, FakeKit
-from tests.support.admin_requests import ADMIN, new_adapter, register
-
-GATE = {
-    "items": 6,
-    "candidate_mean": 1.0,
-    "stable_mean": 0.5,
-    "low": 0.17,
-    "high": 0.83,
-    "confidence": 0.95,
-    "margin": 0.0,
-    "resamples": 2000,
-    "seed": 0,
-    "eval_set": "eval.jsonl sha256:0123456789abcdef",
-}
-
-
-async def promote(client: httpx.AsyncClient, version: str, stable: str) -> httpx.Response:
-    body: dict[str, Any] = {"version": version, "stable": stable, "gate": GATE}
-    return await client.post("/admin/adapters/pirate/promote", json=body, headers=ADMIN)
+from tests.support.admin_requests import ADMIN, PASSING_GATE, new_adapter, promote, register
 
 
 async def served_versions(gw: FakeGateway, users: int) -> set[str | None]:
@@ -77,9 +55,9 @@ async def test_gate_figures_that_did_not_pass_promote_nothing(
     client = fake_gateway.client
     r = await register(client, "pirate", new_adapter(fake_kit, seed=42), activate=False)
     assert r.status_code == 201, r.text
-    failed = {**GATE, "low": -0.2, "high": 0.1, "margin": 0.05}
-    empty = {**GATE, "items": 0}
-    upside_down = {**GATE, "low": 0.5, "high": 0.1}
+    failed = {**PASSING_GATE, "low": -0.2, "high": 0.1, "margin": 0.05}
+    empty = {**PASSING_GATE, "items": 0}
+    upside_down = {**PASSING_GATE, "low": 0.5, "high": 0.1}
     for gate in (failed, empty, upside_down):
         body = {"version": "v2", "stable": "v1", "gate": gate}
         r = await client.post("/admin/adapters/pirate/promote", json=body, headers=ADMIN)

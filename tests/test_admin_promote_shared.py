@@ -9,28 +9,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from gateway.model_io.prompt_renderer import PromptRenderer
 from gateway.state import GatewayState
 from tests.conftest import FakeGateway, FakeKit, fake_settings, run_fake_gateway
-from tests.support.admin_requests import ADMIN, new_adapter, register
+from tests.support.admin_requests import ADMIN, new_adapter, promote, register
 from tests.support.postgres_fixtures import write_url
-
-GATE = {
-    "items": 6,
-    "candidate_mean": 1.0,
-    "stable_mean": 0.5,
-    "low": 0.17,
-    "high": 0.83,
-    "confidence": 0.95,
-    "margin": 0.0,
-    "resamples": 2000,
-    "seed": 0,
-    "eval_set": "eval.jsonl sha256:0123456789abcdef",
-}
 
 
 @asynccontextmanager
@@ -52,11 +36,6 @@ def state(gw: FakeGateway) -> GatewayState:
     gateway_state = gw.app.state.gateway
     assert isinstance(gateway_state, GatewayState)
     return gateway_state
-
-
-async def promote(client: httpx.AsyncClient, version: str, stable: str) -> httpx.Response:
-    body: dict[str, Any] = {"version": version, "stable": stable, "gate": GATE}
-    return await client.post("/admin/adapters/pirate/promote", json=body, headers=ADMIN)
 
 
 async def test_a_stale_gateway_cannot_promote_over_anothers_promotion(

@@ -1,4 +1,4 @@
-"""Requests the admin tests send: admin headers, registration, chat, archives."""
+"""Requests the admin tests send: admin headers, registration, chat, archives, promotion."""
 
 from __future__ import annotations
 
@@ -63,3 +63,26 @@ async def upload(
         files={"file": (filename, data, "application/octet-stream")},
         headers=ADMIN,
     )
+
+
+PASSING_GATE: dict[str, Any] = {
+    "items": 6,
+    "candidate_mean": 1.0,
+    "stable_mean": 0.5,
+    "low": 0.17,
+    "high": 0.83,
+    "confidence": 0.95,
+    "margin": 0.0,
+    "resamples": 2000,
+    "seed": 0,
+    "eval_set": "eval.jsonl sha256:0123456789abcdef",
+}
+"""The figures of an evaluation gate the candidate passed (the promote route's ``gate``)."""
+
+
+async def promote(
+    client: httpx.AsyncClient, version: str, stable: str, name: str = "pirate", **extra: Any
+) -> httpx.Response:
+    """``POST /admin/adapters/{name}/promote`` with a passing gate (``extra`` overrides)."""
+    body = {"version": version, "stable": stable, "gate": PASSING_GATE, **extra}
+    return await client.post(f"/admin/adapters/{name}/promote", json=body, headers=ADMIN)
