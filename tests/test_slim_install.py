@@ -106,20 +106,13 @@ def instant_replica() -> Iterator[str]:
         proc.wait()
 
 
-def test_a_remote_gateway_serves_without_ml_frameworks(
-    instant_replica: str, fake_kit: Any, tmp_path: Path
-) -> None:
-    """``fake_kit.base``: the test models' tiny Llama folder (config, weights, tokenizer)."""
+def run_probe(
+    script: str, heavy: tuple[str, ...], base: Path, replica: str, tmp_path: Path
+) -> dict[str, Any]:
+    """``script`` in a fresh interpreter (model folder, replica URL, data folder, the
+    modules it must not import); its last output line, parsed."""
     probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PROBE,
-            str(fake_kit.base),
-            instant_replica,
-            str(tmp_path / "data"),
-            ",".join(HEAVY),
-        ],
+        [sys.executable, "-c", script, str(base), replica, str(tmp_path / "data"), ",".join(heavy)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -127,8 +120,16 @@ def test_a_remote_gateway_serves_without_ml_frameworks(
         check=False,
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
-    answer = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert answer == {"chat": 200, "ready": 200, "heavy": []}, probe.stderr[-3000:]
+    answer: dict[str, Any] = json.loads(probe.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_a_remote_gateway_serves_without_ml_frameworks(
+    instant_replica: str, fake_kit: Any, tmp_path: Path
+) -> None:
+    """``fake_kit.base``: the test models' tiny Llama folder (config, weights, tokenizer)."""
+    answer = run_probe(PROBE, HEAVY, fake_kit.base, instant_replica, tmp_path)
+    assert answer == {"chat": 200, "ready": 200, "heavy": []}, answer
 
 
 RAG_HEAVY = ("torch", "vllm", "transformers", "sentence_transformers", "peft", "gguf")
@@ -206,24 +207,7 @@ def test_a_remote_gateway_searches_a_collection_without_torch(
     ingests and searches a collection in a fresh interpreter that never imports torch,
     transformers, sentence-transformers or vLLM (writing the int8 graph without them:
     ``tests/test_bert_onnx.py``). About 10 s on 2 busy cores: both embedders load."""
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RAG_PROBE,
-            str(fake_kit.base),
-            instant_replica,
-            str(tmp_path / "data"),
-            ",".join(RAG_HEAVY),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    answer = json.loads(probe.stdout.strip().splitlines()[-1])
+    answer = run_probe(RAG_PROBE, RAG_HEAVY, fake_kit.base, instant_replica, tmp_path)
     assert answer["heavy"] == [], answer
     assert (answer["ingest"], answer["search"], answer["chat"], answer["ready"]) == (
         200,
