@@ -22,6 +22,7 @@ from adapters.manifest import AdapterStatus
 from gateway.adapter_runtime.on_demand import scoped_name
 from gateway.adapter_runtime.on_demand_report import Tier
 from gateway.model_io.prompt_renderer import PromptRenderer
+from gateway.settings import Settings
 from gateway.settings.keys import generate_key
 from gateway.state import GatewayState
 from tests.conftest import ADMIN_KEY, FakeGateway, FakeKit, fake_settings, run_fake_gateway
@@ -323,11 +324,9 @@ def test_config_refuses_sources_outside_the_registry_rules(
     )
 
 
-async def test_a_folder_source_serves_its_adapters_on_first_request(
-    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
-) -> None:
-    root = tmp_path / "mounted" / "acme"
-    write_random_adapter(fake_kit.base, root / "tone", seed=5)
+def folder_source_settings(fake_kit: FakeKit, tmp_path: Path, root: Path) -> Settings:
+    """Tenant ``acme`` (its key in ``KEYS``) whose adapter source is the folder ``root``,
+    under the registry's allowed root ``tmp_path / "mounted"``."""
     key = KEYS["acme"]
     tenants = {
         "acme": {
@@ -336,12 +335,21 @@ async def test_a_folder_source_serves_its_adapters_on_first_request(
             "adapter_source": {"kind": "folder", "path": str(root)},
         }
     }
-    settings = fake_settings(
+    return fake_settings(
         fake_kit,
         tmp_path / "registry",
         tenants=tenants,
         registry={"data_dir": tmp_path / "registry", "allowed_roots": [tmp_path / "mounted"]},
     )
+
+
+async def test_a_folder_source_serves_its_adapters_on_first_request(
+    fake_kit: FakeKit, tmp_path: Path, renderer: PromptRenderer
+) -> None:
+    root = tmp_path / "mounted" / "acme"
+    write_random_adapter(fake_kit.base, root / "tone", seed=5)
+    key = KEYS["acme"]
+    settings = folder_source_settings(fake_kit, tmp_path, root)
     async with run_fake_gateway(settings, renderer) as gateway:
         headers = {"Authorization": f"Bearer {key.key}"}
         body = {"messages": MESSAGES, "max_tokens": 2}
@@ -510,19 +518,7 @@ async def test_a_folder_source_serves_archives_and_refuses_links_out_of_it(
     (tmp_path / "elsewhere" / "out.tar.gz").write_bytes(packed(folder))
     (root / "linked.tar.gz").symlink_to(tmp_path / "elsewhere" / "out.tar.gz")
     key = KEYS["acme"]
-    tenants = {
-        "acme": {
-            "keys": [{"id": key.key_id, "hash": key.hash}],
-            "models": ["tiny-base"],
-            "adapter_source": {"kind": "folder", "path": str(root)},
-        }
-    }
-    settings = fake_settings(
-        fake_kit,
-        tmp_path / "registry",
-        tenants=tenants,
-        registry={"data_dir": tmp_path / "registry", "allowed_roots": [tmp_path / "mounted"]},
-    )
+    settings = folder_source_settings(fake_kit, tmp_path, root)
     async with run_fake_gateway(settings, renderer) as gateway:
         headers = {"Authorization": f"Bearer {key.key}"}
         body = {"messages": MESSAGES, "max_tokens": 2}
